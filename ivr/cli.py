@@ -1,0 +1,177 @@
+"""Command line: ``ivr up|down|status|serve|asterisk-conf render|prompts build|menus check``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import logging.handlers
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .config import ConfigError, load
+
+
+def _setup_logging(level: str, log_file: str | None) -> None:
+    handler: logging.Handler
+    if log_file:
+        handler = logging.handlers.WatchedFileHandler(log_file)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .controller import Controller
+
+    cfg = load(args.config)
+    _setup_logging(args.log_level or cfg.log_level, args.log_file)
+    try:
+        import uvloop  # type: ignore[import-not-found]
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    runner(Controller(cfg).run_forever())
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from .stack import Stack
+
+    stack = Stack(args.workdir)
+    stack.init(port_base=args.port_base)
+    info = stack.up(timeout=args.timeout)
+    print(json.dumps(info), flush=True)
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from .stack import Stack
+
+    stopped = Stack(args.workdir).down()
+    print(json.dumps({"stopped": stopped}))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .stack import Stack
+
+    status = Stack(args.workdir).status()
+    print(json.dumps(status, indent=2))
+    return 0 if status.get("healthy") else 1
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from . import asterisk_conf
+    from .config import load_secrets, write_secrets
+
+    cfg = load(args.config)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    secrets_file = Path(args.secrets) if args.secrets else out / "secrets.yaml"
+    secrets = load_secrets(secrets_file) if secrets_file.exists() else {}
+    if not secrets.get("ami_secret"):
+        secrets["ami_secret"] = cfg.asterisk.ami_secret or asterisk_conf.new_secret(32)
+        write_secrets(secrets_file, secrets)
+    state = Path(args.state_dir) if args.state_dir else out
+    dirs = asterisk_conf.AsteriskDirs.under(out, state)
+    for path in asterisk_conf.render(cfg, dirs, secrets):
+        print(path)
+    print(f"AMI secret kept in {secrets_file} (0600)", file=sys.stderr)
+    return 0
+
+
+def cmd_prompts_build(args: argparse.Namespace) -> int:
+    from .prompts import build
+
+    argv = []
+    for lang in args.lang or []:
+        argv += ["--lang", lang]
+    if args.force:
+        argv.append("--force")
+    if args.out:
+        argv += ["--out", args.out]
+    return build.main(argv)
+
+
+def cmd_menus_check(args: argparse.Namespace) -> int:
+    from .menu.schema import MenuSet
+
+    cfg = load(args.config) if args.config else load(None)
+    menus = MenuSet(args.dir or cfg.dialplans_dir, frozenset(cfg.queue_names()), cfg.languages)
+    errors = menus.load()
+    for name, menu in sorted(menus.menus.items()):
+        print(f"ok    {menu.source}: menu {name} ({len(menu.nodes)} nodes)")
+    for err in errors:
+        print(f"error {err}")
+    return 1 if errors else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ivr", description="Crisis-surge call centre controller for Asterisk")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the controller in the foreground against an existing Asterisk and Redis")
+    s.add_argument("--config", required=True, help="YAML config file (secrets.yaml beside it is read too)")
+    s.add_argument("--log-file", help="log to this file instead of stderr")
+    s.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (overrides the config)")
+    s.set_defaults(func=cmd_serve)
+
+    for name, func, helptext in (("up", cmd_up, "start a private Asterisk, Redis and controller"),
+                                 ("down", cmd_down, "stop everything `up` started"),
+                                 ("status", cmd_status, "report the health of a stack")):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("--workdir", required=True, help="folder for config, secrets, logs and data")
+        if name == "up":
+            s.add_argument("--port-base", type=int, default=None,
+                           help="ports are base+60 (SIP), +38 (AMI), +73 (AGI), +80 (API), +1379 (Redis); default 15000")
+            s.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for health")
+        s.set_defaults(func=func)
+
+    ac = sub.add_parser("asterisk-conf", help="Asterisk configuration")
+    acs = ac.add_subparsers(dest="sub", required=True)
+    r = acs.add_parser("render", help="render asterisk_conf/ templates into a config directory")
+    r.add_argument("--config", required=True)
+    r.add_argument("--out", required=True, help="directory for the .conf files")
+    r.add_argument("--state-dir", help="directory for Asterisk's lib/spool/run/log (default: --out)")
+    r.add_argument("--secrets", help="secrets file (default: OUT/secrets.yaml, created 0600)")
+    r.set_defaults(func=cmd_render)
+
+    pr = sub.add_parser("prompts", help="audio prompts")
+    prs = pr.add_subparsers(dest="sub", required=True)
+    b = prs.add_parser("build", help="build prompts into Asterisk formats (8 kHz mono wav and ulaw)")
+    b.add_argument("--lang", action="append")
+    b.add_argument("--out")
+    b.add_argument("--force", action="store_true")
+    b.set_defaults(func=cmd_prompts_build)
+
+    m = sub.add_parser("menus", help="IVR menus")
+    ms = m.add_subparsers(dest="sub", required=True)
+    c = ms.add_parser("check", help="validate dialplans/*.yaml")
+    c.add_argument("--config")
+    c.add_argument("--dir")
+    c.set_defaults(func=cmd_menus_check)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"ivr: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from .stack import StackError
+
+        if isinstance(exc, StackError):
+            print(f"ivr: {exc}", file=sys.stderr)
+            return 1
+        raise

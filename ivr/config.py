@@ -1,0 +1,367 @@
+"""Typed configuration: defaults, then a YAML file, then environment variables.
+
+Everything the controller, the Asterisk renderer and the stack manager need is
+validated once, here, into frozen dataclasses. A bad value stops start-up with
+a ``ConfigError`` whose message names the key (``queues[1].strategy: ...``).
+
+Environment overrides use ``IVR_<SECTION>_<KEY>`` (for example
+``IVR_API_PORT=18080`` or ``IVR_AMI_SECRET=...``); secrets are never stored in
+the main config file, they live in a 0600 secrets file or the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+QUEUE_STRATEGIES = ("ringall", "leastrecent", "fewestcalls", "random", "rrmemory", "linear", "wrandom", "rrordered")
+SKILLS = ("experienced", "novice")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+_EXTEN_RE = re.compile(r"^[0-9]{1,20}$")
+_LANG_RE = re.compile(r"^[a-z]{2,3}$")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or wrong; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class AsteriskConfig:
+    binary: str = "asterisk"
+    sip_host: str = "127.0.0.1"
+    sip_port: int = 15060
+    ami_host: str = "127.0.0.1"
+    ami_port: int = 15038
+    ami_username: str = "ivr"
+    ami_secret: str = ""
+    rtp_start: int = 20000
+    rtp_end: int = 20999
+    inbound_extension: str = "500"
+    trunk_match: tuple[str, ...] = ("127.0.0.1",)
+    sounds_dir: str = "/usr/share/asterisk"
+    modules_dir: str = "/usr/lib/asterisk/modules"
+    max_calls: int = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class AgiConfig:
+    host: str = "127.0.0.1"
+    port: int = 15073
+    read_timeout: float = 30.0
+    max_connections: int = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class ApiConfig:
+    host: str = "127.0.0.1"
+    port: int = 15080
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConfig:
+    url: str = "redis://127.0.0.1:16379/0"
+    prefix: str = "ivr"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    name: str
+    strategy: str = "rrmemory"
+    timeout: int = 15
+    retry: int = 1
+    wrapuptime: int = 0
+    servicelevel: int = 20
+    musicclass: str = "default"
+    weight: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    id: str
+    name: str = ""
+    skill: str = "experienced"
+    team: str = ""
+    languages: tuple[str, ...] = ("en",)
+    queues: tuple[str, ...] = ()
+    penalty: int = 0
+    contact: str = ""
+    logged_in: bool = False
+    password: str = ""
+
+    @property
+    def interface(self) -> str:
+        return f"PJSIP/{self.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceConfig:
+    interval: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    node: str = "ivr1"
+    workdir: str = ""
+    dialplans_dir: str = str(PROJECT_ROOT / "dialplans")
+    prompts_dir: str = str(PROJECT_ROOT / "audio_prompts" / "build")
+    default_menu: str = "main"
+    fallback_queue: str = "support"
+    languages: tuple[str, ...] = ("en", "fa", "zh")
+    log_level: str = "INFO"
+    asterisk: AsteriskConfig = field(default_factory=AsteriskConfig)
+    agi: AgiConfig = field(default_factory=AgiConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    balance: BalanceConfig = field(default_factory=BalanceConfig)
+    queues: tuple[QueueConfig, ...] = (
+        QueueConfig("support"),
+        QueueConfig("refunds"),
+        QueueConfig("rebooking"),
+    )
+    agents: tuple[AgentConfig, ...] = ()
+
+    def queue_names(self) -> list[str]:
+        return [q.name for q in self.queues]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- parsing
+
+def _check_port(key: str, value: int) -> int:
+    if not 1 <= value <= 65535:
+        raise ConfigError(f"{key}: port must be 1-65535, got {value}")
+    return value
+
+
+def _check_loopback_or_ip(key: str, value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if value != "localhost":
+            raise ConfigError(f"{key}: expected an IP address, got {value!r}") from None
+    return value
+
+
+def _coerce(key: str, value: Any, typ: Any) -> Any:
+    """Coerce a YAML or environment value to the dataclass field type."""
+    if typ in (int, "int"):
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+    if typ in (float, "float"):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if typ in (bool, "bool"):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if typ in (str, "str"):
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}: expected text, got {type(value).__name__}")
+        return str(value)
+    if typ in ("tuple[str, ...]",):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(str(v) for v in value)
+    return value
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{prefix + '.' if prefix else ''}{unknown[0]}: unknown key (known: {', '.join(sorted(fields))})")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _coerce(key, value, fields[name].type)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required field is missing
+        raise ConfigError(f"{prefix or 'config'}: {exc}") from None
+
+
+_SECTIONS: dict[str, type] = {
+    "asterisk": AsteriskConfig,
+    "agi": AgiConfig,
+    "api": ApiConfig,
+    "redis": RedisConfig,
+    "balance": BalanceConfig,
+}
+
+
+def from_mapping(data: Mapping[str, Any] | None, env: Mapping[str, str] | None = None) -> Config:
+    """Build and validate a Config from a mapping (a parsed YAML file) and environment overrides."""
+    data = dict(data or {})
+    env = os.environ if env is None else env
+    # environment overrides: IVR_<SECTION>_<KEY> or IVR_<KEY> for top-level scalars
+    for var, value in env.items():
+        if not var.startswith("IVR_"):
+            continue
+        parts = var[4:].lower().split("_", 1)
+        if parts[0] in _SECTIONS and len(parts) == 2:
+            section = data.setdefault(parts[0], {})
+            if isinstance(section, dict) and parts[1] in {f.name for f in dataclasses.fields(_SECTIONS[parts[0]])}:
+                section[parts[1]] = value
+        elif var[4:].lower() in ("node", "log_level", "default_menu", "fallback_queue", "dialplans_dir", "prompts_dir"):
+            data[var[4:].lower()] = value
+
+    top_fields = {f.name: f for f in dataclasses.fields(Config)}
+    unknown = sorted(set(data) - set(top_fields))
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown key (known: {', '.join(sorted(top_fields))})")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        if name in _SECTIONS:
+            kwargs[name] = _build(_SECTIONS[name], value or {}, name)
+        elif name == "queues":
+            if not isinstance(value, list) or not value:
+                raise ConfigError("queues: expected a non-empty list of queues")
+            kwargs[name] = tuple(_build(QueueConfig, q, f"queues[{i}]") for i, q in enumerate(value))
+        elif name == "agents":
+            if not isinstance(value, list):
+                raise ConfigError("agents: expected a list")
+            kwargs[name] = tuple(_build(AgentConfig, a, f"agents[{i}]") for i, a in enumerate(value or []))
+        else:
+            kwargs[name] = _coerce(name, value, top_fields[name].type)
+    cfg = Config(**kwargs)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks; raises ConfigError naming the key."""
+    a = cfg.asterisk
+    for key, port in (("asterisk.sip_port", a.sip_port), ("asterisk.ami_port", a.ami_port),
+                      ("asterisk.rtp_start", a.rtp_start), ("asterisk.rtp_end", a.rtp_end),
+                      ("agi.port", cfg.agi.port), ("api.port", cfg.api.port)):
+        _check_port(key, port)
+    if a.rtp_end <= a.rtp_start:
+        raise ConfigError("asterisk.rtp_end: must be above asterisk.rtp_start")
+    for key, host in (("asterisk.sip_host", a.sip_host), ("asterisk.ami_host", a.ami_host),
+                      ("agi.host", cfg.agi.host), ("api.host", cfg.api.host)):
+        _check_loopback_or_ip(key, host)
+    for key, host in (("asterisk.ami_host", a.ami_host), ("agi.host", cfg.agi.host)):
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            raise ConfigError(f"{key}: AMI and FastAGI must stay on loopback, got {host!r}")
+    if not _EXTEN_RE.match(a.inbound_extension):
+        raise ConfigError(f"asterisk.inbound_extension: digits only, got {a.inbound_extension!r}")
+    if not _NAME_RE.match(a.ami_username):
+        raise ConfigError(f"asterisk.ami_username: letters, digits, _ and - only, got {a.ami_username!r}")
+    for i, m in enumerate(a.trunk_match):
+        try:
+            ipaddress.ip_network(m, strict=False)
+        except ValueError:
+            raise ConfigError(f"asterisk.trunk_match[{i}]: expected an IP address or network, got {m!r}") from None
+    if not cfg.redis.url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"redis.url: expected redis://host:port/db, got {cfg.redis.url!r}")
+    if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"log_level: expected DEBUG, INFO, WARNING or ERROR, got {cfg.log_level!r}")
+    for i, lang in enumerate(cfg.languages):
+        if not _LANG_RE.match(lang):
+            raise ConfigError(f"languages[{i}]: expected a language code like 'en', got {lang!r}")
+    if cfg.balance.interval <= 0:
+        raise ConfigError("balance.interval: must be above 0")
+    names: set[str] = set()
+    for i, q in enumerate(cfg.queues):
+        if not _NAME_RE.match(q.name):
+            raise ConfigError(f"queues[{i}].name: letters, digits, _ and - only, got {q.name!r}")
+        if q.name.lower() == "general":
+            raise ConfigError(f"queues[{i}].name: 'general' is reserved by Asterisk's queues.conf; pick another name")
+        if q.name in names:
+            raise ConfigError(f"queues[{i}].name: duplicate queue {q.name!r}")
+        names.add(q.name)
+        if q.strategy not in QUEUE_STRATEGIES:
+            raise ConfigError(f"queues[{i}].strategy: expected one of {', '.join(QUEUE_STRATEGIES)}, got {q.strategy!r}")
+        if q.timeout < 1:
+            raise ConfigError(f"queues[{i}].timeout: must be at least 1 second")
+    if cfg.fallback_queue not in names:
+        raise ConfigError(f"fallback_queue: {cfg.fallback_queue!r} is not one of the queues ({', '.join(sorted(names))})")
+    ids: set[str] = set()
+    for i, ag in enumerate(cfg.agents):
+        if not _EXTEN_RE.match(ag.id):
+            raise ConfigError(f"agents[{i}].id: digits only, got {ag.id!r}")
+        if ag.id in ids:
+            raise ConfigError(f"agents[{i}].id: duplicate agent {ag.id!r}")
+        ids.add(ag.id)
+        if ag.skill not in SKILLS:
+            raise ConfigError(f"agents[{i}].skill: expected one of {', '.join(SKILLS)}, got {ag.skill!r}")
+        for q in ag.queues:
+            if q not in names:
+                raise ConfigError(f"agents[{i}].queues: unknown queue {q!r}")
+        if ag.contact and not re.match(r"^sips?:[A-Za-z0-9_.-]+@[A-Za-z0-9_.:\[\]-]+$", ag.contact):
+            raise ConfigError(f"agents[{i}].contact: expected sip:user@host:port, got {ag.contact!r}")
+
+
+def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None,
+         secrets_path: str | os.PathLike[str] | None = None) -> Config:
+    """Load the YAML config at ``path`` (and the secrets file beside it), apply env overrides, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"config file {p}: cannot read it ({exc.strerror})") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p}: not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p}: expected a mapping at the top level")
+        data = loaded or {}
+        if secrets_path is None:
+            candidate = p.parent / "secrets.yaml"
+            secrets_path = candidate if candidate.exists() else None
+    if secrets_path is not None:
+        secrets = load_secrets(secrets_path)
+        if "ami_secret" in secrets:
+            data.setdefault("asterisk", {})
+            if isinstance(data["asterisk"], dict):
+                data["asterisk"].setdefault("ami_secret", secrets["ami_secret"])
+    return from_mapping(data, env)
+
+
+def load_secrets(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Read the 0600 secrets file (YAML mapping of strings)."""
+    p = Path(path)
+    try:
+        loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"secrets file {p}: cannot read it ({exc})") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"secrets file {p}: expected a mapping")
+    return {str(k): str(v) for k, v in loaded.items()}
+
+
+def write_secrets(path: str | os.PathLike[str], secrets: Mapping[str, str]) -> None:
+    """Write the secrets file with 0600 permissions from the start (never world-readable)."""
+    p = Path(path)
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(dict(secrets), fh)
+    os.chmod(p, 0o600)

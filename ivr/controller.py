@@ -1,0 +1,158 @@
+"""The controller process: AMI client, FastAGI server, call recorder, API.
+
+``Controller`` wires the parts together (dependencies passed in, no globals)
+and owns their start and stop order. ``ivr serve`` runs one in the foreground.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Any
+
+from aiohttp import web
+
+from . import __version__
+from .agi.server import AgiRouter, AgiServer
+from .ami import names as ev
+from .ami.client import AmiClient, AmiError
+from .config import Config
+from .menu.engine import MenuEngine
+from .menu.schema import MenuSet
+from .prompts.library import PromptLibrary
+from .records import CallRecorder
+from .roster import RosterReconciler
+from .state import CallCenterState
+from .store.redis_store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Controller:
+    """Everything one controller node runs, started and stopped in order."""
+
+    def __init__(self, cfg: Config, store: Store | None = None) -> None:
+        self.cfg = cfg
+        self.started_at = time.time()
+        self.store = store or Store.from_url(cfg.redis.url, cfg.redis.prefix)
+        self.state = CallCenterState()
+        self.recorder = CallRecorder(self.store)
+        self.menus = MenuSet(cfg.dialplans_dir, frozenset(cfg.queue_names()), cfg.languages)
+        self.prompts = PromptLibrary(cfg.prompts_dir, cfg.languages[0] if cfg.languages else "en")
+        self.engine = MenuEngine(self.menus, self.prompts, self.recorder,
+                                 cfg.languages[0] if cfg.languages else "en")
+        self.router = AgiRouter()
+        self.router.register("menu", self.engine.run)
+        self.agi = AgiServer(self.router, cfg.agi.host, cfg.agi.port,
+                             read_timeout=cfg.agi.read_timeout, max_connections=cfg.agi.max_connections)
+        a = cfg.asterisk
+        self.ami = AmiClient(a.ami_host, a.ami_port, a.ami_username, a.ami_secret,
+                             on_event=self._on_ami_event, on_connected=self._resync)
+        self.roster = RosterReconciler(cfg, self.state, self.ami)
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.stopping = asyncio.Event()
+
+    # ------------------------------------------------------------------ events
+    def _on_ami_event(self, event: Any) -> None:
+        self.state.apply(event)
+        self.recorder.on_event(event)
+
+    async def _resync(self, ami: AmiClient) -> None:
+        """Full state rebuild on every (re)connect, before anything acts."""
+        t0 = time.perf_counter()
+        queue_status = await ami.list_action(ev.QUEUE_STATUS, timeout=20)
+        channels = await ami.list_action(ev.CORE_SHOW_CHANNELS, timeout=20)
+        self.state.resync(queue_status, channels)
+        self.recorder.adopt([uid for q in self.state.queues.values() for uid in q.callers])
+        log.info("resync: %d queues, %d waiting callers, %d channels in %.0f ms",
+                 len(self.state.queues), sum(len(q.callers) for q in self.state.queues.values()),
+                 len(self.state.channels), (time.perf_counter() - t0) * 1000)
+
+    # --------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        await self._wait_for_redis(timeout=15)
+        errors = self.menus.load()
+        for err in errors:
+            log.error("menu error: %s", err)
+        log.info("prompts: %d files under %s", len(self.prompts), self.cfg.prompts_dir)
+        await self.recorder.start()
+        await self.agi.start()
+        await self.ami.start()
+        self._tasks.append(asyncio.create_task(self.roster.run(), name="roster"))
+        from .api.app import build_app  # imported late: the API imports the controller's types
+
+        app = build_app(self)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.cfg.api.host, self.cfg.api.port, reuse_address=True)
+        await site.start()
+        log.info("controller %s (version %s) up: API http://%s:%d", self.cfg.node, __version__,
+                 self.cfg.api.host, self.cfg.api.port)
+
+    async def _wait_for_redis(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await self.store.ping()
+                return
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"Redis at {self.cfg.redis.url} is not reachable: {exc}") from None
+                await asyncio.sleep(0.3)
+
+    async def stop(self) -> None:
+        log.info("controller stopping")
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.agi.stop()
+        await self.ami.stop()
+        await self.recorder.stop()
+        await self.store.close()
+        log.info("controller stopped")
+
+    async def run_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        await self.start()
+        try:
+            await self.stopping.wait()
+        finally:
+            await self.stop()
+
+    # ----------------------------------------------------------------- health
+    async def health(self) -> dict[str, Any]:
+        try:
+            redis_ok = await asyncio.wait_for(self.store.ping(), 1.0)
+        except Exception:
+            redis_ok = False
+        ok = redis_ok and self.ami.connected
+        return {
+            "status": "ok" if ok else "degraded",
+            "node": self.cfg.node,
+            "version": __version__,
+            "uptime": round(time.time() - self.started_at, 1),
+            "redis": redis_ok,
+            "ami": {"connected": self.ami.connected, "reconnects": self.ami.reconnects,
+                    "last_error": self.ami.last_error},
+            "agi": {"port": self.agi.port, "active_calls": self.agi.active_calls,
+                    "calls": self.agi.calls_total, "failed": self.agi.calls_failed},
+            "menus": {"loaded": sorted(self.menus.menus), "errors": self.menus.errors},
+            "records": {"written": self.recorder.records_written, "active": self.recorder.active,
+                        "write_errors": self.recorder.write_errors},
+        }
+
+
+async def reload_menus(controller: Controller) -> list[str]:
+    """Reload menus and prompts; returns the errors (the valid menus are live either way)."""
+    controller.prompts.scan()
+    return controller.menus.load()
+
+
+__all__ = ["Controller", "reload_menus", "AmiError"]

@@ -1,0 +1,158 @@
+"""Call records: one per caller, built from the IVR (AGI) and queue (AMI) events.
+
+The menu engine writes what happened in the IVR; AMI events add the queue, the
+wait, the agent and the talk time; the caller's Hangup closes the record and
+appends it, once, to the ``calls`` stream. All Redis writes go through one
+ordered worker so the events of a call are stored in the order they happened,
+and the event handler itself never waits on Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Awaitable, Callable, Mapping
+
+from .ami import names as ev
+from .store.redis_store import Store
+
+log = logging.getLogger(__name__)
+
+Job = Callable[[], Awaitable[None]]
+
+
+def outcome_of(record: Mapping[str, Any]) -> str:
+    """The final outcome of a call from its record fields."""
+    if record.get("answered_at"):
+        return "answered"
+    if record.get("abandoned"):
+        return "abandoned"
+    if record.get("queue"):
+        return "left_queue"
+    ivr = record.get("ivr_outcome")
+    if ivr and ivr != "queued":
+        return str(ivr)
+    return "ivr_hangup"
+
+
+class CallRecorder:
+    """Tracks calls in progress and writes their records to Redis."""
+
+    def __init__(self, store: Store, *, finalize_delay: float = 1.0, max_backlog: int = 100_000) -> None:
+        self.store = store
+        self.finalize_delay = finalize_delay
+        self._active: dict[str, float] = {}
+        self._jobs: asyncio.Queue[Job] = asyncio.Queue(max_backlog)
+        self._worker: asyncio.Task[None] | None = None
+        self.records_written = 0
+        self.write_errors = 0
+        self.dropped = 0
+        self.on_finished: Callable[[dict[str, Any]], None] | None = None
+
+    async def start(self) -> None:
+        self._worker = asyncio.create_task(self._run(), name="call-recorder")
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Flush what is queued (bounded by ``grace``), then stop."""
+        if self._worker is None:
+            return
+        try:
+            await asyncio.wait_for(self._jobs.join(), grace)
+        except asyncio.TimeoutError:
+            log.warning("call recorder: %d writes not flushed at stop", self._jobs.qsize())
+        self._worker.cancel()
+        try:
+            await self._worker
+        except asyncio.CancelledError:
+            pass
+        self._worker = None
+
+    @property
+    def active(self) -> int:
+        return len(self._active)
+
+    def _submit(self, job: Job) -> None:
+        try:
+            self._jobs.put_nowait(job)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            log.error("call recorder backlog full: a record write was dropped")
+
+    async def _run(self) -> None:
+        while True:
+            job = await self._jobs.get()
+            try:
+                for attempt in range(3):
+                    try:
+                        await job()
+                        break
+                    except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
+                        if attempt == 2:
+                            raise
+                        log.warning("call recorder: Redis write failed (%s), retrying", exc)
+                        await asyncio.sleep(0.5 * (attempt + 1))
+            except Exception:
+                self.write_errors += 1
+                log.exception("call recorder: a write failed")
+            finally:
+                self._jobs.task_done()
+
+    # ------------------------------------------------------------ from the IVR
+    def track(self, uid: str) -> None:
+        self._active.setdefault(uid, time.time())
+
+    async def save(self, uid: str, fields: dict[str, Any]) -> None:
+        self._submit(lambda: self.store.call_update(uid, fields))
+
+    def adopt(self, uids: list[str]) -> None:
+        """After a resync: calls already waiting in queues are tracked again."""
+        for uid in uids:
+            self.track(uid)
+
+    # --------------------------------------------------------- from AMI events
+    def on_event(self, e: Mapping[str, Any]) -> None:
+        name = e.get("Event")
+        uid = e.get("Uniqueid", "")
+        if not uid:
+            return
+        now = round(time.time(), 3)
+        if name == ev.QUEUE_CALLER_JOIN:
+            self.track(uid)
+            fields = {"queue": e.get("Queue", ""), "joined_at": now, "caller": e.get("CallerIDNum", "")}
+            self._submit(lambda: self.store.call_update_if_new(uid, fields))
+        elif uid not in self._active:
+            return
+        elif name == ev.AGENT_CONNECT:
+            fields = {"answered_at": now, "wait": e.get("HoldTime", ""), "ring": e.get("RingTime", ""),
+                      "agent": e.get("MemberName") or e.get("Interface", ""), "queue": e.get("Queue", "")}
+            self._submit(lambda: self.store.call_update(uid, fields))
+        elif name == ev.AGENT_COMPLETE:
+            fields = {"talk": e.get("TalkTime", ""), "ended_by": e.get("Reason", "")}
+            self._submit(lambda: self.store.call_update(uid, fields))
+        elif name == ev.QUEUE_CALLER_ABANDON:
+            fields = {"abandoned": 1, "wait": e.get("HoldTime", "")}
+            self._submit(lambda: self.store.call_update(uid, fields))
+        elif name == ev.HANGUP:
+            self._active.pop(uid, None)
+            cause = e.get("Cause-txt") or e.get("Cause", "")
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.finalize_delay, self._submit, lambda: self._finish(uid, now, cause))
+
+    async def _finish(self, uid: str, ended_at: float, cause: str) -> None:
+        record = await self.store.call_get(uid)
+        if not record or record.get("finished"):
+            return
+        started = float(record.get("started_at") or record.get("joined_at") or ended_at)
+        final = {"ended_at": ended_at, "duration": round(ended_at - started, 3),
+                 "outcome": outcome_of(record), "hangup_cause": cause,
+                 "fallback": "0" if record.get("menu") else "1"}
+        done = await self.store.call_finish(uid, final)
+        self.records_written += 1
+        log.info("call %s: record written (outcome %s, queue %s, wait %s, talk %s)", uid,
+                 final["outcome"], record.get("queue", "-"), record.get("wait", "-"), record.get("talk", "-"))
+        if self.on_finished is not None:
+            try:
+                self.on_finished(done)
+            except Exception:
+                log.exception("call %s: on_finished hook failed", uid)

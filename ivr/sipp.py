@@ -1,0 +1,360 @@
+"""SIPp drivers for the demo, the tests and the benchmarks (loopback only).
+
+``CallerScript`` writes a UAC scenario that dials the inbound extension, sends
+RFC 2833 DTMF from the pcaps SIPp ships, then either hangs up or waits for the
+far end's BYE. ``agent_scenario`` writes a UAS that answers, talks for N ms and
+hangs up (or takes the caller's BYE). Every SIPp run is bounded (``-timeout``)
+and bound to 127.0.0.1; a target that is not a loopback address is refused.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+DTMF_DIR = Path("/usr/share/sip-tester")
+_DTMF_FILES = {**{str(d): f"dtmf_2833_{d}.pcap" for d in range(10)}, "*": "dtmf_2833_star.pcap",
+               "#": "dtmf_2833_pound.pcap"}
+
+_SDP = """v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a=fmtp:101 0-15
+a=sendrecv
+"""
+
+
+def free_port(udp: bool = True) -> int:
+    kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_port_pair() -> int:
+    """An even UDP port whose successor is free too (RTP + RTCP for SIPp's media)."""
+    for _ in range(200):
+        p = free_port() & ~1
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a, \
+                 socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
+                a.bind(("127.0.0.1", p))
+                b.bind(("127.0.0.1", p + 1))
+            return p
+        except OSError:
+            continue
+    raise RuntimeError("no free even UDP port pair on 127.0.0.1")
+
+
+def _check_loopback(host: str) -> None:
+    if host == "localhost":
+        return
+    if not ipaddress.ip_address(host).is_loopback:
+        raise ValueError(f"SIPp target {host} is not a loopback address: refused")
+
+
+def _dtmf_pcap(digit: str) -> str:
+    if digit not in _DTMF_FILES:
+        raise ValueError(f"no DTMF pcap for {digit!r}")
+    return str(DTMF_DIR / _DTMF_FILES[digit])
+
+
+@dataclass
+class CallerScript:
+    """What one simulated caller does after the call is answered."""
+
+    steps: Sequence[tuple[str, str | int]] = ()   # ("pause", ms) | ("dtmf", "123#")
+    end: str = "wait_bye"                          # "wait_bye" (far end hangs up) | "hangup"
+    wait_bye_ms: int = 120_000                     # how long to wait for the far end's BYE
+
+    def xml(self) -> str:
+        body = []
+        for kind, value in self.steps:
+            if kind == "pause":
+                body.append(f'  <pause milliseconds="{int(value)}"/>')
+            elif kind == "dtmf":
+                for d in str(value):
+                    body.append(f'  <nop><action><exec play_pcap_audio="{_dtmf_pcap(d)}"/></action></nop>')
+                    body.append('  <pause milliseconds="250"/>')
+            else:
+                raise ValueError(f"unknown caller step {kind!r}")
+        if self.end == "hangup":
+            tail = f"""  <send retrans="500"><![CDATA[
+BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: "caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+[last_Call-ID:]
+CSeq: 2 BYE
+Contact: <sip:[caller]@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="200" crlf="true"/>
+"""
+        elif self.end == "wait_bye":
+            tail = f"""  <recv request="BYE" timeout="{int(self.wait_bye_ms)}"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:[caller]@[local_ip]:[local_port]>
+Content-Length: 0
+
+]]></send>
+"""
+        else:
+            raise ValueError(f"unknown caller end {self.end!r}")
+        return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="ivr caller">
+  <send retrans="500"><![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: "caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:[caller]@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+{_SDP}
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="183" optional="true"/>
+  <recv response="200" rtd="true"/>
+  <send><![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: "caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+[last_Call-ID:]
+CSeq: 1 ACK
+Contact: <sip:[caller]@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+{chr(10).join(body)}
+{tail}
+  <ResponseTimeRepartition value="100, 500, 1000, 5000"/>
+</scenario>
+"""
+
+
+def agent_scenario(talk_ms: int = 3000, ring_ms: int = 100) -> str:
+    """UAS for an agent phone: answer after ``ring_ms``, talk ``talk_ms``, hang up (or take the caller's BYE)."""
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="agent phone">
+  <recv request="INVITE" crlf="true">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="remote_from"/>
+      <ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:" check_it="true" assign_to="remote_contact"/>
+    </action>
+  </recv>
+  <send><![CDATA[
+SIP/2.0 180 Ringing
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:agent@[local_ip]:[local_port]>
+Content-Length: 0
+
+]]></send>
+  <pause milliseconds="{int(ring_ms)}"/>
+  <send retrans="500"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:agent@[local_ip]:[local_port]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+{_SDP}
+]]></send>
+  <recv request="ACK" crlf="true"/>
+  <recv request="BYE" timeout="{int(talk_ms)}" ontimeout="hangup"/>
+  <send next="done"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <label id="hangup"/>
+  <send retrans="500"><![CDATA[
+BYE [$remote_contact] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:agent@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To:[$remote_from]
+[last_Call-ID:]
+CSeq: 2 BYE
+Contact: <sip:agent@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="200" crlf="true"/>
+  <label id="done"/>
+</scenario>
+"""
+
+
+@dataclass
+class SippResult:
+    returncode: int
+    successful: int
+    failed: int
+    stdout: str
+    errors: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and self.failed == 0
+
+
+_STAT_RE = re.compile(r"(Successful call|Failed call)\s+\|\s+\d+\s+\|\s+(\d+)")
+
+
+def _parse_counts(text: str) -> tuple[int, int]:
+    ok = failed = 0
+    for kind, total in _STAT_RE.findall(text):
+        if kind.startswith("Successful"):
+            ok = int(total)
+        else:
+            failed = int(total)
+    return ok, failed
+
+
+@dataclass
+class Sipp:
+    """Runs SIPp processes against one Asterisk on loopback."""
+
+    target_host: str = "127.0.0.1"
+    target_port: int = 15060
+    binary: str = "sipp"
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sipp-")))
+
+    def __post_init__(self) -> None:
+        _check_loopback(self.target_host)
+        if shutil.which(self.binary) is None:
+            raise RuntimeError("sipp is not installed (Debian package sip-tester): run scripts/install.sh")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._n = 0
+
+    def _write(self, prefix: str, xml: str) -> Path:
+        self._n += 1
+        path = self.workdir / f"{prefix}-{os.getpid()}-{self._n}.xml"
+        path.write_text(xml, encoding="ascii")
+        return path
+
+    def _common(self, port: int, media_port: int) -> list[str]:
+        return ["-i", "127.0.0.1", "-p", str(port), "-mi", "127.0.0.1", "-mp", str(media_port),
+                "-nostdin", "-trace_err", "-max_socket", "4096"]
+
+    def call_args(self, script: CallerScript, *, extension: str, caller: str = "5550000", calls: int = 1,
+                  rate: float = 1.0, concurrent: int | None = None, timeout_s: int = 120,
+                  rate_period_ms: int = 1000) -> list[str]:
+        scenario = self._write("caller", script.xml())
+        port, mport = free_port(), free_port_pair()
+        argv = [self.binary, f"{self.target_host}:{self.target_port}", "-sf", str(scenario), "-s", extension,
+                "-key", "caller", caller, "-m", str(calls), "-r", str(rate), "-rp", str(rate_period_ms),
+                "-timeout", f"{timeout_s}s", "-timeout_error", "-recv_timeout", f"{timeout_s * 1000}",
+                "-error_file", str(self.workdir / f"err-{port}.log"),
+                "-trace_stat", "-stf", str(self.workdir / f"stat-{port}.csv"), "-fd", "1",
+                *self._common(port, mport)]
+        if concurrent:
+            argv += ["-l", str(concurrent)]
+        return argv
+
+    def call(self, script: CallerScript, **kwargs: object) -> SippResult:
+        """Run callers to completion (blocking) and return the counts."""
+        timeout_s = int(kwargs.get("timeout_s", 120))  # type: ignore[arg-type]
+        argv = self.call_args(script, **kwargs)  # type: ignore[arg-type]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s + 30, cwd=self.workdir)
+        return self._result(argv, proc.returncode, proc.stdout + proc.stderr)
+
+    def start_calls(self, script: CallerScript, **kwargs: object) -> subprocess.Popen[str]:
+        argv = self.call_args(script, **kwargs)  # type: ignore[arg-type]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=self.workdir)
+        proc.argv = argv  # type: ignore[attr-defined]
+        return proc
+
+    def finish(self, proc: subprocess.Popen[str], timeout: float = 180) -> SippResult:
+        out, _ = proc.communicate(timeout=timeout)
+        return self._result(proc.argv, proc.returncode, out or "")  # type: ignore[attr-defined]
+
+    def _result(self, argv: list[str], rc: int, text: str) -> SippResult:
+        errfile = Path(argv[argv.index("-error_file") + 1])
+        errors = errfile.read_text(errors="replace")[-4000:] if errfile.exists() else ""
+        ok, failed = _parse_counts(text)
+        stat = Path(argv[argv.index("-stf") + 1])
+        if stat.exists() and not (ok or failed):
+            ok, failed = _stat_counts(stat)
+        return SippResult(rc, ok, failed, text[-4000:], errors)
+
+    def start_agent(self, port: int, talk_ms: int = 3000, ring_ms: int = 100, max_calls: int = 100_000,
+                    timeout_s: int = 3600) -> subprocess.Popen[bytes]:
+        """Start an agent phone (UAS) listening on 127.0.0.1:port; stop it with ``stop()``."""
+        scenario = self._write("agent", agent_scenario(talk_ms, ring_ms))
+        argv = [self.binary, "-sf", str(scenario), "-m", str(max_calls), "-timeout", f"{timeout_s}s",
+                "-error_file", str(self.workdir / f"agent-err-{port}.log"),
+                *self._common(port, free_port_pair())]
+        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir,
+                                start_new_session=True)
+
+    @staticmethod
+    def stop(proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                return
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+
+def _stat_counts(path: Path) -> tuple[int, int]:
+    """Last row of a SIPp -trace_stat CSV: (SuccessfulCall(C), FailedCall(C))."""
+    lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    if len(lines) < 2:
+        return 0, 0
+    head = lines[0].split(";")
+    last = lines[-1].split(";")
+    try:
+        return int(last[head.index("SuccessfulCall(C)")]), int(last[head.index("FailedCall(C)")])
+    except (ValueError, IndexError):
+        return 0, 0

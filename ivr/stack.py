@@ -1,0 +1,319 @@
+"""``ivr up / down / status``: a private Asterisk, Redis and controller in one workdir.
+
+Everything runs as background processes on loopback and high ports, with pid
+files, logs and data under the workdir, so two stacks in two workdirs can run
+side by side (``--port-base``). ``up`` waits for each part to be healthy and
+fails with the tail of the failing part's log, never a hang; ``down`` stops
+all of them and checks that nothing is left listening.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from . import asterisk_conf
+from .config import Config, ConfigError, load, load_secrets, write_secrets
+
+PORT_OFFSETS = {"sip": 60, "ami": 38, "agi": 73, "api": 80, "redis": 1379, "rtp_start": 5000, "rtp_end": 5999}
+SERVICES = ("redis", "asterisk", "controller")
+
+
+class StackError(RuntimeError):
+    """A part of the stack did not start or stop; the message says which and why."""
+
+
+def ports_for(base: int) -> dict[str, int]:
+    return {name: base + off for name, off in PORT_OFFSETS.items()}
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(text[-lines:]) or f"({path} is empty)"
+
+
+def _port_in_use(host: str, port: int, udp: bool = False) -> bool:
+    kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as s:
+        if not udp:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours counts as gone
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+class Stack:
+    """One workdir holding config, secrets, logs, pids and data of a private stack."""
+
+    def __init__(self, workdir: str | os.PathLike[str]) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.config_path = self.workdir / "ivr.yaml"
+        self.secrets_path = self.workdir / "secrets.yaml"
+        self.logs = self.workdir / "logs"
+        self.pids = self.workdir / "pids"
+        self.asterisk_state = self.workdir / "asterisk"
+        self.asterisk_etc = self.asterisk_state / "etc"
+        self.redis_dir = self.workdir / "redis"
+
+    # ------------------------------------------------------------------ setup
+    def init(self, port_base: int | None = None, extra: Mapping[str, Any] | None = None) -> Config:
+        """Create the workdir, its config (if absent) and secrets (if absent); return the config."""
+        for d in (self.workdir, self.logs, self.pids, self.redis_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        if not self.config_path.exists() or port_base is not None or extra:
+            data: dict[str, Any] = {}
+            if self.config_path.exists():
+                data = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
+            if port_base is not None or not data:
+                p = ports_for(port_base or 15000)
+                data.setdefault("asterisk", {}).update(
+                    sip_port=p["sip"], ami_port=p["ami"], rtp_start=p["rtp_start"], rtp_end=p["rtp_end"])
+                data.setdefault("agi", {})["port"] = p["agi"]
+                data.setdefault("api", {})["port"] = p["api"]
+                data.setdefault("redis", {})["url"] = f"redis://127.0.0.1:{p['redis']}/0"
+            for key, value in (extra or {}).items():
+                if isinstance(value, dict) and isinstance(data.get(key), dict):
+                    data[key].update(value)
+                else:
+                    data[key] = value
+            data["workdir"] = str(self.workdir)
+            self.config_path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        secrets = load_secrets(self.secrets_path) if self.secrets_path.exists() else {}
+        changed = False
+        for key in ("ami_secret", "api_token"):
+            if not secrets.get(key):
+                secrets[key] = asterisk_conf.new_secret(32)
+                changed = True
+        if changed:
+            write_secrets(self.secrets_path, secrets)
+        return self.config()
+
+    def config(self) -> Config:
+        return load(self.config_path, secrets_path=self.secrets_path)
+
+    def secrets(self) -> dict[str, str]:
+        return load_secrets(self.secrets_path)
+
+    def _redis_port(self, cfg: Config) -> int:
+        return int(cfg.redis.url.rsplit(":", 1)[1].split("/")[0])
+
+    # ------------------------------------------------------------- processes
+    def _pidfile(self, name: str) -> Path:
+        return self.pids / f"{name}.pid"
+
+    def _read_pid(self, name: str) -> int | None:
+        try:
+            pid = int(self._pidfile(name).read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _pid_alive(pid) else None
+
+    def _spawn(self, name: str, argv: list[str], log_name: str, env: Mapping[str, str] | None = None) -> int:
+        log_fh = open(self.logs / log_name, "ab")
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_fh, stderr=subprocess.STDOUT,
+                                cwd=self.workdir, start_new_session=True, env={**os.environ, **(env or {})})
+        log_fh.close()
+        self._pidfile(name).write_text(str(proc.pid))
+        return proc.pid
+
+    def _asterisk_cli(self, command: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["asterisk", "-C", str(self.asterisk_etc / "asterisk.conf"), "-rx", command],
+                              capture_output=True, text=True, timeout=timeout)
+
+    def _check_ports(self, cfg: Config) -> None:
+        checks = [("sip", cfg.asterisk.sip_host, cfg.asterisk.sip_port, True),
+                  ("ami", cfg.asterisk.ami_host, cfg.asterisk.ami_port, False),
+                  ("agi", cfg.agi.host, cfg.agi.port, False), ("api", cfg.api.host, cfg.api.port, False),
+                  ("redis", "127.0.0.1", self._redis_port(cfg), False)]
+        for name, host, port, udp in checks:
+            if _port_in_use(host, port, udp):
+                raise StackError(f"port {port} ({name}) on {host} is already in use: is another stack running? "
+                                 "Stop it with `ivr down`, or pick other ports with --port-base")
+
+    def up(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Start Redis, Asterisk and the controller; wait until each is healthy."""
+        cfg = self.config()
+        if any(self._read_pid(s) for s in SERVICES):
+            raise StackError(f"a stack is already running in {self.workdir}; run `ivr down --workdir {self.workdir}` first")
+        for tool in ("asterisk", "redis-server"):
+            if shutil.which(tool) is None:
+                raise StackError(f"{tool} is not installed: run scripts/install.sh first")
+        self._check_ports(cfg)
+        secrets = self.secrets()
+        dirs = asterisk_conf.AsteriskDirs.under(self.asterisk_etc, self.asterisk_state)
+        asterisk_conf.render(cfg, dirs, {"ami_secret": secrets["ami_secret"], **secrets})
+        deadline = time.monotonic() + timeout
+        try:
+            self._start_redis(cfg, deadline)
+            self._start_asterisk(cfg, deadline)
+            self._start_controller(cfg, deadline)
+        except BaseException:
+            self.down()
+            raise
+        return self.describe(cfg)
+
+    def describe(self, cfg: Config | None = None) -> dict[str, Any]:
+        cfg = cfg or self.config()
+        return {
+            "sip": f"{cfg.asterisk.sip_host}:{cfg.asterisk.sip_port}",
+            "ami": f"{cfg.asterisk.ami_host}:{cfg.asterisk.ami_port}",
+            "agi": f"{cfg.agi.host}:{cfg.agi.port}",
+            "api": f"http://{cfg.api.host}:{cfg.api.port}",
+            "redis": cfg.redis.url,
+            "inbound_extension": cfg.asterisk.inbound_extension,
+            "token": self.secrets().get("api_token", ""),
+            "workdir": str(self.workdir),
+        }
+
+    def _start_redis(self, cfg: Config, deadline: float) -> None:
+        port = self._redis_port(cfg)
+        self._spawn("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.redis_dir),
+                              "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+                              "--daemonize", "no", "--protected-mode", "yes", "--logfile", ""], "redis.log")
+        while not self._redis_ping(port):
+            if self._read_pid("redis") is None:
+                raise StackError(f"Redis did not start on port {port}:\n{_tail(self.logs / 'redis.log')}")
+            if time.monotonic() > deadline:
+                raise StackError(f"Redis did not answer on port {port} in time:\n{_tail(self.logs / 'redis.log')}")
+            time.sleep(0.05)
+        import redis as redis_sync  # registered here so the token works before the controller is up
+
+        client = redis_sync.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+        from .store.redis_store import _hash_token
+        client.hset(f"{cfg.redis.prefix}:tokens", _hash_token(self.secrets()["api_token"]),
+                    json.dumps({"name": "admin", "role": "admin", "created": time.time()}))
+        client.close()
+
+    @staticmethod
+    def _redis_ping(port: int) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def _start_asterisk(self, cfg: Config, deadline: float) -> None:
+        conf = str(self.asterisk_etc / "asterisk.conf")
+        self._spawn("asterisk", [cfg.asterisk.binary, "-C", conf, "-f", "-n", "-q"], "asterisk.console.log")
+        messages = self.asterisk_state / "log" / "messages"
+        while True:
+            if self._read_pid("asterisk") is None:
+                raise StackError("Asterisk exited during start-up:\n"
+                                 f"{_tail(self.logs / 'asterisk.console.log')}\n{_tail(messages)}")
+            if time.monotonic() > deadline:
+                raise StackError(f"Asterisk did not finish booting in time:\n{_tail(messages)}")
+            try:
+                res = self._asterisk_cli("core waitfullybooted", timeout=max(1.0, deadline - time.monotonic()))
+                if res.returncode == 0 and "fully booted" in res.stdout.lower():
+                    return
+            except subprocess.TimeoutExpired:
+                pass
+            time.sleep(0.1)
+
+    def _start_controller(self, cfg: Config, deadline: float) -> None:
+        argv = [sys.executable, "-m", "ivr", "serve", "--config", str(self.config_path),
+                "--log-file", str(self.logs / "controller.log")]
+        self._spawn("controller", argv, "controller.stdout.log")
+        url = f"http://{cfg.api.host}:{cfg.api.port}/health"
+        last = ""
+        while True:
+            if self._read_pid("controller") is None:
+                raise StackError("the controller exited during start-up:\n"
+                                 f"{_tail(self.logs / 'controller.stdout.log')}\n{_tail(self.logs / 'controller.log')}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except urllib.error.HTTPError as exc:
+                last = exc.read().decode(errors="replace")[:500]
+            except OSError as exc:
+                last = str(exc)
+            if time.monotonic() > deadline:
+                raise StackError(f"the controller did not become healthy in time ({last}):\n"
+                                 f"{_tail(self.logs / 'controller.log')}")
+            time.sleep(0.1)
+
+    # ------------------------------------------------------------------- stop
+    def down(self, timeout: float = 15.0) -> list[str]:
+        """Stop controller, Asterisk and Redis (in that order); return what was stopped."""
+        stopped = []
+        for name in reversed(SERVICES):
+            pid = self._read_pid(name)
+            if pid is None:
+                self._pidfile(name).unlink(missing_ok=True)
+                continue
+            if name == "asterisk":
+                try:
+                    self._asterisk_cli("core stop now", timeout=5)
+                except (subprocess.TimeoutExpired, OSError):
+                    pass
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            end = time.monotonic() + timeout
+            while _pid_alive(pid) and time.monotonic() < end:
+                time.sleep(0.05)
+            if _pid_alive(pid):
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                while _pid_alive(pid) and time.monotonic() < end + 5:
+                    time.sleep(0.05)
+            self._pidfile(name).unlink(missing_ok=True)
+            stopped.append(name)
+        return stopped
+
+    def status(self) -> dict[str, Any]:
+        """Which parts run, and the controller's health if it answers."""
+        out: dict[str, Any] = {"workdir": str(self.workdir)}
+        for name in SERVICES:
+            out[name] = {"running": self._read_pid(name) is not None, "pid": self._read_pid(name)}
+        try:
+            cfg = self.config()
+        except ConfigError as exc:
+            out["config_error"] = str(exc)
+            return out
+        url = f"http://{cfg.api.host}:{cfg.api.port}/health"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                out["health"] = json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            out["health"] = json.loads(exc.read() or b"{}")
+        except OSError as exc:
+            out["health"] = {"status": "down", "error": str(exc)}
+        out["healthy"] = all(out[s]["running"] for s in SERVICES) and out["health"].get("status") == "ok"
+        return out

@@ -1,0 +1,136 @@
+"""Redis storage: call records, API tokens, settings.
+
+Redis runs with AOF persistence (``appendfsync everysec``): at most one second
+of writes can be lost on a crash of the Redis host itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from typing import Any, Mapping
+
+import redis.asyncio as aioredis
+
+from .keys import Keys
+
+CALL_TTL = 30 * 86400
+CALLS_STREAM_MAXLEN = 2_000_000
+ROLES = ("viewer", "supervisor", "admin")
+
+
+def _hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _path(raw: str | None) -> list[str]:
+    """The menu path is stored as a JSON list; tolerate a missing or damaged one."""
+    if not raw:
+        return []
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return [raw]
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+def _flat(mapping: Mapping[str, Any]) -> dict[str, str]:
+    return {k: (json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in mapping.items() if v is not None}
+
+
+class Store:
+    """Thin async facade over Redis; one instance per process, passed in where needed."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str = "ivr") -> None:
+        self.redis = client
+        self.keys = Keys(prefix)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "ivr") -> "Store":
+        client = aioredis.from_url(url, decode_responses=True, socket_connect_timeout=2,
+                                   socket_timeout=5, health_check_interval=15, retry_on_timeout=True)
+        return cls(client, prefix)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+    # ------------------------------------------------------------ call records
+    async def call_update(self, uid: str, fields: Mapping[str, Any]) -> None:
+        key = self.keys.call(uid)
+        async with self.redis.pipeline(transaction=False) as p:
+            p.hset(key, mapping=_flat(fields))
+            p.expire(key, CALL_TTL)
+            await p.execute()
+
+    async def call_update_if_new(self, uid: str, fields: Mapping[str, Any]) -> None:
+        """Set fields that are not set yet (first writer wins)."""
+        key = self.keys.call(uid)
+        async with self.redis.pipeline(transaction=False) as p:
+            for k, v in _flat(fields).items():
+                p.hsetnx(key, k, v)
+            p.expire(key, CALL_TTL)
+            await p.execute()
+
+    async def call_get(self, uid: str) -> dict[str, Any]:
+        record = await self.redis.hgetall(self.keys.call(uid))
+        if not record:
+            return {}
+        record = dict(record)
+        record["path"] = _path(record.get("path"))
+        record["uniqueid"] = uid
+        return record
+
+    async def call_finish(self, uid: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Write the final fields, append the whole record to the calls stream once, return it."""
+        key = self.keys.call(uid)
+        if not await self.redis.hsetnx(key, "finished", "1"):
+            return await self.call_get(uid)  # already finished (a duplicate Hangup)
+        await self.call_update(uid, fields)
+        record = await self.call_get(uid)
+        entry = _flat({k: v for k, v in record.items()})
+        await self.redis.xadd(self.keys.calls, entry, maxlen=CALLS_STREAM_MAXLEN, approximate=True)
+        return record
+
+    async def recent_calls(self, count: int = 100) -> list[dict[str, Any]]:
+        entries = await self.redis.xrevrange(self.keys.calls, count=count)
+        out = []
+        for entry_id, fields in entries:
+            rec = dict(fields)
+            rec["id"] = entry_id
+            rec["path"] = _path(rec.get("path"))
+            out.append(rec)
+        return out
+
+    # ------------------------------------------------------------------ tokens
+    async def create_token(self, name: str, role: str) -> str:
+        """Create an API token; only its hash is stored. Returns the token (shown once)."""
+        if role not in ROLES:
+            raise ValueError(f"role: expected one of {', '.join(ROLES)}, got {role!r}")
+        token = secrets.token_urlsafe(32)
+        await self.redis.hset(self.keys.tokens, _hash_token(token),
+                              json.dumps({"name": name, "role": role, "created": time.time()}))
+        return token
+
+    async def add_token_hash(self, token: str, name: str, role: str) -> None:
+        """Register an existing token (the one generated into the secrets file at install)."""
+        await self.redis.hset(self.keys.tokens, _hash_token(token),
+                              json.dumps({"name": name, "role": role, "created": time.time()}))
+
+    async def verify_token(self, token: str) -> dict[str, Any] | None:
+        raw = await self.redis.hget(self.keys.tokens, _hash_token(token))
+        return json.loads(raw) if raw else None
+
+    # ----------------------------------------------------------------- banner
+    async def get_banner(self, lang: str) -> str | None:
+        return await self.redis.get(self.keys.banner(lang))
+
+    async def set_banner(self, lang: str, text: str | None) -> None:
+        if text:
+            await self.redis.set(self.keys.banner(lang), text)
+        else:
+            await self.redis.delete(self.keys.banner(lang))

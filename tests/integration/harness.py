@@ -1,0 +1,153 @@
+"""Test harness: one real stack (Asterisk, Redis, controller) on free loopback ports, plus SIPp."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ivr.sipp import Sipp, free_port
+from ivr.stack import PORT_OFFSETS, Stack, ports_for
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+REQUIRED_TOOLS = ("asterisk", "redis-server", "sipp")
+
+
+def require_tools() -> None:
+    missing = [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
+    if missing:
+        raise RuntimeError(f"integration tests need {', '.join(missing)}: run `bash scripts/install.sh` first")
+
+
+def _ports_free(base: int) -> bool:
+    for name, port in ports_for(base).items():
+        if name == "rtp_end":
+            continue
+        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+            with socket.socket(socket.AF_INET, kind) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    return False
+    return True
+
+
+def pick_port_base(start: int = 40000, stop: int = 58000, step: int = 2000) -> int:
+    """A port base whose ports are all free (SIP, AMI, AGI, API, Redis, first RTP port)."""
+    for base in range(start, stop, step):
+        if base + max(PORT_OFFSETS.values()) < 65000 and _ports_free(base):
+            return base
+    raise RuntimeError("no free port range for a test stack")
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.1, what: str = "") -> Any:
+    """Poll until ``predicate()`` is truthy; return its value or fail with ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or predicate} (last: {last!r})")
+
+
+@dataclass
+class Api:
+    base: str
+    token: str
+
+    def request(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        tok = self.token if token is None else token
+        if tok:
+            req.add_header("Authorization", f"Bearer {tok}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                return exc.code, json.loads(raw or b"null")
+            except ValueError:
+                return exc.code, raw.decode(errors="replace")
+
+    def get(self, path: str, **kw: Any) -> Any:
+        status, body = self.request("GET", path, **kw)
+        assert status == 200, f"GET {path} -> {status}: {body}"
+        return body
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> Any:
+        status, out = self.request("POST", path, body, **kw)
+        assert status == 200, f"POST {path} -> {status}: {out}"
+        return out
+
+
+@dataclass
+class TestStack:
+    __test__ = False  # not a test class
+
+    stack: Stack
+    info: dict[str, Any]
+    api: Api
+    sipp: Sipp
+    agent_ports: dict[str, int]
+    agent_procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def sip_port(self) -> int:
+        return int(self.info["sip"].rsplit(":", 1)[1])
+
+    @property
+    def extension(self) -> str:
+        return str(self.info["inbound_extension"])
+
+    def queue(self, name: str) -> dict[str, Any]:
+        return self.api.get("/api/v1/queues")["queues"].get(name, {})
+
+    def call_record(self, uid: str) -> dict[str, Any] | None:
+        status, body = self.api.request("GET", f"/api/v1/calls/{uid}")
+        return body if status == 200 else None
+
+
+# Agents of the test stack: id -> (queues, logged in at start, skill)
+TEST_AGENTS = {
+    "1001": (["support", "refunds"], True, "experienced"),
+    "1002": (["support", "refunds"], True, "novice"),
+    "1003": (["rebooking"], False, "experienced"),
+}
+
+
+def start_test_stack(workdir: Path) -> TestStack:
+    require_tools()
+    base = pick_port_base()
+    agent_ports = {aid: free_port() for aid in TEST_AGENTS}
+    agents = [{"id": aid, "name": f"Agent {aid}", "queues": qs, "logged_in": on, "skill": skill,
+               "contact": f"sip:{aid}@127.0.0.1:{agent_ports[aid]}"}
+              for aid, (qs, on, skill) in TEST_AGENTS.items()]
+    stack = Stack(workdir)
+    stack.init(port_base=base, extra={"dialplans_dir": str(FIXTURES / "dialplans"), "agents": agents,
+                                      "log_level": "DEBUG"})
+    info = stack.up(timeout=60)
+    api = Api(info["api"], info["token"])
+    sipp = Sipp(target_port=int(info["sip"].rsplit(":", 1)[1]), workdir=workdir / "sipp")
+    ts = TestStack(stack, info, api, sipp, agent_ports)
+    for aid, port in agent_ports.items():
+        ts.agent_procs.append(sipp.start_agent(port, talk_ms=2000))
+    return ts
+
+
+def stop_test_stack(ts: TestStack) -> None:
+    for proc in ts.agent_procs:
+        ts.sipp.stop(proc)
+    ts.stack.down()
