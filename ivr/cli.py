@@ -133,6 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for health")
         s.set_defaults(func=func)
 
+    d = sub.add_parser("demo", help="bring the stack up and replay a surge of SIPp callers through it")
+    d.add_argument("--workdir", default="run/demo", help="folder for the demo stack (default run/demo)")
+    d.add_argument("--duration", type=float, default=60.0, help="seconds of arrivals (default 60)")
+    d.add_argument("--rate", type=float, default=1.0, help="calls per second (default 1)")
+    d.add_argument("--agents", type=int, default=6, help="agent phones, a third novices (default 6)")
+    d.add_argument("--talk", type=float, default=8.0, help="seconds an agent talks (default 8)")
+    d.add_argument("--patience", type=float, default=60.0, help="seconds a caller waits before giving up")
+    d.add_argument("--port-base", type=int, default=None)
+    d.add_argument("--keep-running", action="store_true", help="leave the stack up after the summary")
+    d.set_defaults(func=lambda a: __import__("ivr.demo", fromlist=["demo_main"]).demo_main(a))
+
     ac = sub.add_parser("asterisk-conf", help="Asterisk configuration")
     acs = ac.add_subparsers(dest="sub", required=True)
     r = acs.add_parser("render", help="render asterisk_conf/ templates into a config directory")

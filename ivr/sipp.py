@@ -80,6 +80,7 @@ class CallerScript:
     steps: Sequence[tuple[str, str | int]] = ()   # ("pause", ms) | ("dtmf", "123#")
     end: str = "wait_bye"                          # "wait_bye" (far end hangs up) | "hangup"
     wait_bye_ms: int = 120_000                     # how long to wait for the far end's BYE
+    patience_ms: int = 0                           # with wait_bye: hang up after this long instead of failing
 
     def xml(self) -> str:
         body = []
@@ -92,8 +93,7 @@ class CallerScript:
                     body.append('  <pause milliseconds="250"/>')
             else:
                 raise ValueError(f"unknown caller step {kind!r}")
-        if self.end == "hangup":
-            tail = f"""  <send retrans="500"><![CDATA[
+        bye = """  <send retrans="500"><![CDATA[
 BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
 From: "caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
@@ -107,9 +107,13 @@ Content-Length: 0
 ]]></send>
   <recv response="200" crlf="true"/>
 """
+        if self.end == "hangup":
+            tail = bye
         elif self.end == "wait_bye":
-            tail = f"""  <recv request="BYE" timeout="{int(self.wait_bye_ms)}"/>
-  <send><![CDATA[
+            on_timeout = ' ontimeout="give_up"' if self.patience_ms else ""
+            limit = self.patience_ms or self.wait_bye_ms
+            tail = f"""  <recv request="BYE" timeout="{int(limit)}"{on_timeout}/>
+  <send next="done"><![CDATA[
 SIP/2.0 200 OK
 [last_Via:]
 [last_From:]
@@ -120,6 +124,8 @@ Contact: <sip:[caller]@[local_ip]:[local_port]>
 Content-Length: 0
 
 ]]></send>
+  <label id="give_up"/>
+""" + (bye if self.patience_ms else "") + """  <label id="done"/>
 """
         else:
             raise ValueError(f"unknown caller end {self.end!r}")

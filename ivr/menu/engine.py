@@ -105,10 +105,25 @@ class MenuEngine:
 
     async def ask(self, session: AgiSession, ctx: CallContext, names: tuple[str, ...],
                   timeout: float, max_digits: int = 1) -> str:
-        """Play prompts and collect digits in one GET DATA round trip ('' on timeout)."""
+        """Play prompts (interruptible by any key) and collect digits ('' on timeout).
+
+        GET DATA takes one file, so all prompts but the last are played with
+        STREAM FILE; a key pressed during them counts as the first digit.
+        """
         files = self.files(ctx, names) or ["silence/1"]
-        digits, _ = await session.get_data("&".join(files), int(timeout * 1000), max_digits)
-        return digits
+        first = ""
+        for f in files[:-1]:
+            digit = await session.stream_file(f, "0123456789*#")
+            if digit:
+                first = digit
+                break
+        if first == "#":
+            return ""
+        if first and max_digits == 1:
+            return first
+        prompt = "silence/1" if first else files[-1]
+        digits, _ = await session.get_data(prompt, int(timeout * 1000), max_digits - len(first))
+        return first + digits
 
     async def mset(self, session: AgiSession, values: dict[str, str]) -> None:
         """Set several channel variables in one round trip (values are validated identifiers)."""

@@ -1,0 +1,124 @@
+"""`ivr up / status / down` as a user runs them, beside the session's test stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from ivr.stack import Stack, _pid_alive, _port_in_use
+
+from .harness import TestStack, pick_port_base
+
+
+def ivr(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ivr", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_up_status_call_down_leaves_nothing_behind(tmp_path: Path, stack: TestStack) -> None:
+    base = pick_port_base(start=50000, stop=62000)
+    up = ivr("up", "--workdir", str(tmp_path), "--port-base", str(base))
+    assert up.returncode == 0, up.stderr
+    info = json.loads(up.stdout.strip().splitlines()[-1])
+    assert set(info) >= {"sip", "ami", "agi", "api", "redis", "inbound_extension", "token"}
+    assert info["sip"] == f"127.0.0.1:{base + 60}"
+    assert info["api"] == f"http://127.0.0.1:{base + 80}"
+    pids = {name: int((tmp_path / "pids" / f"{name}.pid").read_text()) for name in ("redis", "asterisk", "controller")}
+    try:
+        status = ivr("status", "--workdir", str(tmp_path))
+        assert status.returncode == 0, status.stdout
+        assert json.loads(status.stdout)["health"]["ami"]["connected"] is True
+        # the session stack keeps running beside this one
+        assert stack.api.get("/health")["status"] == "ok"
+
+        # SIPp's own built-in UAC scenario (not ours) to the printed address and extension
+        host, port = info["sip"].rsplit(":", 1)
+        uac = subprocess.run(["sipp", f"{host}:{port}", "-sn", "uac", "-s", info["inbound_extension"], "-m", "1",
+                              "-d", "2000", "-i", "127.0.0.1", "-p", "0", "-timeout", "30s", "-nostdin",
+                              "-mi", "127.0.0.1"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert uac.returncode == 0, uac.stdout[-2000:]
+        log = (tmp_path / "logs" / "controller.log").read_text()
+        assert "menu main starts" in log
+    finally:
+        down = ivr("down", "--workdir", str(tmp_path))
+    assert down.returncode == 0, down.stderr
+    assert sorted(json.loads(down.stdout)["stopped"]) == ["asterisk", "controller", "redis"]
+    for name, pid in pids.items():
+        assert not _pid_alive(pid), f"{name} (pid {pid}) is still running"
+    for port in (base + 38, base + 73, base + 80, base + 1379):
+        assert not _port_in_use("127.0.0.1", port), f"port {port} still in use"
+    assert not _port_in_use("127.0.0.1", base + 60, udp=True)
+    assert list((tmp_path / "pids").iterdir()) == []
+
+
+def test_bad_config_stops_start_up_naming_the_key(tmp_path: Path) -> None:
+    Stack(tmp_path).init(port_base=pick_port_base(start=52000, stop=62000))
+    cfg = yaml.safe_load((tmp_path / "ivr.yaml").read_text())
+    cfg["asterisk"]["sip_port"] = "not-a-port"
+    (tmp_path / "ivr.yaml").write_text(yaml.safe_dump(cfg))
+    up = ivr("up", "--workdir", str(tmp_path))
+    assert up.returncode == 2
+    assert "asterisk.sip_port" in up.stderr
+    assert "expected an integer" in up.stderr
+    assert not (tmp_path / "pids" / "redis.pid").exists()
+
+
+def test_asterisk_that_fails_to_start_is_reported_with_its_log(tmp_path: Path) -> None:
+    fake = tmp_path / "broken-asterisk"
+    fake.write_text("#!/bin/sh\necho 'boom: cannot load pjsip.conf' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    Stack(tmp_path).init(port_base=pick_port_base(start=52000, stop=62000),
+                         extra={"asterisk": {"binary": str(fake)}})
+    up = ivr("up", "--workdir", str(tmp_path), "--timeout", "20")
+    assert up.returncode == 1
+    assert "Asterisk exited during start-up" in up.stderr
+    assert "boom: cannot load pjsip.conf" in up.stderr
+    # what had started (Redis) was stopped again
+    assert not any((tmp_path / "pids").iterdir())
+
+
+def test_secrets_are_private_and_not_in_the_config(stack: TestStack) -> None:
+    wd = stack.stack.workdir
+    assert os.stat(wd / "secrets.yaml").st_mode & 0o077 == 0
+    assert os.stat(wd / "asterisk" / "etc" / "manager.conf").st_mode & 0o077 == 0
+    secrets = yaml.safe_load((wd / "secrets.yaml").read_text())
+    assert secrets["ami_secret"] not in (wd / "ivr.yaml").read_text()
+    assert secrets["ami_secret"] not in (wd / "logs" / "controller.log").read_text()
+    manager = (wd / "asterisk" / "etc" / "manager.conf").read_text()
+    assert "bindaddr = 127.0.0.1" in manager
+    perms = {line.split("=")[0].strip(): {p.strip() for p in line.split("=")[1].split(",")}
+             for line in manager.splitlines() if line.startswith(("read =", "write ="))}
+    forbidden = {"system", "command", "config", "all", "dialplan"}
+    assert not (perms["read"] | perms["write"]) & forbidden
+
+
+def test_ami_user_has_no_command_or_system_rights(stack: TestStack) -> None:
+    import asyncio
+
+    from ivr.ami.client import AmiClient, AmiError
+
+    cfg = stack.stack.config()
+
+    async def probe() -> tuple[str, int]:
+        client = AmiClient(cfg.asterisk.ami_host, cfg.asterisk.ami_port, cfg.asterisk.ami_username,
+                           cfg.asterisk.ami_secret, on_event=lambda e: None)
+        await client.start()
+        try:
+            await asyncio.wait_for(client.ready.wait(), 10)
+            denied = ""
+            try:
+                await client.action("Command", {"Command": "core show version"})
+            except AmiError as exc:
+                denied = str(exc)
+            members = await client.list_action("QueueStatus")
+            return denied, len(members)
+        finally:
+            await client.stop()
+
+    denied, n = asyncio.run(probe())
+    assert "Permission denied" in denied
+    assert n > 0  # what the controller needs still works
