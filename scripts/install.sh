@@ -71,4 +71,6 @@ if [ -f "$ROOT/ivr/prompts/build.py" ]; then
   "$VENV/bin/ivr" prompts build
 fi
 
-echo "==> installed: $(asterisk -V), $(sipp -v 2>/dev/null | grep -o 'SIPp v[0-9.]*' | head -1), $(redis-server --version | cut -d' ' -f3), venv $VENV"
+STEP="summary"
+SIPP_VERSION="$( (sipp -v 2>/dev/null || true) | grep -o 'SIPp v[0-9.]*' | head -1 || true)"
+echo "==> installed: $(asterisk -V), ${SIPP_VERSION:-SIPp}, Redis $(redis-server --version | cut -d' ' -f3), venv $VENV"
