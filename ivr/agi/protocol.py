@@ -175,8 +175,9 @@ def _parse_reply(line: str) -> AgiReply | AgiCommandError | AgiHangup:
         pos = 0
         while pos < len(rest):
             m = _EXTRA_RE.match(rest, pos)
-            if m is None:
-                raise AgiProtocolError(f"bad key=value in reply line {_show(line)}")
+            if m is None:  # free text such as "Gosub complete": kept, not an error
+                extra["text"] = rest[pos:].strip()
+                break
             value = m[2]
             extra[m[1]] = value[1:-1] if value.startswith('"') else value
             pos = m.end()
@@ -380,6 +381,8 @@ class AgiConnection:
         if line.startswith("520-"):
             self._transition(_Input.USAGE_START, line)
             self._usage_head, self._usage = line[4:], []
+            return None
+        if line.startswith("100 "):  # interim "100 result=0 Trying..." (GOSUB): the real reply follows
             return None
         self._transition(_Input.REPLY, line)
         reply = _parse_reply(line)
