@@ -196,6 +196,7 @@ def test_parse_reply_line_raises_for_error_codes() -> None:
 @pytest.mark.parametrize(
     "line",
     ["", "200", "200 result", "200 foo=1", "hello", "999 what", "100 continue",
+     "200 result=1 (unterminated", "2OO result=0"],
 )
 def test_parse_malformed_replies(line: str) -> None:
     with pytest.raises(AgiProtocolError):
