@@ -120,6 +120,7 @@ def render(cfg: Config, dirs: AsteriskDirs, secret_values: Mapping[str, str]) ->
         "sip_bind": _sip_bind(cfg.asterisk.sip_host, cfg.asterisk.sip_port),
         "fallback_queue": cfg.fallback_queue,
         "default_menu": cfg.default_menu,
+        "routes": cfg.routes(),
     }
     written = []
     for name in CONF_FILES:

@@ -103,13 +103,42 @@ def cmd_menus_check(args: argparse.Namespace) -> int:
     from .menu.schema import MenuSet
 
     cfg = load(args.config) if args.config else load(None)
-    menus = MenuSet(args.dir or cfg.dialplans_dir, frozenset(cfg.queue_names()), cfg.languages)
+    menus = MenuSet(args.dir or cfg.dialplans_dir, frozenset(cfg.queue_names()), cfg.languages,
+                    frozenset({"refunds"}))
     errors = menus.load()
     for name, menu in sorted(menus.menus.items()):
         print(f"ok    {menu.source}: menu {name} ({len(menu.nodes)} nodes)")
     for err in errors:
         print(f"error {err}")
     return 1 if errors else 0
+
+
+def cmd_banner(args: argparse.Namespace) -> int:
+    from .banner import BannerError, BannerService
+    from .store.redis_store import Store
+
+    cfg = load(args.config)
+
+    async def run() -> int:
+        store = Store.from_url(cfg.redis.url, cfg.redis.prefix)
+        service = BannerService(store, Path(cfg.prompts_dir).parent / "live", cfg.languages)
+        try:
+            if args.action == "set":
+                data = await service.set(args.lang, " ".join(args.text), by="cli")
+                print(json.dumps(data, ensure_ascii=False))
+            elif args.action == "clear":
+                await service.clear(args.lang, by="cli")
+                print(json.dumps({"lang": args.lang, "banner": None}))
+            else:
+                print(json.dumps(await service.all(), ensure_ascii=False, indent=2))
+        except BannerError as exc:
+            print(f"ivr banner: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            await store.close()
+        return 0
+
+    return asyncio.run(run())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,6 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out")
     b.add_argument("--force", action="store_true")
     b.set_defaults(func=cmd_prompts_build)
+
+    bn = sub.add_parser("banner", help="the live crisis message callers hear first")
+    bn.add_argument("action", choices=("show", "set", "clear"))
+    bn.add_argument("text", nargs="*", help="the message (with set)")
+    bn.add_argument("--config", required=True, help="the controller's config (e.g. DIR/ivr.yaml)")
+    bn.add_argument("--lang", default="en")
+    bn.set_defaults(func=cmd_banner)
 
     m = sub.add_parser("menus", help="IVR menus")
     ms = m.add_subparsers(dest="sub", required=True)

@@ -128,6 +128,12 @@ class Config:
         QueueConfig("rebooking"),
     )
     agents: tuple[AgentConfig, ...] = ()
+    dids: tuple[tuple[str, str], ...] = ()   # extra inbound numbers -> menu name
+
+    def routes(self) -> list[tuple[str, str]]:
+        """Every inbound number with the menu it runs (the inbound extension runs default_menu)."""
+        return [(self.asterisk.inbound_extension, self.default_menu)] + [
+            (d, m) for d, m in self.dids if d != self.asterisk.inbound_extension]
 
     def queue_names(self) -> list[str]:
         return [q.name for q in self.queues]
@@ -242,6 +248,10 @@ def from_mapping(data: Mapping[str, Any] | None, env: Mapping[str, str] | None =
             if not isinstance(value, list) or not value:
                 raise ConfigError("queues: expected a non-empty list of queues")
             kwargs[name] = tuple(_build(QueueConfig, q, f"queues[{i}]") for i, q in enumerate(value))
+        elif name == "dids":
+            if not isinstance(value, dict):
+                raise ConfigError("dids: expected a mapping of number: menu")
+            kwargs[name] = tuple((str(k), str(v)) for k, v in value.items())
         elif name == "agents":
             if not isinstance(value, list):
                 raise ConfigError("agents: expected a list")
@@ -301,6 +311,13 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"queues[{i}].timeout: must be at least 1 second")
     if cfg.fallback_queue not in names:
         raise ConfigError(f"fallback_queue: {cfg.fallback_queue!r} is not one of the queues ({', '.join(sorted(names))})")
+    for did, menu in cfg.dids:
+        if not _EXTEN_RE.match(did):
+            raise ConfigError(f"dids.{did}: the number must be digits only")
+        if not _NAME_RE.match(menu):
+            raise ConfigError(f"dids.{did}: bad menu name {menu!r}")
+    if not _NAME_RE.match(cfg.default_menu):
+        raise ConfigError(f"default_menu: bad menu name {cfg.default_menu!r}")
     ids: set[str] = set()
     for i, ag in enumerate(cfg.agents):
         if not _EXTEN_RE.match(ag.id):

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -19,8 +20,11 @@ from .agi.server import AgiRouter, AgiServer
 from .ami import names as ev
 from .ami.client import AmiClient, AmiError
 from .config import Config
-from .menu.engine import MenuEngine
+from .balance.erlang import estimate_wait
+from .banner import BannerService
+from .menu.engine import EngineServices, MenuEngine
 from .menu.schema import MenuSet
+from .menu.services import RefundsBackend
 from .prompts.library import PromptLibrary
 from .records import CallRecorder
 from .roster import RosterReconciler
@@ -39,12 +43,19 @@ class Controller:
         self.store = store or Store.from_url(cfg.redis.url, cfg.redis.prefix)
         self.state = CallCenterState()
         self.recorder = CallRecorder(self.store)
-        self.menus = MenuSet(cfg.dialplans_dir, frozenset(cfg.queue_names()), cfg.languages)
+        self.backends = {"refunds": RefundsBackend(self.store)}
+        self.menus = MenuSet(cfg.dialplans_dir, frozenset(cfg.queue_names()), cfg.languages,
+                             frozenset(self.backends))
         self.prompts = PromptLibrary(cfg.prompts_dir, cfg.languages[0] if cfg.languages else "en")
+        self.banner = BannerService(self.store, Path(cfg.prompts_dir).parent / "live", cfg.languages)
+        services = EngineServices(backends=self.backends, callbacks=self.store.callbacks,
+                                  surveys=self.store.surveys, estimate_wait=self.estimate_wait,
+                                  banner=self.banner.get, fallback_queue=cfg.fallback_queue)
         self.engine = MenuEngine(self.menus, self.prompts, self.recorder,
-                                 cfg.languages[0] if cfg.languages else "en")
+                                 cfg.languages[0] if cfg.languages else "en", services)
         self.router = AgiRouter()
         self.router.register("menu", self.engine.run)
+        self.router.register("survey", self.engine.run_survey)
         self.agi = AgiServer(self.router, cfg.agi.host, cfg.agi.port,
                              read_timeout=cfg.agi.read_timeout, max_connections=cfg.agi.max_connections)
         a = cfg.asterisk
@@ -54,6 +65,39 @@ class Controller:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.stopping = asyncio.Event()
+
+    # --------------------------------------------------------------- estimates
+    def estimate_wait(self, queue: str, default_aht: float = 180.0) -> float | None:
+        """Expected wait for a caller joining ``queue`` now (None when unknown)."""
+        if not self.ami.connected:
+            return None
+        q = self.state.queues.get(queue)
+        if q is None:
+            return None
+        serving = [m for m in q.members.values()
+                   if not m.paused and m.status not in (ev.DEVICE_UNAVAILABLE, ev.DEVICE_INVALID)]
+        free = sum(1 for m in serving if m.available)
+        s = q.stats
+        aht = s.total_talk / s.answered if s.answered >= 5 and s.total_talk > 0 else default_aht
+        return estimate_wait(len(q.callers) + 1, len(serving), free, aht).seconds
+
+    async def _watch_menus(self, interval: float = 2.0) -> None:
+        """Reload menus when a file in the dialplans directory changes."""
+        def stamp() -> tuple[tuple[str, float], ...]:
+            d = Path(self.cfg.dialplans_dir)
+            return tuple(sorted((p.name, p.stat().st_mtime) for p in d.glob("*.yaml"))) if d.is_dir() else ()
+
+        last = stamp()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                now = stamp()
+            except OSError:
+                continue
+            if now != last:
+                last = now
+                log.info("dialplans changed: reloading menus")
+                self.menus.load()
 
     # ------------------------------------------------------------------ events
     def _on_ami_event(self, event: Any) -> None:
@@ -82,6 +126,7 @@ class Controller:
         await self.agi.start()
         await self.ami.start()
         self._tasks.append(asyncio.create_task(self.roster.run(), name="roster"))
+        self._tasks.append(asyncio.create_task(self._watch_menus(), name="menu-watch"))
         from .api.app import build_app  # imported late: the API imports the controller's types
 
         app = build_app(self)
@@ -112,6 +157,10 @@ class Controller:
             await self._runner.cleanup()
         await self.agi.stop()
         await self.ami.stop()
+        for backend in self.backends.values():
+            close = getattr(backend, "close", None)
+            if close is not None:
+                await close()
         await self.recorder.stop()
         await self.store.close()
         log.info("controller stopped")

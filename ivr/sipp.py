@@ -21,9 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-DTMF_DIR = Path("/usr/share/sip-tester")
-_DTMF_FILES = {**{str(d): f"dtmf_2833_{d}.pcap" for d in range(10)}, "*": "dtmf_2833_star.pcap",
-               "#": "dtmf_2833_pound.pcap"}
+_DTMF_EVENTS = {**{str(d): d for d in range(10)}, "*": 10, "#": 11}
 
 _SDP = """v=0
 o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
@@ -67,10 +65,52 @@ def _check_loopback(host: str) -> None:
         raise ValueError(f"SIPp target {host} is not a loopback address: refused")
 
 
-def _dtmf_pcap(digit: str) -> str:
-    if digit not in _DTMF_FILES:
-        raise ValueError(f"no DTMF pcap for {digit!r}")
-    return str(DTMF_DIR / _DTMF_FILES[digit])
+@dataclass
+class RtpClock:
+    """RTP sequence number and timestamp carried across the DTMF pcaps of one call.
+
+    SIPp replays a pcap's RTP packets as they are, and the pcaps SIPp ships all
+    have fixed sequence numbers and timestamps: Asterisk drops a digit whose
+    packets look older than the last event (the same digit twice, or a digit
+    whose pcap happens to have lower numbers). Pcaps written here continue one
+    stream, so every digit of a call is new to Asterisk.
+    """
+
+    seq: int = 1000
+    ts: int = 8000
+    ssrc: int = 0x1E55_0001
+
+
+def write_dtmf_pcap(path: Path, digits: str, clock: RtpClock, *, tone_ms: int = 120, gap_ms: int = 120) -> None:
+    """RFC 4733 telephone-events (payload type 101) for ``digits`` as an Ethernet/IPv4/UDP pcap."""
+    import struct
+
+    packets: list[tuple[float, bytes]] = []
+    t = 0.0
+    for ch in digits:
+        if ch not in _DTMF_EVENTS:
+            raise ValueError(f"not a DTMF key: {ch!r}")
+        event = _DTMF_EVENTS[ch]
+        steps = max(1, tone_ms // 20)
+        for i in range(steps + 3):                      # the last 3 packets repeat the end of event
+            end = i >= steps
+            duration = 160 * min(i + 1, steps)
+            marker = 0x80 if i == 0 else 0
+            rtp = struct.pack(">BBHII", 0x80, marker | 101, clock.seq & 0xFFFF, clock.ts & 0xFFFFFFFF, clock.ssrc)
+            rtp += struct.pack(">BBH", event, (0x80 if end else 0) | 10, duration)
+            packets.append((t, rtp))
+            clock.seq += 1
+            t += 0.020 if not end else 0.005
+        clock.ts += 160 * (steps + (gap_ms // 20))
+        t += gap_ms / 1000
+    out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    for when, rtp in packets:
+        udp = struct.pack(">HHHH", 40000, 40002, 8 + len(rtp), 0) + rtp
+        ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0,
+                         bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1])) + udp
+        frame = b"\x00" * 12 + b"\x08\x00" + ip
+        out += struct.pack("<IIII", int(when), int((when % 1) * 1e6), len(frame), len(frame)) + frame
+    path.write_bytes(bytes(out))
 
 
 @dataclass
@@ -82,15 +122,21 @@ class CallerScript:
     wait_bye_ms: int = 120_000                     # how long to wait for the far end's BYE
     patience_ms: int = 0                           # with wait_bye: hang up after this long instead of failing
 
-    def xml(self) -> str:
+    def xml(self, pcap_dir: Path | None = None) -> str:
+        """The scenario; DTMF pcaps are written into ``pcap_dir`` (a temporary folder by default)."""
         body = []
-        for kind, value in self.steps:
+        clock = RtpClock()
+        pcap_dir = Path(pcap_dir or tempfile.mkdtemp(prefix="sipp-dtmf-"))
+        pcap_dir.mkdir(parents=True, exist_ok=True)
+        for n, (kind, value) in enumerate(self.steps):
             if kind == "pause":
                 body.append(f'  <pause milliseconds="{int(value)}"/>')
             elif kind == "dtmf":
-                for d in str(value):
-                    body.append(f'  <nop><action><exec play_pcap_audio="{_dtmf_pcap(d)}"/></action></nop>')
-                    body.append('  <pause milliseconds="250"/>')
+                digits = str(value)
+                pcap = pcap_dir / f"dtmf-{os.getpid()}-{id(self)}-{n}.pcap"
+                write_dtmf_pcap(pcap, digits, clock)
+                body.append(f'  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>')
+                body.append(f'  <pause milliseconds="{len(digits) * 240 + 150}"/>')
             else:
                 raise ValueError(f"unknown caller step {kind!r}")
         bye = """  <send retrans="500"><![CDATA[
@@ -291,7 +337,7 @@ class Sipp:
     def call_args(self, script: CallerScript, *, extension: str, caller: str = "5550000", calls: int = 1,
                   rate: float = 1.0, concurrent: int | None = None, timeout_s: int = 120,
                   rate_period_ms: int = 1000) -> list[str]:
-        scenario = self._write("caller", script.xml())
+        scenario = self._write("caller", script.xml(self.workdir / "pcap"))
         port, mport = free_port(), free_port_pair()
         argv = [self.binary, f"{self.target_host}:{self.target_port}", "-sf", str(scenario), "-s", extension,
                 "-key", "caller", caller, "-m", str(calls), "-r", str(rate), "-rp", str(rate_period_ms),

@@ -134,6 +134,107 @@ async def agent_logout(request: web.Request) -> web.Response:
     return await _set_login(request, False)
 
 
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(reason="the body must be JSON") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(reason="the body must be a JSON object")
+    return body
+
+
+@requires("viewer")
+async def banner_all(request: web.Request) -> web.Response:
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    return web.json_response(await ctl.banner.all())
+
+
+@requires("supervisor")
+async def banner_set(request: web.Request) -> web.Response:
+    from ..banner import BannerError
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    body = await _json_body(request)
+    unknown = set(body) - {"text"}
+    if unknown:
+        return json_error(400, f"unknown field {sorted(unknown)[0]!r} (expected: text)")
+    text = body.get("text")
+    if not isinstance(text, str):
+        return json_error(400, "text: expected a string")
+    try:
+        data = await ctl.banner.set(request.match_info["lang"], text, by=request["auth"].get("name", ""))
+    except BannerError as exc:
+        return json_error(400, str(exc))
+    return web.json_response(data)
+
+
+@requires("supervisor")
+async def banner_clear(request: web.Request) -> web.Response:
+    from ..banner import BannerError
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    try:
+        await ctl.banner.clear(request.match_info["lang"], by=request["auth"].get("name", ""))
+    except BannerError as exc:
+        return json_error(400, str(exc))
+    return web.json_response({"lang": request.match_info["lang"], "banner": None})
+
+
+@requires("viewer")
+async def refund_get(request: web.Request) -> web.Response:
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    ref = request.match_info["ref"]
+    if not ref.isdigit() or len(ref) > 20:
+        return json_error(400, "reference: digits only")
+    rec = await ctl.store.refunds.get(ref)
+    return web.json_response(rec) if rec else json_error(404, f"no refund request {ref}")
+
+
+@requires("viewer")
+async def refund_by_booking(request: web.Request) -> web.Response:
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    booking = request.match_info["booking"]
+    if not booking.isdigit() or len(booking) > 12:
+        return json_error(400, "booking: digits only")
+    rec = await ctl.store.refunds.by_booking(booking)
+    return web.json_response(rec) if rec else json_error(404, f"no refund request for booking {booking}")
+
+
+@requires("supervisor")
+async def refund_set_status(request: web.Request) -> web.Response:
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    body = await _json_body(request)
+    status = body.get("status")
+    ref = request.match_info["ref"]
+    try:
+        old = await ctl.store.refunds.get(ref)
+        rec = await ctl.store.refunds.set_status(ref, str(status), by=request["auth"].get("name", ""))
+    except KeyError:
+        return json_error(404, f"no refund request {ref}")
+    except ValueError as exc:
+        return json_error(400, str(exc))
+    await ctl.store.audit(request["auth"].get("name", ""), "refund.status", ref,
+                          old.get("status") if old else None, status)
+    return web.json_response(rec)
+
+
+@requires("viewer")
+async def callbacks_pending(request: web.Request) -> web.Response:
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    return web.json_response({"callbacks": await ctl.store.callbacks.pending(500)})
+
+
+@requires("viewer")
+async def surveys(request: web.Request) -> web.Response:
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    return web.json_response({"surveys": await ctl.store.surveys.recent(500)})
+
+
+@requires("admin")
+async def audit(request: web.Request) -> web.Response:
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    return web.json_response({"audit": await ctl.store.audit_log(500)})
+
+
 def build_app(controller: "Controller") -> web.Application:
     app = web.Application(middlewares=[errors_and_auth], client_max_size=1024 * 1024)
     app[CONTROLLER] = controller
@@ -143,6 +244,15 @@ def build_app(controller: "Controller") -> web.Application:
     app.router.add_get("/api/v1/calls/{uid}", call)
     app.router.add_post("/api/v1/menus/reload", reload_menus)
     app.router.add_get("/api/v1/agents", agents)
+    app.router.add_get("/api/v1/banner", banner_all)
+    app.router.add_put("/api/v1/banner/{lang}", banner_set)
+    app.router.add_delete("/api/v1/banner/{lang}", banner_clear)
+    app.router.add_get("/api/v1/refunds/{ref}", refund_get)
+    app.router.add_get("/api/v1/refunds/by-booking/{booking}", refund_by_booking)
+    app.router.add_post("/api/v1/refunds/{ref}/status", refund_set_status)
+    app.router.add_get("/api/v1/callbacks", callbacks_pending)
+    app.router.add_get("/api/v1/surveys", surveys)
+    app.router.add_get("/api/v1/audit", audit)
     app.router.add_post("/api/v1/agents/{agent_id}/login", agent_login)
     app.router.add_post("/api/v1/agents/{agent_id}/logout", agent_logout)
     return app

@@ -9,6 +9,7 @@ changes a call that is already running: it keeps the version it started with.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import re
 from dataclasses import dataclass, field
@@ -17,6 +18,9 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 import yaml
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .services import VALIDATORS
 
 log = logging.getLogger(__name__)
 
@@ -25,17 +29,30 @@ _DIGIT_KEYS = set("0123456789*#")
 _PROMPT_RE = re.compile(r"^(sound:)?[A-Za-z0-9_/-]{1,80}$")
 _VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
 
-# kind -> (required fields, optional fields); "next" names a node
+# kind -> (required fields, optional fields)
 NODE_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "play": (frozenset(), frozenset({"prompts", "next"})),
+    "play": (frozenset(), frozenset({"prompts", "next", "skip_keys"})),
+    "banner": (frozenset(), frozenset({"prompts", "next", "skip_keys"})),
     "menu": (frozenset({"options"}), frozenset({"prompts", "timeout", "retries", "invalid_prompt",
                                                 "timeout_prompt", "on_fail", "repeat_key"})),
     "language": (frozenset({"options"}), frozenset({"prompts", "timeout", "retries", "default", "next"})),
-    "queue": (frozenset({"queue"}), frozenset({"prompts", "priority", "timeout"})),
+    "collect": (frozenset({"save_as", "next"}),
+                frozenset({"prompts", "min", "max", "terminator", "timeout", "retries", "validate",
+                           "invalid_prompt", "timeout_prompt", "on_fail"})),
+    "lookup": (frozenset({"backend", "operation", "found"}),
+               frozenset({"params", "say", "not_found", "error", "save_as"})),
+    "queue": (frozenset({"queue"}), frozenset({"prompts", "priority", "timeout", "announce_wait",
+                                               "callback_over", "callback", "offer_prompt"})),
+    "callback": (frozenset(), frozenset({"queue", "prompts", "next"})),
+    "hours": (frozenset({"open", "next", "closed"}), frozenset({"timezone", "holidays"})),
     "goto": (frozenset({"next"}), frozenset()),
     "set": (frozenset({"values"}), frozenset({"next"})),
     "hangup": (frozenset(), frozenset({"prompts", "outcome"})),
+    "survey": (frozenset(), frozenset({"prompts", "thanks", "timeout", "retries"})),
 }
+TARGET_FIELDS = ("next", "on_fail", "found", "not_found", "error", "callback", "closed")
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_RANGE_RE = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-4]):([0-5][0-9])$")
 COMMON_FIELDS = frozenset({"type", "comment"})
 
 
@@ -103,7 +120,51 @@ def _check_number(source: str, nid: str, line: int, key: str, value: Any, lo: fl
     return value
 
 
-def _validate_node(source: str, nid: str, raw: Any, queues: frozenset[str] | None) -> Node:
+def _check_say(source: str, nid: str, line: int, value: Any) -> tuple[tuple[str, str], ...]:
+    """``say``: a list of {prompt: name-template} | {digits: template} | {number: template}."""
+    if not isinstance(value, list):
+        raise _node_error(source, nid, line, "say must be a list like [{prompt: refund-status-intro}, {digits: '{reference}'}]")
+    out = []
+    for item in value:
+        if not isinstance(item, dict):
+            raise _node_error(source, nid, line, f"say: each item is a one-key mapping, got {item!r}")
+        item = {k: v for k, v in item.items() if k != "__line__"}
+        if len(item) != 1:
+            raise _node_error(source, nid, line, f"say: each item is a one-key mapping, got {item!r}")
+        (kind, template), = item.items()
+        if kind not in ("prompt", "digits", "number") or not isinstance(template, str):
+            raise _node_error(source, nid, line, f"say: use prompt, digits or number, got {kind!r}")
+        out.append((kind, template))
+    return tuple(out)
+
+
+def _check_hours(source: str, nid: str, line: int, value: Any) -> Mapping[int, tuple[tuple[int, int], ...]]:
+    """``open``: {"mon-fri": "08:00-20:00", "sat": ["09:00-12:00", "13:00-17:00"]} -> weekday -> minute ranges."""
+    if not isinstance(value, dict) or not value:
+        raise _node_error(source, nid, line, "open must map days (mon-fri, sat, ...) to HH:MM-HH:MM ranges")
+    table: dict[int, list[tuple[int, int]]] = {}
+    for spec, ranges in value.items():
+        if spec == "__line__":
+            continue
+        first, _, last = str(spec).lower().partition("-")
+        if first not in _DAYS or (last and last not in _DAYS):
+            raise _node_error(source, nid, line, f"open: bad day range {spec!r} (use mon, tue, ... or mon-fri)")
+        a, b = _DAYS.index(first), _DAYS.index(last or first)
+        days = list(range(a, b + 1)) if a <= b else list(range(a, 7)) + list(range(0, b + 1))
+        for r in [ranges] if isinstance(ranges, str) else ranges:
+            m = _RANGE_RE.match(str(r))
+            if not m:
+                raise _node_error(source, nid, line, f"open: bad time range {r!r} (use HH:MM-HH:MM)")
+            start, end = int(m[1]) * 60 + int(m[2]), int(m[3]) * 60 + int(m[4])
+            if end <= start:
+                raise _node_error(source, nid, line, f"open: {r!r} ends before it starts")
+            for d in days:
+                table.setdefault(d, []).append((start, end))
+    return MappingProxyType({d: tuple(sorted(rs)) for d, rs in table.items()})
+
+
+def _validate_node(source: str, nid: str, raw: Any, queues: frozenset[str] | None,
+                   backends: frozenset[str] | None = None) -> Node:
     if not isinstance(raw, dict):
         raise MenuError(f"{source}: node {nid!r}: expected a mapping, got {type(raw).__name__}")
     line = int(raw.pop("__line__", 0))
@@ -161,23 +222,67 @@ def _validate_node(source: str, nid: str, raw: Any, queues: frozenset[str] | Non
                 if isinstance(v, str) and any(c in v for c in "\r\n$\"{}"):
                     raise _node_error(source, nid, line, f"values: {k!r} has characters not allowed in a value")
             value = MappingProxyType(value)
-        elif key in ("next", "on_fail", "default", "outcome"):
-            if not isinstance(value, str):
+        elif key in TARGET_FIELDS or key in ("default", "outcome", "operation", "backend"):
+            if not isinstance(value, str) or not value:
                 raise _node_error(source, nid, line, f"{key} must be a name, got {value!r}")
+            if key == "backend" and backends is not None and value not in backends:
+                raise _node_error(source, nid, line, f"unknown backend {value!r} (known: {', '.join(sorted(backends))})")
+        elif key in ("thanks", "offer_prompt"):
+            value = _check_prompts(source, nid, line, value, key)
+        elif key == "skip_keys":
+            if not isinstance(value, str) or not set(value) <= _DIGIT_KEYS:
+                raise _node_error(source, nid, line, f"skip_keys must be keypad keys, got {value!r}")
+        elif key in ("min", "max"):
+            value = int(_check_number(source, nid, line, key, value, 1, 20))
+        elif key == "terminator":
+            if value not in ("", "#", "*"):
+                raise _node_error(source, nid, line, f"terminator must be '#', '*' or '', got {value!r}")
+        elif key == "validate":
+            if value not in VALIDATORS:
+                raise _node_error(source, nid, line, f"unknown validator {value!r} (known: {', '.join(sorted(VALIDATORS))})")
+        elif key == "save_as":
+            if not isinstance(value, str) or not _VAR_RE.match(value):
+                raise _node_error(source, nid, line, f"save_as must be a variable name, got {value!r}")
+        elif key == "params":
+            if not isinstance(value, dict) or not all(isinstance(v, str) for k, v in value.items() if k != "__line__"):
+                raise _node_error(source, nid, line, "params must map names to text templates like '{booking}'")
+            value = MappingProxyType({k: v for k, v in value.items() if k != "__line__"})
+        elif key == "say":
+            value = _check_say(source, nid, line, value)
+        elif key == "announce_wait":
+            if not isinstance(value, bool):
+                raise _node_error(source, nid, line, f"announce_wait must be true or false, got {value!r}")
+        elif key == "callback_over":
+            value = _check_number(source, nid, line, key, value, 0, 7200)
+        elif key == "timezone":
+            try:
+                ZoneInfo(str(value))
+            except (ZoneInfoNotFoundError, ValueError):
+                raise _node_error(source, nid, line, f"unknown timezone {value!r}") from None
+        elif key == "open":
+            value = _check_hours(source, nid, line, value)
+        elif key == "holidays":
+            if not isinstance(value, list) or not all(isinstance(d, (str, datetime.date)) for d in value):
+                raise _node_error(source, nid, line, "holidays must be a list of dates (YYYY-MM-DD)")
+            try:
+                value = frozenset(d if isinstance(d, datetime.date) else datetime.date.fromisoformat(d) for d in value)
+            except ValueError as exc:
+                raise _node_error(source, nid, line, f"holidays: {exc}") from None
         fields[key] = value
     return Node(nid, kind, line, MappingProxyType(fields))
 
 
 def _targets(node: Node) -> list[tuple[str, str]]:
     """(field, node id) pairs that must name existing nodes."""
-    out = [(k, node.fields[k]) for k in ("next", "on_fail") if k in node.fields]
+    out = [(k, node.fields[k]) for k in TARGET_FIELDS if k in node.fields]
     if node.type == "menu":
         out += [(f"option {k!r}", v) for k, v in node.fields["options"].items()]
     return out
 
 
 def parse_menu(text: str, source: str, queues: frozenset[str] | None = None,
-               languages: tuple[str, ...] = ("en", "fa", "zh")) -> Menu:
+               languages: tuple[str, ...] = ("en", "fa", "zh"),
+               backends: frozenset[str] | None = None) -> Menu:
     """Parse and validate one menu file's text; raise MenuError naming what is wrong."""
     try:
         data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
@@ -196,7 +301,7 @@ def parse_menu(text: str, source: str, queues: frozenset[str] | None = None,
     if not isinstance(nodes_raw, dict) or len(nodes_raw) <= 1:
         raise MenuError(f"{source}: 'nodes' must be a mapping of node id to node")
     nodes_raw.pop("__line__", None)
-    nodes = {str(nid): _validate_node(source, str(nid), raw, queues) for nid, raw in nodes_raw.items()}
+    nodes = {str(nid): _validate_node(source, str(nid), raw, queues, backends) for nid, raw in nodes_raw.items()}
     start = data.get("start")
     if start not in nodes:
         raise MenuError(f"{source}: start node {start!r} is not defined")
@@ -208,16 +313,21 @@ def parse_menu(text: str, source: str, queues: frozenset[str] | None = None,
             for k, lang in node.fields["options"].items():
                 if lang not in languages:
                     raise _node_error(source, node.id, node.line, f"option {k!r}: unknown language {lang!r}")
-            if "next" in node.fields and node.fields["next"] not in nodes:
-                raise _node_error(source, node.id, node.line, f"next goes to unknown node {node.fields['next']!r}")
+        if node.type == "collect" and node.fields.get("min", 1) > node.fields.get("max", 20):
+            raise _node_error(source, node.id, node.line, "min is above max")
+        if node.type == "queue" and "callback_over" in node.fields and "callback" not in node.fields:
+            raise _node_error(source, node.id, node.line, "callback_over needs a callback node to offer")
     _check_reachable_end(source, nodes, start)
     prompts: set[str] = set()
     for node in nodes.values():
-        for key in ("prompts", "invalid_prompt", "timeout_prompt"):
+        for key in ("prompts", "invalid_prompt", "timeout_prompt", "thanks", "offer_prompt"):
             prompts.update(node.fields.get(key, ()))
+    survey = str(data.get("survey", ""))
+    if survey and (survey not in nodes or nodes[survey].type != "survey"):
+        raise MenuError(f"{source}: survey {survey!r} must name a node of type survey")
     langs = data.get("languages", list(languages))
     return Menu(name=name, source=source, start=start, nodes=MappingProxyType(nodes),
-                survey=str(data.get("survey", "")), languages=tuple(langs), prompts_used=frozenset(prompts))
+                survey=survey, languages=tuple(langs), prompts_used=frozenset(prompts))
 
 
 def _check_reachable_end(source: str, nodes: Mapping[str, Node], start: str) -> None:
@@ -237,9 +347,10 @@ class MenuSet:
     """All menus of a directory. ``load()`` returns the errors; valid files load regardless."""
 
     def __init__(self, directory: str | Path, queues: frozenset[str] | None = None,
-                 languages: tuple[str, ...] = ("en", "fa", "zh")) -> None:
+                 languages: tuple[str, ...] = ("en", "fa", "zh"), backends: frozenset[str] | None = None) -> None:
         self.directory = Path(directory)
         self.queues = queues
+        self.backends = backends
         self.languages = languages
         self.menus: Mapping[str, Menu] = MappingProxyType({})
         self.errors: list[str] = []
@@ -251,7 +362,8 @@ class MenuSet:
         errors: list[str] = []
         for path in sorted(self.directory.glob("*.yaml")):
             try:
-                menu = parse_menu(path.read_text(encoding="utf-8"), path.name, self.queues, self.languages)
+                menu = parse_menu(path.read_text(encoding="utf-8"), path.name, self.queues, self.languages,
+                                  self.backends)
             except (MenuError, OSError, UnicodeDecodeError) as exc:
                 errors.append(str(exc))
                 log.error("menu not loaded: %s", exc)

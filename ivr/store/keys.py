@@ -11,6 +11,14 @@ caller's channel.
 | {p}:tokens                | hash   | sha256(token) -> JSON {name, role, created}               |
 | {p}:banner:{lang}         | string | live crisis banner text or prompt for one language       |
 | {p}:audit                 | stream | who changed what, when, old and new value                 |
+| {p}:refund:seq            | string | last refund reference number (INCR)                       |
+| {p}:refund:{ref}          | hash   | refund request: booking, status, caller, created, history |
+| {p}:refund:booking:{b}    | string | newest refund reference for booking number b              |
+| {p}:refunds               | stream | refund request events (created, decided)                  |
+| {p}:callback:seq          | string | last callback id (INCR)                                   |
+| {p}:callback:{id}         | hash   | callback request: number, queue, lang, status, attempts   |
+| {p}:callbacks:pending     | zset   | callback id -> the time the caller first joined (their place) |
+| {p}:surveys               | stream | post-call survey answers (uid, menu, queue, agent, score) |
 """
 
 from __future__ import annotations
@@ -39,3 +47,32 @@ class Keys:
     @property
     def audit(self) -> str:
         return f"{self.prefix}:audit"
+
+    @property
+    def refund_seq(self) -> str:
+        return f"{self.prefix}:refund:seq"
+
+    def refund(self, ref: str) -> str:
+        return f"{self.prefix}:refund:{ref}"
+
+    def refund_by_booking(self, booking: str) -> str:
+        return f"{self.prefix}:refund:booking:{booking}"
+
+    @property
+    def refunds(self) -> str:
+        return f"{self.prefix}:refunds"
+
+    @property
+    def callback_seq(self) -> str:
+        return f"{self.prefix}:callback:seq"
+
+    def callback(self, cb_id: str) -> str:
+        return f"{self.prefix}:callback:{cb_id}"
+
+    @property
+    def callbacks_pending(self) -> str:
+        return f"{self.prefix}:callbacks:pending"
+
+    @property
+    def surveys(self) -> str:
+        return f"{self.prefix}:surveys"

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import redis.asyncio as aioredis
 
 from .keys import Keys
+from .selfservice import CallbackStore, RefundStore, SurveyStore
 
 CALL_TTL = 30 * 86400
 CALLS_STREAM_MAXLEN = 2_000_000
@@ -46,6 +47,9 @@ class Store:
     def __init__(self, client: aioredis.Redis, prefix: str = "ivr") -> None:
         self.redis = client
         self.keys = Keys(prefix)
+        self.refunds = RefundStore(client, self.keys)
+        self.callbacks = CallbackStore(client, self.keys)
+        self.surveys = SurveyStore(client, self.keys)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "ivr") -> "Store":
@@ -124,6 +128,25 @@ class Store:
     async def verify_token(self, token: str) -> dict[str, Any] | None:
         raw = await self.redis.hget(self.keys.tokens, _hash_token(token))
         return json.loads(raw) if raw else None
+
+    # ------------------------------------------------------------------ audit
+    async def audit(self, who: str, action: str, target: str, old: Any, new: Any) -> None:
+        """Append who changed what, when, with the old and new value."""
+        await self.redis.xadd(self.keys.audit, {
+            "at": str(time.time()), "who": who, "action": action, "target": target,
+            "old": json.dumps(old), "new": json.dumps(new)}, maxlen=1_000_000, approximate=True)
+
+    async def audit_log(self, count: int = 100) -> list[dict[str, Any]]:
+        out = []
+        for entry_id, f in await self.redis.xrevrange(self.keys.audit, count=count):
+            rec: dict[str, Any] = dict(f, id=entry_id)
+            for k in ("old", "new"):
+                try:
+                    rec[k] = json.loads(rec.get(k, "null"))
+                except ValueError:
+                    pass
+            out.append(rec)
+        return out
 
     # ----------------------------------------------------------------- banner
     async def get_banner(self, lang: str) -> str | None:

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ivr.config import PROJECT_ROOT
 from ivr.sipp import Sipp, free_port
 from ivr.stack import PORT_OFFSETS, Stack, ports_for
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+SHORT_MENU_DID = "501"  # runs tests/fixtures/dialplans/short.yaml (a beep and one menu)
 REQUIRED_TOOLS = ("asterisk", "redis-server", "sipp")
 
 
@@ -110,6 +112,12 @@ class TestStack:
 
     @property
     def extension(self) -> str:
+        """The number of the short test menu."""
+        return SHORT_MENU_DID
+
+    @property
+    def main_extension(self) -> str:
+        """The number of the shipped default menu (dialplans/main.yaml)."""
         return str(self.info["inbound_extension"])
 
     def queue(self, name: str) -> dict[str, Any]:
@@ -135,9 +143,13 @@ def start_test_stack(workdir: Path) -> TestStack:
     agents = [{"id": aid, "name": f"Agent {aid}", "queues": qs, "logged_in": on, "skill": skill,
                "contact": f"sip:{aid}@127.0.0.1:{agent_ports[aid]}"}
               for aid, (qs, on, skill) in TEST_AGENTS.items()]
+    dialplans = workdir / "dialplans"
+    dialplans.mkdir(parents=True, exist_ok=True)
+    shutil.copy(PROJECT_ROOT / "dialplans" / "main.yaml", dialplans / "main.yaml")
+    shutil.copy(FIXTURES / "dialplans" / "short.yaml", dialplans / "short.yaml")
     stack = Stack(workdir)
-    stack.init(port_base=base, extra={"dialplans_dir": str(FIXTURES / "dialplans"), "agents": agents,
-                                      "log_level": "DEBUG"})
+    stack.init(port_base=base, extra={"dialplans_dir": str(dialplans), "agents": agents,
+                                      "log_level": "DEBUG", "dids": {SHORT_MENU_DID: "short"}})
     info = stack.up(timeout=60)
     api = Api(info["api"], info["token"])
     sipp = Sipp(target_port=int(info["sip"].rsplit(":", 1)[1]), workdir=workdir / "sipp")

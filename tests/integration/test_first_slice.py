@@ -33,7 +33,7 @@ def test_caller_waits_then_agent_answers_and_record_is_written(stack: TestStack)
     record = wait_for(lambda: (r := stack.call_record(uid)) and r.get("finished") and r, timeout=10,
                       what="the call record")
     assert record["caller"] == "5551003"
-    assert record["menu"] == "main"
+    assert record["menu"] == "short"
     assert record["path"] == ["main", "q_rebooking"]
     assert record["queue"] == "rebooking"
     assert record["outcome"] == "answered"

@@ -1,0 +1,266 @@
+"""One coroutine per node kind: ``(engine, session, ctx, node) -> next node id | None``.
+
+Caller input never leaves this module unchecked: digits are matched against
+option tables, collected input is digits only within the node's bounds and
+passes its validator, and anything spoken back is digits or a plain prompt name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from typing import Awaitable, Callable
+from zoneinfo import ZoneInfo
+
+from ..agi.server import AgiSession
+from .engine import ALL_KEYS, CallContext, MenuEngine
+from .schema import Node
+from .services import VALIDATORS, LookupFailed, format_part, safe_prompt_name
+
+log = logging.getLogger(__name__)
+
+NodeKind = Callable[[MenuEngine, AgiSession, CallContext, Node], Awaitable[str | None]]
+LOOKUP_TIMEOUT = 5.0
+
+
+async def _play(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+    await engine.play(s, ctx, node.prompts, node.get("skip_keys", ""))
+    return node.get("next")
+
+
+async def _banner(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+    """The supervisor's live crisis message in the caller's language, else the node's prompts."""
+    live = await engine.services.banner(ctx.lang) if engine.services.banner else None
+    if live:
+        await s.stream_file(live, node.get("skip_keys", ""))
+    else:
+        await engine.play(s, ctx, node.prompts, node.get("skip_keys", ""))
+    return node.get("next")
+
+
+async def _choose(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+    """Shared by menu and language: the chosen option's target, or None after the retries."""
+    options = node.get("options")
+    timeout = float(node.get("timeout", 5))
+    retries = int(node.get("retries", 2))
+    repeat_key = node.get("repeat_key")
+    attempt = repeats = 0
+    while attempt <= retries:
+        digit = await engine.ask(s, ctx, node.prompts, timeout)
+        if digit and digit == repeat_key and repeats < 5:
+            repeats += 1
+            continue
+        if digit in options:
+            log.info("call %s: %s chose %s", ctx.uid, node.id, digit)
+            return options[digit]
+        attempt += 1
+        if not digit:
+            log.info("call %s: %s timed out (%d/%d)", ctx.uid, node.id, attempt, retries + 1)
+            extra = node.get("timeout_prompt", ("no-input",))
+        else:
+            log.info("call %s: %s invalid key %r (%d/%d)", ctx.uid, node.id, digit, attempt, retries + 1)
+            extra = node.get("invalid_prompt", ("invalid",))
+        if attempt <= retries and extra:
+            await engine.play(s, ctx, extra)
+    return None
+
+
+async def _menu(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+    target = await _choose(engine, s, ctx, node)
+    if target is None:
+        ctx.path.append("retries-exhausted")
+        return node.get("on_fail")
+    return target
+
+
+async def _language(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+    lang = await _choose(engine, s, ctx, node)
+    ctx.lang = lang or node.get("default", engine.default_language)
+    await s.set_variable("CHANNEL(language)", ctx.lang)
+    return node.get("next")
+
+
+async def _collect(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+    lo, hi = int(node.get("min", 1)), int(node.get("max", 20))
+    timeout = float(node.get("timeout", 6))
+    retries = int(node.get("retries", 2))
+    check = VALIDATORS.get(node.get("validate", "digits"), VALIDATORS["digits"])
+    for attempt in range(1, retries + 2):
+        digits = await engine.ask(s, ctx, node.prompts, timeout, max_digits=hi)
+        if digits and digits.isdigit() and lo <= len(digits) <= hi and check(digits):
+            ctx.vars[node.get("save_as")] = digits
+            log.info("call %s: %s collected %d digits", ctx.uid, node.id, len(digits))
+            return node.get("next")
+        log.info("call %s: %s %s (%d/%d)", ctx.uid, node.id, "invalid input" if digits else "timed out",
+                 attempt, retries + 1)
+        if attempt <= retries:
+            extra = node.get("invalid_prompt", ("invalid",)) if digits else node.get("timeout_prompt", ("no-input",))
+            await engine.play(s, ctx, extra)
+    ctx.path.append("retries-exhausted")
+    return node.get("on_fail")
+
+
+async def _say(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node, values: dict[str, str]) -> None:
+    for kind, template in node.get("say", ()):
+        text = format_part(template, values)
+        if kind == "prompt":
+            name = safe_prompt_name(text)
+            if name:
+                await engine.play(s, ctx, (name,))
+        elif kind == "digits" and text.isdigit() and len(text) <= 20:
+            await s.say_digits(text)
+        elif kind == "number" and text.isdigit() and len(text) <= 9:
+            await s.say_number(int(text))
+
+
+async def _lookup(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+    backend = engine.services.backends.get(node.get("backend"))
+    values = ctx.values()
+    params = {k: format_part(t, values) for k, t in (node.get("params") or {"booking": "{booking}"}).items()}
+    params.update(uid=ctx.uid, caller=ctx.callerid, lang=ctx.lang)
+    try:
+        if backend is None:
+            raise LookupFailed(f"backend {node.get('backend')!r} is not configured")
+        result = await asyncio.wait_for(backend.lookup(node.get("operation"), params), LOOKUP_TIMEOUT)
+    except (LookupFailed, asyncio.TimeoutError) as exc:
+        log.warning("call %s: look-up %s failed: %s", ctx.uid, node.id, exc or "timeout")
+        ctx.path.append("lookup-error")
+        return node.get("error")
+    if result is None:
+        log.info("call %s: look-up %s found nothing", ctx.uid, node.id)
+        return node.get("not_found")
+    flat = {k: str(v) for k, v in result.items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
+    if node.get("save_as"):
+        for k, v in flat.items():
+            if k.isidentifier() and len(v) <= 64:
+                ctx.vars[f"{node.get('save_as')}_{k}"] = v
+    log.info("call %s: look-up %s found %s", ctx.uid, node.id, flat.get("status") or flat.get("reference") or "a result")
+    await _say(engine, s, ctx, node, {**values, **flat})
+    return node.get("found")
+
+
+async def _queue(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+    queue = node.get("queue")
+    ctx.queue = queue
+    estimate = engine.services.estimate_wait(queue)
+    over = node.get("callback_over")
+    if over is not None and estimate is not None and estimate > over and node.get("callback"):
+        log.info("call %s: estimated wait %.0fs in %s: offering a callback", ctx.uid, estimate, queue)
+        digit = await engine.ask(s, ctx, node.get("offer_prompt", ("callback-offer",)), 5.0)
+        if digit == "1":
+            return node.get("callback")
+    await engine.play(s, ctx, node.prompts)
+    if node.get("announce_wait") and estimate is not None and 60 <= estimate < 4 * 3600:
+        await engine.play(s, ctx, ("wait-estimate",))
+        await s.say_number(max(1, round(estimate / 60)))
+        await engine.play(s, ctx, ("minutes",))
+    ctx.outcome = "queued"
+    values = {"IVR_QUEUE": queue, "IVR_PRIORITY": str(node.get("priority", 0)),
+              "IVR_QUEUE_TIMEOUT": str(int(node.get("timeout", 0)) or ""),
+              "IVR_SURVEY": ctx.menu.name if ctx.menu.survey else "", "IVR_NEXT": "queue"}
+    await engine.mset(s, {k: v for k, v in values.items() if v != ""})
+    log.info("call %s: to queue %s (estimated wait %s)", ctx.uid, queue,
+             "unknown" if estimate is None or not math.isfinite(estimate) else f"{estimate:.0f}s")
+    return None
+
+
+async def _callback(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+    """Confirm (or enter) the number to call back, store the request, keep the caller's place."""
+    queue = node.get("queue") or ctx.queue or engine.services.fallback_queue
+    number = ctx.callerid if VALIDATORS["phone"](ctx.callerid) else ""
+    confirmed = False
+    for _ in range(3):
+        if not number:
+            digits = await engine.ask(s, ctx, ("enter-number",), 10.0, max_digits=15)
+            if VALIDATORS["phone"](digits):
+                number = digits
+            else:
+                await engine.play(s, ctx, ("invalid",) if digits else ("no-input",))
+                continue
+        # 1 or 2 may be pressed as soon as the caller recognises (or not) the number
+        digit = await engine.play(s, ctx, ("callback-number-is",), "12") or await s.say_digits(number, "12") \
+            or await engine.ask(s, ctx, ("callback-confirm",), 5.0)
+        if digit == "1":
+            confirmed = True
+            break
+        if digit == "2":
+            number = ""
+    if not confirmed or engine.services.callbacks is None:
+        log.info("call %s: callback not confirmed; the caller goes to %s", ctx.uid, queue)
+        ctx.path.append("callback-not-confirmed")
+        return await _queue(engine, s, ctx, Node(node.id, "queue", node.line, {"queue": queue}))
+    record = await engine.services.callbacks.request(number, queue=queue, lang=ctx.lang, call_uid=ctx.uid,
+                                                     joined_at=ctx.started, caller=ctx.callerid)
+    ctx.vars["callback_id"] = str(record["id"])
+    ctx.queue = queue
+    ctx.outcome = "callback_requested"
+    log.info("call %s: callback %s stored for %s (queue %s)", ctx.uid, record["id"], number, queue)
+    await engine.play(s, ctx, node.prompts or ("callback-booked",))
+    if node.get("next"):
+        return node.get("next")
+    await s.set_variable("IVR_NEXT", "hangup")
+    return None
+
+
+async def _hours(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+    now = engine.services.now(ZoneInfo(node.get("timezone", "UTC")))
+    minute = now.hour * 60 + now.minute
+    is_open = now.date() not in node.get("holidays", frozenset()) and any(
+        a <= minute < b for a, b in node.get("open").get(now.weekday(), ()))
+    log.info("call %s: %s: %s", ctx.uid, node.id, "open" if is_open else "closed")
+    return node.get("next") if is_open else node.get("closed")
+
+
+async def _goto(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+    return node.get("next")
+
+
+async def _set(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+    values = {str(k): str(v) for k, v in node.get("values").items()}
+    ctx.vars.update(values)
+    await engine.mset(s, values)
+    return node.get("next")
+
+
+async def _hangup(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+    await engine.play(s, ctx, node.prompts)
+    ctx.outcome = node.get("outcome", "ivr_end")
+    await s.set_variable("IVR_NEXT", "hangup")
+    return None
+
+
+async def _survey(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+    prompts = node.prompts or ("survey-intro",)
+    for _ in range(int(node.get("retries", 1)) + 1):
+        digit = await engine.ask(s, ctx, prompts, float(node.get("timeout", 6)))
+        if digit in ("1", "2", "3", "4", "5"):
+            if engine.services.surveys is not None:
+                await engine.services.surveys.record(ctx.uid, int(digit), menu=ctx.menu.name, lang=ctx.lang,
+                                                     queue=ctx.queue)
+            log.info("call %s: survey score %s", ctx.uid, digit)
+            await engine.play(s, ctx, node.get("thanks", ("survey-thanks",)))
+            return None
+        if digit:
+            await engine.play(s, ctx, ("invalid",))
+    log.info("call %s: survey not answered", ctx.uid)
+    return None
+
+
+NODE_KINDS: dict[str, NodeKind] = {
+    "play": _play,
+    "banner": _banner,
+    "menu": _menu,
+    "language": _language,
+    "collect": _collect,
+    "lookup": _lookup,
+    "queue": _queue,
+    "callback": _callback,
+    "hours": _hours,
+    "goto": _goto,
+    "set": _set,
+    "hangup": _hangup,
+    "survey": _survey,
+}
+
+__all__ = ["NODE_KINDS", "ALL_KEYS"]

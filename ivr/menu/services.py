@@ -1,0 +1,145 @@
+"""What menu nodes call out to: input validators and self-service look-up backends.
+
+Both are explicit tables (name -> implementation); a menu names them and the
+schema checks the name exists. A backend answers ``lookup(operation, params)``
+with a dict (found), None (not found) or raises ``LookupFailed`` (the node's
+``error`` branch). Built in: ``refunds`` (Redis); ``http`` backends are
+configured in ivr.yaml (``lookups:``) and called with aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import urllib.parse
+from typing import Any, Callable, Mapping, Protocol
+
+import aiohttp
+
+from ..store.redis_store import Store
+
+log = logging.getLogger(__name__)
+
+
+class LookupFailed(RuntimeError):
+    """The backend could not answer (down, timeout, bad answer)."""
+
+
+# ------------------------------------------------------------------ validators
+def _booking(value: str) -> bool:
+    """Six-digit booking number whose last digit is not a repeated run (e.g. 000000 is refused)."""
+    return len(value) == 6 and value.isdigit() and len(set(value)) > 1
+
+
+def _phone(value: str) -> bool:
+    return value.isdigit() and 6 <= len(value) <= 15
+
+
+def _luhn(value: str) -> bool:
+    if not value.isdigit() or len(value) < 2:
+        return False
+    total = 0
+    for i, ch in enumerate(reversed(value)):
+        d = int(ch)
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+VALIDATORS: dict[str, Callable[[str], bool]] = {
+    "digits": lambda v: v.isdigit(),
+    "booking": _booking,
+    "phone": _phone,
+    "luhn": _luhn,
+}
+
+
+# -------------------------------------------------------------------- backends
+class LookupBackend(Protocol):
+    operations: frozenset[str]
+
+    async def lookup(self, operation: str, params: Mapping[str, str]) -> dict[str, Any] | None: ...
+
+
+class RefundsBackend:
+    """Refund requests kept by the controller itself (Redis)."""
+
+    operations = frozenset({"status", "create"})
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def lookup(self, operation: str, params: Mapping[str, str]) -> dict[str, Any] | None:
+        booking = params.get("booking", "")
+        try:
+            if operation == "status":
+                return await self.store.refunds.by_booking(booking)
+            if operation == "create":
+                return await self.store.refunds.create(
+                    booking, caller=params.get("caller", ""), lang=params.get("lang", "en"),
+                    call_uid=params.get("uid", ""), source="ivr")
+        except ValueError as exc:
+            raise LookupFailed(str(exc)) from None
+        except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
+            raise LookupFailed(f"Redis: {exc}") from None
+        raise LookupFailed(f"refunds: unknown operation {operation!r}")
+
+
+class HttpBackend:
+    """A JSON HTTP endpoint: ``url`` with ``{name}`` placeholders filled from the call (URL-quoted).
+
+    200 with a JSON object: found; 404: not found; anything else or a timeout: LookupFailed.
+    """
+
+    operations = frozenset({"get"})
+
+    def __init__(self, name: str, url: str, *, timeout: float = 3.0, headers: Mapping[str, str] | None = None,
+                 session_factory: Callable[[], aiohttp.ClientSession] | None = None) -> None:
+        self.name, self.url, self.timeout = name, url, timeout
+        self.headers = dict(headers or {})
+        self._session: aiohttp.ClientSession | None = None
+        self._factory = session_factory or (lambda: aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=timeout)))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def lookup(self, operation: str, params: Mapping[str, str]) -> dict[str, Any] | None:
+        try:
+            url = self.url.format_map({k: urllib.parse.quote(str(v), safe="") for k, v in params.items()})
+        except KeyError as exc:
+            raise LookupFailed(f"{self.name}: the URL needs {exc}, which the call does not have") from None
+        if self._session is None:
+            self._session = self._factory()
+        try:
+            async with self._session.get(url, headers=self.headers) as resp:
+                if resp.status == 404:
+                    return None
+                if resp.status != 200:
+                    raise LookupFailed(f"{self.name}: HTTP {resp.status}")
+                body = await resp.json(content_type=None)
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            raise LookupFailed(f"{self.name}: {type(exc).__name__}: {exc}") from None
+        if not isinstance(body, dict):
+            raise LookupFailed(f"{self.name}: expected a JSON object")
+        return body
+
+
+_SAFE_PROMPT_PART = re.compile(r"^[a-z0-9_-]{1,40}$")
+
+
+def format_part(template: str, values: Mapping[str, Any]) -> str:
+    """Fill ``{field}`` from a look-up result; the result must stay a safe name or digits."""
+    try:
+        return template.format_map({k: str(v) for k, v in values.items()})
+    except (KeyError, ValueError, IndexError):
+        return ""
+
+
+def safe_prompt_name(name: str) -> str | None:
+    """A prompt name built from outside data is used only if it is a plain lower-case name."""
+    return name if _SAFE_PROMPT_PART.match(name) else None
