@@ -118,6 +118,7 @@ def render(cfg: Config, dirs: AsteriskDirs, secret_values: Mapping[str, str]) ->
         "agents": agents,
         "ami_secret": secret_values["ami_secret"],
         "sip_bind": _sip_bind(cfg.asterisk.sip_host, cfg.asterisk.sip_port),
+        "agi_url": f"agi://{_sip_bind(cfg.agi.host, cfg.agi.port)}",
         "fallback_queue": cfg.fallback_queue,
         "default_menu": cfg.default_menu,
         "routes": cfg.routes(),

@@ -5,12 +5,13 @@ validated once, here, into frozen dataclasses. A bad value stops start-up with
 a ``ConfigError`` whose message names the key (``queues[1].strategy: ...``).
 
 Environment overrides use ``IVR_<SECTION>_<KEY>`` (for example
-``IVR_API_PORT=18080`` or ``IVR_AMI_SECRET=...``); secrets are never stored in
+``IVR_API_PORT=18080`` or ``IVR_ASTERISK_AMI_SECRET=...``); secrets are never stored in
 the main config file, they live in a 0600 secrets file or the environment.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import ipaddress
 import os
@@ -161,6 +162,10 @@ def _check_loopback_or_ip(key: str, value: str) -> str:
 
 def _coerce(key: str, value: Any, typ: Any) -> Any:
     """Coerce a YAML or environment value to the dataclass field type."""
+    if value is None and typ in (str, "str"):
+        return ""          # a blank YAML value means "not set", never the text "None"
+    if value is None and typ in ("tuple[str, ...]",):
+        return ()
     if typ in (int, "int"):
         if isinstance(value, bool):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
@@ -222,8 +227,11 @@ _SECTIONS: dict[str, type] = {
 
 def from_mapping(data: Mapping[str, Any] | None, env: Mapping[str, str] | None = None) -> Config:
     """Build and validate a Config from a mapping (a parsed YAML file) and environment overrides."""
-    data = dict(data or {})
+    data = copy.deepcopy(dict(data or {}))
     env = os.environ if env is None else env
+    for section in _SECTIONS:  # a section with every key commented out is YAML null
+        if section in data and data[section] is None:
+            data[section] = {}
     # environment overrides: IVR_<SECTION>_<KEY> or IVR_<KEY> for top-level scalars
     for var, value in env.items():
         if not var.startswith("IVR_"):
@@ -330,6 +338,8 @@ def validate(cfg: Config) -> None:
         for q in ag.queues:
             if q not in names:
                 raise ConfigError(f"agents[{i}].queues: unknown queue {q!r}")
+        if ag.password and (len(ag.password) > 64 or not re.match(r"^[A-Za-z0-9_.~+=@%^-]+$", ag.password)):
+            raise ConfigError(f"agents[{i}].password: 1-64 letters, digits or _.~+=@%^- only")
         if ag.contact and not re.match(r"^sips?:[A-Za-z0-9_.-]+@[A-Za-z0-9_.:\[\]-]+$", ag.contact):
             raise ConfigError(f"agents[{i}].contact: expected sip:user@host:port, got {ag.contact!r}")
 
@@ -357,7 +367,8 @@ def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = No
     if secrets_path is not None:
         secrets = load_secrets(secrets_path)
         if "ami_secret" in secrets:
-            data.setdefault("asterisk", {})
+            if data.get("asterisk") is None:
+                data["asterisk"] = {}
             if isinstance(data["asterisk"], dict):
                 data["asterisk"].setdefault("ami_secret", secrets["ami_secret"])
     return from_mapping(data, env)
@@ -379,6 +390,7 @@ def write_secrets(path: str | os.PathLike[str], secrets: Mapping[str, str]) -> N
     """Write the secrets file with 0600 permissions from the start (never world-readable)."""
     p = Path(path)
     fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its old mode on open: tighten it before writing
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         yaml.safe_dump(dict(secrets), fh)
     os.chmod(p, 0o600)

@@ -43,6 +43,7 @@ class CallRecorder:
         self.store = store
         self.finalize_delay = finalize_delay
         self._active: dict[str, float] = {}
+        self._timers: dict[str, tuple[asyncio.TimerHandle, Job]] = {}
         self._jobs: asyncio.Queue[Job] = asyncio.Queue(max_backlog)
         self._worker: asyncio.Task[None] | None = None
         self.records_written = 0
@@ -57,6 +58,10 @@ class CallRecorder:
         """Flush what is queued (bounded by ``grace``), then stop."""
         if self._worker is None:
             return
+        for uid, (handle, job) in list(self._timers.items()):  # calls that ended just now: write them too
+            handle.cancel()
+            self._submit(job)
+        self._timers.clear()
         try:
             await asyncio.wait_for(self._jobs.join(), grace)
         except asyncio.TimeoutError:
@@ -136,8 +141,16 @@ class CallRecorder:
         elif name == ev.HANGUP:
             self._active.pop(uid, None)
             cause = e.get("Cause-txt") or e.get("Cause", "")
-            loop = asyncio.get_running_loop()
-            loop.call_later(self.finalize_delay, self._submit, lambda: self._finish(uid, now, cause))
+            job: Job = lambda: self._finish(uid, now, cause)  # noqa: E731
+            if uid in self._timers:
+                return
+            handle = asyncio.get_running_loop().call_later(self.finalize_delay, self._finalize_due, uid)
+            self._timers[uid] = (handle, job)
+
+    def _finalize_due(self, uid: str) -> None:
+        entry = self._timers.pop(uid, None)
+        if entry is not None:
+            self._submit(entry[1])
 
     async def _finish(self, uid: str, ended_at: float, cause: str) -> None:
         record = await self.store.call_get(uid)

@@ -183,6 +183,13 @@ class Stack:
             raise
         return self.describe(cfg)
 
+    def restart_controller(self, timeout: float = 30.0) -> None:
+        """Start the controller again (after a crash or a kill) and wait until it is healthy."""
+        pid = self._read_pid("controller")
+        if pid is not None:
+            raise StackError(f"the controller is still running (pid {pid})")
+        self._start_controller(self.config(), time.monotonic() + timeout)
+
     def describe(self, cfg: Config | None = None) -> dict[str, Any]:
         cfg = cfg or self.config()
         return {

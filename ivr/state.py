@@ -130,6 +130,8 @@ class CallCenterState:
             ev.CORE_SHOW_CHANNEL: self._on_newchannel,
             ev.HANGUP: self._on_hangup,
         }
+        channel_handlers = {self._on_newchannel, self._on_hangup}
+        self._queue_handlers = {h for h in self._handlers.values() if h not in channel_handlers}
 
     # ------------------------------------------------------------------ access
     def queue(self, name: str) -> QueueState:
@@ -139,9 +141,11 @@ class CallCenterState:
         return q
 
     def apply(self, event: Event) -> None:
-        """Apply one AMI event (unknown events are ignored)."""
+        """Apply one AMI event (unknown events, and queue events without a queue, are ignored)."""
         handler = self._handlers.get(event.get("Event", ""))
         if handler is not None:
+            if handler in self._queue_handlers and not event.get("Queue"):
+                return
             self.events_seen += 1
             handler(event)
 

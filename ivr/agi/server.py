@@ -74,12 +74,15 @@ class AgiSession:
         self.data: dict[str, object] = {}     # per-call scratch space for handlers
 
     async def _read_event(self, timeout: float) -> object:
-        while True:
-            event = self._conn.next_event()
-            if event is not NEED_DATA:
-                return event
-            chunk = await asyncio.wait_for(self._reader.read(READ_CHUNK), timeout)
-            self._conn.receive_data(chunk)
+        event = self._conn.next_event()
+        if event is not NEED_DATA:
+            return event
+        # asyncio.timeout (one timer) rather than wait_for (a task per read): this runs per command
+        async with asyncio.timeout(timeout):
+            while event is NEED_DATA:
+                self._conn.receive_data(await self._reader.read(READ_CHUNK))
+                event = self._conn.next_event()
+        return event
 
     async def command(self, *words: str, timeout: float | None = None) -> AgiReply:
         """Send one AGI command (verb first, then arguments) and return its 200 reply.
@@ -190,16 +193,21 @@ class AgiServer:
                  ", ".join(self.router.names()))
 
     async def stop(self, grace: float = 5.0) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        """Stop accepting, give running calls ``grace`` seconds, then cancel them (they fall back)."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()  # stop accepting; wait_closed() comes last (on 3.12+ it waits for connections)
         if self._tasks:
             _, pending = await asyncio.wait(list(self._tasks), timeout=grace)
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=2)
+        if server is not None:
+            try:
+                await asyncio.wait_for(server.wait_closed(), 2)
+            except asyncio.TimeoutError:
+                log.warning("FastAGI server: connections still open at stop")
 
     @property
     def active_calls(self) -> int:

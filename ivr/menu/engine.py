@@ -20,6 +20,7 @@ from typing import Any, Awaitable, Callable, Mapping, Protocol
 from ..agi.server import AgiSession
 from ..prompts.library import PromptLibrary
 from ..store.selfservice import CallbackStore, SurveyStore
+from .schema import FORBIDDEN_IN_VALUES
 from .schema import Menu, MenuSet
 from .services import LookupBackend
 
@@ -174,6 +175,6 @@ class MenuEngine:
     async def mset(self, session: AgiSession, values: dict[str, str]) -> None:
         """Set several channel variables in one round trip (values are validated identifiers)."""
         for k, v in values.items():
-            if any(c in v for c in ",\r\n\"\\$;{}"):
+            if any(c in v for c in FORBIDDEN_IN_VALUES):
                 raise ValueError(f"variable {k}: value {v!r} has a character that is not allowed")
         await session.exec("MSet", ",".join(f"{k}={v}" for k, v in values.items()))

@@ -28,6 +28,8 @@ _ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 _DIGIT_KEYS = set("0123456789*#")
 _PROMPT_RE = re.compile(r"^(sound:)?[A-Za-z0-9_/-]{1,80}$")
 _VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
+# what MSet and the dialplan must never see in a value (the engine refuses the same set)
+FORBIDDEN_IN_VALUES = "\r\n$\"'{}[],;\\|&"
 
 # kind -> (required fields, optional fields)
 NODE_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
@@ -195,9 +197,10 @@ def _validate_node(source: str, nid: str, raw: Any, queues: frozenset[str] | Non
         elif key == "priority":
             value = int(_check_number(source, nid, line, key, value, 0, 100))
         elif key == "options":
+            if isinstance(value, dict):
+                value = {str(k): v for k, v in value.items() if k != "__line__"}
             if not isinstance(value, dict) or not value:
                 raise _node_error(source, nid, line, "options must be a mapping of keys to targets")
-            value = {str(k): v for k, v in value.items() if k != "__line__"}
             for k, target in value.items():
                 if k not in _DIGIT_KEYS:
                     raise _node_error(source, nid, line, f"option key {k!r} is not a single keypad key (0-9 * #)")
@@ -213,13 +216,14 @@ def _validate_node(source: str, nid: str, raw: Any, queues: frozenset[str] | Non
                 known = ", ".join(sorted(queues or ()))
                 raise _node_error(source, nid, line, f"unknown queue {value!r} (configured: {known})")
         elif key == "values":
+            if isinstance(value, dict):
+                value = {k: v for k, v in value.items() if k != "__line__"}
             if not isinstance(value, dict) or not value:
                 raise _node_error(source, nid, line, "values must be a mapping of NAME: value")
-            value = {k: v for k, v in value.items() if k != "__line__"}
             for k, v in value.items():
                 if not _VAR_RE.match(str(k)) or not isinstance(v, (str, int, float)):
                     raise _node_error(source, nid, line, f"values: bad entry {k!r}: {v!r}")
-                if isinstance(v, str) and any(c in v for c in "\r\n$\"{}"):
+                if isinstance(v, str) and any(c in v for c in FORBIDDEN_IN_VALUES):
                     raise _node_error(source, nid, line, f"values: {k!r} has characters not allowed in a value")
             value = MappingProxyType(value)
         elif key in TARGET_FIELDS or key in ("default", "outcome", "operation", "backend"):
@@ -313,6 +317,9 @@ def parse_menu(text: str, source: str, queues: frozenset[str] | None = None,
             for k, lang in node.fields["options"].items():
                 if lang not in languages:
                     raise _node_error(source, node.id, node.line, f"option {k!r}: unknown language {lang!r}")
+            if "default" in node.fields and node.fields["default"] not in languages:
+                raise _node_error(source, node.id, node.line,
+                                  f"default: unknown language {node.fields['default']!r} (configured: {', '.join(languages)})")
         if node.type == "collect" and node.fields.get("min", 1) > node.fields.get("max", 20):
             raise _node_error(source, node.id, node.line, "min is above max")
         if node.type == "queue" and "callback_over" in node.fields and "callback" not in node.fields:
@@ -326,6 +333,11 @@ def parse_menu(text: str, source: str, queues: frozenset[str] | None = None,
     if survey and (survey not in nodes or nodes[survey].type != "survey"):
         raise MenuError(f"{source}: survey {survey!r} must name a node of type survey")
     langs = data.get("languages", list(languages))
+    if not isinstance(langs, list) or not langs or not all(isinstance(x, str) for x in langs):
+        raise MenuError(f"{source}: languages must be a list like [en, fa, zh]")
+    unknown_langs = [x for x in langs if x not in languages]
+    if unknown_langs:
+        raise MenuError(f"{source}: languages: {unknown_langs[0]!r} is not configured ({', '.join(languages)})")
     return Menu(name=name, source=source, start=start, nodes=MappingProxyType(nodes),
                 survey=survey, languages=tuple(langs), prompts_used=frozenset(prompts))
 

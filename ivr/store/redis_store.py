@@ -81,23 +81,42 @@ class Store:
             await p.execute()
 
     async def call_get(self, uid: str) -> dict[str, Any]:
-        record = await self.redis.hgetall(self.keys.call(uid))
-        if not record:
-            return {}
-        record = dict(record)
-        record["path"] = _path(record.get("path"))
-        record["uniqueid"] = uid
-        return record
+        raw = await self.redis.hgetall(self.keys.call(uid))
+        return self._record(uid, raw) if raw else {}
 
     async def call_finish(self, uid: str, fields: Mapping[str, Any]) -> dict[str, Any]:
-        """Write the final fields, append the whole record to the calls stream once, return it."""
+        """Write the final fields and append the whole record to the calls stream, once.
+
+        Marking the record finished and appending it happen in one MULTI/EXEC
+        (under WATCH), so a retry after a failure can neither lose the stream
+        entry nor add it twice.
+        """
         key = self.keys.call(uid)
-        if not await self.redis.hsetnx(key, "finished", "1"):
-            return await self.call_get(uid)  # already finished (a duplicate Hangup)
-        await self.call_update(uid, fields)
-        record = await self.call_get(uid)
-        entry = _flat({k: v for k, v in record.items()})
-        await self.redis.xadd(self.keys.calls, entry, maxlen=CALLS_STREAM_MAXLEN, approximate=True)
+        final = _flat(fields)
+        async with self.redis.pipeline(transaction=True) as p:
+            while True:
+                try:
+                    await p.watch(key)
+                    current = await p.hgetall(key)
+                    if current.get("finished") == "1":
+                        await p.reset()
+                        return self._record(uid, current)  # already finished (a duplicate Hangup)
+                    merged = {**current, **final, "finished": "1"}
+                    record = self._record(uid, merged)
+                    p.multi()
+                    p.hset(key, mapping={**final, "finished": "1"})
+                    p.expire(key, CALL_TTL)
+                    p.xadd(self.keys.calls, _flat(record), maxlen=CALLS_STREAM_MAXLEN, approximate=True)
+                    await p.execute()
+                    return record
+                except aioredis.WatchError:
+                    continue
+
+    @staticmethod
+    def _record(uid: str, raw: Mapping[str, str]) -> dict[str, Any]:
+        record: dict[str, Any] = dict(raw)
+        record["path"] = _path(record.get("path"))
+        record["uniqueid"] = uid
         return record
 
     async def recent_calls(self, count: int = 100) -> list[dict[str, Any]]:

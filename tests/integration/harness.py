@@ -19,6 +19,7 @@ from ivr.stack import PORT_OFFSETS, Stack, ports_for
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SHORT_MENU_DID = "501"  # runs tests/fixtures/dialplans/short.yaml (a beep and one menu)
+BROKEN_MENU_DID = "502"  # routed to a menu that does not exist
 REQUIRED_TOOLS = ("asterisk", "redis-server", "sipp")
 
 
@@ -149,7 +150,7 @@ def start_test_stack(workdir: Path) -> TestStack:
     shutil.copy(FIXTURES / "dialplans" / "short.yaml", dialplans / "short.yaml")
     stack = Stack(workdir)
     stack.init(port_base=base, extra={"dialplans_dir": str(dialplans), "agents": agents,
-                                      "log_level": "DEBUG", "dids": {SHORT_MENU_DID: "short"}})
+                                      "log_level": "DEBUG", "dids": {SHORT_MENU_DID: "short", BROKEN_MENU_DID: "nosuchmenu"}})
     info = stack.up(timeout=60)
     api = Api(info["api"], info["token"])
     sipp = Sipp(target_port=int(info["sip"].rsplit(":", 1)[1]), workdir=workdir / "sipp")

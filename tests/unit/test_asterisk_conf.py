@@ -276,12 +276,8 @@ def test_modules_conf_explicit_list_without_risky_modules(rendered: tuple[Config
     assert {"chan_pjsip.so", "res_agi.so", "app_queue.so", "pbx_config.so"} <= set(loads)
 
 
-# ------------------------------------------------------------------ known bugs
+# ------------------------------------------------------- regressions (bugs found and fixed)
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: config accepts agi.host '::1', but extensions.conf renders IVR_AGI = agi://::1:15073 "
-    "without brackets; Asterisk cannot split host and port from that URL, so every call's AGI "
-    "fails and goes to the fallback queue (_sip_bind brackets IPv6, the AGI URL does not)"))
 def test_bug_ipv6_agi_host_is_not_bracketed(tmp_path: Path) -> None:
     dirs = AsteriskDirs.under(tmp_path / "etc", tmp_path / "state")
     render(make_config(agi={"host": "::1", "port": 15073}), dirs, {"ami_secret": AMI_SECRET})

@@ -337,12 +337,8 @@ def test_write_secrets_tightens_an_existing_file_and_replaces_content(tmp_path: 
     assert load_secrets(p) == {"ami_secret": "new"}
 
 
-# ------------------------------------------------------------------ known bugs
+# ------------------------------------------------------- regressions (bugs found and fixed)
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: an empty 'asterisk:' section (YAML null, e.g. every key commented out) makes load() "
-    "drop the ami_secret from secrets.yaml: data.setdefault('asterisk', {}) returns None and the "
-    "isinstance(dict) guard skips it silently; IVR_ASTERISK_* env overrides are dropped the same way"))
 def test_bug_null_asterisk_section_drops_secret_from_secrets_file(tmp_path: Path) -> None:
     path = tmp_path / "ivr.yaml"
     path.write_text("asterisk:\n  # sip_port: 15060\nnode: ivr1\n", encoding="utf-8")
@@ -350,24 +346,15 @@ def test_bug_null_asterisk_section_drops_secret_from_secrets_file(tmp_path: Path
     assert load(path, env=NO_ENV).asterisk.ami_secret == "s3cret"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: an empty 'asterisk:' section (YAML null) silently swallows IVR_ASTERISK_* env overrides "
-    "in from_mapping (the override is only applied when the section is already a dict)"))
 def test_bug_null_section_drops_env_override() -> None:
     assert build({"asterisk": None}, {"IVR_ASTERISK_AMI_SECRET": "envsecret"}).asterisk.ami_secret == "envsecret"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: _coerce turns a YAML null into the literal text 'None' for str fields; an agent written "
-    "with 'password:' (blank, meaning 'generate one') gets the guessable SIP password 'None'"))
 def test_bug_null_string_value_becomes_literal_none() -> None:
     cfg = build({"agents": [{"id": "1001", "password": None}]})
     assert cfg.agents[0].password != "None"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: from_mapping copies only the top-level mapping; env overrides are written into the "
-    "caller's nested section dicts (data['api']['port'] is changed in place)"))
 def test_bug_from_mapping_mutates_callers_nested_sections() -> None:
     data = {"api": {"host": "127.0.0.1"}}
     before = copy.deepcopy(data)
@@ -375,10 +362,6 @@ def test_bug_from_mapping_mutates_callers_nested_sections() -> None:
     assert data == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: write_secrets on an existing 0644 file writes the secrets while the file is still "
-    "world-readable (os.open(O_CREAT) keeps the old mode; chmod only comes after the write), "
-    "contrary to 'with 0600 permissions from the start (never world-readable)'"))
 def test_bug_write_secrets_existing_file_is_world_readable_during_write(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     p = tmp_path / "secrets.yaml"

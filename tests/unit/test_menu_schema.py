@@ -439,7 +439,7 @@ def test_deleted_file_is_dropped_on_reload(tmp_path: Path) -> None:
     assert ms.get("demo") is None
 
 
-# ------------------------------------------------------------------ known bugs
+# ------------------------------------------------------- regressions (bugs found and fixed)
 
 ENGINE_REFUSES = ["hello, world", "a\\b", "a;b"]
 
@@ -465,10 +465,6 @@ async def test_engine_mset_refuses_these_values(value: str) -> None:
         await engine.mset(session, {"GREETING": value})  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: set-node values may contain ',', ';' or a backslash (the schema only rejects CR LF $ \" { }), "
-    "but MenuEngine.mset refuses them with ValueError at run time, so every call reaching the "
-    "node crashes into the fallback queue instead of the file being rejected at load"))
 @pytest.mark.parametrize("value", ENGINE_REFUSES)
 def test_bug_set_values_the_engine_refuses_pass_validation(value: str) -> None:
     text = SET_MENU.replace("{GREETING: hello}", "{GREETING: %s}" % json.dumps(value))
@@ -476,27 +472,17 @@ def test_bug_set_values_the_engine_refuses_pass_validation(value: str) -> None:
         parse(text)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the top-level 'languages' key is not validated: 'languages: en' becomes ('e', 'n') and "
-    "unknown codes ('de') are accepted although parse_menu is given the configured languages"))
 @pytest.mark.parametrize("langs", ["en", "[en, de]"])
 def test_bug_top_level_languages_not_validated(langs: str) -> None:
     with pytest.raises(MenuError):
         parse(GOOD.replace("start: main", f"start: main\nlanguages: {langs}"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a language node's 'default' is not checked against the configured languages "
-    "(options are); 'default: de' loads and the engine sets CHANNEL(language)=de"))
 def test_bug_language_default_not_validated() -> None:
     with pytest.raises(MenuError):
         parse(LANG_MENU.replace("default: en", "default: de"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: 'options: {}' and 'values: {}' are accepted: the emptiness check runs before the "
-    "loader's '__line__' entry is stripped, so an empty flow mapping looks non-empty "
-    "(a menu node with no options at all then always ends in on_fail)"))
 @pytest.mark.parametrize("which", ["options", "values"])
 def test_bug_empty_options_or_values_are_accepted(which: str) -> None:
     if which == "options":

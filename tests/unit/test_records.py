@@ -78,12 +78,14 @@ class MemoryStore:
         self.stream.append(entry)
 
     async def call_finish(self, uid: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Like the Redis version: 'finished' and the stream entry are written together (MULTI/EXEC)."""
         self.calls.append("call_finish")
-        if not await self._hsetnx_finished(uid):
+        if self.hashes.get(uid, {}).get("finished") == "1":
             return await self.call_get(uid)
-        await self.call_update(uid, fields)
-        record = await self.call_get(uid)
-        await self._xadd(_flat(record))
+        merged = {**self.hashes.get(uid, {}), **_flat(fields), "finished": "1"}
+        record = dict(merged, path=json.loads(merged.get("path") or "[]"), uniqueid=uid)
+        await self._xadd(_flat(record))          # may fail: then nothing was written
+        self.hashes.setdefault(uid, {}).update(_flat(fields), finished="1")
         return record
 
 
@@ -380,12 +382,8 @@ async def test_on_finished_hook_failure_is_contained(recorder: CallRecorder) -> 
     assert recorder.write_errors == 0
 
 
-# ------------------------------------------------------------------ known bugs
+# ------------------------------------------------------- regressions (bugs found and fixed)
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: stop() only flushes jobs already queued; a Hangup whose finalize timer "
-    "(loop.call_later(finalize_delay)) has not fired yet is never written, so records of calls "
-    "that ended in the last finalize_delay before a controller stop are lost"))
 async def test_bug_stop_loses_records_whose_finalize_timer_is_pending() -> None:
     store = MemoryStore()
     rec = CallRecorder(store, finalize_delay=0.05)  # type: ignore[arg-type]
@@ -397,11 +395,6 @@ async def test_bug_stop_loses_records_whose_finalize_timer_is_pending() -> None:
     assert len(store.stream) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a transient ConnectionError inside Store.call_finish after its HSETNX 'finished' "
-    "succeeded (e.g. on the XADD) is retried by the recorder, but the retry sees finished=1 and "
-    "returns silently: the record never reaches the calls stream and neither records_written "
-    "nor write_errors counts it"))
 async def test_bug_retry_after_partial_finish_loses_the_stream_entry(fast_retries: list[float]) -> None:
     class XaddFailsOnce(MemoryStore):
         failed = False

@@ -372,10 +372,6 @@ def test_caller_without_position_sorts_last(state: CallCenterState, clock: Clock
     assert [c["uniqueid"] for c in q(state, "support")["callers"]] == ["u1", "nopos"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: an event without a Queue field creates a phantom queue named '' (self.queue('') in "
-    "_on_member/_on_join/...); it shows in snapshot() and the roster then sends QueueRemove "
-    "for Queue '' on every reconcile pass"))
 def test_bug_event_without_queue_creates_phantom_queue(state: CallCenterState) -> None:
     feed(state, {"Event": "QueueMemberStatus", "Interface": "PJSIP/1001", "Status": "2"},
          {"Event": "QueueCallerJoin", "Uniqueid": "u1"})
