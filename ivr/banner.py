@@ -17,6 +17,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
+from .config import Config
 from .prompts.build import PromptBuildError, PromptSource, build_one
 from .store.redis_store import Store
 
@@ -24,6 +25,11 @@ log = logging.getLogger(__name__)
 
 MAX_TEXT = 600
 CACHE_SECONDS = 2.0
+
+
+def live_prompts_dir(cfg: Config) -> Path:
+    """Where synthesised banners go: the stack's workdir, else beside the built prompts."""
+    return Path(cfg.workdir) / "live-prompts" if cfg.workdir else Path(cfg.prompts_dir).parent / "live"
 
 
 class BannerError(ValueError):

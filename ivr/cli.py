@@ -114,14 +114,14 @@ def cmd_menus_check(args: argparse.Namespace) -> int:
 
 
 def cmd_banner(args: argparse.Namespace) -> int:
-    from .banner import BannerError, BannerService
+    from .banner import BannerError, BannerService, live_prompts_dir
     from .store.redis_store import Store
 
     cfg = load(args.config)
 
     async def run() -> int:
         store = Store.from_url(cfg.redis.url, cfg.redis.prefix)
-        service = BannerService(store, Path(cfg.prompts_dir).parent / "live", cfg.languages)
+        service = BannerService(store, live_prompts_dir(cfg), cfg.languages)
         try:
             if args.action == "set":
                 data = await service.set(args.lang, " ".join(args.text), by="cli")

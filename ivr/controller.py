@@ -21,7 +21,7 @@ from .ami import names as ev
 from .ami.client import AmiClient, AmiError
 from .config import Config
 from .balance.erlang import estimate_wait
-from .banner import BannerService
+from .banner import BannerService, live_prompts_dir
 from .menu.engine import EngineServices, MenuEngine
 from .menu.schema import MenuSet
 from .menu.services import RefundsBackend
@@ -47,7 +47,7 @@ class Controller:
         self.menus = MenuSet(cfg.dialplans_dir, frozenset(cfg.queue_names()), cfg.languages,
                              frozenset(self.backends))
         self.prompts = PromptLibrary(cfg.prompts_dir, cfg.languages[0] if cfg.languages else "en")
-        self.banner = BannerService(self.store, Path(cfg.prompts_dir).parent / "live", cfg.languages)
+        self.banner = BannerService(self.store, live_prompts_dir(cfg), cfg.languages)
         services = EngineServices(backends=self.backends, callbacks=self.store.callbacks,
                                   surveys=self.store.surveys, estimate_wait=self.estimate_wait,
                                   banner=self.banner.get, fallback_queue=cfg.fallback_queue)

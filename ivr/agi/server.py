@@ -72,6 +72,7 @@ class AgiSession:
         self.commands = 0
         self.hangup_seen = False
         self.data: dict[str, object] = {}     # per-call scratch space for handlers
+        self._trace = log.isEnabledFor(logging.DEBUG)   # the whole conversation, for transcripts
 
     async def _read_event(self, timeout: float) -> object:
         event = self._conn.next_event()
@@ -92,11 +93,16 @@ class AgiSession:
         """
         if self.hangup_seen:
             raise AgiHangup(f"channel hung up before {words[0]}")
-        self._writer.write(self._conn.send_command(*words))
+        data = self._conn.send_command(*words)
+        self._writer.write(data)
         self.commands += 1
+        if self._trace:
+            log.debug("call %s: AGI >> %s", self.uniqueid, data.decode(errors="replace").rstrip("\n"))
         limit = self.read_timeout if timeout is None else timeout
         while True:
             event = await self._read_event(limit)
+            if self._trace:
+                log.debug("call %s: AGI << %r", self.uniqueid, event)
             if isinstance(event, HangupNotice):
                 self.hangup_seen = True
                 continue

@@ -33,6 +33,7 @@ async def _banner(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Nod
     """The supervisor's live crisis message in the caller's language, else the node's prompts."""
     live = await engine.services.banner(ctx.lang) if engine.services.banner else None
     if live:
+        log.info("call %s: live banner %s", ctx.uid, live.rsplit("/", 1)[-1])
         await s.stream_file(live, node.get("skip_keys", ""))
     else:
         await engine.play(s, ctx, node.prompts, node.get("skip_keys", ""))
