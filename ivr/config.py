@@ -97,6 +97,7 @@ class AgentConfig:
     contact: str = ""
     logged_in: bool = False
     password: str = ""
+    tier: str = "core"          # core | volunteer (volunteers serve only while overflow is open)
 
     @property
     def interface(self) -> str:
@@ -105,7 +106,18 @@ class AgentConfig:
 
 @dataclass(frozen=True, slots=True)
 class BalanceConfig:
+    """The balancing loop: how often it runs, and the policy's thresholds (see ivr/balance/policy.py)."""
+
     interval: float = 1.0
+    open_wait_s: float = 45.0
+    open_sl: float = 0.70
+    close_wait_s: float = 15.0
+    close_sl: float = 0.85
+    min_open_s: float = 120.0
+    sl_min_calls: int = 10
+    simple_queues: tuple[str, ...] = ("refunds",)
+    volunteer_penalty: int = 2
+    max_callbacks_in_flight: int = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,8 +314,15 @@ def validate(cfg: Config) -> None:
     for i, lang in enumerate(cfg.languages):
         if not _LANG_RE.match(lang):
             raise ConfigError(f"languages[{i}]: expected a language code like 'en', got {lang!r}")
-    if cfg.balance.interval <= 0:
+    b = cfg.balance
+    if b.interval <= 0:
         raise ConfigError("balance.interval: must be above 0")
+    if not 0 < b.close_wait_s <= b.open_wait_s:
+        raise ConfigError("balance.close_wait_s: must be above 0 and at most balance.open_wait_s")
+    if not 0 <= b.open_sl <= b.close_sl <= 1:
+        raise ConfigError("balance.open_sl: need 0 <= open_sl <= close_sl <= 1")
+    if b.min_open_s < 0 or b.max_callbacks_in_flight < 0 or b.sl_min_calls < 0:
+        raise ConfigError("balance.min_open_s: must not be negative")
     names: set[str] = set()
     for i, q in enumerate(cfg.queues):
         if not _NAME_RE.match(q.name):
@@ -333,6 +352,8 @@ def validate(cfg: Config) -> None:
         if ag.id in ids:
             raise ConfigError(f"agents[{i}].id: duplicate agent {ag.id!r}")
         ids.add(ag.id)
+        if ag.tier not in ("core", "volunteer"):
+            raise ConfigError(f"agents[{i}].tier: expected core or volunteer, got {ag.tier!r}")
         if ag.skill not in SKILLS:
             raise ConfigError(f"agents[{i}].skill: expected one of {', '.join(SKILLS)}, got {ag.skill!r}")
         for q in ag.queues:

@@ -27,7 +27,8 @@ from .menu.schema import MenuSet
 from .menu.services import RefundsBackend
 from .prompts.library import PromptLibrary
 from .records import CallRecorder
-from .roster import RosterReconciler
+from .balance.loop import BalanceLoop
+from .roster import Roster
 from .state import CallCenterState
 from .store.redis_store import Store
 
@@ -61,7 +62,8 @@ class Controller:
         a = cfg.asterisk
         self.ami = AmiClient(a.ami_host, a.ami_port, a.ami_username, a.ami_secret,
                              on_event=self._on_ami_event, on_connected=self._resync)
-        self.roster = RosterReconciler(cfg, self.state, self.ami)
+        self.roster = Roster(cfg, self.store)
+        self.balance = BalanceLoop(cfg, self.state, self.ami, self.roster)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.stopping = asyncio.Event()
@@ -103,6 +105,7 @@ class Controller:
     def _on_ami_event(self, event: Any) -> None:
         self.state.apply(event)
         self.recorder.on_event(event)
+        self.balance.on_event(event)
 
     async def _resync(self, ami: AmiClient) -> None:
         """Full state rebuild on every (re)connect, before anything acts."""
@@ -125,7 +128,8 @@ class Controller:
         await self.recorder.start()
         await self.agi.start()
         await self.ami.start()
-        self._tasks.append(asyncio.create_task(self.roster.run(), name="roster"))
+        await self.roster.load()
+        self._tasks.append(asyncio.create_task(self.balance.run(), name="balance"))
         self._tasks.append(asyncio.create_task(self._watch_menus(), name="menu-watch"))
         from .api.app import build_app  # imported late: the API imports the controller's types
 
@@ -195,6 +199,10 @@ class Controller:
             "menus": {"loaded": sorted(self.menus.menus), "errors": self.menus.errors},
             "records": {"written": self.recorder.records_written, "active": self.recorder.active,
                         "write_errors": self.recorder.write_errors},
+            "balance": {"ticks": self.balance.ticks, "errors": self.balance.errors,
+                        "last_tick_ms": round(self.balance.last_tick_ms, 2),
+                        "actions": self.balance.actions_by_kind,
+                        "tiers_open": sorted(q for q, t in self.balance.tiers.items() if t.open)},
         }
 
 

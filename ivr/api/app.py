@@ -110,16 +110,17 @@ async def reload_menus(request: web.Request) -> web.Response:
 @requires("viewer")
 async def agents(request: web.Request) -> web.Response:
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
-    return web.json_response({"agents": ctl.roster.agents()})
+    return web.json_response({"agents": ctl.roster.describe()})
 
 
 async def _set_login(request: web.Request, logged_in: bool) -> web.Response:
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
     agent_id = request.match_info["agent_id"]
     try:
-        ctl.roster.set_logged_in(agent_id, logged_in)
+        await ctl.roster.set_logged_in(agent_id, logged_in, by=request["auth"].get("name", ""))
     except KeyError:
         return json_error(404, f"no agent {agent_id!r}")
+    ctl.balance.wake()
     log.info("API: agent %s logged %s by %s", agent_id, "in" if logged_in else "out", request["auth"].get("name"))
     return web.json_response({"id": agent_id, "logged_in": logged_in})
 
@@ -142,6 +143,19 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(reason="the body must be a JSON object")
     return body
+
+
+@requires("viewer")
+async def balance(request: web.Request) -> web.Response:
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    d = ctl.balance.last_decision
+    return web.json_response({
+        "tiers": {q: {"open": t.open, "since": t.since} for q, t in ctl.balance.tiers.items()},
+        "estimates": {q: (None if w == float("inf") else round(w, 1)) for q, w in (d.estimates if d else {}).items()},
+        "desired": {q: dict(m) for q, m in (d.desired if d else {}).items()},
+        "actions": ctl.balance.actions_by_kind, "ticks": ctl.balance.ticks, "errors": ctl.balance.errors,
+        "policy": {k: getattr(ctl.balance.policy, k) for k in ctl.balance.policy.__dataclass_fields__},
+    })
 
 
 @requires("viewer")
@@ -244,6 +258,7 @@ def build_app(controller: "Controller") -> web.Application:
     app.router.add_get("/api/v1/calls/{uid}", call)
     app.router.add_post("/api/v1/menus/reload", reload_menus)
     app.router.add_get("/api/v1/agents", agents)
+    app.router.add_get("/api/v1/balance", balance)
     app.router.add_get("/api/v1/banner", banner_all)
     app.router.add_put("/api/v1/banner/{lang}", banner_set)
     app.router.add_delete("/api/v1/banner/{lang}", banner_clear)

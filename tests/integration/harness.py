@@ -129,28 +129,33 @@ class TestStack:
         return body if status == 200 else None
 
 
-# Agents of the test stack: id -> (queues, logged in at start, skill)
+# Agents of the test stack: id -> (queues, logged in at start, skill, tier)
 TEST_AGENTS = {
-    "1001": (["support", "refunds"], True, "experienced"),
-    "1002": (["support", "refunds"], True, "novice"),
-    "1003": (["rebooking"], False, "experienced"),
+    "1001": (["support", "refunds"], True, "experienced", "core"),
+    "1002": (["support", "refunds"], True, "novice", "core"),       # novices serve only refunds (simple)
+    "1003": (["rebooking"], False, "experienced", "core"),
+    "1004": (["support"], True, "experienced", "volunteer"),         # only while support's overflow is open
+    "1005": (["support"], True, "experienced", "volunteer"),
 }
+# Quick thresholds so a flood of a dozen callers opens the overflow tier within seconds.
+TEST_BALANCE = {"open_wait_s": 8, "close_wait_s": 4, "min_open_s": 6, "sl_min_calls": 100000}
 
 
 def start_test_stack(workdir: Path) -> TestStack:
     require_tools()
     base = pick_port_base()
     agent_ports = {aid: free_port() for aid in TEST_AGENTS}
-    agents = [{"id": aid, "name": f"Agent {aid}", "queues": qs, "logged_in": on, "skill": skill,
+    agents = [{"id": aid, "name": f"Agent {aid}", "queues": qs, "logged_in": on, "skill": skill, "tier": tier,
+               "team": "volunteers" if tier == "volunteer" else "a",
                "contact": f"sip:{aid}@127.0.0.1:{agent_ports[aid]}"}
-              for aid, (qs, on, skill) in TEST_AGENTS.items()]
+              for aid, (qs, on, skill, tier) in TEST_AGENTS.items()]
     dialplans = workdir / "dialplans"
     dialplans.mkdir(parents=True, exist_ok=True)
     shutil.copy(PROJECT_ROOT / "dialplans" / "main.yaml", dialplans / "main.yaml")
     shutil.copy(FIXTURES / "dialplans" / "short.yaml", dialplans / "short.yaml")
     stack = Stack(workdir)
     stack.init(port_base=base, extra={"dialplans_dir": str(dialplans), "agents": agents,
-                                      "log_level": "DEBUG", "dids": {SHORT_MENU_DID: "short", BROKEN_MENU_DID: "nosuchmenu"}})
+                                      "log_level": "DEBUG", "balance": TEST_BALANCE, "dids": {SHORT_MENU_DID: "short", BROKEN_MENU_DID: "nosuchmenu"}})
     info = stack.up(timeout=60)
     api = Api(info["api"], info["token"])
     sipp = Sipp(target_port=int(info["sip"].rsplit(":", 1)[1]), workdir=workdir / "sipp")

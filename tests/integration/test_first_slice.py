@@ -55,7 +55,7 @@ def test_caller_pressing_1_is_answered_by_a_logged_in_agent(stack: TestStack) ->
                               if c.get("caller") == "5551001"], timeout=10, what="a record for 5551001")
     assert calls[0]["outcome"] == "answered"
     assert calls[0]["queue"] == "support"
-    assert calls[0]["agent"] in ("Agent 1001", "Agent 1002")
+    assert calls[0]["agent"] in ("Agent 1001", "Agent 1004", "Agent 1005")  # core, or a volunteer in overflow
 
 
 def test_caller_who_hangs_up_in_the_menu_is_recorded(stack: TestStack) -> None:

@@ -1,0 +1,189 @@
+"""The live balancing loop: snapshot -> decide() -> apply, about once a second.
+
+A thin shell around the pure policy. It builds a ``Snapshot`` from the live
+state (AMI) and the roster (Redis), calls ``decide()``, and applies the actions
+over AMI by reconciling desired against actual membership: an action is only
+sent for a difference, a member just added is not added again while its
+QueueMemberAdded event is on the way, and nothing runs until AMI has resynced
+after a (re)connect. Every action is logged with its reason and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Any, Awaitable, Callable
+
+from ..ami import names as ev
+from ..ami.client import AmiClient, AmiError
+from ..config import Config
+from ..roster import Roster
+from ..state import CallCenterState
+from .policy import (AgentView, CallbackView, Decision, Policy, QueueView, Snapshot, TierState,
+                     decide)
+
+log = logging.getLogger(__name__)
+
+SL_WINDOW_S = 1800.0
+PENDING_S = 5.0
+
+CallbackDispatch = Callable[[str, str], Awaitable[None]]
+
+
+def policy_from(cfg: Config) -> Policy:
+    b = cfg.balance
+    return Policy(open_wait_s=b.open_wait_s, open_sl=b.open_sl, close_wait_s=b.close_wait_s, close_sl=b.close_sl,
+                  min_open_s=b.min_open_s, sl_min_calls=b.sl_min_calls, simple_queues=tuple(b.simple_queues),
+                  volunteer_penalty=b.volunteer_penalty, max_callbacks_in_flight=b.max_callbacks_in_flight)
+
+
+class BalanceLoop:
+    """Runs the policy against the live system."""
+
+    def __init__(self, cfg: Config, state: CallCenterState, ami: AmiClient, roster: Roster,
+                 pending_callbacks: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
+                 dispatch_callback: CallbackDispatch | None = None) -> None:
+        self.cfg = cfg
+        self.state = state
+        self.ami = ami
+        self.roster = roster
+        self.policy = policy_from(cfg)
+        self.interval = cfg.balance.interval
+        self.tiers: dict[str, TierState] = {}
+        self.answers: dict[str, deque[tuple[float, float]]] = {}   # queue -> (time, hold) in the SL window
+        self._pending: dict[tuple[str, str, str], float] = {}       # (kind, queue, interface) -> sent at
+        self._pending_callbacks = pending_callbacks
+        self._dispatch_callback = dispatch_callback
+        self.callbacks_in_progress = 0
+        self.actions_by_kind: dict[str, int] = {}
+        self.errors = 0
+        self.ticks = 0
+        self.last_decision: Decision | None = None
+        self.last_tick_ms = 0.0
+        self._wake = asyncio.Event()
+
+    # ------------------------------------------------------------- AMI feed
+    def on_event(self, e: Any) -> None:
+        """Keep the service-level window (hold times of answered calls)."""
+        if e.get("Event") == ev.AGENT_CONNECT and e.get("Queue"):
+            try:
+                hold = float(e.get("HoldTime", 0))
+            except ValueError:
+                return
+            self.answers.setdefault(e["Queue"], deque()).append((time.time(), hold))
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # ------------------------------------------------------------- snapshot
+    def snapshot(self, now: float, callbacks: list[dict[str, Any]] | None = None) -> Snapshot:
+        queues = {}
+        for name in self.cfg.queue_names():
+            q = self.state.queues.get(name)
+            members = q.members if q is not None else {}
+            window = self.answers.setdefault(name, deque())
+            while window and window[0][0] < now - SL_WINDOW_S:
+                window.popleft()
+            target = q.servicelevel if q is not None else 20
+            stats = q.stats if q is not None else None
+            aht = (stats.total_talk / stats.answered) if stats and stats.answered >= 5 and stats.total_talk else 180.0
+            serving = [m for m in members.values()
+                       if not m.paused and m.status not in (ev.DEVICE_UNAVAILABLE, ev.DEVICE_INVALID)]
+            queues[name] = QueueView(
+                name=name, waiting=len(q.callers) if q is not None else 0,
+                longest_wait=max((now - c.joined_at for c in q.callers.values()), default=0.0) if q else 0.0,
+                answered=len(window), answered_in_target=sum(1 for _, h in window if h <= target),
+                aht=aht, members={i: m.penalty for i, m in members.items()},
+                free=sum(1 for m in serving if m.available), serving=len(serving))
+        agents = {}
+        for a in self.roster.agents.values():
+            live = [q.members[a.interface] for q in self.state.queues.values() if a.interface in q.members]
+            agents[a.id] = AgentView(
+                id=a.id, interface=a.interface, skill=a.skill, team=a.team, tier=a.tier, queues=tuple(a.queues),
+                logged_in=self.roster.logged_in.get(a.id, False),
+                paused=any(m.paused for m in live),
+                reachable=not any(m.status in (ev.DEVICE_UNAVAILABLE, ev.DEVICE_INVALID) for m in live),
+                busy=any(m.in_call for m in live))
+        cbs = tuple(CallbackView(id=str(c["id"]), queue=str(c.get("queue", "")), place=float(c.get("place") or 0),
+                                 not_before=float(c.get("not_before") or 0))
+                    for c in (callbacks or []) if c.get("status", "pending") == "pending")
+        return Snapshot(now=now, queues=queues, agents=agents, tiers=dict(self.tiers), callbacks=cbs,
+                        callbacks_in_progress=self.callbacks_in_progress)
+
+    # ---------------------------------------------------------------- apply
+    async def tick(self) -> Decision | None:
+        if not self.ami.connected:
+            return None
+        t0 = time.perf_counter()
+        now = time.time()
+        callbacks = await self._pending_callbacks() if self._pending_callbacks else []
+        decision = decide(self.snapshot(now, callbacks), self.policy)
+        self.tiers = dict(decision.tiers)
+        self._pending = {k: t for k, t in self._pending.items() if now - t < PENDING_S}
+        for action in decision.actions:
+            await self._apply(action, now)
+        self.last_decision = decision
+        self.ticks += 1
+        self.last_tick_ms = (time.perf_counter() - t0) * 1000
+        return decision
+
+    async def _apply(self, a: Any, now: float) -> None:
+        key = (a.kind, a.queue, a.interface or a.callback_id)
+        if key in self._pending:
+            return
+        try:
+            if a.kind == "add_member":
+                agent = next((x for x in self.roster.agents.values() if x.interface == a.interface), None)
+                await self.ami.action(ev.QUEUE_ADD, {
+                    "Queue": a.queue, "Interface": a.interface, "Penalty": a.penalty, "Paused": "false",
+                    "MemberName": (agent.name or agent.id) if agent else a.interface, "StateInterface": a.interface})
+            elif a.kind == "remove_member":
+                await self.ami.action(ev.QUEUE_REMOVE, {"Queue": a.queue, "Interface": a.interface})
+            elif a.kind == "set_penalty":
+                await self.ami.action(ev.QUEUE_PENALTY, {"Queue": a.queue, "Interface": a.interface,
+                                                         "Penalty": a.penalty})
+            elif a.kind == "dispatch_callback":
+                if self._dispatch_callback is None:
+                    return
+                self.callbacks_in_progress += 1
+                asyncio.create_task(self._run_callback(a.callback_id, a.queue))
+            elif a.kind == "campaign_pace":
+                return  # applied by the campaign engine when one runs
+            self._pending[key] = now
+        except AmiError as exc:
+            msg = str(exc).lower()
+            if "already there" in msg or "not there" in msg:
+                return  # the state will catch up from the event
+            self.errors += 1
+            log.warning("balance: %s %s %s failed: %s", a.kind, a.queue, a.interface, exc)
+            return
+        self.actions_by_kind[a.kind] = self.actions_by_kind.get(a.kind, 0) + 1
+        log.info("balance: %s %s%s%s (%s)", a.kind, a.queue, f" {a.interface}" if a.interface else "",
+                 f" penalty {a.penalty}" if a.kind in ("add_member", "set_penalty") else "", a.reason)
+
+    async def _run_callback(self, callback_id: str, queue: str) -> None:
+        try:
+            assert self._dispatch_callback is not None
+            await self._dispatch_callback(callback_id, queue)
+        except Exception:
+            log.exception("callback %s: dispatch failed", callback_id)
+        finally:
+            self.callbacks_in_progress -= 1
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.ami.ready.wait()
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.errors += 1
+                log.exception("balance: tick failed")
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            except asyncio.TimeoutError:
+                pass

@@ -1,0 +1,271 @@
+"""The balancing policy: ``decide(snapshot, policy) -> Decision``, a pure function.
+
+No I/O, no clock, no globals: everything it needs is in the snapshot (including
+when each overflow tier last changed, for hysteresis), so the live loop and the
+surge simulator run exactly the same code, and a decision can be replayed from
+a logged snapshot.
+
+What it decides, every tick:
+- per queue, whether the volunteer overflow tier is open (opens on a long
+  estimated wait or a low service level; closes only when both are good again
+  and the tier has been open for ``min_open_s``: no flapping);
+- the desired members of every queue with their penalties: core agents always;
+  volunteers while their queue's tier is open; novices only on the simple
+  queues and only while an experienced agent of their team is on duty to coach;
+  on simple queues novices get the calls first (lower penalty), so experienced
+  agents stay free for the complex ones;
+- which callbacks to dispatch now (only into real idle capacity, oldest place
+  first, never more than the idle agents left after the waiting callers);
+- how fast outbound campaigns may dial (one capacity budget: inbound first).
+Every action carries its reason.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from .erlang import estimate_wait
+
+SKILL_EXPERIENCED = "experienced"
+SKILL_NOVICE = "novice"
+TIER_CORE = "core"
+TIER_VOLUNTEER = "volunteer"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentView:
+    id: str
+    interface: str
+    skill: str = SKILL_EXPERIENCED
+    team: str = ""
+    tier: str = TIER_CORE
+    queues: tuple[str, ...] = ()         # queues this agent may serve
+    logged_in: bool = False
+    paused: bool = False
+    reachable: bool = True               # device registered / not UNAVAILABLE
+    busy: bool = False                   # on a call or ringing
+
+
+@dataclass(frozen=True, slots=True)
+class QueueView:
+    name: str
+    waiting: int = 0
+    longest_wait: float = 0.0
+    answered: int = 0                    # in the service-level window
+    answered_in_target: int = 0
+    aht: float = 180.0                   # measured average handle time
+    members: Mapping[str, int] = field(default_factory=dict)   # interface -> current penalty
+    free: int = 0                        # members idle now
+    serving: int = 0                     # members logged in, not paused, reachable
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackView:
+    id: str
+    queue: str
+    place: float                         # when the caller first joined (their place in line)
+    not_before: float = 0.0              # retry back-off
+
+
+@dataclass(frozen=True, slots=True)
+class TierState:
+    open: bool = False
+    since: float = 0.0                   # when it last opened or closed
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    now: float
+    queues: Mapping[str, QueueView]
+    agents: Mapping[str, AgentView]
+    tiers: Mapping[str, TierState] = field(default_factory=dict)
+    callbacks: tuple[CallbackView, ...] = ()
+    callbacks_in_progress: int = 0
+    campaigns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    open_wait_s: float = 45.0            # open overflow when the estimated wait exceeds this...
+    open_sl: float = 0.70                # ...or the service level falls below this
+    close_wait_s: float = 15.0           # close only when the wait is below this
+    close_sl: float = 0.85               # ...and the service level above this
+    min_open_s: float = 120.0            # and the tier has been open this long
+    sl_min_calls: int = 10               # service level counts only over this many answers
+    simple_queues: tuple[str, ...] = ("refunds",)
+    novice_penalty: int = 0
+    experienced_penalty_on_simple: int = 1
+    volunteer_penalty: int = 2           # volunteers take calls after core agents
+    max_callbacks_in_flight: int = 5
+    campaign_slow_wait_s: float = 30.0   # outbound at half pace above this inbound wait
+    campaign_pause_wait_s: float = 90.0  # and paused above this
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    kind: str                            # add_member | remove_member | set_penalty | open_tier | close_tier
+    reason: str                          # | dispatch_callback | campaign_pace
+    queue: str = ""
+    interface: str = ""
+    penalty: int = 0
+    callback_id: str = ""
+    campaign: str = ""
+    pace: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    actions: tuple[Action, ...]
+    tiers: Mapping[str, TierState]
+    desired: Mapping[str, Mapping[str, int]]      # queue -> interface -> penalty
+    estimates: Mapping[str, float]                # queue -> estimated wait of a new caller
+
+
+def estimated_wait(q: QueueView) -> float:
+    """Expected wait of a caller joining now (inf without agents)."""
+    return estimate_wait(q.waiting + 1, q.serving, q.free, q.aht).seconds
+
+
+def service_level(q: QueueView) -> float | None:
+    return q.answered_in_target / q.answered if q.answered else None
+
+
+def _tier(q: QueueView, state: TierState, now: float, p: Policy, wait: float) -> tuple[TierState, str]:
+    sl = service_level(q) if q.answered >= p.sl_min_calls else None
+    if not state.open:
+        if wait > p.open_wait_s:
+            return TierState(True, now), f"estimated wait {_fmt(wait)} > {p.open_wait_s:.0f}s"
+        if sl is not None and sl < p.open_sl:
+            return TierState(True, now), f"service level {sl:.0%} < {p.open_sl:.0%}"
+        return state, ""
+    calm = wait < p.close_wait_s and (sl is None or sl >= p.close_sl) and q.waiting == 0
+    if calm and now - state.since >= p.min_open_s:
+        return TierState(False, now), f"estimated wait {_fmt(wait)} < {p.close_wait_s:.0f}s for {now - state.since:.0f}s"
+    return state, ""
+
+
+def _fmt(seconds: float) -> str:
+    return "no agents" if math.isinf(seconds) else f"{seconds:.0f}s"
+
+
+def _coaches(agents: Mapping[str, AgentView]) -> set[str]:
+    """Teams with an experienced agent on duty (logged in, not paused, reachable)."""
+    return {a.team for a in agents.values()
+            if a.skill == SKILL_EXPERIENCED and a.logged_in and not a.paused and a.reachable}
+
+
+def desired_members(snap: Snapshot, tiers: Mapping[str, TierState], p: Policy) -> dict[str, dict[str, int]]:
+    coached_teams = _coaches(snap.agents)
+    out: dict[str, dict[str, int]] = {name: {} for name in snap.queues}
+    for a in sorted(snap.agents.values(), key=lambda a: a.id):
+        if not a.logged_in:
+            continue
+        for qname in a.queues:
+            if qname not in out:
+                continue
+            simple = qname in p.simple_queues
+            if a.skill == SKILL_NOVICE and (not simple or a.team not in coached_teams):
+                continue
+            if a.tier == TIER_VOLUNTEER and not tiers.get(qname, TierState()).open:
+                continue
+            if a.tier == TIER_VOLUNTEER:
+                penalty = p.volunteer_penalty
+            elif a.skill == SKILL_NOVICE:
+                penalty = p.novice_penalty
+            else:
+                penalty = p.experienced_penalty_on_simple if simple else 0
+            out[qname][a.interface] = penalty
+    return out
+
+
+def decide(snap: Snapshot, p: Policy = Policy()) -> Decision:
+    """One balancing step. Pure: the same snapshot always gives the same decision."""
+    actions: list[Action] = []
+    tiers: dict[str, TierState] = {}
+    estimates: dict[str, float] = {}
+    for name, q in sorted(snap.queues.items()):
+        wait = estimated_wait(q)
+        estimates[name] = wait
+        old = snap.tiers.get(name, TierState())
+        new, why = _tier(q, old, snap.now, p, wait)
+        tiers[name] = new
+        if new.open != old.open:
+            actions.append(Action("open_tier" if new.open else "close_tier", why, queue=name))
+
+    desired = desired_members(snap, tiers, p)
+    for name, q in sorted(snap.queues.items()):
+        want = desired[name]
+        for interface, penalty in sorted(want.items()):
+            if interface not in q.members:
+                actions.append(Action("add_member", _why_member(snap, interface, name, tiers), queue=name,
+                                      interface=interface, penalty=penalty))
+            elif q.members[interface] != penalty:
+                actions.append(Action("set_penalty", f"penalty {q.members[interface]} -> {penalty}", queue=name,
+                                      interface=interface, penalty=penalty))
+        managed = {a.interface for a in snap.agents.values()}
+        for interface in sorted(q.members):
+            if interface in managed and interface not in want:
+                actions.append(Action("remove_member", _why_not(snap, interface, name, tiers, p), queue=name,
+                                      interface=interface))
+
+    actions.extend(_callbacks(snap, p))
+    actions.extend(_campaign_pace(snap, estimates, p))
+    return Decision(tuple(actions), tiers, desired, estimates)
+
+
+def _agent_by_interface(snap: Snapshot, interface: str) -> AgentView | None:
+    return next((a for a in snap.agents.values() if a.interface == interface), None)
+
+
+def _why_member(snap: Snapshot, interface: str, queue: str, tiers: Mapping[str, TierState]) -> str:
+    a = _agent_by_interface(snap, interface)
+    if a is not None and a.tier == TIER_VOLUNTEER:
+        return f"volunteer overflow open on {queue}"
+    if a is not None and a.skill == SKILL_NOVICE:
+        return f"novice on a simple queue, coached by team {a.team or '-'}"
+    return "logged in"
+
+
+def _why_not(snap: Snapshot, interface: str, queue: str, tiers: Mapping[str, TierState], p: Policy) -> str:
+    a = _agent_by_interface(snap, interface)
+    if a is None or not a.logged_in:
+        return "logged out"
+    if queue not in a.queues:
+        return f"not assigned to {queue}"
+    if a.tier == TIER_VOLUNTEER and not tiers.get(queue, TierState()).open:
+        return f"volunteer overflow closed on {queue}"
+    if a.skill == SKILL_NOVICE:
+        return "novice without an experienced teammate on duty" if queue in p.simple_queues else "complex queue"
+    return "not wanted"
+
+
+def _callbacks(snap: Snapshot, p: Policy) -> list[Action]:
+    """Dispatch callbacks (oldest place first) into idle capacity that waiting callers do not need."""
+    spare = {name: max(0, q.free - q.waiting) for name, q in snap.queues.items()}
+    budget = max(0, p.max_callbacks_in_flight - snap.callbacks_in_progress)
+    out = []
+    for cb in sorted(snap.callbacks, key=lambda c: (c.place, c.id)):
+        if budget <= 0:
+            break
+        if cb.not_before > snap.now or spare.get(cb.queue, 0) <= 0:
+            continue
+        spare[cb.queue] -= 1
+        budget -= 1
+        out.append(Action("dispatch_callback", f"{cb.queue} has an idle agent; caller waiting since {cb.place:.0f}",
+                          queue=cb.queue, callback_id=cb.id))
+    return out
+
+
+def _campaign_pace(snap: Snapshot, estimates: Mapping[str, float], p: Policy) -> list[Action]:
+    if not snap.campaigns:
+        return []
+    worst = max(estimates.values(), default=0.0)
+    if worst > p.campaign_pause_wait_s:
+        pace, why = 0.0, f"inbound wait {_fmt(worst)} > {p.campaign_pause_wait_s:.0f}s: outbound paused"
+    elif worst > p.campaign_slow_wait_s:
+        pace, why = 0.5, f"inbound wait {_fmt(worst)} > {p.campaign_slow_wait_s:.0f}s: outbound at half pace"
+    else:
+        pace, why = 1.0, "inbound calm: outbound at full pace"
+    return [Action("campaign_pace", why, campaign=c, pace=pace) for c in snap.campaigns]
