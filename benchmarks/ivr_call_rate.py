@@ -29,7 +29,9 @@ name into one context; the exact 511 wins over the ``_X.`` catch-all) to
 
 The caller (one SIPp process per step, ``ivr.sipp.CallerScript``): INVITE, ACK, pause
 400 ms, RFC 4733 DTMF "1", then wait for Asterisk's BYE (after the goodbye beep; a call
-lasts ~1 s). Each step runs at a fixed rate R for D seconds (``-r R -m R*D``, ``-l``
+lasts ~1 s). ``--caller nokey`` presses nothing instead: the menu's 3 s timeout leads to
+the same goodbye (~4 s a call; the RTP range is widened to 1500 calls for it), which
+leaves out Asterisk's cost of receiving a key (see below). Each step runs at a fixed rate R for D seconds (``-r R -m R*D``, ``-l``
 generous, ``-timeout`` so nothing hangs). Rates ramp up; at each rate A runs, then B
 (so machine noise hits both); a mode stops at its first failing rate and its highest
 passing rate is its result. The ratio A_max / B_max is printed at the end.
@@ -50,16 +52,26 @@ by default, rounded down: at 20 calls it allows none):
   mean (a stack that falls behind makes calls longer before it makes them fail).
 
 Columns: ``ctl``, ``ast``, ``redis`` and ``sipp`` are CPU seconds per wall second of the
-step (100 % = one core; from ``/proc/<pid>/stat`` utime+stime, SIPp's from ``wait4``),
+step (100 % = one core; from ``/proc/<pid>/stat`` utime+stime, SIPp's from ``wait4``;
+``ms/call`` is the same CPU time divided by the step's calls),
 ``sipp-main`` is SIPp's main thread alone (its scheduler; near 100 % SIPp itself is the
 limit and the step says so), ``other`` is what the rest of the machine used meanwhile
 (``/proc/stat`` busy time minus the four above: another test run shows up here), ``RSS``
 the controller's peak resident memory during the step.
 
+What to expect on a small box: with the default caller Asterisk itself is the limit of
+both modes. Asterisk 16 busy-waits in the channel thread while an RFC 4733 key is
+being received (poll/read on the channel's alert pipe while the DTMF frame is held back
+on its read queue, ~150-200 ms of spinning per key), about 40 ms of CPU per call against
+~3 ms for the rest of the call, so both modes saturate Asterisk at a few tens of calls
+per second per core. The ``ctl ms/call`` column is then the controller's own cost per
+call, and ``--caller nokey`` shows how far the controller goes once that cost is gone.
+
 Usage::
 
     .venv/bin/python benchmarks/ivr_call_rate.py                          # 10..200 calls/s, 20 s each
     .venv/bin/python benchmarks/ivr_call_rate.py --rates 5 --seconds 4 --json
+    .venv/bin/python benchmarks/ivr_call_rate.py --caller nokey --rates 20,40,80,120,160
 
 Everything listens on 127.0.0.1 only; every SIPp run is bounded in calls and time; the
 stack is stopped at the end, on errors and on Ctrl-C / SIGTERM.
@@ -96,6 +108,13 @@ PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 RTP_PAIRS = (PORT_OFFSETS["rtp_end"] - PORT_OFFSETS["rtp_start"] + 1) // 2   # concurrent calls Asterisk can carry
 MISSED_IVR = (": main timed out", ": main invalid key")
 MISSED_STATIC = "bench-static: no key 1"
+CALLERS = {
+    # press 1 at 400 ms (during the first beep), wait for Asterisk's BYE after the goodbye beep: ~1 s a call
+    "key": CallerScript(steps=[("pause", 400), ("dtmf", "1")], end="wait_bye", wait_bye_ms=15_000),
+    # press nothing: the 3 s menu timeout takes the same way out (~4 s a call, no RFC 4733 DTMF at all)
+    "nokey": CallerScript(steps=(), end="wait_bye", wait_bye_ms=20_000),
+}
+NOKEY_RTP_PAIRS = 1500   # "nokey" calls last 4x longer: give Asterisk 3x the default RTP range
 
 STATIC_CONTEXT = f"""
 ; ---- appended by benchmarks/ivr_call_rate.py after `ivr up` (then `dialplan reload`):
@@ -117,8 +136,8 @@ class BenchError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- helpers
-def _ports_free(base: int) -> bool:
-    wanted = [p for n, p in ports_for(base).items() if n != "rtp_end"] + [base + PORT_OFFSETS["rtp_end"] - 1]
+def _ports_free(base: int, rtp_pairs: int = RTP_PAIRS) -> bool:
+    wanted = [p for n, p in ports_for(base).items() if n != "rtp_end"] + [base + PORT_OFFSETS["rtp_start"] + 2 * rtp_pairs - 1]
     for port in wanted:
         for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
             with socket.socket(socket.AF_INET, kind) as s:
@@ -129,9 +148,9 @@ def _ports_free(base: int) -> bool:
     return True
 
 
-def pick_port_base(start: int = 20000, stop: int = 30000, step: int = 2000) -> int:
+def pick_port_base(start: int = 20000, stop: int = 30000, step: int = 4000, rtp_pairs: int = RTP_PAIRS) -> int:
     for base in range(start, stop, step):
-        if _ports_free(base):
+        if _ports_free(base, rtp_pairs):
             return base
     raise BenchError(f"no free port range between {start} and {stop}: pass --port-base")
 
@@ -245,8 +264,11 @@ def parse_stat_csv(path: Path, calls: int) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- the bench
 class Bench:
-    def __init__(self, workdir: Path, port_base: int, tolerance: float, out=sys.stderr) -> None:
+    def __init__(self, workdir: Path, port_base: int, tolerance: float, caller: str = "key",
+                 out=sys.stderr) -> None:
         self.workdir = workdir
+        self.caller = caller
+        self.rtp_pairs = RTP_PAIRS if caller == "key" else NOKEY_RTP_PAIRS
         self.port_base = port_base
         self.tolerance = tolerance
         self.out = out
@@ -272,6 +294,9 @@ class Bench:
         shutil.copy(MENU_FILE, dialplans / "bench.yaml")
         self.stack.init(port_base=self.port_base,
                         extra={"dids": {DID_IVR: "bench"}, "dialplans_dir": str(dialplans)})
+        if self.rtp_pairs != RTP_PAIRS:
+            rtp_start = self.port_base + PORT_OFFSETS["rtp_start"]
+            self.stack.init(extra={"asterisk": {"rtp_start": rtp_start, "rtp_end": rtp_start + 2 * self.rtp_pairs - 1}})
         self.up = True   # from here on, stop() runs down() whatever happens
         info = self.stack.up(timeout=60)
         self.api = info["api"]
@@ -349,10 +374,10 @@ class Bench:
     def step(self, mode: str, rate: float, seconds: float, warmup: bool = False) -> dict[str, Any]:
         assert self.sipp is not None
         calls = max(1, int(round(rate * seconds)))
-        limit = int(min(max(50, rate * 5), RTP_PAIRS - 50))
+        limit = int(min(max(50, rate * (5 if self.caller == "key" else 8)), self.rtp_pairs - 50))
         timeout_s = int(seconds * 1.25 + 60)
         self.wait_idle()
-        script = CallerScript(steps=[("pause", 400), ("dtmf", "1")], end="wait_bye", wait_bye_ms=15_000)
+        script = CALLERS[self.caller]
         argv = self.sipp.call_args(script, extension=MODES[mode], calls=calls, rate=rate, concurrent=limit,
                                    timeout_s=timeout_s)
         stat_csv = Path(argv[argv.index("-stf") + 1])
@@ -401,10 +426,13 @@ class Bench:
         st = parse_stat_csv(stat_csv, calls)
         ctl_log = read_from(self.controller_log, log_off)
         msgs = read_from(self.messages_log, msg_off)
+        # calls whose menu did not see what the caller did (key: no "1"; nokey: no timeout)
         if mode == "ivr":
             missed = sum(ctl_log.count(m) for m in MISSED_IVR)
         else:
             missed = msgs.count(MISSED_STATIC)
+        if self.caller == "nokey":
+            missed = calls - missed
 
         def share(name: str) -> float | None:
             a, b = cpu0.get(name), cpu1.get(name)
@@ -431,6 +459,8 @@ class Bench:
                         "sipp_main_thread": round(100 * main_thread / wall, 1),
                         "other": round(100 * max(0.0, busy - ours) / wall, 1),
                         "machine": round(100 * busy / wall, 1)},
+            "cpu_ms_per_call": {n: (round(1000 * ((cpu1[n] or 0) - (cpu0[n] or 0)) / calls, 2)
+                                    if cpu0[n] is not None and cpu1[n] is not None else None) for n in pids},
             "controller_rss_mb": round(rss_peak, 1),
             "sipp_watchdog": st.get("WatchdogMajor(C)", 0) + st.get("WatchdogMinor(C)", 0),
             "agi_calls": h1["agi"]["calls"] - h0["agi"]["calls"],
@@ -492,7 +522,7 @@ def _fmt(v: Any, spec: str = "") -> str:
 
 def format_table(result: dict[str, Any]) -> str:
     head = ("rate", "mode", "ok/calls", "fail", "retr", "unexp", "miss", "len s", "conc", "place s",
-            "ctl%", "RSS MB", "ast%", "redis%", "sipp%", "main%", "other%", "result")
+            "ctl%", "ctl ms/call", "RSS MB", "ast%", "ast ms/call", "redis%", "sipp%", "main%", "other%", "result")
     rows = []
     for step in result["steps"]:
         c = step["cpu_pct"]
@@ -502,14 +532,16 @@ def format_table(result: dict[str, Any]) -> str:
         rows.append((f"{step['rate']:g}", step["mode"], f"{step['successful']}/{step['calls']}", step["failed"],
                      step["retransmissions"], step["unexpected"], step["dtmf_missed"],
                      f"{step['call_length_s']:.2f}", step["max_concurrent"], _fmt(step["placing_s"]),
-                     _fmt(c["controller"]), _fmt(step["controller_rss_mb"]), _fmt(c["asterisk"]),
+                     _fmt(c["controller"]), _fmt(step["cpu_ms_per_call"]["controller"]),
+                     _fmt(step["controller_rss_mb"]), _fmt(c["asterisk"]), _fmt(step["cpu_ms_per_call"]["asterisk"]),
                      _fmt(c["redis"]), _fmt(c["sipp"]), _fmt(c["sipp_main_thread"]), _fmt(c["other"]), verdict))
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     widths[-1] = 0
     lines = ["  ".join(str(x).rjust(w) if i < len(head) - 1 else str(x) for i, (x, w) in enumerate(zip(r, widths)))
              for r in (head, *rows)]
     lines.insert(1, "-" * min(160, sum(widths) + 2 * len(widths) + 30))
-    out = ["\n".join(lines), ""]
+    out = [f"caller: {result['caller']}, {result['seconds']:g} s per rate, tolerance {result['tolerance']:g}, "
+           f"{result['cpus']} CPUs", "\n".join(lines), ""]
     for mode, m in result["modes"].items():
         top = f"{m['max_rate']:g} calls/s" if m["max_rate"] is not None else "none (failed the first rate)"
         if m["capped"]:
@@ -566,6 +598,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tolerance", type=float, default=0.002,
                    help="allowed retransmissions / unexpected messages / missed keys, as a fraction of calls (0.002)")
     p.add_argument("--modes", default="ivr,static", help="modes to run (default ivr,static)")
+    p.add_argument("--caller", choices=sorted(CALLERS), default="key",
+                   help="key (default): press 1 during the prompt; nokey: press nothing, the 3 s timeout "
+                        "ends the menu the same way (no DTMF: isolates Asterisk's per-key cost)")
     p.add_argument("--keep-workdir", action="store_true", help="keep the temporary workdir (logs, SIPp stats)")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     args = p.parse_args(argv)
@@ -579,8 +614,9 @@ def main(argv: list[str] | None = None) -> int:
 
     made_tmp = args.workdir is None
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="ivr-bench-")).resolve()
-    port_base = args.port_base or pick_port_base()
-    bench = Bench(workdir, port_base, args.tolerance)
+    rtp_pairs = RTP_PAIRS if args.caller == "key" else NOKEY_RTP_PAIRS
+    port_base = args.port_base or pick_port_base(rtp_pairs=rtp_pairs)
+    bench = Bench(workdir, port_base, args.tolerance, args.caller)
 
     def on_term(_sig: int, _frame: Any) -> None:
         raise KeyboardInterrupt
@@ -617,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.stop()
     result = summarize(steps, rates)
     result.update({
-        "rates": rates, "seconds": args.seconds, "tolerance": args.tolerance, "port_base": port_base,
+        "rates": rates, "seconds": args.seconds, "caller": args.caller, "tolerance": args.tolerance, "port_base": port_base,
         "workdir": str(workdir), "cpus": os.cpu_count(), "duration_s": round(time.time() - started, 1),
         "steps": steps, "complete": rc == 0,
         "menu": str(MENU_FILE.relative_to(ROOT)), "dids": dict(MODES),

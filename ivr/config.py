@@ -48,6 +48,8 @@ class AsteriskConfig:
     rtp_end: int = 20999
     inbound_extension: str = "500"
     trunk_match: tuple[str, ...] = ("127.0.0.1",)
+    trunk_uri: str = ""            # where outbound calls go, e.g. sip:gateway.example:5060 (empty: none)
+    outbound_callerid: str = ""    # caller ID shown on callbacks and notices
     sounds_dir: str = "/usr/share/asterisk"
     modules_dir: str = "/usr/lib/asterisk/modules"
     max_calls: int = 2000
@@ -307,6 +309,10 @@ def validate(cfg: Config) -> None:
             ipaddress.ip_network(m, strict=False)
         except ValueError:
             raise ConfigError(f"asterisk.trunk_match[{i}]: expected an IP address or network, got {m!r}") from None
+    if a.trunk_uri and not re.match(r"^sips?:[A-Za-z0-9_.\[\]:-]+$", a.trunk_uri):
+        raise ConfigError(f"asterisk.trunk_uri: expected sip:host:port, got {a.trunk_uri!r}")
+    if a.outbound_callerid and not _EXTEN_RE.match(a.outbound_callerid):
+        raise ConfigError(f"asterisk.outbound_callerid: digits only, got {a.outbound_callerid!r}")
     if not cfg.redis.url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"redis.url: expected redis://host:port/db, got {cfg.redis.url!r}")
     if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

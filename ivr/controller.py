@@ -22,6 +22,7 @@ from .ami.client import AmiClient, AmiError
 from .config import Config
 from .balance.erlang import estimate_wait
 from .banner import BannerService, live_prompts_dir
+from .callbacks import CallbackDispatcher
 from .menu.engine import EngineServices, MenuEngine
 from .menu.schema import MenuSet
 from .menu.services import RefundsBackend
@@ -63,7 +64,10 @@ class Controller:
         self.ami = AmiClient(a.ami_host, a.ami_port, a.ami_username, a.ami_secret,
                              on_event=self._on_ami_event, on_connected=self._resync)
         self.roster = Roster(cfg, self.store)
-        self.balance = BalanceLoop(cfg, self.state, self.ami, self.roster)
+        self.dispatcher = CallbackDispatcher(cfg, self.ami, self.store.callbacks, self.prompts)
+        self.balance = BalanceLoop(cfg, self.state, self.ami, self.roster,
+                                   pending_callbacks=self.dispatcher.pending,
+                                   dispatch_callback=self.dispatcher.dispatch)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.stopping = asyncio.Event()

@@ -238,6 +238,16 @@ async def callbacks_pending(request: web.Request) -> web.Response:
 
 
 @requires("viewer")
+async def callback_get(request: web.Request) -> web.Response:
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    cb_id = request.match_info["cb_id"]
+    if not cb_id.isdigit() or len(cb_id) > 20:
+        return json_error(400, "callback id: digits only")
+    rec = await ctl.store.callbacks.get(cb_id)
+    return web.json_response(rec) if rec else json_error(404, f"no callback {cb_id}")
+
+
+@requires("viewer")
 async def surveys(request: web.Request) -> web.Response:
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
     return web.json_response({"surveys": await ctl.store.surveys.recent(500)})
@@ -266,6 +276,7 @@ def build_app(controller: "Controller") -> web.Application:
     app.router.add_get("/api/v1/refunds/by-booking/{booking}", refund_by_booking)
     app.router.add_post("/api/v1/refunds/{ref}/status", refund_set_status)
     app.router.add_get("/api/v1/callbacks", callbacks_pending)
+    app.router.add_get("/api/v1/callbacks/{cb_id}", callback_get)
     app.router.add_get("/api/v1/surveys", surveys)
     app.router.add_get("/api/v1/audit", audit)
     app.router.add_post("/api/v1/agents/{agent_id}/login", agent_login)

@@ -96,7 +96,8 @@ class BalanceLoop:
                 longest_wait=max((now - c.joined_at for c in q.callers.values()), default=0.0) if q else 0.0,
                 answered=len(window), answered_in_target=sum(1 for _, h in window if h <= target),
                 aht=aht, members={i: m.penalty for i, m in members.items()},
-                free=sum(1 for m in serving if m.available), serving=len(serving))
+                free=sum(1 for m in serving if m.available), serving=len(serving),
+                idle=frozenset(m.interface for m in serving if m.available))
         agents = {}
         for a in self.roster.agents.values():
             live = [q.members[a.interface] for q in self.state.queues.values() if a.interface in q.members]

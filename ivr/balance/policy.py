@@ -59,6 +59,7 @@ class QueueView:
     members: Mapping[str, int] = field(default_factory=dict)   # interface -> current penalty
     free: int = 0                        # members idle now
     serving: int = 0                     # members logged in, not paused, reachable
+    idle: frozenset[str] = frozenset()   # interfaces of the idle members (an agent may be in several queues)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +152,9 @@ def _fmt(seconds: float) -> str:
 
 
 def _coaches(agents: Mapping[str, AgentView]) -> set[str]:
-    """Teams with an experienced agent on duty (logged in, not paused, reachable)."""
+    """Teams with an experienced agent on duty (logged in, not paused, reachable).
+
+    Agents with no team form one team of their own ("")."""
     return {a.team for a in agents.values()
             if a.skill == SKILL_EXPERIENCED and a.logged_in and not a.paused and a.reachable}
 
@@ -245,6 +248,10 @@ def _callbacks(snap: Snapshot, p: Policy) -> list[Action]:
     """Dispatch callbacks (oldest place first) into idle capacity that waiting callers do not need."""
     spare = {name: max(0, q.free - q.waiting) for name, q in snap.queues.items()}
     budget = max(0, p.max_callbacks_in_flight - snap.callbacks_in_progress)
+    if any(q.idle for q in snap.queues.values()):
+        # an idle agent who serves several queues counts once, after every waiting caller
+        idle_agents = len(frozenset().union(*(q.idle for q in snap.queues.values())))
+        budget = min(budget, max(0, idle_agents - sum(q.waiting for q in snap.queues.values())))
     out = []
     for cb in sorted(snap.callbacks, key=lambda c: (c.place, c.id)):
         if budget <= 0:

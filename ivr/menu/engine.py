@@ -120,7 +120,8 @@ class MenuEngine:
 
     def _context(self, session: AgiSession, menu: Menu) -> CallContext:
         lang = session.env.language if session.env.language in menu.languages else self.default_language
-        callerid = session.env.callerid if session.env.callerid.isdigit() else ""
+        cid = session.env.callerid
+        callerid = cid if cid.isascii() and cid.isdigit() else ""
         return CallContext(uid=session.uniqueid, menu=menu, lang=lang, callerid=callerid[:20])
 
     async def _walk(self, session: AgiSession, ctx: CallContext, node_id: str | None) -> None:

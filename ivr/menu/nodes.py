@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from ..agi.server import AgiSession
 from .engine import ALL_KEYS, CallContext, MenuEngine
 from .schema import Node
-from .services import VALIDATORS, LookupFailed, format_part, safe_prompt_name
+from .services import VALIDATORS, LookupFailed, format_part, is_digits, safe_prompt_name
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ async def _collect(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: No
     check = VALIDATORS.get(node.get("validate", "digits"), VALIDATORS["digits"])
     for attempt in range(1, retries + 2):
         digits = await engine.ask(s, ctx, node.prompts, timeout, max_digits=hi)
-        if digits and digits.isdigit() and lo <= len(digits) <= hi and check(digits):
+        if digits and is_digits(digits) and lo <= len(digits) <= hi and check(digits):
             ctx.vars[node.get("save_as")] = digits
             log.info("call %s: %s collected %d digits", ctx.uid, node.id, len(digits))
             return node.get("next")
@@ -109,17 +109,17 @@ async def _say(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node, 
             name = safe_prompt_name(text)
             if name:
                 await engine.play(s, ctx, (name,))
-        elif kind == "digits" and text.isdigit() and len(text) <= 20:
+        elif kind == "digits" and is_digits(text) and len(text) <= 20:
             await s.say_digits(text)
-        elif kind == "number" and text.isdigit() and len(text) <= 9:
+        elif kind == "number" and is_digits(text) and len(text) <= 9:
             await s.say_number(int(text))
 
 
 async def _lookup(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
     backend = engine.services.backends.get(node.get("backend"))
     values = ctx.values()
-    params = {k: format_part(t, values) for k, t in (node.get("params") or {"booking": "{booking}"}).items()}
-    params.update(uid=ctx.uid, caller=ctx.callerid, lang=ctx.lang)
+    params = {"uid": ctx.uid, "caller": ctx.callerid, "lang": ctx.lang}
+    params.update({k: format_part(t, values) for k, t in (node.get("params") or {"booking": "{booking}"}).items()})
     try:
         if backend is None:
             raise LookupFailed(f"backend {node.get('backend')!r} is not configured")
@@ -154,7 +154,7 @@ async def _queue(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node
     await engine.play(s, ctx, node.prompts)
     if node.get("announce_wait") and estimate is not None and 60 <= estimate < 4 * 3600:
         await engine.play(s, ctx, ("wait-estimate",))
-        await s.say_number(max(1, round(estimate / 60)))
+        await s.say_number(max(1, int(estimate / 60 + 0.5)))   # half a minute rounds up
         await engine.play(s, ctx, ("minutes",))
     ctx.outcome = "queued"
     values = {"IVR_QUEUE": queue, "IVR_PRIORITY": str(node.get("priority", 0)),

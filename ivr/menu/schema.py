@@ -20,12 +20,13 @@ from typing import Any, Mapping
 import yaml
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .services import VALIDATORS
+from .services import TEMPLATE_RE, VALIDATORS
 
 log = logging.getLogger(__name__)
 
 _ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 _DIGIT_KEYS = set("0123456789*#")
+_OPTION_KEYS = set("0123456789*")   # '#' ends input in GET DATA: it cannot be an option
 _PROMPT_RE = re.compile(r"^(sound:)?[A-Za-z0-9_/-]{1,80}$")
 _VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
 # what MSet and the dialplan must never see in a value (the engine refuses the same set)
@@ -39,7 +40,7 @@ NODE_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
                                                 "timeout_prompt", "on_fail", "repeat_key"})),
     "language": (frozenset({"options"}), frozenset({"prompts", "timeout", "retries", "default", "next"})),
     "collect": (frozenset({"save_as", "next"}),
-                frozenset({"prompts", "min", "max", "terminator", "timeout", "retries", "validate",
+                frozenset({"prompts", "min", "max", "timeout", "retries", "validate",
                            "invalid_prompt", "timeout_prompt", "on_fail"})),
     "lookup": (frozenset({"backend", "operation", "found"}),
                frozenset({"params", "say", "not_found", "error", "save_as"})),
@@ -202,13 +203,13 @@ def _validate_node(source: str, nid: str, raw: Any, queues: frozenset[str] | Non
             if not isinstance(value, dict) or not value:
                 raise _node_error(source, nid, line, "options must be a mapping of keys to targets")
             for k, target in value.items():
-                if k not in _DIGIT_KEYS:
-                    raise _node_error(source, nid, line, f"option key {k!r} is not a single keypad key (0-9 * #)")
+                if k not in _OPTION_KEYS:
+                    raise _node_error(source, nid, line, f"option key {k!r} is not a single keypad key (0-9 or *; # ends input)")
                 if not isinstance(target, str):
                     raise _node_error(source, nid, line, f"option {k!r}: target must be a name, got {target!r}")
             value = MappingProxyType(value)
         elif key == "repeat_key":
-            if str(value) not in _DIGIT_KEYS:
+            if str(value) not in _OPTION_KEYS:
                 raise _node_error(source, nid, line, f"repeat_key {value!r} is not a keypad key")
             value = str(value)
         elif key == "queue":
@@ -238,9 +239,6 @@ def _validate_node(source: str, nid: str, raw: Any, queues: frozenset[str] | Non
                 raise _node_error(source, nid, line, f"skip_keys must be keypad keys, got {value!r}")
         elif key in ("min", "max"):
             value = int(_check_number(source, nid, line, key, value, 1, 20))
-        elif key == "terminator":
-            if value not in ("", "#", "*"):
-                raise _node_error(source, nid, line, f"terminator must be '#', '*' or '', got {value!r}")
         elif key == "validate":
             if value not in VALIDATORS:
                 raise _node_error(source, nid, line, f"unknown validator {value!r} (known: {', '.join(sorted(VALIDATORS))})")
@@ -248,11 +246,15 @@ def _validate_node(source: str, nid: str, raw: Any, queues: frozenset[str] | Non
             if not isinstance(value, str) or not _VAR_RE.match(value):
                 raise _node_error(source, nid, line, f"save_as must be a variable name, got {value!r}")
         elif key == "params":
-            if not isinstance(value, dict) or not all(isinstance(v, str) for k, v in value.items() if k != "__line__"):
+            if not isinstance(value, dict) or not all(isinstance(v, str) and TEMPLATE_RE.fullmatch(v)
+                                                      for k, v in value.items() if k != "__line__"):
                 raise _node_error(source, nid, line, "params must map names to text templates like '{booking}'")
             value = MappingProxyType({k: v for k, v in value.items() if k != "__line__"})
         elif key == "say":
             value = _check_say(source, nid, line, value)
+            for _, template in value:
+                if not TEMPLATE_RE.fullmatch(template):
+                    raise _node_error(source, nid, line, f"say: {template!r} may only use {{name}} placeholders")
         elif key == "announce_wait":
             if not isinstance(value, bool):
                 raise _node_error(source, nid, line, f"announce_wait must be true or false, got {value!r}")

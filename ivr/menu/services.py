@@ -16,6 +16,7 @@ import urllib.parse
 from typing import Any, Callable, Mapping, Protocol
 
 import aiohttp
+import redis.exceptions
 
 from ..store.redis_store import Store
 
@@ -29,15 +30,15 @@ class LookupFailed(RuntimeError):
 # ------------------------------------------------------------------ validators
 def _booking(value: str) -> bool:
     """Six-digit booking number whose last digit is not a repeated run (e.g. 000000 is refused)."""
-    return len(value) == 6 and value.isdigit() and len(set(value)) > 1
+    return len(value) == 6 and is_digits(value) and len(set(value)) > 1
 
 
 def _phone(value: str) -> bool:
-    return value.isdigit() and 6 <= len(value) <= 15
+    return is_digits(value) and 6 <= len(value) <= 15
 
 
 def _luhn(value: str) -> bool:
-    if not value.isdigit() or len(value) < 2:
+    if not is_digits(value) or len(value) < 2:
         return False
     total = 0
     for i, ch in enumerate(reversed(value)):
@@ -49,7 +50,7 @@ def _luhn(value: str) -> bool:
 
 
 VALIDATORS: dict[str, Callable[[str], bool]] = {
-    "digits": lambda v: v.isdigit(),
+    "digits": lambda v: is_digits(v),
     "booking": _booking,
     "phone": _phone,
     "luhn": _luhn,
@@ -82,7 +83,7 @@ class RefundsBackend:
                     call_uid=params.get("uid", ""), source="ivr")
         except ValueError as exc:
             raise LookupFailed(str(exc)) from None
-        except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
+        except (ConnectionError, OSError, asyncio.TimeoutError, redis.exceptions.RedisError) as exc:
             raise LookupFailed(f"Redis: {exc}") from None
         raise LookupFailed(f"refunds: unknown operation {operation!r}")
 
@@ -109,6 +110,8 @@ class HttpBackend:
             self._session = None
 
     async def lookup(self, operation: str, params: Mapping[str, str]) -> dict[str, Any] | None:
+        if any(str(v) in (".", "..") for v in params.values()):  # a whole path segment the client would resolve
+            raise LookupFailed(f"{self.name}: a parameter is '.' or '..', refused")
         try:
             url = self.url.format_map({k: urllib.parse.quote(str(v), safe="") for k, v in params.items()})
         except KeyError as exc:
@@ -130,13 +133,22 @@ class HttpBackend:
 
 
 _SAFE_PROMPT_PART = re.compile(r"^[a-z0-9_-]{1,40}$")
+# templates: literal text with {name} placeholders only (no attribute or index access)
+TEMPLATE_RE = re.compile(r"(?:[^{}]|\{[A-Za-z_][A-Za-z0-9_]{0,40}\})*")
+
+
+def is_digits(value: str) -> bool:
+    """ASCII digits only (str.isdigit also accepts other scripts' digits and superscripts)."""
+    return bool(value) and value.isascii() and value.isdigit()
 
 
 def format_part(template: str, values: Mapping[str, Any]) -> str:
     """Fill ``{field}`` from a look-up result; the result must stay a safe name or digits."""
+    if not TEMPLATE_RE.fullmatch(template):
+        return ""
     try:
         return template.format_map({k: str(v) for k, v in values.items()})
-    except (KeyError, ValueError, IndexError):
+    except (KeyError, ValueError, IndexError, AttributeError, TypeError):
         return ""
 
 

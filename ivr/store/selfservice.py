@@ -107,6 +107,28 @@ class CallbackStore:
         raw = await self.redis.hgetall(self.keys.callback(cb_id))
         return dict(raw) if raw else None
 
+    async def claim(self, cb_id: str) -> dict[str, Any] | None:
+        """Take a pending callback for dialling; None if another node (or tick) already took it."""
+        if not await self.redis.zrem(self.keys.callbacks_pending, cb_id):
+            return None
+        await self.redis.hset(self.keys.callback(cb_id), mapping={"status": "dialling",
+                                                                    "dialled_at": str(time.time())})
+        return await self.get(cb_id)
+
+    async def finish(self, cb_id: str, outcome: str, *, retry_at: float | None = None) -> None:
+        """Record an attempt: ``retry_at`` puts it back in line (same place), else it is closed."""
+        rec = await self.get(cb_id) or {}
+        attempts = int(rec.get("attempts") or 0) + 1
+        async with self.redis.pipeline(transaction=True) as p:
+            fields = {"attempts": str(attempts), "last_outcome": outcome, "updated": str(time.time())}
+            if retry_at is not None:
+                fields.update(status="pending", not_before=str(retry_at))
+                p.zadd(self.keys.callbacks_pending, {cb_id: float(rec.get("place") or time.time())})
+            else:
+                fields.update(status="done" if outcome == "answered" else "failed")
+            p.hset(self.keys.callback(cb_id), mapping=fields)
+            await p.execute()
+
     async def pending(self, limit: int = 100) -> list[dict[str, Any]]:
         ids = await self.redis.zrange(self.keys.callbacks_pending, 0, limit - 1)
         out = []

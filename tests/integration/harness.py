@@ -105,6 +105,7 @@ class TestStack:
     api: Api
     sipp: Sipp
     agent_ports: dict[str, int]
+    customer_port: int
     agent_procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
@@ -145,6 +146,7 @@ def start_test_stack(workdir: Path) -> TestStack:
     require_tools()
     base = pick_port_base()
     agent_ports = {aid: free_port() for aid in TEST_AGENTS}
+    customer_port = free_port()   # the "carrier": callbacks and notices to customers ring a SIPp phone here
     agents = [{"id": aid, "name": f"Agent {aid}", "queues": qs, "logged_in": on, "skill": skill, "tier": tier,
                "team": "volunteers" if tier == "volunteer" else "a",
                "contact": f"sip:{aid}@127.0.0.1:{agent_ports[aid]}"}
@@ -155,13 +157,17 @@ def start_test_stack(workdir: Path) -> TestStack:
     shutil.copy(FIXTURES / "dialplans" / "short.yaml", dialplans / "short.yaml")
     stack = Stack(workdir)
     stack.init(port_base=base, extra={"dialplans_dir": str(dialplans), "agents": agents,
-                                      "log_level": "DEBUG", "balance": TEST_BALANCE, "dids": {SHORT_MENU_DID: "short", BROKEN_MENU_DID: "nosuchmenu"}})
+                                      "log_level": "DEBUG", "balance": TEST_BALANCE,
+                                      "asterisk": {"trunk_uri": f"sip:127.0.0.1:{customer_port}",
+                                                   "outbound_callerid": "5550100"},
+                                      "dids": {SHORT_MENU_DID: "short", BROKEN_MENU_DID: "nosuchmenu"}})
     info = stack.up(timeout=60)
     api = Api(info["api"], info["token"])
     sipp = Sipp(target_port=int(info["sip"].rsplit(":", 1)[1]), workdir=workdir / "sipp")
-    ts = TestStack(stack, info, api, sipp, agent_ports)
+    ts = TestStack(stack, info, api, sipp, agent_ports, customer_port)
     for aid, port in agent_ports.items():
         ts.agent_procs.append(sipp.start_agent(port, talk_ms=2000))
+    ts.agent_procs.append(sipp.start_agent(customer_port, talk_ms=20000, ring_ms=300))
     return ts
 
 

@@ -606,3 +606,15 @@ def test_member_actions_only_touch_logged_in_assigned_or_managed_interfaces(snap
     queues = {n: dataclasses.replace(q, members=members[n]) for n, q in snap.queues.items()}
     again = decide(Snapshot(now=snap.now, queues=queues, agents=snap.agents, tiers=d.tiers))
     assert _kinds(again, *MEMBER_KINDS) == []
+
+
+def test_an_idle_agent_in_two_queues_gets_one_callback_not_two() -> None:
+    from ivr.balance.policy import CallbackView, Policy, QueueView, Snapshot, decide
+
+    idle = frozenset({"PJSIP/1"})
+    queues = {name: QueueView(name=name, free=1, serving=1, members={"PJSIP/1": 0}, idle=idle)
+              for name in ("support", "refunds")}
+    snap = Snapshot(now=100.0, queues=queues, agents={},
+                    callbacks=(CallbackView("1", "support", 10.0), CallbackView("2", "refunds", 20.0)))
+    dispatched = [a for a in decide(snap, Policy()).actions if a.kind == "dispatch_callback"]
+    assert [a.callback_id for a in dispatched] == ["1"]

@@ -1,0 +1,99 @@
+"""Calling back the callers who chose to keep their place.
+
+The balancing loop decides *when* (idle agents, oldest place first); this
+module does the call: claim the request (so no other node or tick dials it
+too), Originate (always Async, tracked by its ActionID until the
+OriginateResponse) through the trunk into ``ivr-callback``, which tells the
+customer who is calling and puts them in the queue with priority. No answer,
+busy or failure puts the request back in line with a growing back-off, up to
+``max_attempts``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from .ami import names as ev
+from .ami.client import AmiClient, AmiError
+from .config import Config
+from .prompts.library import PromptLibrary
+from .store.selfservice import CallbackStore
+
+log = logging.getLogger(__name__)
+
+RETRY_BACKOFF_S = (60.0, 300.0, 900.0)
+RING_TIMEOUT_S = 30
+# OriginateResponse Reason codes (enum ast_control_frame_type): 4 answered, 5 busy, 3 no answer / ringing, 8 congestion
+REASONS = {"0": "failed", "1": "hung up", "3": "no answer", "4": "answered", "5": "busy", "8": "congestion"}
+
+
+def dial_string(cfg: Config, number: str) -> str:
+    """PJSIP dial string through the trunk (numbers are digits only: validated before storing)."""
+    if not number.isdigit():
+        raise ValueError(f"callback number must be digits, got {number!r}")
+    host = cfg.asterisk.trunk_uri.split(":", 1)[1]
+    return f"PJSIP/trunk/sip:{number}@{host}"
+
+
+class CallbackDispatcher:
+    """Dials callbacks the balancing loop hands over."""
+
+    def __init__(self, cfg: Config, ami: AmiClient, callbacks: CallbackStore, prompts: PromptLibrary,
+                 max_attempts: int = 3) -> None:
+        self.cfg = cfg
+        self.ami = ami
+        self.callbacks = callbacks
+        self.prompts = prompts
+        self.max_attempts = max_attempts
+        self.dialled = 0
+        self.answered = 0
+        self.failed = 0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cfg.asterisk.trunk_uri)
+
+    async def pending(self) -> list[dict[str, Any]]:
+        return await self.callbacks.pending(200) if self.enabled else []
+
+    async def dispatch(self, callback_id: str, queue: str) -> None:
+        rec = await self.callbacks.claim(callback_id)
+        if rec is None:
+            return
+        number, lang = rec["number"], rec.get("lang") or "en"
+        prompt = self.prompts.path(lang, "callback-intro") or self.prompts.path(lang, "please-hold") or "beep"
+        fields = {
+            "Channel": dial_string(self.cfg, number), "Context": "ivr-callback", "Exten": "s", "Priority": 1,
+            "Async": "true", "Timeout": RING_TIMEOUT_S * 1000,
+            "CallerID": self.cfg.asterisk.outbound_callerid or "ivr",
+            "Variable": [f"IVR_QUEUE={rec.get('queue') or queue}", f"IVR_PROMPT={prompt}",
+                         f"IVR_CALLBACK={callback_id}", f"CHANNEL(language)={lang}",
+                         f"IVR_CALLBACK_NUMBER={number}"],
+        }
+        self.dialled += 1
+        log.info("callback %s: dialling %s for queue %s (attempt %d)", callback_id, number, queue,
+                 int(rec.get("attempts") or 0) + 1)
+        outcome = "failed"
+        try:
+            result = await self.ami.action(ev.ORIGINATE, fields, as_list=None, timeout=RING_TIMEOUT_S + 15)
+            events = result if isinstance(result, list) else [result]
+            final = next((m for m in events if m.get("Event") == ev.ORIGINATE_RESPONSE), None)
+            if final is not None:
+                outcome = "answered" if final.get("Response") == "Success" else REASONS.get(final.get("Reason", ""), "failed")
+        except AmiError as exc:
+            log.warning("callback %s: originate failed: %s", callback_id, exc)
+        attempts = int(rec.get("attempts") or 0) + 1
+        if outcome == "answered":
+            self.answered += 1
+            await self.callbacks.finish(callback_id, "answered")
+            log.info("callback %s: %s answered, in queue %s", callback_id, number, queue)
+        elif attempts < self.max_attempts:
+            delay = RETRY_BACKOFF_S[min(attempts - 1, len(RETRY_BACKOFF_S) - 1)]
+            await self.callbacks.finish(callback_id, outcome, retry_at=time.time() + delay)
+            log.info("callback %s: %s (%s); retry in %.0fs", callback_id, number, outcome, delay)
+        else:
+            self.failed += 1
+            await self.callbacks.finish(callback_id, outcome)
+            log.warning("callback %s: %s not reached after %d attempts (%s)", callback_id, number, attempts, outcome)
