@@ -125,6 +125,41 @@ async def _set_login(request: web.Request, logged_in: bool) -> web.Response:
     return web.json_response({"id": agent_id, "logged_in": logged_in})
 
 
+async def _set_pause(request: web.Request, paused: bool) -> web.Response:
+    from ..ami.client import AmiError
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    agent_id = request.match_info["agent_id"]
+    agent = ctl.roster.agents.get(agent_id)
+    if agent is None:
+        return json_error(404, f"no agent {agent_id!r}")
+    reason = ""
+    if request.can_read_body:
+        body = await _json_body(request)
+        reason = str(body.get("reason", ""))[:60]
+        if any(c in reason for c in "\r\n"):
+            return json_error(400, "reason: no line breaks")
+    fields = {"Interface": agent.interface, "Paused": "true" if paused else "false"}
+    if reason:
+        fields["Reason"] = reason
+    try:
+        await ctl.ami.action("QueuePause", fields)
+    except AmiError as exc:
+        return json_error(409 if "not there" in str(exc).lower() else 503, f"QueuePause: {exc}")
+    await ctl.store.audit(request["auth"].get("name", ""), "agent.pause" if paused else "agent.unpause",
+                          agent_id, None, reason or paused)
+    return web.json_response({"id": agent_id, "paused": paused, "reason": reason})
+
+
+@requires("supervisor")
+async def agent_pause(request: web.Request) -> web.Response:
+    return await _set_pause(request, True)
+
+
+@requires("supervisor")
+async def agent_unpause(request: web.Request) -> web.Response:
+    return await _set_pause(request, False)
+
+
 @requires("supervisor")
 async def agent_login(request: web.Request) -> web.Response:
     return await _set_login(request, True)
@@ -281,4 +316,6 @@ def build_app(controller: "Controller") -> web.Application:
     app.router.add_get("/api/v1/audit", audit)
     app.router.add_post("/api/v1/agents/{agent_id}/login", agent_login)
     app.router.add_post("/api/v1/agents/{agent_id}/logout", agent_logout)
+    app.router.add_post("/api/v1/agents/{agent_id}/pause", agent_pause)
+    app.router.add_post("/api/v1/agents/{agent_id}/unpause", agent_unpause)
     return app
