@@ -141,6 +141,36 @@ def cmd_banner(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    from .store.redis_store import ROLES, Store
+
+    cfg = load(args.config)
+
+    async def run() -> int:
+        store = Store.from_url(cfg.redis.url, cfg.redis.prefix)
+        try:
+            if args.action == "create":
+                if args.role not in ROLES or not args.name:
+                    print(f"ivr token: create needs --name and --role ({', '.join(ROLES)})", file=sys.stderr)
+                    return 2
+                token = await store.create_token(args.name, args.role)
+                await store.audit("cli", "token.create", args.name, None, args.role)
+                print(token)
+                print(f"token for {args.name!r} ({args.role}): shown once, stored hashed", file=sys.stderr)
+            elif args.action == "list":
+                print(json.dumps(await store.list_tokens(), indent=2))
+            else:
+                n = await store.revoke_token(args.name)
+                await store.audit("cli", "token.revoke", args.name, None, n)
+                print(json.dumps({"revoked": n}))
+                return 0 if n else 1
+        finally:
+            await store.close()
+        return 0
+
+    return asyncio.run(run())
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ivr", description="Crisis-surge call centre controller for Asterisk")
     sub = p.add_subparsers(dest="command", required=True)
@@ -197,6 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--lang", default="en")
     bn.set_defaults(func=cmd_banner)
 
+    tk = sub.add_parser("token", help="API tokens (stored hashed in Redis)")
+    tk.add_argument("action", choices=("create", "list", "revoke"))
+    tk.add_argument("--config", required=True)
+    tk.add_argument("--name", default="", help="who the token is for (create, revoke)")
+    tk.add_argument("--role", default="viewer", help="viewer, supervisor or admin")
+    tk.set_defaults(func=cmd_token)
+
     m = sub.add_parser("menus", help="IVR menus")
     ms = m.add_subparsers(dest="sub", required=True)
     c = ms.add_parser("check", help="validate dialplans/*.yaml")
@@ -215,6 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stderr.close()
+        return 0
     except Exception as exc:
         from .stack import StackError
 

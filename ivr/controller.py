@@ -27,6 +27,7 @@ from .menu.engine import EngineServices, MenuEngine
 from .menu.schema import MenuSet
 from .menu.services import RefundsBackend
 from .prompts.library import PromptLibrary
+from .metrics import Metrics
 from .records import CallRecorder
 from .balance.loop import BalanceLoop
 from .roster import Roster
@@ -45,6 +46,8 @@ class Controller:
         self.store = store or Store.from_url(cfg.redis.url, cfg.redis.prefix)
         self.state = CallCenterState()
         self.recorder = CallRecorder(self.store)
+        self.metrics = Metrics()
+        self.recorder.on_finished = self.metrics.call_finished
         self.backends = {"refunds": RefundsBackend(self.store)}
         self.menus = MenuSet(cfg.dialplans_dir, frozenset(cfg.queue_names()), cfg.languages,
                              frozenset(self.backends))
@@ -60,6 +63,7 @@ class Controller:
         self.router.register("survey", self.engine.run_survey)
         self.agi = AgiServer(self.router, cfg.agi.host, cfg.agi.port,
                              read_timeout=cfg.agi.read_timeout, max_connections=cfg.agi.max_connections)
+        self.agi.step_latency = self.metrics.agi_call.observe
         a = cfg.asterisk
         self.ami = AmiClient(a.ami_host, a.ami_port, a.ami_username, a.ami_secret,
                              on_event=self._on_ami_event, on_connected=self._resync)
@@ -71,6 +75,27 @@ class Controller:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.stopping = asyncio.Event()
+
+    def live(self) -> dict[str, Any]:
+        """Everything the dashboard shows, in one JSON-ready dict (also refreshes the live metrics)."""
+        snap = self.state.snapshot()
+        decision = self.balance.last_decision
+        for name, q in snap["queues"].items():
+            est = decision.estimates.get(name) if decision else None
+            q["estimated_wait"] = None if est is None or est == float("inf") else round(est, 1)
+            q["overflow_open"] = bool(self.balance.tiers.get(name) and self.balance.tiers[name].open)
+        self.metrics.update_live(snap, self.ami.connected, self.ami.reconnects, self.balance.actions_by_kind)
+        agents = self.roster.describe()
+        for a in agents:
+            iface = f"PJSIP/{a['id']}"
+            live = [m for q in snap["queues"].values() for m in q["members"] if m["interface"] == iface]
+            a["status"] = live[0]["status"] if live else "not in a queue"
+            a["in_call"] = any(m["in_call"] for m in live)
+            a["paused"] = any(m["paused"] for m in live)
+            a["queues_now"] = sorted(n for n, q in snap["queues"].items()
+                                     if any(m["interface"] == iface for m in q["members"]))
+        return {"time": snap["time"], "node": self.cfg.node, "ami": self.ami.connected,
+                "queues": snap["queues"], "agents": agents, "history": self.metrics.hourly()}
 
     # --------------------------------------------------------------- estimates
     def estimate_wait(self, queue: str, default_aht: float = 180.0) -> float | None:

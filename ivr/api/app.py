@@ -44,10 +44,13 @@ async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamR
         if request.path not in PUBLIC:
             needed = getattr(handler, "required_role", "admin")
             auth = request.headers.get("Authorization", "")
-            if not auth.startswith("Bearer "):
+            token = auth[7:].strip() if auth.startswith("Bearer ") else ""
+            if not token and request.path == "/api/v1/stream":   # EventSource cannot send headers
+                token = request.query.get("token", "")
+            if not token:
                 return json_error(401, "missing bearer token (Authorization: Bearer <token>)")
             ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
-            info = await ctl.store.verify_token(auth[7:].strip())
+            info = await ctl.store.verify_token(token)
             if info is None:
                 return json_error(401, "unknown token")
             if ROLE_RANK.get(info.get("role", ""), -1) < ROLE_RANK[needed]:
@@ -294,10 +297,48 @@ async def audit(request: web.Request) -> web.Response:
     return web.json_response({"audit": await ctl.store.audit_log(500)})
 
 
+@requires("viewer")
+async def live(request: web.Request) -> web.Response:
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    data = ctl.live()
+    data["callbacks_pending"] = len(await ctl.store.callbacks.pending(1000))
+    return web.json_response(data)
+
+
+@requires("viewer")
+async def stream(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: the live picture once a second (EventSource; token as ?token=)."""
+    import asyncio
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                       "X-Accel-Buffering": "no"})
+    await resp.prepare(request)
+    try:
+        while not ctl.stopping.is_set():
+            data = ctl.live()
+            data["callbacks_pending"] = len(await ctl.store.callbacks.pending(1000))
+            await resp.write(f"data: {json.dumps(data)}\n\n".encode())
+            await asyncio.sleep(1.0)
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    return resp
+
+
+@requires("viewer")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition; scrape with a viewer token (bearer_token in the scrape config)."""
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    ctl.live()  # refresh the live gauges
+    return web.Response(body=ctl.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
 def build_app(controller: "Controller") -> web.Application:
     app = web.Application(middlewares=[errors_and_auth], client_max_size=1024 * 1024)
     app[CONTROLLER] = controller
     app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/v1/live", live)
+    app.router.add_get("/api/v1/stream", stream)
     app.router.add_get("/api/v1/queues", queues)
     app.router.add_get("/api/v1/calls", calls)
     app.router.add_get("/api/v1/calls/{uid}", call)

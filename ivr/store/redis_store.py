@@ -144,6 +144,23 @@ class Store:
         await self.redis.hset(self.keys.tokens, _hash_token(token),
                               json.dumps({"name": name, "role": role, "created": time.time()}))
 
+    async def list_tokens(self) -> list[dict[str, Any]]:
+        """Token names, roles and creation times (never the tokens; the id is a prefix of the hash)."""
+        out = []
+        for digest, raw in (await self.redis.hgetall(self.keys.tokens)).items():
+            info = json.loads(raw)
+            out.append({"id": digest[:12], "name": info.get("name"), "role": info.get("role"),
+                        "created": info.get("created")})
+        return sorted(out, key=lambda t: t["created"] or 0)
+
+    async def revoke_token(self, name_or_id: str) -> int:
+        """Revoke every token with that name (or hash prefix id); returns how many."""
+        gone = 0
+        for digest, raw in (await self.redis.hgetall(self.keys.tokens)).items():
+            if json.loads(raw).get("name") == name_or_id or digest[:12] == name_or_id:
+                gone += await self.redis.hdel(self.keys.tokens, digest)
+        return gone
+
     async def verify_token(self, token: str) -> dict[str, Any] | None:
         raw = await self.redis.hget(self.keys.tokens, _hash_token(token))
         return json.loads(raw) if raw else None

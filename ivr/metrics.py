@@ -1,0 +1,89 @@
+"""Prometheus metrics and the rolling hourly history the dashboard charts.
+
+One ``Metrics`` object per controller, holding its own registry (no global
+state), fed by the call recorder (finished calls), the AGI server (per-call
+latency), the AMI client (reconnects) and the balancing loop (actions).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Any, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the API)
+
+WAIT_BUCKETS = (5, 10, 20, 30, 60, 120, 180, 300, 600, 1200, float("inf"))
+HISTORY_HOURS = 24
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.calls = Counter("ivr_calls_total", "Finished calls by queue and outcome", ["queue", "outcome"], registry=r)
+        self.wait = Histogram("ivr_queue_wait_seconds", "Wait of answered and abandoned callers", ["queue"],
+                              buckets=WAIT_BUCKETS, registry=r)
+        self.agi_call = Histogram("ivr_agi_call_seconds", "Time a call spent in one FastAGI session",
+                                  buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 30, 60, 120, float("inf")), registry=r)
+        self.ami_reconnects = Gauge("ivr_ami_reconnects", "AMI reconnections since start", registry=r)
+        self.ami_connected = Gauge("ivr_ami_connected", "1 while AMI is connected and resynced", registry=r)
+        self.balance_actions = Gauge("ivr_balance_actions", "Balancing actions applied since start", ["kind"],
+                                     registry=r)
+        self.waiting = Gauge("ivr_queue_waiting", "Callers waiting now", ["queue"], registry=r)
+        self.agents = Gauge("ivr_queue_agents", "Queue members by state", ["queue", "state"], registry=r)
+        self.campaign_attempts = Counter("ivr_campaign_attempts_total", "Outbound attempts by outcome",
+                                         ["campaign", "outcome"], registry=r)
+        self.surveys = Counter("ivr_survey_answers_total", "Post-call survey answers", ["score"], registry=r)
+        self.history: "OrderedDict[int, dict[str, float]]" = OrderedDict()
+
+    # -------------------------------------------------------------- feeding
+    def call_finished(self, record: Mapping[str, Any]) -> None:
+        queue = str(record.get("queue") or "-")
+        outcome = str(record.get("outcome") or "unknown")
+        self.calls.labels(queue, outcome).inc()
+        wait = _num(record.get("wait"))
+        if record.get("queue") and wait is not None:
+            self.wait.labels(queue).observe(wait)
+        hour = int(float(record.get("ended_at") or time.time()) // 3600 * 3600)
+        h = self.history.setdefault(hour, {"calls": 0, "answered": 0, "abandoned": 0, "wait_sum": 0.0,
+                                           "self_service": 0})
+        h["calls"] += 1
+        if outcome == "answered":
+            h["answered"] += 1
+            h["wait_sum"] += wait or 0.0
+        elif outcome in ("abandoned", "left_queue"):
+            h["abandoned"] += 1
+        elif outcome == "self_service":
+            h["self_service"] += 1
+        while len(self.history) > HISTORY_HOURS:
+            self.history.popitem(last=False)
+
+    def hourly(self) -> list[dict[str, Any]]:
+        return [{"hour": hour, "calls": int(h["calls"]), "answered": int(h["answered"]),
+                 "abandoned": int(h["abandoned"]), "self_service": int(h["self_service"]),
+                 "avg_wait": round(h["wait_sum"] / h["answered"], 1) if h["answered"] else None}
+                for hour, h in sorted(self.history.items())]
+
+    def update_live(self, snapshot: Mapping[str, Any], ami_connected: bool, reconnects: int,
+                    actions: Mapping[str, int]) -> None:
+        self.ami_connected.set(1 if ami_connected else 0)
+        self.ami_reconnects.set(reconnects)
+        for kind, n in actions.items():
+            self.balance_actions.labels(kind).set(n)
+        for name, q in snapshot.get("queues", {}).items():
+            self.waiting.labels(name).set(q["waiting"])
+            self.agents.labels(name, "available").set(q["available"])
+            self.agents.labels(name, "busy").set(q["busy"])
+            self.agents.labels(name, "paused").set(q["paused"])
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _num(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
