@@ -171,6 +171,67 @@ def cmd_token(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def cmd_campaign(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .campaigns import contacts
+    from .campaigns.dialer import Dialer
+    from .campaigns.model import CampaignError, parse_campaign
+    from .store.redis_store import Store
+
+    cfg = load(args.config)
+
+    async def run() -> int:
+        store = Store.from_url(cfg.redis.url, cfg.redis.prefix)
+        dialer = Dialer(cfg, store, None)  # type: ignore[arg-type]  (no AMI needed to manage campaigns)
+        prefix = store.keys.prefix
+        try:
+            if args.action == "create":
+                data = yaml.safe_load(Path(args.file).read_text(encoding="utf-8"))
+                campaign = parse_campaign(data, queues=frozenset(cfg.queue_names()), languages=cfg.languages)
+                await dialer.create(campaign, by="cli")
+                print(json.dumps(campaign.to_dict(), ensure_ascii=False))
+            elif args.action == "import":
+                found = await dialer.get(args.id)
+                if found is None:
+                    raise CampaignError(f"no campaign {args.id!r}")
+                path = Path(args.csv)
+                report = await contacts.import_csv(
+                    store.redis, prefix, args.id, path, default_region=args.region,
+                    default_lang=found[0].default_lang, allowed_prefixes=found[0].allowed_prefixes,
+                    progress=contacts.progress_bar(path.stat().st_size),
+                    errors_path=Path(args.errors) if args.errors else None)
+                print(json.dumps({"rows": report.rows, "imported": report.imported, "merged": report.merged,
+                                  "dnc": report.dnc, "rejected": report.rejected}))
+                for line, reason in report.errors[:20]:
+                    print(f"line {line}: {reason}", file=sys.stderr)
+                if report.rejected > 20:
+                    print(f"... {report.rejected - 20} more rejected rows"
+                          + (f" (all in {args.errors})" if args.errors else " (use --errors FILE for all)"),
+                          file=sys.stderr)
+            elif args.action in ("start", "pause", "stop"):
+                state = {"start": "running", "pause": "paused", "stop": "stopped"}[args.action]
+                await dialer.set_state(args.id, state, by="cli")
+                print(json.dumps({"id": args.id, "state": state}))
+            elif args.action == "export":
+                out = open(args.out, "w", newline="", encoding="utf-8") if args.out else sys.stdout
+                try:
+                    await contacts.export_csv(store.redis, prefix, args.id, out)
+                finally:
+                    if args.out:
+                        out.close()
+            else:
+                print(json.dumps(await dialer.list(), indent=2))
+        except (CampaignError, KeyError, ValueError, OSError) as exc:
+            print(f"ivr campaign: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            await store.close()
+        return 0
+
+    return asyncio.run(run())
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ivr", description="Crisis-surge call centre controller for Asterisk")
     sub = p.add_subparsers(dest="command", required=True)
@@ -226,6 +287,17 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--config", required=True, help="the controller's config (e.g. DIR/ivr.yaml)")
     bn.add_argument("--lang", default="en")
     bn.set_defaults(func=cmd_banner)
+
+    cp = sub.add_parser("campaign", help="outbound notification campaigns")
+    cp.add_argument("action", choices=("create", "import", "start", "pause", "stop", "status", "export"))
+    cp.add_argument("--config", required=True)
+    cp.add_argument("--file", help="campaign definition (YAML), with create")
+    cp.add_argument("--id", help="campaign id")
+    cp.add_argument("--csv", help="contacts file, with import")
+    cp.add_argument("--region", default="US", help="country of numbers written without +, with import")
+    cp.add_argument("--errors", help="write every rejected row here, with import")
+    cp.add_argument("--out", help="file for export (default: stdout)")
+    cp.set_defaults(func=cmd_campaign)
 
     tk = sub.add_parser("token", help="API tokens (stored hashed in Redis)")
     tk.add_argument("action", choices=("create", "list", "revoke"))

@@ -23,6 +23,8 @@ from .config import Config
 from .balance.erlang import estimate_wait
 from .banner import BannerService, live_prompts_dir
 from .callbacks import CallbackDispatcher
+from .campaigns.dialer import Dialer
+from .campaigns.notice import NoticeHandler
 from .menu.engine import EngineServices, MenuEngine
 from .menu.schema import MenuSet
 from .menu.services import RefundsBackend
@@ -69,9 +71,13 @@ class Controller:
                              on_event=self._on_ami_event, on_connected=self._resync)
         self.roster = Roster(cfg, self.store)
         self.dispatcher = CallbackDispatcher(cfg, self.ami, self.store.callbacks, self.prompts)
+        self.dialer = Dialer(cfg, self.store, self.ami)
+        self.dialer.store_metric = lambda cid, outcome: self.metrics.campaign_attempts.labels(cid, outcome).inc()
+        self.router.register("notice", NoticeHandler(self.engine, self.dialer, self.store).run)
         self.balance = BalanceLoop(cfg, self.state, self.ami, self.roster,
                                    pending_callbacks=self.dispatcher.pending,
-                                   dispatch_callback=self.dispatcher.dispatch)
+                                   dispatch_callback=self.dispatcher.dispatch,
+                                   campaigns=lambda: list(self.dialer.running), set_pace=self.dialer.set_pace)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.stopping = asyncio.Event()
@@ -135,6 +141,7 @@ class Controller:
         self.state.apply(event)
         self.recorder.on_event(event)
         self.balance.on_event(event)
+        self.dialer.on_event(event)
 
     async def _resync(self, ami: AmiClient) -> None:
         """Full state rebuild on every (re)connect, before anything acts."""
@@ -159,6 +166,8 @@ class Controller:
         await self.ami.start()
         await self.roster.load()
         self._tasks.append(asyncio.create_task(self.balance.run(), name="balance"))
+        if cfg_has_trunk(self.cfg):
+            self._tasks.append(asyncio.create_task(self.dialer.run(), name="dialer"))
         self._tasks.append(asyncio.create_task(self._watch_menus(), name="menu-watch"))
         from .api.app import build_app  # imported late: the API imports the controller's types
 
@@ -233,6 +242,11 @@ class Controller:
                         "actions": self.balance.actions_by_kind,
                         "tiers_open": sorted(q for q, t in self.balance.tiers.items() if t.open)},
         }
+
+
+def cfg_has_trunk(cfg: Config) -> bool:
+    """Outbound calls (campaigns, callbacks) need a trunk to leave through."""
+    return bool(cfg.asterisk.trunk_uri)
 
 
 async def reload_menus(controller: Controller) -> list[str]:

@@ -385,6 +385,25 @@ class Sipp:
         return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir,
                                 start_new_session=True)
 
+    def start_callees(self, port: int, talk_ms: int = 20_000, timeout_s: int = 3600) -> subprocess.Popen[bytes]:
+        """Customers' phones behind the trunk at 127.0.0.1:port (behaviour by the number's last digit)."""
+        scenario = self._write("callees", callee_scenario(self.workdir / "pcap", talk_ms))
+        argv = [self.binary, "-sf", str(scenario), "-m", "1000000", "-timeout", f"{timeout_s}s",
+                "-error_file", str(self.workdir / f"callee-err-{port}.log"),
+                "-trace_msg", "-message_file", str(self.workdir / f"callee-msg-{port}.log"),
+                *self._common(port, free_port_pair())]
+        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir,
+                                start_new_session=True)
+
+    def invites_received(self, port: int) -> dict[str, int]:
+        """How many INVITEs each number got at the callee phones on ``port`` (from SIPp's message log)."""
+        log = self.workdir / f"callee-msg-{port}.log"
+        counts: dict[str, int] = {}
+        if log.exists():
+            for m in re.finditer(r"^INVITE sip:([0-9]+)@", log.read_text(errors="replace"), re.M):
+                counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+        return counts
+
     @staticmethod
     def stop(proc: subprocess.Popen[bytes]) -> None:
         if proc.poll() is None:
@@ -410,3 +429,152 @@ def _stat_counts(path: Path) -> tuple[int, int]:
         return int(last[head.index("SuccessfulCall(C)")]), int(last[head.index("FailedCall(C)")])
     except (ValueError, IndexError):
         return 0, 0
+
+
+CALLEE_BEHAVIOURS = {
+    "0": "key 1", "1": "key 1", "2": "key 1", "3": "key 1", "4": "key 2", "5": "key 9",
+    "6": "busy", "7": "no answer", "8": "machine greeting", "9": "answer, no key",
+}
+
+
+def callee_scenario(pcap_dir: Path, talk_ms: int = 20_000, key_after_ms: int = 1500) -> str:
+    """UAS for customers' phones behind the test trunk; the number's last digit picks the behaviour.
+
+    0-3 answer and press 1, 4 press 2, 5 press 9, 6 busy (486), 7 ring until cancelled,
+    8 answer with a 7-second greeting (a machine for AMD), 9 answer and press nothing.
+    """
+    pcap_dir.mkdir(parents=True, exist_ok=True)
+    for key in "129":
+        write_dtmf_pcap(pcap_dir / f"callee-{key}.pcap", key, RtpClock())
+    sdp = _SDP.replace("RTP/AVP 0 101", "RTP/AVP 0 8 101").replace(
+        "a=rtpmap:101", "a=rtpmap:8 PCMA/8000\na=rtpmap:101")
+
+    def answer(label: str, media: str) -> str:
+        return f"""  <label id="{label}"/>
+  <send retrans="500"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:callee@[local_ip]:[local_port]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+{sdp}
+]]></send>
+  <recv request="ACK" crlf="true"/>
+{media}
+  <recv request="BYE" timeout="{int(talk_ms)}" ontimeout="hangup"/>
+  <send next="done"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+"""
+
+    def key(k: str) -> str:
+        return (f'  <pause milliseconds="{int(key_after_ms)}"/>\n'
+                f'  <nop><action><exec play_pcap_audio="{pcap_dir / f"callee-{k}.pcap"}"/></action></nop>')
+
+    machine = '  <nop><action><exec play_pcap_audio="/usr/share/sip-tester/g711a.pcap"/></action></nop>'
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="customer phones">
+  <recv request="INVITE" crlf="true">
+    <action>
+      <ereg regexp="INVITE sip:[0-9]*([0-9])@" search_in="msg" check_it="true" assign_to="whole,last"/>
+      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="remote_from"/>
+      <ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:" check_it="true" assign_to="remote_contact"/>
+      <todouble assign_to="d" variable="last"/>
+      <test assign_to="busy" variable="d" compare="equal" value="6"/>
+      <test assign_to="noans" variable="d" compare="equal" value="7"/>
+      <test assign_to="mach" variable="d" compare="equal" value="8"/>
+      <test assign_to="silent" variable="d" compare="equal" value="9"/>
+      <test assign_to="k2" variable="d" compare="equal" value="4"/>
+      <test assign_to="k9" variable="d" compare="equal" value="5"/>
+    </action>
+  </recv>
+  <nop next="busy" test="busy"/>
+  <send><![CDATA[
+SIP/2.0 180 Ringing
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:callee@[local_ip]:[local_port]>
+X-Matched: [$whole]
+Content-Length: 0
+
+]]></send>
+  <nop next="ring" test="noans"/>
+  <pause milliseconds="300"/>
+  <nop next="a_mach" test="mach"/>
+  <nop next="a_silent" test="silent"/>
+  <nop next="a_k2" test="k2"/>
+  <nop next="a_k9" test="k9"/>
+{answer("a_k1", key("1")).replace('ontimeout="hangup"', 'ontimeout="hangup"')}
+{answer("a_k2", key("2"))}
+{answer("a_k9", key("9"))}
+{answer("a_mach", machine)}
+{answer("a_silent", "")}
+  <label id="busy"/>
+  <send next="end_busy"><![CDATA[
+SIP/2.0 486 Busy Here
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <label id="ring"/>
+  <recv request="CANCEL" timeout="120000"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <send><![CDATA[
+SIP/2.0 487 Request Terminated
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+CSeq: [cseq] INVITE
+Content-Length: 0
+
+]]></send>
+  <recv request="ACK" next="done"/>
+  <label id="end_busy"/>
+  <recv request="ACK" next="done"/>
+  <label id="hangup"/>
+  <send retrans="500"><![CDATA[
+BYE [$remote_contact] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To:[$remote_from]
+[last_Call-ID:]
+CSeq: 2 BYE
+Contact: <sip:callee@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="200" crlf="true"/>
+  <label id="done"/>
+</scenario>
+"""

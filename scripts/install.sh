@@ -21,13 +21,15 @@ if ! grep -q 'VERSION_ID="12"' /etc/os-release 2>/dev/null; then
   echo "warning: this script is written for Debian 12 (bookworm); continuing anyway" >&2
 fi
 
-step "Debian packages: SIPp, Redis, ffmpeg, sox, espeak-ng, Python venv"
+step "Debian packages: SIPp, Redis, ffmpeg, sox, espeak-ng, Chromium + chromedriver (dashboard test), Python venv"
 need=()
 command -v sipp >/dev/null || need+=(sip-tester)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v sox >/dev/null || need+=(sox)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v python3 >/dev/null || need+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ "${#need[@]}" -gt 0 ]; then

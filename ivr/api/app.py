@@ -1,7 +1,8 @@
-"""Supervisor HTTP API (aiohttp): health, live queues, call records.
+"""Supervisor HTTP API (aiohttp): health, live queues, call records, the live dashboard.
 
-Every route but ``/health`` needs ``Authorization: Bearer <token>``; tokens are
-stored hashed in Redis with a role (viewer < supervisor < admin).
+Every route but ``/health`` and the dashboard's static files (``/``, ``/dashboard``,
+``/static/dashboard.js|css``: they hold no data) needs ``Authorization: Bearer <token>``;
+tokens are stored hashed in Redis with a role (viewer < supervisor < admin).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from aiohttp import web
@@ -22,7 +24,24 @@ log = logging.getLogger(__name__)
 
 CONTROLLER = web.AppKey("controller", object)
 ROLE_RANK = {r: i for i, r in enumerate(ROLES)}
-PUBLIC = {"/health"}
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+DASHBOARD_PATHS = ("/", "/dashboard")
+# the only files served from /static/ (exact names: no directory listing, no other file of the package)
+STATIC_FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+PUBLIC = {"/health", *DASHBOARD_PATHS, *(f"/static/{name}" for name in STATIC_FILES)}
+# The dashboard loads its script and style from /static/ (no inline code), talks only to this origin.
+DASHBOARD_CSP = "; ".join([
+    "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self' data:",
+    "connect-src 'self'", "font-src 'self'", "object-src 'none'", "base-uri 'none'",
+    "form-action 'none'", "frame-ancestors 'none'",
+])
+STATIC_HEADERS = {
+    "Content-Security-Policy": DASHBOARD_CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-cache",
+}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -324,6 +343,25 @@ async def stream(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+def _static(name: str, content_type: str) -> web.Response:
+    try:
+        body = (STATIC_DIR / name).read_bytes()
+    except OSError:
+        log.error("dashboard file %s is missing from the package (%s)", name, STATIC_DIR)
+        return json_error(404, f"{name} is not installed")
+    return web.Response(body=body, content_type=content_type, charset="utf-8", headers=STATIC_HEADERS)
+
+
+async def dashboard(request: web.Request) -> web.Response:
+    """The supervisor's live dashboard (public: the page holds no data, everything it shows needs a token)."""
+    return _static("dashboard.html", "text/html")
+
+
+async def static_file(request: web.Request) -> web.Response:
+    name = request.path.removeprefix("/static/")   # routes are registered per file: always a key
+    return _static(name, STATIC_FILES[name])
+
+
 @requires("viewer")
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus exposition; scrape with a viewer token (bearer_token in the scrape config)."""
@@ -336,6 +374,10 @@ def build_app(controller: "Controller") -> web.Application:
     app = web.Application(middlewares=[errors_and_auth], client_max_size=1024 * 1024)
     app[CONTROLLER] = controller
     app.router.add_get("/health", health)
+    for path in DASHBOARD_PATHS:
+        app.router.add_get(path, dashboard)
+    for name in STATIC_FILES:
+        app.router.add_get(f"/static/{name}", static_file)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/live", live)
     app.router.add_get("/api/v1/stream", stream)
@@ -355,6 +397,8 @@ def build_app(controller: "Controller") -> web.Application:
     app.router.add_get("/api/v1/callbacks/{cb_id}", callback_get)
     app.router.add_get("/api/v1/surveys", surveys)
     app.router.add_get("/api/v1/audit", audit)
+    from .campaign_routes import setup as campaign_routes   # imports this module: registered last
+    campaign_routes(app)
     app.router.add_post("/api/v1/agents/{agent_id}/login", agent_login)
     app.router.add_post("/api/v1/agents/{agent_id}/logout", agent_logout)
     app.router.add_post("/api/v1/agents/{agent_id}/pause", agent_pause)

@@ -44,7 +44,9 @@ class BalanceLoop:
 
     def __init__(self, cfg: Config, state: CallCenterState, ami: AmiClient, roster: Roster,
                  pending_callbacks: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
-                 dispatch_callback: CallbackDispatch | None = None) -> None:
+                 dispatch_callback: CallbackDispatch | None = None,
+                 campaigns: Callable[[], list[str]] | None = None,
+                 set_pace: Callable[[str, float], None] | None = None) -> None:
         self.cfg = cfg
         self.state = state
         self.ami = ami
@@ -55,6 +57,8 @@ class BalanceLoop:
         self.answers: dict[str, deque[tuple[float, float]]] = {}   # queue -> (time, hold) in the SL window
         self._pending: dict[tuple[str, str, str], float] = {}       # (kind, queue, interface) -> sent at
         self._pending_callbacks = pending_callbacks
+        self._campaigns = campaigns
+        self._set_pace = set_pace
         self._dispatch_callback = dispatch_callback
         self.callbacks_in_progress = 0
         self.actions_by_kind: dict[str, int] = {}
@@ -111,7 +115,8 @@ class BalanceLoop:
                                  not_before=float(c.get("not_before") or 0))
                     for c in (callbacks or []) if c.get("status", "pending") == "pending")
         return Snapshot(now=now, queues=queues, agents=agents, tiers=dict(self.tiers), callbacks=cbs,
-                        callbacks_in_progress=self.callbacks_in_progress)
+                        callbacks_in_progress=self.callbacks_in_progress,
+                        campaigns=tuple(self._campaigns()) if self._campaigns else ())
 
     # ---------------------------------------------------------------- apply
     async def tick(self) -> Decision | None:
@@ -151,7 +156,9 @@ class BalanceLoop:
                 self.callbacks_in_progress += 1
                 asyncio.create_task(self._run_callback(a.callback_id, a.queue))
             elif a.kind == "campaign_pace":
-                return  # applied by the campaign engine when one runs
+                if self._set_pace is not None:
+                    self._set_pace(a.campaign, a.pace)   # logs only when the pace changes
+                return
             self._pending[key] = now
         except AmiError as exc:
             msg = str(exc).lower()

@@ -268,7 +268,8 @@ def _callbacks(snap: Snapshot, p: Policy) -> list[Action]:
 def _campaign_pace(snap: Snapshot, estimates: Mapping[str, float], p: Policy) -> list[Action]:
     if not snap.campaigns:
         return []
-    worst = max(estimates.values(), default=0.0)
+    # a queue nobody staffs and nobody waits in is no reason to stop outbound
+    worst = max((estimates[n] for n, q in snap.queues.items() if q.waiting > 0 or q.serving > 0), default=0.0)
     if worst > p.campaign_pause_wait_s:
         pace, why = 0.0, f"inbound wait {_fmt(worst)} > {p.campaign_pause_wait_s:.0f}s: outbound paused"
     elif worst > p.campaign_slow_wait_s:

@@ -167,7 +167,7 @@ def start_test_stack(workdir: Path) -> TestStack:
     ts = TestStack(stack, info, api, sipp, agent_ports, customer_port)
     for aid, port in agent_ports.items():
         ts.agent_procs.append(sipp.start_agent(port, talk_ms=2000))
-    ts.agent_procs.append(sipp.start_agent(customer_port, talk_ms=20000, ring_ms=300))
+    ts.agent_procs.append(sipp.start_callees(customer_port, talk_ms=20000))
     return ts
 
 

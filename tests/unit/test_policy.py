@@ -484,7 +484,7 @@ def test_campaign_pace_follows_worst_estimated_wait(wait, pace):
     if wait == 0:
         q = _calm("support")
     elif math.isinf(wait):
-        q = QueueView("support", serving=0, free=0)
+        q = QueueView("support", serving=0, free=0, waiting=1)   # callers waiting, nobody to answer
     else:
         q = _busy("support", wait)
     d = decide(_snap([q, _calm("refunds")], campaigns=("flood", "survey")))
@@ -497,6 +497,12 @@ def test_campaign_pace_uses_the_worst_queue():
     d = decide(_snap([_calm("support"), _busy("refunds", 60.0), _busy("rebooking", 20.0)], campaigns=("c",)))
     (act,) = _kinds(d, "campaign_pace")
     assert act.pace == 0.5 and "60s" in act.reason
+
+
+def test_an_unstaffed_empty_queue_does_not_stop_outbound():
+    d = decide(_snap([QueueView("rebooking", serving=0, waiting=0), _calm("support")], campaigns=("c",)))
+    (act,) = _kinds(d, "campaign_pace")
+    assert act.pace == 1.0
 
 
 def test_no_campaign_actions_without_campaigns():

@@ -1,0 +1,355 @@
+"""The outbound dialer: paced, within calling hours, and never dialling anyone twice by accident.
+
+How "never twice, never skipped" holds across crashes of the controller:
+1. due contacts are *claimed* with one Lua script that moves them from the
+   ``due`` zset to the ``leases`` zset (atomic: two ticks or two nodes cannot
+   claim the same contact);
+2. before the Originate is sent the contact is marked ``in_progress`` with its
+   attempt number (so Redis knows a call may have gone out);
+3. the attempt ends in ``finish_attempt`` (OriginateResponse failure, or the
+   notice AGI's outcome), which releases the lease and either closes the
+   contact or puts it back in ``due`` after the retry back-off for that outcome.
+On start, ``recover()`` looks at every lease: never dialled -> back to due;
+dialled and still on a live channel (AMI shows its AccountCode) -> left alone;
+dialled and gone -> outcome ``unknown``, retried after its back-off like any
+other outcome. A second call to the same person only ever comes from a retry rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ..ami import names as ev
+from ..ami.client import AmiClient, AmiError
+from ..config import Config
+from ..store.redis_store import Store
+from . import contacts
+from .model import Campaign, campaign_from_dict
+
+log = logging.getLogger(__name__)
+
+CLAIM_LUA = """
+local ns = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, n in ipairs(ns) do
+  redis.call('ZREM', KEYS[1], n)
+  redis.call('ZADD', KEYS[2], ARGV[3], n)
+end
+return ns
+"""
+# OriginateResponse Reason (the last control frame): 5 busy, 3 ringing (no answer), 1 hung up, 8 congestion
+ORIGINATE_REASONS = {"5": "busy", "3": "no_answer", "1": "no_answer", "0": "failed", "8": "failed"}
+# Q.850 hangup causes of the outbound channel, which tell "busy" apart when the reason is 0 (PJSIP 486)
+HANGUP_CAUSES = {"17": "busy", "18": "no_answer", "19": "no_answer", "16": "no_answer"}
+FINAL_ACTIONS = {"refund": "done", "callback": "done", "agent": "done", "optout": "optout"}
+TICK_S = 0.1
+STATES = ("draft", "running", "paused", "stopped", "done")
+
+
+def account_code(cid: str, n: str, attempt: int) -> str:
+    return f"c:{cid}:{n}:{attempt}"
+
+
+@dataclass
+class Running:
+    campaign: Campaign
+    tokens: float = 0.0
+    pace: float = 1.0
+    active: set[str] = field(default_factory=set)       # account codes of calls in flight
+    transfers: int = 0
+    dialled: int = 0
+    last: float = field(default_factory=time.monotonic)
+
+
+class Dialer:
+    """Runs every campaign in state ``running``; one dialer per deployment (the leader)."""
+
+    def __init__(self, cfg: Config, store: Store, ami: AmiClient) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.redis = store.redis
+        self.prefix = store.keys.prefix
+        self.ami = ami
+        self.running: dict[str, Running] = {}
+        self._claim = self.redis.register_script(CLAIM_LUA)
+        self.causes: dict[str, str] = {}       # account code -> Q.850 cause of its Hangup
+        self.errors = 0
+
+    # ------------------------------------------------------------------ keys
+    def _k(self, cid: str, part: str = "") -> str:
+        return f"{self.prefix}:campaign:{cid}" + (f":{part}" if part else "")
+
+    # ---------------------------------------------------------- definitions
+    async def create(self, campaign: Campaign, by: str = "") -> None:
+        if await self.redis.exists(self._k(campaign.id)):
+            raise ValueError(f"campaign {campaign.id!r} exists already")
+        await self.redis.hset(self._k(campaign.id), mapping={
+            "def": json.dumps(campaign.to_dict()), "state": "draft", "created": str(time.time())})
+        await self.redis.sadd(f"{self.prefix}:campaigns", campaign.id)
+        await self.store.audit(by or "api", "campaign.create", campaign.id, None, campaign.to_dict())
+
+    async def get(self, cid: str) -> tuple[Campaign, str] | None:
+        raw = await self.redis.hgetall(self._k(cid))
+        if not raw:
+            return None
+        return campaign_from_dict(json.loads(raw["def"])), raw.get("state", "draft")
+
+    async def set_state(self, cid: str, state: str, by: str = "") -> None:
+        if state not in STATES:
+            raise ValueError(f"state: expected one of {', '.join(STATES)}")
+        found = await self.get(cid)
+        if found is None:
+            raise KeyError(cid)
+        await self.redis.hset(self._k(cid), mapping={"state": state, "updated": str(time.time())})
+        await self.store.audit(by or "api", "campaign.state", cid, found[1], state)
+        log.info("campaign %s: %s -> %s", cid, found[1], state)
+
+    async def list(self) -> list[dict[str, Any]]:
+        out = []
+        for cid in sorted(await self.redis.smembers(f"{self.prefix}:campaigns")):
+            found = await self.get(cid)
+            if found:
+                counts = await contacts.counts(self.redis, self.prefix, cid)
+                r = self.running.get(cid)
+                out.append({"id": cid, "name": found[0].name, "state": found[1], "counts": counts,
+                            "active": len(r.active) if r else 0, "pace": r.pace if r else None})
+        return out
+
+    def set_pace(self, cid: str, pace: float) -> None:
+        r = self.running.get(cid)
+        if r is not None and r.pace != pace:
+            log.info("campaign %s: pace %.0f%%", cid, pace * 100)
+            r.pace = pace
+
+    # ------------------------------------------------------------ the loop
+    async def run(self) -> None:
+        await self.ami.ready.wait()
+        await self.recover()
+        refreshed = 0.0
+        while True:
+            try:
+                now = time.monotonic()
+                if now - refreshed > 2.0:
+                    await self._refresh()
+                    refreshed = now
+                if self.ami.connected:
+                    for cid, r in list(self.running.items()):
+                        await self._pace(cid, r)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.errors += 1
+                log.exception("dialer: tick failed")
+                await asyncio.sleep(1.0)
+            await asyncio.sleep(TICK_S)
+
+    async def _refresh(self) -> None:
+        """Follow campaign state changes made through the API or the CLI (or another node)."""
+        for cid in await self.redis.smembers(f"{self.prefix}:campaigns"):
+            found = await self.get(cid)
+            if found is None:
+                continue
+            campaign, state = found
+            if state == "running" and cid not in self.running:
+                self.running[cid] = Running(campaign)
+                log.info("campaign %s: dialling (%.1f calls/s, %d channels)", cid, campaign.pacing.cps,
+                         campaign.pacing.max_channels)
+            elif state != "running" and cid in self.running and not self.running[cid].active:
+                del self.running[cid]
+
+    async def _pace(self, cid: str, r: Running) -> None:
+        now = time.monotonic()
+        c = r.campaign
+        r.tokens = min(max(1.0, c.pacing.cps), r.tokens + (now - r.last) * c.pacing.cps * r.pace)
+        r.last = now
+        state = (await self.redis.hget(self._k(cid), "state")) or "draft"
+        if state != "running":
+            return
+        want = min(int(r.tokens), c.pacing.max_channels - len(r.active))
+        if want <= 0:
+            return
+        hour_key = self._k(cid, "hour:" + time.strftime("%Y%m%d%H", time.gmtime()))
+        used = int(await self.redis.get(hour_key) or 0)
+        want = min(want, c.hourly_cap - used)
+        if want <= 0:
+            return
+        ns = await self._claim(keys=[self._k(cid, "due"), self._k(cid, "leases")],
+                               args=[time.time(), want, time.time() + 3600])
+        if not ns:
+            if not r.active and not await self.redis.zcard(self._k(cid, "leases")):
+                if not await self.redis.zcard(self._k(cid, "due")):
+                    await self.set_state(cid, "done", by="dialer")
+            return
+        for n in ns:
+            r.tokens -= 1
+            await self._dial(cid, r, str(n), hour_key)
+
+    async def _dial(self, cid: str, r: Running, n: str, hour_key: str) -> None:
+        c = r.campaign
+        contact = await contacts.contact(self.redis, self.prefix, cid, int(n))
+        if contact is None:
+            await self.redis.zrem(self._k(cid, "leases"), n)
+            return
+        number = contact.get("number", "")
+        if not c.allows(number):
+            await self._close(cid, n, "failed", last_outcome="destination not allowed")
+            log.warning("campaign %s: contact %s: %s is outside the allowed destinations", cid, n, number)
+            return
+        if await self.redis.sismember(f"{self.prefix}:dnc", number):
+            await self._close(cid, n, "dnc", last_outcome="do not call")
+            return
+        local = datetime.datetime.now(_zone(contact.get("tz")))
+        if not c.in_window(local):
+            when = c.next_window_start(local).timestamp()
+            async with self.redis.pipeline(transaction=True) as p:
+                p.zrem(self._k(cid, "leases"), n)
+                p.zadd(self._k(cid, "due"), {n: when})
+                await p.execute()
+            return
+        attempt = int(contact.get("attempts") or 0) + 1
+        code = account_code(cid, n, attempt)
+        await contacts.set_status(self.redis, self.prefix, cid, int(n), "in_progress", attempts=str(attempt),
+                                  dialled_at=str(time.time()), attempt_id=code)
+        await self.redis.incr(hour_key)
+        await self.redis.expire(hour_key, 7200)
+        r.active.add(code)
+        r.dialled += 1
+        lang = contact.get("lang") or c.default_lang
+        digits = number.lstrip("+")
+        fields = {
+            "Channel": f"PJSIP/trunk/sip:{digits}@{self.cfg.asterisk.trunk_uri.split(':', 1)[1]}",
+            "Context": "ivr-notice", "Exten": "s", "Priority": 1, "Async": "true",
+            "Timeout": c.ring_timeout * 1000, "Account": code,
+            "CallerID": self.cfg.asterisk.outbound_callerid or "ivr",
+            "Variable": [f"IVR_CAMPAIGN={cid}", f"IVR_CONTACT={n}", f"IVR_ATTEMPT={attempt}",
+                         f"CHANNEL(language)={lang}", f"IVR_AMD={'1' if c.amd else '0'}"],
+        }
+        log.info("campaign %s: dialling contact %s (attempt %d)", cid, n, attempt)
+        asyncio.create_task(self._originate(cid, r, n, attempt, code, fields, c.ring_timeout + 15))
+
+    async def _originate(self, cid: str, r: Running, n: str, attempt: int, code: str, fields: dict[str, Any],
+                         timeout: float) -> None:
+        outcome = None
+        try:
+            result = await self.ami.action(ev.ORIGINATE, fields, as_list=None, timeout=timeout)
+            events = result if isinstance(result, list) else [result]
+            final = next((m for m in events if m.get("Event") == ev.ORIGINATE_RESPONSE), None)
+            if final is None or final.get("Response") != "Success":
+                reason = (final or {}).get("Reason", "")
+                outcome = ORIGINATE_REASONS.get(reason, "failed")
+                if reason == "0":
+                    for _ in range(10):     # the channel's Hangup event carries the cause; it may come just after
+                        if code in self.causes:
+                            break
+                        await asyncio.sleep(0.05)
+                    outcome = HANGUP_CAUSES.get(self.causes.get(code, ""), outcome)
+                log.debug("campaign %s: contact %s: OriginateResponse %s reason %s", cid, n,
+                          (final or {}).get("Response"), reason)
+        except AmiError as exc:
+            log.warning("campaign %s: contact %s: originate failed: %s", cid, n, exc)
+            outcome = "failed"
+        if outcome is not None:
+            r.active.discard(code)
+            self.causes.pop(code, None)
+            await self.finish_attempt(cid, n, attempt, outcome)
+
+    def on_event(self, e: Any) -> None:
+        """A Hangup of one of our calls frees its channel slot."""
+        if e.get("Event") == ev.HANGUP:
+            code = e.get("AccountCode", "")
+            if code.startswith("c:"):
+                self.causes[code] = str(e.get("Cause", ""))
+                if len(self.causes) > 10_000:
+                    self.causes.pop(next(iter(self.causes)))
+                cid = code.split(":")[1]
+                r = self.running.get(cid)
+                if r is not None:
+                    r.active.discard(code)
+
+    # ------------------------------------------------------------ outcomes
+    async def finish_attempt(self, cid: str, n: str, attempt: int, outcome: str, keypress: str = "") -> None:
+        """End one attempt: close the contact, or put it back in line after the outcome's back-off."""
+        found = await self.get(cid)
+        if found is None:
+            return
+        c = found[0]
+        contact = await contacts.contact(self.redis, self.prefix, cid, int(n)) or {}
+        if contact.get("attempt_id") and contact["attempt_id"] != account_code(cid, n, attempt):
+            log.warning("campaign %s: contact %s: late outcome for attempt %d ignored", cid, n, attempt)
+            return
+        extra = {"last_outcome": outcome, "updated": str(time.time())}
+        if keypress:
+            extra["keypress"] = keypress
+        if outcome in FINAL_ACTIONS:
+            await self._close(cid, n, FINAL_ACTIONS[outcome], **extra)
+        elif attempt < c.max_attempts:
+            when = time.time() + float(c.retry.get(outcome, c.retry.get("failed", 1800)))
+            await contacts.set_status(self.redis, self.prefix, cid, int(n), "pending", **extra)
+            async with self.redis.pipeline(transaction=True) as p:
+                p.zrem(self._k(cid, "leases"), n)
+                p.zadd(self._k(cid, "due"), {n: when})
+                await p.execute()
+        else:
+            await self._close(cid, n, "failed", **extra)
+        await self.redis.xadd(self._k(cid, "attempts"), {"n": n, "attempt": str(attempt), "outcome": outcome,
+                                                         "keypress": keypress, "at": str(time.time())},
+                              maxlen=2_000_000, approximate=True)
+        self.store_metric(cid, outcome)
+        log.info("campaign %s: contact %s attempt %d: %s", cid, n, attempt, outcome)
+
+    def store_metric(self, cid: str, outcome: str) -> None:
+        """Hook for metrics (set by the controller)."""
+
+    async def _close(self, cid: str, n: str, status: str, **fields: str) -> None:
+        await contacts.set_status(self.redis, self.prefix, cid, int(n), status, **fields)
+        await self.redis.zrem(self._k(cid, "leases"), n)
+
+    # ------------------------------------------------------------ recovery
+    async def recover(self) -> dict[str, int]:
+        """After a (re)start: settle every lease left by a previous run (see the module docstring)."""
+        live = await self._live_account_codes()
+        summary = {"requeued": 0, "answered": 0, "still_live": 0, "unknown": 0}
+        for cid in await self.redis.smembers(f"{self.prefix}:campaigns"):
+            for n in await self.redis.zrange(self._k(cid, "leases"), 0, -1):
+                contact = await contacts.contact(self.redis, self.prefix, cid, int(n)) or {}
+                code = contact.get("attempt_id", "")
+                if contact.get("status") != "in_progress":
+                    async with self.redis.pipeline(transaction=True) as p:
+                        p.zrem(self._k(cid, "leases"), n)
+                        p.zadd(self._k(cid, "due"), {n: time.time()})
+                        await p.execute()
+                    summary["requeued"] += 1
+                elif contact.get("key_attempt") == code and contact.get("key_action"):
+                    # the callee pressed a key and the action ran before the stop: that is the outcome
+                    await self.finish_attempt(cid, str(n), int(contact.get("attempts") or 1),
+                                              contact["key_action"], keypress=contact.get("keypress", ""))
+                    summary["answered"] += 1
+                elif code in live:
+                    summary["still_live"] += 1
+                    self.running.setdefault(cid, Running((await self.get(cid))[0])).active.add(code)  # type: ignore[index]
+                else:
+                    await self.finish_attempt(cid, str(n), int(contact.get("attempts") or 1), "unknown")
+                    summary["unknown"] += 1
+        if any(summary.values()):
+            log.warning("dialer recovery: %s", summary)
+        return summary
+
+    async def _live_account_codes(self) -> set[str]:
+        try:
+            channels = await self.ami.list_action(ev.CORE_SHOW_CHANNELS, timeout=20)
+        except AmiError:
+            return set()
+        return {c.get("AccountCode", "") for c in channels if c.get("AccountCode", "").startswith("c:")}
+
+
+def _zone(name: str | None) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or "Etc/UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("Etc/UTC")

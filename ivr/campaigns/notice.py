@@ -1,0 +1,97 @@
+"""The callee's side of an outbound notice: message, keypress, action (AGI ``notice/<campaign>``).
+
+The dialplan (``ivr-notice``) runs answering-machine detection first; a machine
+hears the short voicemail message, a person hears the campaign's message and
+presses a key: 1 refund request (read back its reference), 2 callback, 3 an
+agent now (within the campaign's transfer limit), 9 no more calls (do-not-call
+list). The keypress is recorded as the attempt's outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from ..agi.server import AgiSession
+from ..menu.engine import CallContext, MenuEngine
+from ..menu.schema import Menu
+from ..store.redis_store import Store
+from . import contacts
+from .dialer import Dialer
+
+log = logging.getLogger(__name__)
+
+
+class NoticeHandler:
+    def __init__(self, engine: MenuEngine, dialer: Dialer, store: Store) -> None:
+        self.engine = engine
+        self.dialer = dialer
+        self.store = store
+
+    async def run(self, s: AgiSession) -> None:
+        cid = s.route_arg
+        found = await self.dialer.get(cid)
+        if found is None:
+            raise LookupError(f"campaign {cid!r} does not exist")
+        campaign = found[0]
+        n = (await s.get_variable("IVR_CONTACT")) or ""
+        attempt = int((await s.get_variable("IVR_ATTEMPT")) or 0)
+        amd = (await s.get_variable("AMDSTATUS")) or ""
+        contact = await contacts.contact(self.store.redis, self.store.keys.prefix, cid, int(n)) if n.isdigit() else None
+        if contact is None:
+            raise LookupError(f"campaign {cid}: no contact {n!r}")
+        lang = contact.get("lang") or campaign.default_lang
+        menu = Menu(name=f"notice-{cid}", source="campaign", start="", nodes={}, languages=(lang,))
+        ctx = CallContext(uid=s.uniqueid, menu=menu, lang=lang, callerid=contact["number"].lstrip("+"))
+        self.engine.sink.track(ctx.uid)
+        outcome, key = "no_key", ""
+        try:
+            if amd == "MACHINE":
+                await self.engine.play(s, ctx, (campaign.machine_message,))
+                outcome = "machine"
+                return
+            message = campaign.message.get(lang) or next(iter(campaign.message.values()))
+            for _ in range(2):
+                key = await self.engine.ask(s, ctx, (message,), 6.0)
+                action = campaign.options.get(key)
+                if action == "repeat" or action is None:
+                    continue
+                outcome = action
+                # recorded before acting: a controller stopped mid-action knows the callee answered
+                await self.store.redis.hset(f"{self.store.keys.prefix}:campaign:{cid}:contact:{n}", mapping={
+                    "keypress": key, "key_action": action, "key_attempt": f"c:{cid}:{n}:{attempt}"})
+                await self._act(s, ctx, campaign.queue, action, contact)
+                return
+        finally:
+            await self.engine.sink.save(ctx.uid, {"caller": ctx.callerid, "menu": f"notice:{cid}", "language": lang,
+                                                  "started_at": round(ctx.started, 3), "ivr_outcome": f"notice_{outcome}",
+                                                  "campaign": cid, "contact": n, "keypress": key})
+            await self.dialer.finish_attempt(cid, n, attempt, outcome, keypress=key if outcome != "machine" else "")
+
+    async def _act(self, s: AgiSession, ctx: CallContext, queue: str, action: str, contact: dict) -> None:
+        number = contact["number"].lstrip("+")
+        if action == "refund":
+            booking = contact.get("booking") or ""
+            if booking.isdigit():
+                rec = await self.store.refunds.create(booking, caller=number, lang=ctx.lang, source="notice",
+                                                      call_uid=ctx.uid)
+                await self.engine.play(s, ctx, ("refund-created",))
+                await s.say_digits(rec["reference"])
+            else:   # no booking on file: an agent takes the request
+                await self._to_queue(s, queue)
+                return
+        elif action == "callback":
+            await self.store.callbacks.request(number, queue=queue, lang=ctx.lang, call_uid=ctx.uid,
+                                               joined_at=time.time(), caller=number)
+            await self.engine.play(s, ctx, ("callback-booked",))
+        elif action == "agent":
+            await self._to_queue(s, queue)
+            return
+        elif action == "optout":
+            await self.store.redis.sadd(f"{self.store.keys.prefix}:dnc", contact["number"])
+            await self.engine.play(s, ctx, ("optout-done",))
+        await self.engine.play(s, ctx, ("goodbye",))
+        await s.set_variable("IVR_NEXT", "hangup")
+
+    async def _to_queue(self, s: AgiSession, queue: str) -> None:
+        await self.engine.mset(s, {"IVR_QUEUE": queue, "IVR_PRIORITY": "5", "IVR_NEXT": "queue"})

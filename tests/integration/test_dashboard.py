@@ -1,0 +1,255 @@
+"""The supervisor's live dashboard in a real browser (headless Debian Chromium via Selenium) on the real stack.
+
+Needs ``chromium`` and ``chromedriver`` (Debian: chromium, chromium-driver; scripts/install.sh installs
+them) and the ``selenium`` package. Screenshots go to ``test-artifacts/`` (git-ignored); the laptop
+one is also copied to ``docs/img/dashboard.png`` for the README.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from ivr.config import PROJECT_ROOT
+from ivr.sipp import CallerScript
+from ivr.store.redis_store import Store
+
+from .harness import TestStack, wait_for
+
+try:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.remote.webdriver import WebDriver
+except ImportError:   # reported by the fixture, so the rest of the suite still collects
+    webdriver = None  # type: ignore[assignment]
+    WebDriver = Any   # type: ignore[assignment,misc]
+
+ARTIFACTS = PROJECT_ROOT / "test-artifacts"
+README_IMAGE = PROJECT_ROOT / "docs" / "img" / "dashboard.png"
+LAPTOP = (1366, 768)
+PHONE = (390, 844)
+CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--no-first-run"]
+CALLER = "5554242"
+AGENT = "1001"
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    if webdriver is None:
+        pytest.fail("the dashboard test needs selenium: .venv/bin/pip install -e '.[test]' (or pip install selenium)")
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.fail("the dashboard test needs chromium and chromedriver (Debian: chromium, chromium-driver): "
+                    "run `bash scripts/install.sh`")
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for flag in CHROMIUM_FLAGS:
+        opts.add_argument(flag)
+    opts.add_argument(f"--user-data-dir={profile}")
+    opts.add_argument(f"--window-size={LAPTOP[0]},{LAPTOP[1]}")
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # both paths given: Selenium Manager has nothing to look up or download
+    service = Service(executable_path=driver, log_output=str(profile.parent / "chromedriver.log"))
+    drv = webdriver.Chrome(service=service, options=opts)
+    drv.set_page_load_timeout(20)
+    try:
+        yield drv
+    finally:
+        drv.quit()
+
+
+# ---------------------------------------------------------------- helpers
+def viewport(drv: WebDriver, size: tuple[int, int], *, mobile: bool = False, scale: float = 1) -> None:
+    """Exact CSS viewport (a headless window's size includes no browser UI, but make it certain)."""
+    drv.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                        {"width": size[0], "height": size[1], "deviceScaleFactor": scale, "mobile": mobile})
+
+
+def css(drv: WebDriver, selector: str) -> list[Any]:
+    return drv.find_elements(By.CSS_SELECTOR, selector)
+
+
+def attr(drv: WebDriver, selector: str, name: str) -> str | None:
+    found = css(drv, selector)
+    return found[0].get_attribute(name) if found else None
+
+
+def text(drv: WebDriver, selector: str) -> str:
+    found = css(drv, selector)
+    return found[0].text if found else ""
+
+
+def open_dashboard(drv: WebDriver, stack: TestStack, token: str) -> None:
+    drv.get(stack.info["api"] + "/dashboard")
+    wait_for(lambda: css(drv, "#signin-form") and (css(drv, "#token-input")[0].is_displayed()
+                                                  or css(drv, "#dashboard")[0].is_displayed()),
+             timeout=10, what="the dashboard page")
+    if css(drv, "#dashboard")[0].is_displayed():      # a token left in this tab's session storage
+        css(drv, "#signout")[0].click()
+        wait_for(lambda: css(drv, "#token-input")[0].is_displayed(), timeout=5, what="the sign-in form")
+    css(drv, "#token-input")[0].send_keys(token)
+    css(drv, "#token-submit")[0].click()
+
+
+def wait_fresh_render(drv: WebDriver, updates: int = 2) -> None:
+    """Wait for ``updates`` more stream messages to be rendered (the 'updated hh:mm:ss' label changes)."""
+    for _ in range(updates):
+        before = text(drv, "#updated")
+        wait_for(lambda: text(drv, "#updated") != before, timeout=5, what="a new stream update")
+
+
+def paused_in_api(stack: TestStack, agent: str) -> list[bool]:
+    queues = stack.api.get("/api/v1/queues")["queues"]
+    return [m["paused"] for q in queues.values() for m in q["members"] if m["interface"] == f"PJSIP/{agent}"]
+
+
+def screenshot(drv: WebDriver, path: Path, size: tuple[int, int], *, mobile: bool = False, scale: float = 1,
+               full_page: bool = False) -> None:
+    viewport(drv, size, mobile=mobile, scale=scale)
+    wait_fresh_render(drv)            # let the chart redraw at the new width
+    if full_page:
+        height = drv.execute_script("return document.documentElement.scrollHeight")
+        viewport(drv, (size[0], max(size[1], int(height))), mobile=mobile, scale=scale)
+        wait_fresh_render(drv, 1)
+    drv.execute_script("window.scrollTo(0, 0)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert drv.save_screenshot(str(path)), f"could not save {path}"
+
+
+def console_problems(drv: WebDriver) -> list[str]:
+    """Console errors that are bugs: CSP violations, script errors (403s we provoke are not)."""
+    return [e["message"] for e in drv.get_log("browser")
+            if e["level"] == "SEVERE" and "the server responded with a status of" not in e["message"]
+            or "Content Security Policy" in e["message"]]
+
+
+def create_token(stack: TestStack, name: str, role: str) -> str:
+    async def create() -> str:
+        store = Store.from_url(stack.stack.config().redis.url)
+        try:
+            return await store.create_token(name, role)
+        finally:
+            await store.close()
+    return asyncio.run(create())
+
+
+# ------------------------------------------------------------------ tests
+def test_dashboard_is_public_and_served_with_a_strict_policy(stack: TestStack) -> None:
+    for path in ("/", "/dashboard", "/static/dashboard.js", "/static/dashboard.css"):
+        with urllib.request.urlopen(stack.info["api"] + path, timeout=10) as resp:
+            body = resp.read()
+            csp = resp.headers["Content-Security-Policy"]
+            assert resp.status == 200 and body
+            assert "default-src 'self'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp
+            assert resp.headers["X-Content-Type-Options"] == "nosniff"
+            assert resp.headers["Referrer-Policy"] == "no-referrer"
+    page = urllib.request.urlopen(stack.info["api"] + "/dashboard", timeout=10).read().decode()
+    assert "<script>" not in page and "<style" not in page and "http://" not in page and "https://" not in page
+    # only those exact files are public: the API and anything else under /static/ still need a token
+    for path in ("/static/app.py", "/static/", "/static/dashboard.html", "/api/v1/live", "/api/v1/stream"):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(stack.info["api"] + path, timeout=10)
+        assert err.value.code == 401, path
+
+
+def test_dashboard_shows_a_waiting_caller_and_pauses_an_agent(stack: TestStack, browser: WebDriver) -> None:
+    drv = browser
+    viewport(drv, LAPTOP)
+    wait_for(lambda: paused_in_api(stack, AGENT) and not any(paused_in_api(stack, AGENT)), timeout=20,
+             what=f"agent {AGENT} in its queues, not paused")
+    wait_for(lambda: stack.queue("rebooking").get("waiting") == 0, timeout=30,
+             what="nobody left waiting in rebooking by an earlier test")
+    open_dashboard(drv, stack, stack.api.token)
+    wait_for(lambda: css(drv, '[data-queue="support"]'), timeout=10, what="the support tile")
+    wait_for(lambda: attr(drv, "#conn", "data-state") == "live", timeout=5, what="the stream to be live")
+    assert text(drv, "#updated").startswith("updated ")
+    assert attr(drv, f'[data-agent="{AGENT}"]', "data-paused") == "false"
+
+    proc = stack.sipp.start_calls(CallerScript(steps=[("pause", 600), ("dtmf", "3")], end="wait_bye",
+                                               patience_ms=20000),
+                                  extension=stack.extension, caller=CALLER, timeout_s=60)
+    try:
+        # rebooking has nobody logged in: the caller waits there, and the tile shows it within seconds
+        tile = '[data-queue="rebooking"]'
+        wait_for(lambda: attr(drv, tile, "data-waiting") == "1", timeout=10, what="1 waiting on the rebooking tile")
+        assert text(drv, f'{tile} [data-field="waiting"]') == "1"
+        entry = wait_for(lambda: css(drv, f'{tile} .callers li[data-caller="{CALLER}"]'), timeout=5,
+                         what="the caller listed on the rebooking tile")[0]
+        assert entry.find_element(By.CSS_SELECTOR, ".pos").text == "1"
+        assert CALLER in entry.text
+        assert text(drv, f'{tile} [data-field="alert"]') == "no agents"
+
+        # Pause agent 1001 from the page: Asterisk pauses it in all its queues, the page shows it
+        row = f'[data-agent="{AGENT}"]'
+        css(drv, f'{row} button[data-action="pause"]')[0].click()
+        wait_for(lambda: (p := paused_in_api(stack, AGENT)) and all(p), timeout=5,
+                 what=f"PJSIP/{AGENT} paused in the API")
+        wait_for(lambda: attr(drv, row, "data-paused") == "true", timeout=5, what="the page to show it paused")
+        assert text(drv, f'{row} td[data-col="paused"]') == "yes"
+        assert "paused" in text(drv, f'{row} td[data-col="status"]')
+
+        unpause = wait_for(lambda: [b for b in css(drv, f'{row} button[data-action="unpause"]') if b.is_enabled()],
+                           timeout=5, what="the Unpause button")[0]
+        unpause.click()
+        wait_for(lambda: (p := paused_in_api(stack, AGENT)) and not any(p), timeout=5,
+                 what=f"PJSIP/{AGENT} unpaused in the API")
+        wait_for(lambda: attr(drv, row, "data-paused") == "false", timeout=5, what="the page to show it unpaused")
+
+        # screenshots while the caller still waits (the chart, tiles and table at both sizes)
+        # the "done" confirmations fade out by themselves after 4 s: clear them now (no stale-element race)
+        drv.execute_script("document.querySelectorAll('#messages .msg').forEach((m) => m.remove())")
+        screenshot(drv, ARTIFACTS / "dashboard-laptop.png", LAPTOP)
+        README_IMAGE.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ARTIFACTS / "dashboard-laptop.png", README_IMAGE)
+        screenshot(drv, ARTIFACTS / "dashboard-laptop-full.png", LAPTOP, full_page=True)
+        screenshot(drv, ARTIFACTS / "dashboard-phone.png", PHONE, mobile=True, scale=2)
+        screenshot(drv, ARTIFACTS / "dashboard-phone-full.png", PHONE, mobile=True, scale=2, full_page=True)
+        viewport(drv, LAPTOP)
+        assert not console_problems(drv)
+    finally:
+        if any(paused_in_api(stack, AGENT)):      # never leave the agent paused for the other tests
+            stack.api.request("POST", f"/api/v1/agents/{AGENT}/unpause")
+        result = stack.sipp.finish(proc, timeout=90)
+    assert result.ok, result.errors
+
+
+def test_viewer_token_gets_a_visible_403_and_sign_out_forgets_the_token(stack: TestStack,
+                                                                       browser: WebDriver) -> None:
+    drv = browser
+    viewport(drv, LAPTOP)
+    # a wrong token is refused on the sign-in form
+    open_dashboard(drv, stack, "not-a-token")
+    wait_for(lambda: "unknown token" in text(drv, "#signin-error"), timeout=10, what="the sign-in error")
+    assert drv.execute_script("return sessionStorage.getItem('ivr.dashboard.token')") is None
+
+    viewer = create_token(stack, "viewer-test", "viewer")
+    open_dashboard(drv, stack, viewer)
+    row = f'[data-agent="{AGENT}"]'
+    wait_for(lambda: attr(drv, "#conn", "data-state") == "live" and css(drv, row), timeout=10,
+             what="the dashboard with a viewer token")
+    assert drv.execute_script("return sessionStorage.getItem('ivr.dashboard.token')") == viewer
+    wait_for(lambda: [b for b in css(drv, f'{row} button[data-action="pause"]') if b.is_enabled()],
+             timeout=5, what="an enabled Pause button")[0].click()
+    msg = wait_for(lambda: [m for m in css(drv, '#messages .msg.error[data-status="403"]') if m.is_displayed()],
+                   timeout=5, what="a 403 message on the page")[0]
+    assert "403" in msg.text and "supervisor" in msg.text, msg.text
+    assert not any(paused_in_api(stack, AGENT))
+    # the button is usable again (not stuck in a pending state) and the stream kept running
+    wait_for(lambda: [b for b in css(drv, f'{row} button[data-action="pause"]') if b.is_enabled()],
+             timeout=5, what="the Pause button enabled again")
+    assert attr(drv, "#conn", "data-state") == "live"
+
+    css(drv, "#signout")[0].click()
+    wait_for(lambda: css(drv, "#token-input")[0].is_displayed(), timeout=5, what="the sign-in form after sign out")
+    assert drv.execute_script("return sessionStorage.getItem('ivr.dashboard.token')") is None
+    assert not css(drv, "#dashboard")[0].is_displayed()

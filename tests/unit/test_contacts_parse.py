@@ -1,0 +1,175 @@
+"""Contact row validation (pure, no Redis): numbers to E.164, destinations, hostile values, lang and tz."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+import phonenumbers
+
+from ivr.campaigns.contacts import Contact, RowError, _open, _rows, progress_bar, validate_row
+
+
+def ok(row: dict[str, str], **kw: object) -> Contact:
+    result = validate_row(row, 7, **kw)  # type: ignore[arg-type]
+    assert isinstance(result, Contact), result
+    assert result.line == 7
+    return result
+
+
+def bad(row: dict[str, str], **kw: object) -> str:
+    result = validate_row(row, 9, **kw)  # type: ignore[arg-type]
+    assert isinstance(result, RowError), result
+    assert result.line == 9
+    return result.reason
+
+
+@pytest.mark.parametrize("raw, region, e164, tz", [
+    ("(212) 555-0123", "US", "+12125550123", "America/New_York"),
+    ("+1 415 207 9999", "GB", "+14152079999", "America/Los_Angeles"),
+    ("020 7946 0958", "GB", "+442079460958", "Europe/London"),
+    ("+44 20 7946 0958", "US", "+442079460958", "Europe/London"),
+    ("0912 123 4567", "IR", "+989121234567", "Asia/Tehran"),
+    ("+98 21 1234 5678", "US", "+982112345678", "Asia/Tehran"),
+    ("138 1234 5678", "CN", "+8613812345678", "Asia/Shanghai"),
+    ("+86 10 6552 9988", "US", "+861065529988", "Asia/Shanghai"),
+])
+def test_numbers_are_normalised_to_e164_and_tz_derived(raw: str, region: str, e164: str, tz: str) -> None:
+    c = ok({"number": raw}, default_region=region)
+    assert (c.number, c.tz, c.lang) == (e164, tz, "en")
+
+
+def test_phone_column_aliases_are_case_insensitive() -> None:
+    assert ok({"Phone": "+12125550123"}).number == "+12125550123"
+    assert ok({"MSISDN": "+12125550123", "TimeZone": "Asia/Tehran"}).tz == "Asia/Tehran"
+
+
+@pytest.mark.parametrize("raw, why", [
+    ("", "empty"), ("   ", "empty"), ("hello", "not a phone number"), ("12345", "not a valid number"),
+    ("+1 212 555", "not a valid number"), ("+44 20 7946 095", "not a valid number"),
+    ("0912 123 4567", "not a valid number"),   # an Iranian mobile read as a US number
+])
+def test_invalid_numbers_are_rejected(raw: str, why: str) -> None:
+    reason = bad({"Phone": raw, "name": "x"})
+    assert reason.startswith("Phone: ") and why in reason, reason
+
+
+def test_error_keeps_the_raw_number() -> None:
+    result = validate_row({"number": "12345"}, 3)
+    assert isinstance(result, RowError) and result.number == "12345"
+
+
+def test_premium_rate_numbers_are_rejected() -> None:
+    assert "premium-rate" in bad({"number": "+1 900 555 0123"})
+
+
+def test_allowed_prefixes_are_the_toll_fraud_guard() -> None:
+    assert bad({"number": "+33 1 42 68 53 00"}, allowed_prefixes=("+44", "+98")) == "destination +33 not allowed"
+    assert bad({"number": "(212) 555-0123"}, allowed_prefixes=("+44",)) == "destination +1 not allowed"
+    assert ok({"number": "+44 20 7946 0958"}, allowed_prefixes=("+44", "+98")).number == "+442079460958"
+    assert ok({"number": "0912 123 4567"}, default_region="IR", allowed_prefixes=("+98912",)).number == "+989121234567"
+    assert bad({"number": "+98 21 1234 5678"}, allowed_prefixes=("+98912",)) == "destination +98 not allowed"
+    assert ok({"number": "+33 1 42 68 53 00"}, allowed_prefixes=()).number == "+33142685300"
+
+
+@pytest.mark.parametrize("value, why", [
+    ("Ann\rSmith", "contains a line break"), ("Ann\nSmith", "contains a line break"),
+    ("Ann\r\nSmith", "contains a line break"), ("Ann\x00", "contains a NUL character"),
+    ("${EXEC(System(rm -rf /))}", "contains '${'"), ("x$[1+1]", "contains '$['"),
+    ("a" * 201, "longer than 200 characters"), ("caf\ufffd", "is not valid UTF-8"),
+])
+@pytest.mark.parametrize("column", ["Name", "booking", "LANG", "tz", "flight"])
+def test_hostile_values_are_rejected_naming_the_column(column: str, value: str, why: str) -> None:
+    row = {"number": "+12125550123", column: value}
+    assert bad(row, keep_columns=("flight",)) == f"{column}: {why}"
+
+
+def test_hostile_number_column_is_named_too() -> None:
+    assert bad({"msisdn": "+1212${X}"}) == "msisdn: contains '${'"
+    assert bad({"msisdn": "+1212\n5550123"}) == "msisdn: contains a line break"
+
+
+def test_values_of_200_characters_pass_and_unused_columns_are_not_checked() -> None:
+    c = ok({"number": "+12125550123", "name": "a" * 200, "notes": "line one\nline two ${X}"})
+    assert c.name == "a" * 200
+
+
+def test_names_are_kept_but_stripped_of_control_characters() -> None:
+    assert ok({"number": "+12125550123", "name": "  Ann\x07 \x1b[31mSmith\x7f\x85 "}).name == "Ann [31mSmith"
+    persian = "می\u200cخواهم"   # the zero-width non-joiner is part of Persian spelling: kept
+    assert ok({"number": "+989121234567", "name": persian}).name == persian
+    assert ok({"number": "+8613812345678", "name": "王小明"}).name == "王小明"
+
+
+def test_extra_columns_are_kept_sanitised() -> None:
+    c = ok({"number": "+12125550123", "Flight": " BA\x0b117 ", "Seat": "12A"}, keep_columns=("flight",))
+    assert c.extra == {"flight": "BA117"}
+    assert ok({"number": "+12125550123"}, keep_columns=("flight",)).extra == {"flight": ""}
+
+
+def test_lang_is_checked_and_defaults_to_the_campaign() -> None:
+    assert ok({"number": "+12125550123", "lang": "FA"}).lang == "fa"
+    assert ok({"number": "+12125550123", "lang": " zh "}).lang == "zh"
+    assert ok({"number": "+12125550123", "lang": ""}, default_lang="fa").lang == "fa"
+    assert ok({"number": "+12125550123"}, default_lang="zh").lang == "zh"
+    assert bad({"number": "+12125550123", "Lang": "de"}) == "Lang: 'de' is not one of en, fa, zh"
+
+
+def test_tz_must_be_an_iana_zone_else_it_comes_from_the_number() -> None:
+    assert ok({"number": "+12125550123", "tz": "Europe/London"}).tz == "Europe/London"
+    assert ok({"number": "+12125550123", "timezone": "asia/tehran"}).tz == "Asia/Tehran"   # canonical spelling
+    assert bad({"number": "+12125550123", "tz": "Mars/Phobos"}) == "tz: unknown time zone 'Mars/Phobos'"
+    assert bad({"number": "+12125550123", "TimeZone": "EST5EDT x"}).startswith("TimeZone: unknown time zone")
+    assert ok({"number": "+12125550123", "tz": ""}).tz == "America/New_York"
+    assert ok({"number": "+1 312 201 0000"}).tz == "America/Chicago"
+    assert ok({"number": "+800 1234 5678"}).tz == "Etc/UTC"       # international freephone: no zone known
+
+
+def rows_of(text: str) -> list[tuple[int, list[str] | None, str]]:
+    return list(_rows(io.StringIO(text, newline="")))
+
+
+def test_rows_carry_the_line_they_start_on() -> None:
+    text = 'number,name\n+1,"two\nlines"\n\n+2,x\n,,\n+3,"a\r\nb\r\nc"\n+4,y\n'
+    assert [(line, f) for line, f, _ in rows_of(text)] == [
+        (1, ["number", "name"]), (2, ["+1", "two\nlines"]), (5, ["+2", "x"]), (7, ["+3", "a\r\nb\r\nc"]),
+        (10, ["+4", "y"])]
+
+
+def test_binary_input_counts_bytes_and_drops_the_bom() -> None:
+    data = "\ufeffnumber,name\n+1,Zoë\n".encode()
+    lines, bytes_read, owned = _open(io.BytesIO(data))
+    assert [f for _, f, _ in _rows(lines)] == [["number", "name"], ["+1", "Zoë"]]
+    assert bytes_read() == len(data) and owned is None
+
+
+def test_undecodable_bytes_reject_the_row_not_the_file() -> None:
+    lines, _, _ = _open(io.BytesIO(b"number,name\n+12125550123,Jos\xe9\n"))
+    (_, header, _), (line, fields, _) = _rows(lines)
+    assert bad(dict(zip(header, fields))) == "name: is not valid UTF-8"
+
+
+def test_validity_is_exactly_is_valid_number() -> None:
+    """validate_row checks number_type != UNKNOWN (3x cheaper); it must agree with is_valid_number."""
+    import random
+    rnd = random.Random(7)
+    samples = ["+12125550123", "+19005550123", "+18005550123", "+800 1234 5678", "+882 1234 567890",
+               "+447700900123", "+442079460958", "+989121234567", "+8613812345678", "+3906 6982 0000"]
+    for cc, length in (("1", 10), ("44", 10), ("98", 10), ("86", 11), ("33", 9), ("7", 10), ("39", 10)):
+        samples += ["+" + cc + "".join(rnd.choice("0123456789") for _ in range(length)) for _ in range(300)]
+    for raw in samples:
+        num = phonenumbers.parse(raw, "US")
+        expected = phonenumbers.is_valid_number(num)
+        got = not isinstance(validate_row({"number": raw}, 1), RowError) or \
+            "not a valid number" not in validate_row({"number": raw}, 1).reason  # type: ignore[union-attr]
+        assert got == expected, raw
+
+
+def test_progress_bar_prints_a_line_per_ten_percent_when_not_a_tty() -> None:
+    out = io.StringIO()
+    bar = progress_bar(1000, stream=out)
+    for done in range(0, 1001, 50):
+        bar(done, done)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 11 and "100%" in lines[-1] and "1,000 rows" in lines[-1]
