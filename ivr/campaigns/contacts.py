@@ -170,6 +170,7 @@ class RowError:
 
 @dataclass
 class ImportReport:
+    """What an import did; rows = imported + dnc + merged + rejected."""
     rows: int = 0           # data rows read (blank lines not counted)
     imported: int = 0       # new contacts, status pending
     merged: int = 0         # repeats of a number already in the campaign
@@ -370,18 +371,19 @@ async def import_csv(redis: aioredis.Redis, keys_prefix: str, cid: str,
     names = ["number", "name", "lang", "tz", "booking", "line", *(c.strip().lower() for c in keep_columns)]
     script = redis.register_script(IMPORT_LUA)
     report, started = ImportReport(), time.monotonic()
-    lines, bytes_read, owned = _open(path_or_file)
-    batches = _batches(lines, batch, opts)
-    err_fh = open(errors_path, "w", newline="", encoding="utf-8") if errors_path else None
-    err_csv = csv.writer(err_fh) if err_fh else None
-    if err_csv:
-        err_csv.writerow(["line", "reason", "number"])
-    nxt: asyncio.Future[Any] | None = None
     async with redis.pipeline(transaction=True) as p:
         p.delete(k.summary)
         p.hset(k.summary, mapping={"state": "running", "started": str(time.time())})
         await p.execute()
+    nxt: asyncio.Future[Any] | None = None
+    owned = err_fh = None
     try:
+        lines, bytes_read, owned = _open(path_or_file)
+        batches = _batches(lines, batch, opts)
+        err_fh = open(errors_path, "w", newline="", encoding="utf-8") if errors_path else None
+        err_csv = csv.writer(err_fh) if err_fh else None
+        if err_csv:
+            err_csv.writerow(["line", "reason", "number"])
         nxt = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
         while True:
             got = await nxt
@@ -424,10 +426,7 @@ async def import_csv(redis: aioredis.Redis, keys_prefix: str, cid: str,
     summary = {"state": "done", "finished": str(time.time()), "rows": report.rows, "imported": report.imported,
                "merged": report.merged, "dnc": report.dnc, "rejected": report.rejected, "seconds": report.seconds,
                "source": str(path_or_file) if isinstance(path_or_file, (str, os.PathLike)) else ""}
-    async with redis.pipeline(transaction=True) as p:
-        p.hdel(k.summary, "error")
-        p.hset(k.summary, mapping={key: str(val) for key, val in summary.items()})
-        await p.execute()
+    await redis.hset(k.summary, mapping={key: str(val) for key, val in summary.items()})
     return report
 
 
