@@ -254,4 +254,4 @@ def test_benchmark_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         assert run["imported"] + run["merged"] + run["dnc"] + run["rejected"] == run["rows"]
         assert 0 < run["rejected"] < run["rows"] * 0.05 and run["merged"] > 0
         assert run["rows_per_s"] > 0 and run["peak_rss_mb"] > 0
-    assert result["rss_ratio"] > 0
+    assert result["rss_ratio"] > 0 and result["consistent"] is True
