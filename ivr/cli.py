@@ -288,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--lang", default="en")
     bn.set_defaults(func=cmd_banner)
 
+    sm = sub.add_parser("simulate", help="a simulated crisis day: static setup vs the balancing policy",
+                        add_help=False)
+    sm.add_argument("rest", nargs=argparse.REMAINDER)
+    sm.set_defaults(func=lambda a: __import__("ivr.balance.simulate", fromlist=["main"]).main(a.rest))
+
     cp = sub.add_parser("campaign", help="outbound notification campaigns")
     cp.add_argument("action", choices=("create", "import", "start", "pause", "stop", "status", "export"))
     cp.add_argument("--config", required=True)
@@ -316,6 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["simulate"]:   # its own options: see `ivr simulate --help`
+        from .balance.simulate import main as simulate_main
+        return simulate_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
