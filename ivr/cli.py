@@ -200,7 +200,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
                     store.redis, prefix, args.id, path, default_region=args.region,
                     default_lang=found[0].default_lang, allowed_prefixes=found[0].allowed_prefixes,
                     progress=contacts.progress_bar(path.stat().st_size),
-                    errors_path=Path(args.errors) if args.errors else None)
+                    errors_path=Path(args.errors) if args.errors else None, batch=250)
                 print(json.dumps({"rows": report.rows, "imported": report.imported, "merged": report.merged,
                                   "dnc": report.dnc, "rejected": report.rejected}))
                 for line, reason in report.errors[:20]:

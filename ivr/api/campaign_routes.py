@@ -64,10 +64,13 @@ async def import_contacts(request: web.Request) -> web.Response:
                 if size > MAX_CSV_BYTES:
                     return json_error(413, f"CSV over {MAX_CSV_BYTES // 2**20} MiB")
                 fh.write(chunk)
-        report = await contacts.import_csv(ctl.store.redis, ctl.store.keys.prefix, cid, path,
-                                           default_region=request.query.get("region", "US"),
-                                           default_lang=found[0].default_lang,
-                                           allowed_prefixes=found[0].allowed_prefixes)
+        try:
+            report = await contacts.import_csv(ctl.store.redis, ctl.store.keys.prefix, cid, path,
+                                               default_region=request.query.get("region", "US"),
+                                               default_lang=found[0].default_lang,
+                                               allowed_prefixes=found[0].allowed_prefixes, batch=250)
+        except contacts.ContactsError as exc:
+            return json_error(400, str(exc))
     await ctl.store.audit(request["auth"].get("name", ""), "campaign.import", cid, None,
                           {"imported": report.imported, "rejected": report.rejected})
     return web.json_response({"rows": report.rows, "imported": report.imported, "merged": report.merged,

@@ -26,7 +26,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from .erlang import estimate_wait
 
 SKILL_EXPERIENCED = "experienced"
 SKILL_NOVICE = "novice"
@@ -124,9 +123,30 @@ class Decision:
     estimates: Mapping[str, float]                # queue -> estimated wait of a new caller
 
 
-def estimated_wait(q: QueueView) -> float:
-    """Expected wait of a caller joining now (inf without agents)."""
-    return estimate_wait(q.waiting + 1, q.serving, q.free, q.aht).seconds
+def estimated_wait(q: QueueView, shared_ahead: float = 0.0) -> float:
+    """Expected wait of a caller joining now (inf without agents).
+
+    The mean of ``erlang.estimate_wait`` (no percentiles: this runs for every
+    queue every tick); ``shared_ahead`` adds callers of other queues who wait
+    for the same agents.
+    """
+    ahead = q.waiting + shared_ahead + 1 - q.free
+    if ahead <= 0:
+        return 0.0
+    return math.inf if q.serving == 0 else ahead * q.aht / q.serving
+
+
+def shared_callers(name: str, queues: Mapping[str, QueueView]) -> float:
+    """Callers in other queues competing for this queue's agents (each queue's waiting callers
+    spread over its members; the share of those members this queue also has)."""
+    mine = set(queues[name].members)
+    total = 0.0
+    for other, o in queues.items():
+        if other == name or not o.waiting or not o.members:
+            continue
+        overlap = len(mine & set(o.members))
+        total += o.waiting * overlap / len(o.members)
+    return total
 
 
 def service_level(q: QueueView) -> float | None:
@@ -136,7 +156,8 @@ def service_level(q: QueueView) -> float | None:
 def _tier(q: QueueView, state: TierState, now: float, p: Policy, wait: float) -> tuple[TierState, str]:
     sl = service_level(q) if q.answered >= p.sl_min_calls else None
     if not state.open:
-        if wait > p.open_wait_s:
+        # a long estimate opens only when someone waits: busy agents alone are no reason to call in volunteers
+        if wait > p.open_wait_s and q.waiting > 0:
             return TierState(True, now), f"estimated wait {_fmt(wait)} > {p.open_wait_s:.0f}s"
         if sl is not None and sl < p.open_sl:
             return TierState(True, now), f"service level {sl:.0%} < {p.open_sl:.0%}"
@@ -189,7 +210,7 @@ def decide(snap: Snapshot, p: Policy = Policy()) -> Decision:
     tiers: dict[str, TierState] = {}
     estimates: dict[str, float] = {}
     for name, q in sorted(snap.queues.items()):
-        wait = estimated_wait(q)
+        wait = estimated_wait(q, shared_callers(name, snap.queues))
         estimates[name] = wait
         old = snap.tiers.get(name, TierState())
         new, why = _tier(q, old, snap.now, p, wait)

@@ -9,7 +9,7 @@ Redis layout (``{p}`` is the prefix, ``{cid}`` the campaign id, ``n`` = 1, 2, 3.
 |                                  |        | keypress, updated, attempt_id, dialled_at, key_action, ...   |
 | {p}:campaign:{cid}:due           | zset   | n -> earliest dial time (unix s); import adds pending at 0   |
 | {p}:campaign:{cid}:numbers       | hash   | E.164 -> n (dedupe index: a repeated number is merged)       |
-| {p}:campaign:{cid}:seq           | string | last n (INCR)                                                |
+| {p}:campaign:{cid}:seq           | string | last n given out (an integer, INCR-compatible)               |
 | {p}:campaign:{cid}:count:{st}    | string | contacts in status st (kept by import and ``set_status``)    |
 | {p}:campaign:{cid}:import        | hash   | the last import's summary (state, rows, imported, ...)       |
 | {p}:dnc                          | set    | do-not-call numbers (E.164), shared by all campaigns         |
@@ -504,6 +504,7 @@ async def add_dnc(redis: aioredis.Redis, prefix: str, numbers: Iterable[str], *,
 
 
 async def is_dnc(redis: aioredis.Redis, prefix: str, number: str, *, default_region: str = "US") -> bool:
+    """Is the number (any format; not a number at all: False) on the do-not-call list?"""
     with contextlib.suppress(ValueError):
         return bool(await redis.sismember(f"{prefix}:dnc", _dnc_numbers([number], default_region)[0]))
     return False
@@ -522,19 +523,19 @@ def progress_bar(total_bytes: int, *, stream: IO[str] | None = None, width: int 
     """A ``progress`` callback: a one-line bar on stderr (redrawn with \\r on a tty, a line per 10% otherwise)."""
     out = stream or sys.stderr
     tty = out.isatty()
-    started = time.monotonic()
-    state = {"decile": -1, "ended": False}
+    started, decile, ended = time.monotonic(), -1, False
 
     def update(rows: int, done: int) -> None:
+        nonlocal decile, ended
         frac = min(1.0, done / total_bytes) if total_bytes > 0 else 1.0
         rate = rows / max(time.monotonic() - started, 1e-6)
         bar = "#" * int(frac * width)
         text = f"[{bar:.<{width}}] {frac * 100:3.0f}%  {rows:,} rows  {rate:,.0f} rows/s"
-        if tty and not state["ended"]:
+        if tty and not ended:
             out.write("\r" + text + ("\n" if frac >= 1.0 else ""))
-            state["ended"] = frac >= 1.0
-        elif not tty and int(frac * 10) > state["decile"]:
-            state["decile"] = int(frac * 10)
+            ended = frac >= 1.0
+        elif not tty and int(frac * 10) > decile:
+            decile = int(frac * 10)
             out.write(text + "\n")
         out.flush()
 

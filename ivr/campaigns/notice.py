@@ -72,7 +72,7 @@ class NoticeHandler:
         number = contact["number"].lstrip("+")
         if action == "refund":
             booking = contact.get("booking") or ""
-            if booking.isdigit():
+            if booking.isascii() and booking.isdigit() and 4 <= len(booking) <= 12:
                 rec = await self.store.refunds.create(booking, caller=number, lang=ctx.lang, source="notice",
                                                       call_uid=ctx.uid)
                 await self.engine.play(s, ctx, ("refund-created",))

@@ -52,8 +52,9 @@ def _calm(name: str, **kw) -> QueueView:
 
 
 def _busy(name: str, wait: float, **kw) -> QueueView:
-    """Nobody waiting, one serving agent, none free: the next caller waits ``wait`` s."""
-    return QueueView(name=name, waiting=0, free=0, serving=1, aht=wait, **kw)
+    """One caller waiting, one serving agent, none free: the next caller waits ``wait`` s."""
+    kw.setdefault("waiting", 1)
+    return QueueView(name=name, free=0, serving=1, aht=wait / (kw["waiting"] + 1), **kw)
 
 
 def _snap(queues, agents=(), now: float = NOW, **kw) -> Snapshot:
@@ -83,7 +84,7 @@ def test_estimate_is_zero_when_a_free_agent_takes_the_next_caller():
 
 
 def test_queue_without_serving_agents_has_infinite_estimate_and_opens_with_no_agents():
-    d = decide(_snap([QueueView("support", waiting=0, free=0, serving=0)]))
+    d = decide(_snap([QueueView("support", waiting=1, free=0, serving=0)]))
     assert math.isinf(d.estimates["support"])
     (act,) = _kinds(d, *TIER_KINDS)
     assert act.kind == "open_tier" and act.queue == "support"
@@ -200,7 +201,7 @@ def test_no_flapping_around_open_wait():
 
 
 def test_no_flapping_around_close_wait():
-    changes = _simulate(lambda i: _busy("support", 16.0 if i % 2 == 0 else 14.0), start_open=True)
+    changes = _simulate(lambda i: _busy("support", 16.0 if i % 2 == 0 else 14.0, waiting=0), start_open=True)
     assert len(changes) == 1 and changes[0][1] is False
 
 
@@ -213,7 +214,7 @@ def test_no_flapping_around_service_level_thresholds():
 
 
 def test_wide_swings_keep_each_open_period_at_least_min_open_s():
-    changes = _simulate(lambda i: _busy("support", 46.0 if (i // 3) % 2 == 0 else 14.0))
+    changes = _simulate(lambda i: _busy("support", 46.0) if (i // 3) % 2 == 0 else _busy("support", 14.0, waiting=0))
     opened_at = None
     for now, is_open in changes:
         if is_open:
