@@ -31,8 +31,8 @@ The caller (one SIPp process per step, ``ivr.sipp.CallerScript``): INVITE, ACK, 
 400 ms, RFC 4733 DTMF "1", then wait for Asterisk's BYE (after the goodbye beep; a call
 lasts ~1 s). ``--caller nokey`` presses nothing instead: the menu's 3 s timeout leads to
 the same goodbye (~4 s a call; the RTP range is widened to 1500 calls for it), which
-leaves out Asterisk's cost of receiving a key (see below). Each step runs at a fixed rate R for D seconds (``-r R -m R*D``, ``-l``
-generous, ``-timeout`` so nothing hangs). Rates ramp up; at each rate A runs, then B
+leaves out Asterisk's cost of receiving a key (see below). Each step runs at a fixed
+rate R for D seconds (``-r R -m R*D``, ``-l`` generous, ``-timeout`` so nothing hangs). Rates ramp up; at each rate A runs, then B
 (so machine noise hits both); a mode stops at its first failing rate and its highest
 passing rate is its result. The ratio A_max / B_max is printed at the end.
 
@@ -59,13 +59,17 @@ limit and the step says so), ``other`` is what the rest of the machine used mean
 (``/proc/stat`` busy time minus the four above: another test run shows up here), ``RSS``
 the controller's peak resident memory during the step.
 
-What to expect on a small box: with the default caller Asterisk itself is the limit of
-both modes. Asterisk 16 busy-waits in the channel thread while an RFC 4733 key is
-being received (poll/read on the channel's alert pipe while the DTMF frame is held back
-on its read queue, ~150-200 ms of spinning per key), about 40 ms of CPU per call against
-~3 ms for the rest of the call, so both modes saturate Asterisk at a few tens of calls
-per second per core. The ``ctl ms/call`` column is then the controller's own cost per
-call, and ``--caller nokey`` shows how far the controller goes once that cost is gone.
+What to expect on a small box (2 cores, measured): Asterisk 16 busy-waits in the
+channel thread while an RFC 4733 key is being received (poll/read on the channel's
+alert pipe while the DTMF frame is held back on its read queue, ~150-200 ms of spinning
+per key): ~40 ms of Asterisk CPU per call with a key against ~3 ms without, so from
+~40 calls/s both cores are busy whatever the mode. The spinning shrinks as it competes
+(``ast ms/call`` falls with the rate), so the static dialplan keeps going (it read the
+key in the same thread right after Answer), while the IVR starts to lose keys pressed
+at 400 ms: each call's Answer -> AGI connect -> GET DATA hand-off waits for CPU, and a
+key that arrives before GET DATA runs is dropped by Asterisk. The controller itself is
+not the limit there (~14 % of a core); ``--caller nokey`` shows it: 200 calls/s both
+ways with the controller at ~2 ms of CPU per call.
 
 Usage::
 
@@ -543,6 +547,9 @@ def format_table(result: dict[str, Any]) -> str:
     out = [f"caller: {result['caller']}, {result['seconds']:g} s per rate, tolerance {result['tolerance']:g}, "
            f"{result['cpus']} CPUs", "\n".join(lines), ""]
     for mode, m in result["modes"].items():
+        if not m["steps"]:
+            out.append(f"{mode:>6}: not measured")
+            continue
         top = f"{m['max_rate']:g} calls/s" if m["max_rate"] is not None else "none (failed the first rate)"
         if m["capped"]:
             top = f">= {top} (passed every rate tried)"
@@ -550,6 +557,8 @@ def format_table(result: dict[str, Any]) -> str:
             top += f" (failed at {m['first_fail']:g})"
         out.append(f"{mode:>6}: highest sustained rate {top}")
     out.append(f" ratio ivr/static: {result['ratio_text']}")
+    if not result["complete"]:
+        out.append("  note: the run did not complete (interrupted or an error: see above); partial results")
     for note in result["notes"]:
         out.append(f"  note: {note}")
     return "\n".join(out)
