@@ -215,6 +215,25 @@ Content-Length: 0
 """
 
 
+def _uas_hangup(user: str) -> str:
+    """The end shared by the UAS scenarios: label ``hangup`` sends our BYE, label ``done`` ends."""
+    return f"""  <label id="hangup"/>
+  <send retrans="500"><![CDATA[
+BYE [$remote_contact] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:{user}@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To:[$remote_from]
+[last_Call-ID:]
+CSeq: 2 BYE
+Contact: <sip:{user}@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="200" crlf="true"/>
+  <label id="done"/>"""
+
+
 def agent_scenario(talk_ms: int = 3000, ring_ms: int = 100) -> str:
     """UAS for an agent phone: answer after ``ring_ms``, talk ``talk_ms``, hang up (or take the caller's BYE)."""
     return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
@@ -263,21 +282,7 @@ SIP/2.0 200 OK
 Content-Length: 0
 
 ]]></send>
-  <label id="hangup"/>
-  <send retrans="500"><![CDATA[
-BYE [$remote_contact] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:agent@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
-To:[$remote_from]
-[last_Call-ID:]
-CSeq: 2 BYE
-Contact: <sip:agent@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-  <recv response="200" crlf="true"/>
-  <label id="done"/>
+{_uas_hangup('agent')}
 </scenario>
 """
 
@@ -561,20 +566,6 @@ Content-Length: 0
   <recv request="ACK" next="done"/>
   <label id="end_busy"/>
   <recv request="ACK" next="done"/>
-  <label id="hangup"/>
-  <send retrans="500"><![CDATA[
-BYE [$remote_contact] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
-To:[$remote_from]
-[last_Call-ID:]
-CSeq: 2 BYE
-Contact: <sip:callee@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-  <recv response="200" crlf="true"/>
-  <label id="done"/>
+{_uas_hangup('callee')}
 </scenario>
 """
