@@ -33,6 +33,11 @@ BRANCHES: tuple[tuple[str, str, float], ...] = (
     ("other", "4", 0.10),
 )
 LANGUAGES: tuple[tuple[str, str, float], ...] = (("en", "1", 0.5), ("fa", "2", 0.3), ("zh", "3", 0.2))
+# what callers key in after the menu choice: a booking number for the refund branches
+BRANCH_INPUT: dict[str, list[tuple[str, str | int]]] = {
+    "1": [("pause", 900), ("dtmf", "314159")],
+    "2": [("pause", 900), ("dtmf", "271828")],
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +119,6 @@ def run_demo(opts: DemoOptions, out: Any = sys.stdout) -> dict[str, Any]:
         sipp = Sipp(target_port=cfg.asterisk.sip_port, workdir=opts.workdir / "sipp")
         for aid, port in agent_ports.items():
             phones.append(sipp.start_agent(port, talk_ms=int(opts.talk * 1000), timeout_s=int(opts.duration + 600)))
-        prompts = Path(cfg.prompts_dir)
-        banner = prompt_seconds(prompts, "en", "crisis-banner")
         total = max(1, int(round(opts.rate * opts.duration)))
         rng = random.Random(7)
         for lang, lang_key, lshare in LANGUAGES:
@@ -123,9 +126,10 @@ def run_demo(opts: DemoOptions, out: Any = sys.stdout) -> dict[str, Any]:
                 n = int(round(total * lshare * bshare))
                 if n == 0:
                     continue
+                # the default menu: language first (any key interrupts it), # skips the crisis message
                 script = CallerScript(
-                    steps=[("pause", int((banner + 0.6) * 1000)), ("dtmf", lang_key),
-                           ("pause", 1200), ("dtmf", key)],
+                    steps=[("pause", 800), ("dtmf", lang_key), ("pause", 500), ("dtmf", "#"),
+                           ("pause", 700), ("dtmf", key)] + BRANCH_INPUT.get(key, []),
                     end="wait_bye", patience_ms=int((opts.patience + 60) * 1000))
                 caller = f"55{rng.randrange(10**7, 10**8)}"
                 rate = max(0.01, opts.rate * lshare * bshare)

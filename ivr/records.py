@@ -20,6 +20,7 @@ from .store.redis_store import Store
 log = logging.getLogger(__name__)
 
 Job = Callable[[], Awaitable[None]]
+LATE_AGENT_COMPLETE_S = 3.0
 
 
 def outcome_of(record: Mapping[str, Any]) -> str:
@@ -39,9 +40,11 @@ def outcome_of(record: Mapping[str, Any]) -> str:
 class CallRecorder:
     """Tracks calls in progress and writes their records to Redis."""
 
-    def __init__(self, store: Store, *, finalize_delay: float = 1.0, max_backlog: int = 100_000) -> None:
+    def __init__(self, store: Store, *, finalize_delay: float = 1.0, max_backlog: int = 100_000,
+                 late_complete_delay: float = LATE_AGENT_COMPLETE_S) -> None:
         self.store = store
         self.finalize_delay = finalize_delay
+        self.late_complete_delay = late_complete_delay
         self._active: dict[str, float] = {}
         self._timers: dict[str, tuple[asyncio.TimerHandle, Job]] = {}
         self._jobs: asyncio.Queue[Job] = asyncio.Queue(max_backlog)
@@ -152,14 +155,22 @@ class CallRecorder:
         if entry is not None:
             self._submit(entry[1])
 
-    async def _finish(self, uid: str, ended_at: float, cause: str) -> None:
+    async def _finish(self, uid: str, ended_at: float, cause: str, late: bool = False) -> None:
         record = await self.store.call_get(uid)
         if not record or record.get("finished"):
             return
+        final: dict[str, Any] = {}
+        if record.get("answered_at") and not record.get("talk"):
+            if not late:   # app_queue's AgentComplete can trail the caller's Hangup under load: wait once more
+                asyncio.get_running_loop().call_later(
+                    self.late_complete_delay, self._submit, lambda: self._finish(uid, ended_at, cause, late=True))
+                return
+            final["talk"] = max(0, round(ended_at - float(record["answered_at"])))
+            final["talk_estimated"] = 1
         started = float(record.get("started_at") or record.get("joined_at") or ended_at)
-        final = {"ended_at": ended_at, "duration": round(ended_at - started, 3),
-                 "outcome": outcome_of(record), "hangup_cause": cause,
-                 "fallback": "0" if record.get("menu") else "1"}
+        final.update({"ended_at": ended_at, "duration": round(ended_at - started, 3),
+                      "outcome": outcome_of(record), "hangup_cause": cause,
+                      "fallback": "0" if record.get("menu") else "1"})
         done = await self.store.call_finish(uid, final)
         self.records_written += 1
         log.info("call %s: record written (outcome %s, queue %s, wait %s, talk %s)", uid,

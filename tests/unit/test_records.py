@@ -177,7 +177,7 @@ def ivr_fields(menu: str = "main", queue: str = "support") -> dict[str, Any]:
 @pytest.fixture
 async def recorder() -> Any:
     store = MemoryStore()
-    rec = CallRecorder(store, finalize_delay=0.01)  # type: ignore[arg-type]
+    rec = CallRecorder(store, finalize_delay=0.01, late_complete_delay=0.05)  # type: ignore[arg-type]
     finished: list[dict[str, Any]] = []
     rec.on_finished = finished.append
     await rec.start()
@@ -414,5 +414,23 @@ async def test_bug_retry_after_partial_finish_loses_the_stream_entry(fast_retrie
         await wait_until(lambda: store.failed and rec._jobs.empty())
         await _real_sleep(0.05)
         assert len(store.stream) == 1
+    finally:
+        await rec.stop(grace=1.0)
+
+
+async def test_answered_call_waits_for_a_late_agent_complete_then_estimates_talk() -> None:
+    store = MemoryStore()
+    rec = CallRecorder(store, finalize_delay=0.01, late_complete_delay=0.05)  # type: ignore[arg-type]
+    await rec.start()
+    try:
+        rec.track("late")
+        rec.on_event(ev_join("late"))
+        rec.on_event(ev_connect("late"))
+        rec.on_event(ev_hangup("late"))          # AgentComplete has not come yet
+        await _real_sleep(0.03)
+        assert rec.records_written == 0          # it waits for it once
+        await wait_until(lambda: rec.records_written == 1)
+        h = store.hashes["late"]
+        assert h["outcome"] == "answered" and h["talk_estimated"] == "1" and int(h["talk"]) >= 0
     finally:
         await rec.stop(grace=1.0)
