@@ -9,7 +9,6 @@ all of them and checks that nothing is left listening.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -38,30 +37,6 @@ class StackError(RuntimeError):
 
 def ports_for(base: int) -> dict[str, int]:
     return {name: base + off for name, off in PORT_OFFSETS.items()}
-
-
-def ports_free(base: int, rtp_pairs: int = 0) -> bool:
-    """Whether every port of a stack at ``base`` is free on 127.0.0.1 (TCP and UDP), plus the last
-    port of ``rtp_pairs`` RTP pairs when a load needs that many."""
-    wanted = [port for name, port in ports_for(base).items() if name != "rtp_end"]
-    if rtp_pairs:
-        wanted.append(base + PORT_OFFSETS["rtp_start"] + 2 * rtp_pairs - 1)
-    for port in wanted:
-        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-            with socket.socket(socket.AF_INET, kind) as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    return False
-    return True
-
-
-def pick_port_base(start: int = 40000, stop: int = 58000, step: int = 2000, rtp_pairs: int = 0) -> int:
-    """The first port base in [start, stop) whose ports are all free; StackError if none is."""
-    for base in range(start, stop, step):
-        if base + max(PORT_OFFSETS.values()) < 65000 and ports_free(base, rtp_pairs):
-            return base
-    raise StackError(f"no free port range between {start} and {stop}: pass --port-base")
 
 
 def _tail(path: Path, lines: int = 25) -> str:
@@ -239,16 +214,13 @@ class Stack:
             if time.monotonic() > deadline:
                 raise StackError(f"Redis did not answer on port {port} in time:\n{_tail(self.logs / 'redis.log')}")
             time.sleep(0.05)
-        asyncio.run(self._register_admin_token(cfg))  # so the token works before the controller is up
+        import redis as redis_sync  # registered here so the token works before the controller is up
 
-    async def _register_admin_token(self, cfg: Config) -> None:
-        from .store.redis_store import Store
-
-        store = Store.from_url(cfg.redis.url, cfg.redis.prefix)
-        try:
-            await store.add_token_hash(self.secrets()["api_token"], "admin", "admin")
-        finally:
-            await store.close()
+        client = redis_sync.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+        from .store.redis_store import _hash_token
+        client.hset(f"{cfg.redis.prefix}:tokens", _hash_token(self.secrets()["api_token"]),
+                    json.dumps({"name": "admin", "role": "admin", "created": time.time()}))
+        client.close()
 
     @staticmethod
     def _redis_ping(port: int) -> bool:

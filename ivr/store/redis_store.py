@@ -135,7 +135,8 @@ class Store:
         if role not in ROLES:
             raise ValueError(f"role: expected one of {', '.join(ROLES)}, got {role!r}")
         token = secrets.token_urlsafe(32)
-        await self.add_token_hash(token, name, role)
+        await self.redis.hset(self.keys.tokens, _hash_token(token),
+                              json.dumps({"name": name, "role": role, "created": time.time()}))
         return token
 
     async def add_token_hash(self, token: str, name: str, role: str) -> None:

@@ -67,6 +67,13 @@ class MemoryStore:
         record["uniqueid"] = uid
         return record
 
+    async def _hsetnx_finished(self, uid: str) -> bool:
+        h = self.hashes.setdefault(uid, {})
+        if "finished" in h:
+            return False
+        h["finished"] = "1"
+        return True
+
     async def _xadd(self, entry: dict[str, str]) -> None:
         self.stream.append(entry)
 
