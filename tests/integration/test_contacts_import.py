@@ -56,7 +56,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
+        pytest.fail("redis-server is not installed: run `bash scripts/install.sh` first")
     workdir = tmp_path_factory.mktemp("redis")
     for _ in range(5):
         port = _free_port()
