@@ -12,7 +12,7 @@ import os
 import secrets as pysecrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import jinja2
 
@@ -90,6 +90,14 @@ def _environment() -> jinja2.Environment:
 
 def _sip_bind(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def render_accounts(accounts: list[Mapping[str, Any]]) -> str:
+    """SIP accounts of agents added at run time (pjsip_volunteers.conf), from the agents' template."""
+    head = ("; Written by the controller (agents added at run time); do not edit: changes are\n"
+            "; overwritten. Add or remove agents with the API or `ivr agent`.\n")
+    macro = _environment().get_template("pjsip_agent.j2").module.agent_endpoint  # type: ignore[attr-defined]
+    return head + "".join(str(macro(a)) for a in accounts)
 
 
 def render(cfg: Config, dirs: AsteriskDirs, secret_values: Mapping[str, str]) -> list[Path]:

@@ -87,6 +87,9 @@ class CallbackDispatcher:
         attempts = int(rec.get("attempts") or 0) + 1
         if outcome == "answered":
             self.answered += 1
+            uid = final.get("Uniqueid", "") if final is not None else ""
+            if uid:   # the call record of the dialled channel: a callback, not a new inbound call
+                await self.callbacks.mark_call(uid, callback_id)
             await self.callbacks.finish(callback_id, "answered")
             log.info("callback %s: %s answered, in queue %s", callback_id, number, queue)
         elif attempts < self.max_attempts:

@@ -1,4 +1,4 @@
-"""Command line: ``ivr up|down|status|serve|asterisk-conf render|prompts build|menus check``."""
+"""Command line: ``ivr up|down|status|serve|report|token|campaign|banner|asterisk-conf render|prompts build|menus check``."""
 
 from __future__ import annotations
 
@@ -171,6 +171,44 @@ def cmd_token(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from . import reports
+    from .store.redis_store import Store
+
+    cfg = load(args.config)
+    try:
+        tz = reports.parse_tz(args.tz)
+        query = {k: v for k, v in (("since", args.since), ("until", args.until), ("hours", args.hours)) if v}
+        start, end = reports.window_from(query, tz, args.by)
+    except reports.ReportError as exc:
+        print(f"ivr report: {exc}", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        store = Store.from_url(cfg.redis.url, cfg.redis.prefix)
+        try:
+            data = await reports.report(store.redis, cfg.redis.prefix, start=start, end=end, by=args.by, tz=tz,
+                                        sl_target=args.sl_target)
+        except reports.ReportError as exc:
+            print(f"ivr report: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            await store.close()
+        rows = data["rows"] + ([data["total"]] if data["rows"] else [])
+        if args.format == "json":
+            print(json.dumps(data, indent=2))
+        elif args.format == "csv":
+            print(reports.to_csv(rows), end="")
+        else:
+            print(reports.to_table(rows) if data["rows"] else "no calls in this period")
+        if args.csv:
+            Path(args.csv).write_text(reports.to_csv(rows), encoding="utf-8")
+            print(f"CSV written to {args.csv}", file=sys.stderr)
+        return 0
+
+    return asyncio.run(run())
+
+
 def cmd_campaign(args: argparse.Namespace) -> int:
     import yaml
 
@@ -310,6 +348,18 @@ def build_parser() -> argparse.ArgumentParser:
     tk.add_argument("--name", default="", help="who the token is for (create, revoke)")
     tk.add_argument("--role", default="viewer", help="viewer, supervisor or admin")
     tk.set_defaults(func=cmd_token)
+
+    rp = sub.add_parser("report", help="calls, ASA, service level, abandonment, FCR, satisfaction by hour or day")
+    rp.add_argument("--config", required=True)
+    rp.add_argument("--by", choices=("hour", "day"), default="hour")
+    rp.add_argument("--since", help="ISO date/time or Unix time (default: 24 h ago by hour, 7 days ago by day)")
+    rp.add_argument("--until", help="ISO date/time or Unix time (default: now)")
+    rp.add_argument("--hours", help="the last N hours up to --until (instead of --since)")
+    rp.add_argument("--tz", default="UTC", help="time zone of the periods, e.g. Europe/Paris (default UTC)")
+    rp.add_argument("--sl-target", type=float, default=20.0, help="service-level target in seconds (default 20)")
+    rp.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    rp.add_argument("--csv", help="also write the rows as CSV to this file")
+    rp.set_defaults(func=cmd_report)
 
     m = sub.add_parser("menus", help="IVR menus")
     ms = m.add_subparsers(dest="sub", required=True)

@@ -53,6 +53,7 @@ class AsteriskConfig:
     sounds_dir: str = "/usr/share/asterisk"
     modules_dir: str = "/usr/lib/asterisk/modules"
     max_calls: int = 2000
+    conf_dir: str = ""             # Asterisk's config directory (pjsip_volunteers.conf is written there)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,8 @@ class AgiConfig:
 class ApiConfig:
     host: str = "127.0.0.1"
     port: int = 15080
+    auth_fail_limit: int = 20       # unknown tokens from one address within the window before it is refused (429)
+    auth_fail_window: int = 300     # seconds; the count starts at the first failure
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +324,8 @@ def validate(cfg: Config) -> None:
         if not _LANG_RE.match(lang):
             raise ConfigError(f"languages[{i}]: expected a language code like 'en', got {lang!r}")
     b = cfg.balance
+    if cfg.api.auth_fail_limit < 1 or cfg.api.auth_fail_window < 1:
+        raise ConfigError("api.auth_fail_limit: api.auth_fail_limit and api.auth_fail_window must be at least 1")
     if b.interval <= 0:
         raise ConfigError("balance.interval: must be above 0")
     if not 0 < b.close_wait_s <= b.open_wait_s:

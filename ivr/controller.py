@@ -32,6 +32,7 @@ from .prompts.library import PromptLibrary
 from .metrics import Metrics
 from .records import CallRecorder
 from .balance.loop import BalanceLoop
+from .provision import SipProvisioner
 from .roster import Roster
 from .state import CallCenterState
 from .store.redis_store import Store
@@ -70,6 +71,8 @@ class Controller:
         self.ami = AmiClient(a.ami_host, a.ami_port, a.ami_username, a.ami_secret,
                              on_event=self._on_ami_event, on_connected=self._resync)
         self.roster = Roster(cfg, self.store)
+        self.provisioner = SipProvisioner(cfg, self.ami)
+        self.roster.on_accounts_changed = self._apply_accounts
         self.dispatcher = CallbackDispatcher(cfg, self.ami, self.store.callbacks, self.prompts)
         self.dialer = Dialer(cfg, self.store, self.ami)
         self.dialer.store_metric = lambda cid, outcome: self.metrics.campaign_attempts.labels(cid, outcome).inc()
@@ -165,6 +168,8 @@ class Controller:
         await self.agi.start()
         await self.ami.start()
         await self.roster.load()
+        if self.provisioner.enabled:
+            self._tasks.append(asyncio.create_task(self._sync_accounts(), name="sip-accounts"))
         self._tasks.append(asyncio.create_task(self.balance.run(), name="balance"))
         if cfg_has_trunk(self.cfg):
             self._tasks.append(asyncio.create_task(self.dialer.run(), name="dialer"))
@@ -178,6 +183,19 @@ class Controller:
         await site.start()
         log.info("controller %s (version %s) up: API http://%s:%d", self.cfg.node, __version__,
                  self.cfg.api.host, self.cfg.api.port)
+
+    async def _apply_accounts(self) -> None:
+        await self.provisioner.apply(self.roster.runtime_accounts())
+        self.balance.wake()
+
+    async def _sync_accounts(self) -> None:
+        """At start: bring pjsip_volunteers.conf in line with the roster in Redis (reload only if it changed)."""
+        while not self.ami.connected:
+            await asyncio.sleep(0.2)
+        try:
+            await self.provisioner.apply(self.roster.runtime_accounts(), force=False)
+        except Exception as exc:
+            log.error("SIP accounts of agents added at run time could not be applied: %s", exc)
 
     async def _wait_for_redis(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -390,6 +390,20 @@ class Sipp:
         return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir,
                                 start_new_session=True)
 
+    def register(self, user: str, password: str, port: int, expires: int = 300, timeout_s: int = 15) -> SippResult:
+        """REGISTER ``user`` from 127.0.0.1:port with digest auth; ``ok`` is 1 when Asterisk answered 200.
+
+        An agent phone started afterwards on the same port then receives the queue calls.
+        """
+        scenario = self._write("register", register_scenario(expires))
+        argv = [self.binary, f"{self.target_host}:{self.target_port}", "-sf", str(scenario), "-s", user,
+                "-au", user, "-ap", password, "-m", "1", "-timeout", f"{timeout_s}s", "-timeout_error",
+                "-recv_timeout", f"{timeout_s * 1000}", "-error_file", str(self.workdir / f"reg-err-{port}.log"),
+                "-trace_stat", "-stf", str(self.workdir / f"reg-stat-{port}.csv"), "-fd", "1",
+                *self._common(port, free_port_pair())]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s + 30, cwd=self.workdir)
+        return self._result(argv, proc.returncode, proc.stdout + proc.stderr)
+
     def start_callees(self, port: int, talk_ms: int = 20_000, timeout_s: int = 3600) -> subprocess.Popen[bytes]:
         """Customers' phones behind the trunk at 127.0.0.1:port (behaviour by the number's last digit)."""
         scenario = self._write("callees", callee_scenario(self.workdir / "pcap", talk_ms))
@@ -440,6 +454,29 @@ CALLEE_BEHAVIOURS = {
     "0": "key 1", "1": "key 1", "2": "key 1", "3": "key 1", "4": "key 2", "5": "key 9",
     "6": "busy", "7": "no answer", "8": "machine greeting", "9": "answer, no key",
 }
+
+
+def register_scenario(expires: int = 300) -> str:
+    """REGISTER, answer the digest challenge, expect 200 (anything else fails the run)."""
+    def register(cseq: int, auth: str) -> str:
+        return f"""  <send retrans="500"><![CDATA[
+REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:[service]@[remote_ip]>;tag=[call_number]
+To: <sip:[service]@[remote_ip]>
+Call-ID: [call_id]
+CSeq: {cseq} REGISTER
+Contact: <sip:[service]@[local_ip]:[local_port]>
+{auth}Max-Forwards: 70
+Expires: {expires}
+User-Agent: sipp-agent
+Content-Length: 0
+
+]]></send>
+"""
+    return ('<?xml version="1.0" encoding="ISO-8859-1"?>\n<scenario name="register">\n'
+            + register(1, "") + '  <recv response="401" auth="true"/>\n'
+            + register(2, "[authentication]\n") + '  <recv response="200"/>\n</scenario>\n')
 
 
 def callee_scenario(pcap_dir: Path, talk_ms: int = 20_000, key_after_ms: int = 1500) -> str:

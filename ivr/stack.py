@@ -108,6 +108,8 @@ class Stack:
                 else:
                     data[key] = value
             data["workdir"] = str(self.workdir)
+            if isinstance(data.get("asterisk"), dict):   # agents added at run time get their SIP account here
+                data["asterisk"].setdefault("conf_dir", str(self.asterisk_etc))
             self.config_path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
         secrets = load_secrets(self.secrets_path) if self.secrets_path.exists() else {}
         changed = False

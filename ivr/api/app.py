@@ -28,7 +28,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 DASHBOARD_PATHS = ("/", "/dashboard")
 # the only files served from /static/ (exact names: no directory listing, no other file of the package)
 STATIC_FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
-PUBLIC = {"/health", *DASHBOARD_PATHS, *(f"/static/{name}" for name in STATIC_FILES)}
+PUBLIC = {"/health", "/api/v1/openapi.json", *DASHBOARD_PATHS, *(f"/static/{name}" for name in STATIC_FILES)}
 # The dashboard loads its script and style from /static/ (no inline code), talks only to this origin.
 DASHBOARD_CSP = "; ".join([
     "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self' data:",
@@ -69,8 +69,19 @@ async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamR
             if not token:
                 return json_error(401, "missing bearer token (Authorization: Bearer <token>)")
             ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+            address = request.remote or "unknown"
+            api = ctl.cfg.api
+            failures, left = await ctl.store.auth_failures(address)
+            if failures >= api.auth_fail_limit:
+                resp = json_error(429, f"too many failed logins from {address}: try again in {left or 1} s")
+                resp.headers["Retry-After"] = str(left or 1)
+                return resp
             info = await ctl.store.verify_token(token)
             if info is None:
+                count = await ctl.store.auth_failed(address, api.auth_fail_window)
+                # one line per failure in a fixed form, for fail2ban (docs/api.md gives the filter)
+                log.warning("API authentication failure from %s (%d in window) on %s %s",
+                            address, count, request.method, request.path)
                 return json_error(401, "unknown token")
             if ROLE_RANK.get(info.get("role", ""), -1) < ROLE_RANK[needed]:
                 return json_error(403, f"this needs the {needed} role; token {info.get('name')!r} has {info.get('role')!r}")
@@ -133,6 +144,83 @@ async def reload_menus(request: web.Request) -> web.Response:
 async def agents(request: web.Request) -> web.Response:
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
     return web.json_response({"agents": ctl.roster.describe()})
+
+
+def _agent_json(ctl: "Controller", agent_id: str) -> dict[str, Any]:
+    return next(a for a in ctl.roster.describe() if a["id"] == agent_id)
+
+
+@requires("supervisor")
+async def agent_add(request: web.Request) -> web.Response:
+    """Add an agent (by default a novice volunteer) with a new SIP account; the password is shown once."""
+    from ..provision import ProvisionError
+    from ..roster import RosterError
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    body = await _json_body(request)
+    try:
+        ctl.provisioner.check()
+    except ProvisionError as exc:
+        return json_error(409, str(exc))
+    try:
+        agent, password = await ctl.roster.add(body, by=request["auth"].get("name", ""))
+    except RosterError as exc:
+        return json_error(409 if "exists already" in str(exc) else 400, str(exc))
+    except ProvisionError as exc:
+        log.error("API: agent added but its SIP account is not applied yet: %s", exc)
+        return json_error(503, str(exc))
+    a = ctl.cfg.asterisk
+    log.info("API: agent %s (%s, %s) added by %s", agent.id, agent.skill, agent.tier, request["auth"].get("name"))
+    return web.json_response({
+        "agent": _agent_json(ctl, agent.id),
+        "sip": {"server": a.sip_host, "port": a.sip_port, "transport": "udp", "username": agent.id,
+                "password": password, "realm": "asterisk"},
+        "note": "the password is shown once; it is stored only as a digest",
+    }, status=201)
+
+
+@requires("supervisor")
+async def agent_update(request: web.Request) -> web.Response:
+    """Change an agent's name, skill, team, tier, queues, languages or base penalty."""
+    from ..roster import RosterError
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    agent_id = request.match_info["agent_id"]
+    body = await _json_body(request)
+    try:
+        await ctl.roster.update(agent_id, body, by=request["auth"].get("name", ""))
+    except KeyError:
+        return json_error(404, f"no agent {agent_id!r}")
+    except RosterError as exc:
+        return json_error(400, str(exc))
+    ctl.balance.wake()
+    return web.json_response(_agent_json(ctl, agent_id))
+
+
+@requires("supervisor")
+async def agent_remove(request: web.Request) -> web.Response:
+    """Remove an agent added at run time, with its SIP account."""
+    from ..provision import ProvisionError
+    from ..roster import RosterError
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    from ..ami.client import AmiError
+    agent_id = request.match_info["agent_id"]
+    agent = ctl.roster.agents.get(agent_id)
+    try:
+        await ctl.roster.remove(agent_id, by=request["auth"].get("name", ""))
+    except KeyError:
+        return json_error(404, f"no agent {agent_id!r}")
+    except RosterError as exc:
+        return json_error(409, str(exc))
+    except ProvisionError as exc:
+        return json_error(503, str(exc))
+    if agent is not None:   # out of every queue now: the balancing loop only manages agents on the roster
+        for qname, q in list(ctl.state.queues.items()):
+            if agent.interface in q.members:
+                try:
+                    await ctl.ami.action("QueueRemove", {"Queue": qname, "Interface": agent.interface})
+                except AmiError as exc:
+                    log.warning("API: removing %s from %s: %s", agent.interface, qname, exc)
+    ctl.balance.wake()
+    return web.json_response({"id": agent_id, "removed": True})
 
 
 async def _set_login(request: web.Request, logged_in: bool) -> web.Response:
@@ -310,6 +398,42 @@ async def surveys(request: web.Request) -> web.Response:
     return web.json_response({"surveys": await ctl.store.surveys.recent(500)})
 
 
+@requires("viewer")
+async def report(request: web.Request) -> web.Response:
+    """Reports by hour or day (``?by=hour|day&since=&until=&hours=&tz=&sl_target=&format=json|csv``)."""
+    from .. import reports
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    q = request.query
+    unknown = set(q) - {"by", "since", "until", "hours", "tz", "sl_target", "format"}
+    if unknown:
+        return json_error(400, f"unknown parameter {sorted(unknown)[0]!r} (expected: by, since, until, hours, tz, "
+                               "sl_target, format)")
+    by = q.get("by", "hour")
+    fmt = q.get("format", "json")
+    if fmt not in ("json", "csv"):
+        return json_error(400, f"format: expected json or csv, got {fmt!r}")
+    try:
+        if by not in reports.PERIODS:
+            raise reports.ReportError(f"by: expected hour or day, got {by!r}")
+        tz = reports.parse_tz(q.get("tz", "UTC"))
+        start, end = reports.window_from(q, tz, by)
+        try:
+            sl_target = float(q.get("sl_target", "20"))
+        except ValueError:
+            raise reports.ReportError(f"sl_target: expected seconds, got {q.get('sl_target')!r}") from None
+        if not 0 < sl_target <= 3600:
+            raise reports.ReportError("sl_target: must be above 0 and at most 3600 seconds")
+        data = await reports.report(ctl.store.redis, ctl.cfg.redis.prefix, start=start, end=end, by=by, tz=tz,
+                                    sl_target=sl_target)
+    except reports.ReportError as exc:
+        return json_error(400, str(exc))
+    if fmt == "csv":
+        rows = data["rows"] + ([data["total"]] if data["rows"] else [])
+        return web.Response(text=reports.to_csv(rows), content_type="text/csv", headers={
+            "Content-Disposition": f'attachment; filename="report-{by}.csv"'})
+    return web.json_response(data)
+
+
 @requires("admin")
 async def audit(request: web.Request) -> web.Response:
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
@@ -321,6 +445,7 @@ async def live(request: web.Request) -> web.Response:
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
     data = ctl.live()
     data["callbacks_pending"] = len(await ctl.store.callbacks.pending(1000))
+    data["campaigns"] = await ctl.dialer.list()
     return web.json_response(data)
 
 
@@ -336,6 +461,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         while not ctl.stopping.is_set():
             data = ctl.live()
             data["callbacks_pending"] = len(await ctl.store.callbacks.pending(1000))
+            data["campaigns"] = await ctl.dialer.list()
             await resp.write(f"data: {json.dumps(data)}\n\n".encode())
             await asyncio.sleep(1.0)
     except (ConnectionResetError, asyncio.CancelledError):
@@ -370,10 +496,17 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=ctl.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
+async def openapi(request: web.Request) -> web.Response:
+    """The OpenAPI document (public: it describes the routes, it holds no data)."""
+    from .openapi import spec
+    return web.json_response(spec(request.app, PUBLIC))
+
+
 def build_app(controller: "Controller") -> web.Application:
     app = web.Application(middlewares=[errors_and_auth], client_max_size=1024 * 1024)
     app[CONTROLLER] = controller
     app.router.add_get("/health", health)
+    app.router.add_get("/api/v1/openapi.json", openapi)
     for path in DASHBOARD_PATHS:
         app.router.add_get(path, dashboard)
     for name in STATIC_FILES:
@@ -397,8 +530,12 @@ def build_app(controller: "Controller") -> web.Application:
     app.router.add_get("/api/v1/callbacks/{cb_id}", callback_get)
     app.router.add_get("/api/v1/surveys", surveys)
     app.router.add_get("/api/v1/audit", audit)
+    app.router.add_get("/api/v1/reports", report)
     from .campaign_routes import setup as campaign_routes   # imports this module: registered last
     campaign_routes(app)
+    app.router.add_post("/api/v1/agents", agent_add)
+    app.router.add_patch("/api/v1/agents/{agent_id}", agent_update)
+    app.router.add_delete("/api/v1/agents/{agent_id}", agent_remove)
     app.router.add_post("/api/v1/agents/{agent_id}/login", agent_login)
     app.router.add_post("/api/v1/agents/{agent_id}/logout", agent_logout)
     app.router.add_post("/api/v1/agents/{agent_id}/pause", agent_pause)

@@ -107,7 +107,7 @@ class BalanceLoop:
             live = [q.members[a.interface] for q in self.state.queues.values() if a.interface in q.members]
             agents[a.id] = AgentView(
                 id=a.id, interface=a.interface, skill=a.skill, team=a.team, tier=a.tier, queues=tuple(a.queues),
-                logged_in=self.roster.logged_in.get(a.id, False),
+                logged_in=self.roster.logged_in.get(a.id, False), penalty=a.penalty,
                 paused=any(m.paused for m in live),
                 reachable=not any(m.status in (ev.DEVICE_UNAVAILABLE, ev.DEVICE_INVALID) for m in live),
                 busy=any(m.in_call for m in live))

@@ -45,6 +45,7 @@ class AgentView:
     paused: bool = False
     reachable: bool = True               # device registered / not UNAVAILABLE
     busy: bool = False                   # on a call or ringing
+    penalty: int = 0                     # the supervisor's base penalty, added to the policy's own
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +201,7 @@ def desired_members(snap: Snapshot, tiers: Mapping[str, TierState], p: Policy) -
                 penalty = p.novice_penalty
             else:
                 penalty = p.experienced_penalty_on_simple if simple else 0
-            out[qname][a.interface] = penalty
+            out[qname][a.interface] = penalty + a.penalty
     return out
 
 

@@ -41,6 +41,9 @@ class Keys:
     def tokens(self) -> str:
         return f"{self.prefix}:tokens"
 
+    def auth_failures(self, address: str) -> str:
+        return f"{self.prefix}:authfail:{address}"
+
     def banner(self, lang: str) -> str:
         return f"{self.prefix}:banner:{lang}"
 

@@ -165,6 +165,23 @@ class Store:
         raw = await self.redis.hget(self.keys.tokens, _hash_token(token))
         return json.loads(raw) if raw else None
 
+    async def auth_failures(self, address: str) -> tuple[int, int]:
+        """Failed token checks from ``address`` in the current window, and the seconds the window has left."""
+        async with self.redis.pipeline(transaction=False) as p:
+            p.get(self.keys.auth_failures(address))
+            p.ttl(self.keys.auth_failures(address))
+            count, ttl = await p.execute()
+        return int(count or 0), max(int(ttl or 0), 0)
+
+    async def auth_failed(self, address: str, window: int) -> int:
+        """Count one failed token check; the window starts at the first failure. Returns the count."""
+        key = self.keys.auth_failures(address)
+        async with self.redis.pipeline(transaction=True) as p:
+            p.incr(key)
+            p.expire(key, window, nx=True)
+            count, _ = await p.execute()
+        return int(count)
+
     # ------------------------------------------------------------------ audit
     async def audit(self, who: str, action: str, target: str, old: Any, new: Any) -> None:
         """Append who changed what, when, with the old and new value."""

@@ -129,6 +129,14 @@ class CallbackStore:
             p.hset(self.keys.callback(cb_id), mapping=fields)
             await p.execute()
 
+    async def mark_call(self, call_uid: str, cb_id: str, ttl: int = 30 * 86400) -> None:
+        """Tag the call record of an answered callback (reports keep it apart from inbound calls)."""
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hset(self.keys.call(call_uid), mapping={"kind": "callback", "callback_id": cb_id, "menu": "callback"})
+            p.expire(self.keys.call(call_uid), ttl)
+            p.hset(self.keys.callback(cb_id), "call_uid_back", call_uid)
+            await p.execute()
+
     async def pending(self, limit: int = 100) -> list[dict[str, Any]]:
         ids = await self.redis.zrange(self.keys.callbacks_pending, 0, limit - 1)
         out = []

@@ -139,7 +139,24 @@ TEST_AGENTS = {
     "1005": (["support"], True, "experienced", "volunteer"),
 }
 # Quick thresholds so a flood of a dozen callers opens the overflow tier within seconds.
+# A short lock-out window so the rate-limit test does not lock the other tests out for minutes.
+TEST_API = {"auth_fail_limit": 10, "auth_fail_window": 4}
 TEST_BALANCE = {"open_wait_s": 8, "close_wait_s": 4, "min_open_s": 6, "sl_min_calls": 100000}
+
+
+def create_token(stack: "TestStack", name: str, role: str) -> str:
+    """A new API token with that role, made the way `ivr token create` makes it."""
+    import asyncio
+
+    from ivr.store.redis_store import Store
+
+    async def create() -> str:
+        store = Store.from_url(stack.stack.config().redis.url)
+        try:
+            return await store.create_token(name, role)
+        finally:
+            await store.close()
+    return asyncio.run(create())
 
 
 def start_test_stack(workdir: Path) -> TestStack:
@@ -157,7 +174,7 @@ def start_test_stack(workdir: Path) -> TestStack:
     shutil.copy(FIXTURES / "dialplans" / "short.yaml", dialplans / "short.yaml")
     stack = Stack(workdir)
     stack.init(port_base=base, extra={"dialplans_dir": str(dialplans), "agents": agents,
-                                      "log_level": "DEBUG", "balance": TEST_BALANCE,
+                                      "log_level": "DEBUG", "balance": TEST_BALANCE, "api": TEST_API,
                                       "asterisk": {"trunk_uri": f"sip:127.0.0.1:{customer_port}",
                                                    "outbound_callerid": "5550100"},
                                       "dids": {SHORT_MENU_DID: "short", BROKEN_MENU_DID: "nosuchmenu"}})

@@ -7,7 +7,7 @@ one is also copied to ``docs/img/dashboard.png`` for the README.
 
 from __future__ import annotations
 
-import asyncio
+import os
 import shutil
 import urllib.error
 import urllib.request
@@ -18,9 +18,8 @@ import pytest
 
 from ivr.config import PROJECT_ROOT
 from ivr.sipp import CallerScript
-from ivr.store.redis_store import Store
 
-from .harness import TestStack, wait_for
+from .harness import TestStack, create_token, wait_for
 
 try:
     from selenium import webdriver
@@ -133,16 +132,6 @@ def console_problems(drv: WebDriver) -> list[str]:
             or "Content Security Policy" in e["message"]]
 
 
-def create_token(stack: TestStack, name: str, role: str) -> str:
-    async def create() -> str:
-        store = Store.from_url(stack.stack.config().redis.url)
-        try:
-            return await store.create_token(name, role)
-        finally:
-            await store.close()
-    return asyncio.run(create())
-
-
 # ------------------------------------------------------------------ tests
 def test_dashboard_is_public_and_served_with_a_strict_policy(stack: TestStack) -> None:
     for path in ("/", "/dashboard", "/static/dashboard.js", "/static/dashboard.css"):
@@ -209,8 +198,8 @@ def test_dashboard_shows_a_waiting_caller_and_pauses_an_agent(stack: TestStack, 
         # the "done" confirmations fade out by themselves after 4 s: clear them now (no stale-element race)
         drv.execute_script("document.querySelectorAll('#messages .msg').forEach((m) => m.remove())")
         screenshot(drv, ARTIFACTS / "dashboard-laptop.png", LAPTOP)
-        README_IMAGE.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(ARTIFACTS / "dashboard-laptop.png", README_IMAGE)
+        if os.environ.get("IVR_UPDATE_README_SCREENSHOT"):   # refresh docs/img/dashboard.png on purpose only
+            shutil.copyfile(ARTIFACTS / "dashboard-laptop.png", README_IMAGE)
         screenshot(drv, ARTIFACTS / "dashboard-laptop-full.png", LAPTOP, full_page=True)
         screenshot(drv, ARTIFACTS / "dashboard-phone.png", PHONE, mobile=True, scale=2)
         screenshot(drv, ARTIFACTS / "dashboard-phone-full.png", PHONE, mobile=True, scale=2, full_page=True)
@@ -221,6 +210,30 @@ def test_dashboard_shows_a_waiting_caller_and_pauses_an_agent(stack: TestStack, 
             stack.api.request("POST", f"/api/v1/agents/{AGENT}/unpause")
         result = stack.sipp.finish(proc, timeout=90)
     assert result.ok, result.errors
+
+
+def test_dashboard_shows_campaign_progress_and_starts_a_campaign(stack: TestStack, browser: WebDriver) -> None:
+    from .test_campaigns import campaign, csv_body, post_csv
+    cid = "t-dashboard"
+    # the customer phones answer numbers ending in 6 busy: one attempt each, then the contact is closed
+    assert stack.api.request("POST", "/api/v1/campaigns", campaign(cid, max_attempts=1))[0] == 201
+    report = post_csv(stack, cid, csv_body([(f"+12025550{n}", f"Contact {n}", "") for n in ("216", "226", "236")]))
+    assert report["imported"] == 3, report
+    drv = browser
+    viewport(drv, LAPTOP)
+    open_dashboard(drv, stack, stack.api.token)
+    row = f'[data-campaign="{cid}"]'
+    wait_for(lambda: css(drv, row), timeout=10, what="the campaign row")
+    assert attr(drv, row, "data-state") == "draft"
+    assert text(drv, f'{row} .progress-label').startswith("0 / 3 (0%)")
+    start = css(drv, f'{row} button[data-action="start"]')[0]
+    assert start.text == "Start"
+    start.click()
+    wait_for(lambda: stack.api.get(f"/api/v1/campaigns/{cid}")["state"] in ("running", "done"), timeout=5,
+             what="the campaign to start in the API")
+    wait_for(lambda: text(drv, f'{row} .progress-label').startswith("3 / 3 (100%)"), timeout=15,
+             what="the page to show every contact closed")
+    assert not console_problems(drv)
 
 
 def test_viewer_token_gets_a_visible_403_and_sign_out_forgets_the_token(stack: TestStack,

@@ -33,7 +33,7 @@ def conf_sections(text: str) -> list[tuple[str, list[tuple[str, str]]]]:
     out: list[tuple[str, list[tuple[str, str]]]] = []
     for raw in text.splitlines():
         line = raw.split(";", 1)[0].strip() if not raw.lstrip().startswith("exten") else raw.strip()
-        if not line:
+        if not line or line.startswith(("#include ", "#tryinclude ")):
             continue
         m = re.fullmatch(r"\[([^\]]+)\](\(.*\))?", line)
         if m:
@@ -129,6 +129,27 @@ def test_manager_conf_loopback_secret_and_least_rights(rendered: tuple[Config, A
     assert not write_perms & forbidden, write_perms
     assert {"call", "agent"} <= read_perms and {"agent", "reporting"} <= write_perms
     assert [n for n, _ in secs] == ["general", cfg.asterisk.ami_username]
+
+
+def test_config_write_only_when_agents_can_be_added_at_run_time(tmp_path: Path) -> None:
+    cfg = make_config(asterisk={"conf_dir": str(tmp_path / "etc")})
+    dirs = AsteriskDirs.under(tmp_path / "etc", tmp_path / "state")
+    render(cfg, dirs, {"ami_secret": AMI_SECRET})
+    user = section(conf_sections(read(dirs, "manager.conf")), cfg.asterisk.ami_username)
+    assert set(user["write"].split(",")) == {"call", "agent", "originate", "reporting", "config"}
+    assert "#tryinclude pjsip_volunteers.conf" in read(dirs, "pjsip.conf")
+
+
+def test_runtime_accounts_use_digest_credentials_not_passwords() -> None:
+    from ivr.asterisk_conf import render_accounts
+    from ivr.roster import md5_cred
+    text = render_accounts([{"id": "7001", "display": "Vol One", "contact": "", "realm": "asterisk",
+                             "md5_cred": md5_cred("7001", "s3cret"), "password": ""}])
+    secs = conf_sections(text)
+    auth = section(secs, "7001-auth")
+    assert auth["auth_type"] == "md5" and auth["md5_cred"] == md5_cred("7001", "s3cret")
+    assert "s3cret" not in text and "password" not in auth
+    assert [n for n, _ in secs] == ["7001", "7001", "7001-auth"]
 
 
 def test_manager_conf_follows_configured_user_and_port(tmp_path: Path) -> None:

@@ -612,7 +612,9 @@ def test_member_actions_only_touch_logged_in_assigned_or_managed_interfaces(snap
             del members[act.queue][act.interface]
     queues = {n: dataclasses.replace(q, members=members[n]) for n, q in snap.queues.items()}
     again = decide(Snapshot(now=snap.now, queues=queues, agents=snap.agents, tiers=d.tiers))
-    assert _kinds(again, *MEMBER_KINDS) == []
+    if {n: t.open for n, t in again.tiers.items()} == {n: t.open for n, t in d.tiers.items()}:
+        # (a tier that opens or closes because the new members changed the estimate legitimately acts again)
+        assert _kinds(again, *MEMBER_KINDS) == []
 
 
 def test_an_idle_agent_in_two_queues_gets_one_callback_not_two() -> None:

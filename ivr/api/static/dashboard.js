@@ -269,6 +269,7 @@
     renderKpis(queues, agents, data.callbacks_pending);
     renderQueues(queues);
     renderAgents(agents);
+    renderCampaigns(Array.isArray(data.campaigns) ? data.campaigns : []);
     renderChart(Array.isArray(data.history) ? data.history : [], data.time);
   }
 
@@ -454,6 +455,87 @@
     });
     for (const [id, row] of agentRows) {
       if (!seen.has(id)) { row.root.remove(); agentRows.delete(id); }
+    }
+  }
+
+  // ---------------------------------------------------------------- campaigns
+  const campaignRows = new Map();
+  const CAMPAIGN_ACTION = { running: 'pause', paused: 'resume', draft: 'start' };
+  const CAMPAIGN_LABEL = { pause: 'Pause', resume: 'Resume', start: 'Start' };
+
+  async function campaignAction(cid, action, button) {
+    if (!token) return;
+    button.disabled = true;
+    const what = `${CAMPAIGN_LABEL[action]} campaign ${cid}`;
+    let resp;
+    try {
+      resp = await fetch(`/api/v1/campaigns/${encodeURIComponent(cid)}/${action}`, {
+        method: 'POST', headers: { Authorization: `Bearer ${token}` }, cache: 'no-store',
+      });
+    } catch (e) {
+      button.disabled = false;
+      showMessage('error', `${what} failed: the server is not reachable (${e.message})`);
+      return;
+    }
+    if (!resp.ok) {
+      button.disabled = false;
+      const detail = await readError(resp);
+      showMessage('error', `${what} failed: ${resp.status} ${detail}`, { status: resp.status });
+      if (resp.status === 401) signOut(`Token not accepted: ${detail}`);
+      return;
+    }
+    showMessage('info', `${what}: done`);
+  }
+
+  function renderCampaigns(campaigns) {
+    const body = $('campaigns-body');
+    $('campaigns-empty').hidden = campaigns.length > 0;
+    $('campaigns').hidden = campaigns.length === 0;
+    const seen = new Set();
+    campaigns.forEach((c, i) => {
+      const id = String(c.id);
+      seen.add(id);
+      let row = campaignRows.get(id);
+      if (!row) {
+        const cells = {};
+        const root = h('tr', { 'data-campaign': id });
+        for (const col of ['name', 'state', 'progress', 'active', 'pace', 'actions']) {
+          cells[col] = h('td', { 'data-col': col });
+          root.append(cells[col]);
+        }
+        const bar = h('span', { class: 'progress-bar' });
+        const fill = h('span', { class: 'progress-fill' });
+        bar.append(fill);
+        const label = h('span', { class: 'progress-label' });
+        cells.progress.append(bar, ' ', label);
+        const btn = h('button', { type: 'button', class: 'btn' });
+        btn.addEventListener('click', () => campaignAction(id, btn.dataset.action, btn));
+        cells.actions.append(btn);
+        row = { root, cells, fill, label, btn };
+        campaignRows.set(id, row);
+      }
+      if (body.children[i] !== row.root) body.insertBefore(row.root, body.children[i] || null);
+      const counts = c.counts || {};
+      const total = Object.values(counts).reduce((n, v) => n + Number(v || 0), 0);
+      const closed = ['done', 'failed', 'optout', 'dnc'].reduce((n, k) => n + Number(counts[k] || 0), 0);
+      const pct = total ? Math.round((closed / total) * 100) : 0;
+      setText(row.cells.name, c.name || id);
+      setText(row.cells.state, c.state || '–');
+      row.fill.style.width = `${pct}%`;
+      setText(row.label, `${closed} / ${total} (${pct}%) · ${Number(counts.done || 0)} reached`);
+      setText(row.cells.active, String(c.active || 0));
+      setText(row.cells.pace, c.pace === null || c.pace === undefined ? '–' : `${Math.round(c.pace * 100)}%`);
+      setAttr(row.root, 'data-state', c.state || '');
+      const action = CAMPAIGN_ACTION[c.state];
+      row.btn.hidden = !action;
+      if (action && row.btn.dataset.action !== action) {
+        setAttr(row.btn, 'data-action', action);
+        setText(row.btn, CAMPAIGN_LABEL[action]);
+        row.btn.disabled = false;
+      }
+    });
+    for (const [id, row] of campaignRows) {
+      if (!seen.has(id)) { row.root.remove(); campaignRows.delete(id); }
     }
   }
 
