@@ -171,6 +171,72 @@ def cmd_token(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _api_call(args: argparse.Namespace, method: str, path: str, body: object = None) -> tuple[int, object]:
+    """Call the running controller's API (agents added at run time need it: it reloads Asterisk)."""
+    import os
+    import urllib.error
+    import urllib.request
+
+    from .config import load_secrets
+
+    cfg = load(args.config)
+    token = args.token or os.environ.get("IVR_TOKEN", "")
+    if not token:
+        secrets = Path(args.config).parent / "secrets.yaml"
+        token = load_secrets(secrets).get("api_token", "") if secrets.exists() else ""
+    if not token:
+        raise ConfigError("no API token: pass --token, set IVR_TOKEN, or keep api_token in secrets.yaml")
+    host = f"[{cfg.api.host}]" if ":" in cfg.api.host else cfg.api.host
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"http://{host}:{cfg.api.port}{path}", data=data, method=method,
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read() or b"null")
+        except ValueError:
+            return exc.code, {"error": exc.reason}
+    except OSError as exc:
+        return 0, {"error": f"the controller API at {host}:{cfg.api.port} is not reachable ({exc})"}
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    fields: dict[str, object] = {}
+    for key in ("name", "skill", "team", "tier"):
+        if getattr(args, key) is not None:
+            fields[key] = getattr(args, key)
+    for key in ("queues", "languages"):
+        if getattr(args, key) is not None:
+            fields[key] = [v.strip() for v in getattr(args, key).split(",") if v.strip()]
+    if args.penalty is not None:
+        fields["penalty"] = args.penalty
+    if args.action == "list":
+        status, out = _api_call(args, "GET", "/api/v1/agents")
+    elif args.action == "add":
+        if args.id:
+            fields["id"] = args.id
+        status, out = _api_call(args, "POST", "/api/v1/agents", fields)
+    elif not args.id:
+        print(f"ivr agent {args.action}: needs --id", file=sys.stderr)
+        return 2
+    elif args.action == "update":
+        status, out = _api_call(args, "PATCH", f"/api/v1/agents/{args.id}", fields)
+    elif args.action == "remove":
+        status, out = _api_call(args, "DELETE", f"/api/v1/agents/{args.id}")
+    else:
+        status, out = _api_call(args, "POST", f"/api/v1/agents/{args.id}/{args.action}")
+    if not 200 <= status < 300:
+        err = out.get("error") if isinstance(out, dict) else out
+        print(f"ivr agent {args.action}: {err}" + (f" (HTTP {status})" if status else ""), file=sys.stderr)
+        return 1
+    print(json.dumps(out, indent=2, ensure_ascii=False))
+    if args.action == "add":
+        print("the SIP password is shown once: give it to the agent now", file=sys.stderr)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from . import reports
     from .store.redis_store import Store
@@ -348,6 +414,20 @@ def build_parser() -> argparse.ArgumentParser:
     tk.add_argument("--name", default="", help="who the token is for (create, revoke)")
     tk.add_argument("--role", default="viewer", help="viewer, supervisor or admin")
     tk.set_defaults(func=cmd_token)
+
+    ag = sub.add_parser("agent", help="agents and volunteers through the running controller (SIP accounts too)")
+    ag.add_argument("action", choices=("list", "add", "update", "remove", "login", "logout", "pause", "unpause"))
+    ag.add_argument("--config", required=True)
+    ag.add_argument("--token", default="", help="API token (default: IVR_TOKEN, then api_token in secrets.yaml)")
+    ag.add_argument("--id", default="", help="agent id (SIP user); add picks the next free one from 7001 if omitted")
+    ag.add_argument("--name")
+    ag.add_argument("--skill", choices=("experienced", "novice"))
+    ag.add_argument("--team")
+    ag.add_argument("--tier", choices=("core", "volunteer"))
+    ag.add_argument("--queues", help="comma-separated queue names")
+    ag.add_argument("--languages", help="comma-separated language codes")
+    ag.add_argument("--penalty", type=int, help="base penalty 0-100")
+    ag.set_defaults(func=cmd_agent)
 
     rp = sub.add_parser("report", help="calls, ASA, service level, abandonment, FCR, satisfaction by hour or day")
     rp.add_argument("--config", required=True)

@@ -74,3 +74,22 @@ class SipProvisioner:
         self.reloads += 1
         log.info("provision: %s written (%d accounts), res_pjsip reloaded", self.path, len(accounts))
         return True
+
+
+def phone_configs(server: str, port: int, user: str, password: str, display: str) -> dict[str, str]:
+    """Ready-to-use account settings for a softphone (Linphone's linphonerc) and a Yealink desk phone
+    (a ``<MAC>.cfg`` provisioning file). Built when the account is made: the password is not kept."""
+    host = f"[{server}]" if ":" in server else server
+    display = display.replace('"', "").replace("\n", " ")[:40] or user
+    linphone = "\n".join([
+        "[proxy_0]", f"reg_proxy=<sip:{host}:{port};transport=udp>", f'reg_identity="{display}" <sip:{user}@{host}>',
+        "reg_expires=300", "reg_sendregister=1", "publish=0", "",
+        "[auth_info_0]", f"username={user}", f"userid={user}", f"passwd={password}", "realm=asterisk", ""])
+    yealink = "\n".join([
+        "#!version:1.0.0.1", "account.1.enable = 1", f"account.1.label = {display}",
+        f"account.1.display_name = {display}", f"account.1.auth_name = {user}", f"account.1.user_name = {user}",
+        f"account.1.password = {password}", f"account.1.sip_server.1.address = {server}",
+        f"account.1.sip_server.1.port = {port}", "account.1.sip_server.1.transport_type = 0",
+        "account.1.sip_server.1.expires = 300", "account.1.nat.rport = 1", "account.1.codec.pcmu.enable = 1",
+        "account.1.codec.pcma.enable = 1", "account.1.dtmf.type = 1", ""])
+    return {"linphonerc": linphone, "yealink_cfg": yealink}

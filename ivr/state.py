@@ -45,6 +45,7 @@ class Member:
     in_call: bool = False
     calls_taken: int = 0
     last_call: int = 0
+    bridged: str = ""        # the caller an AgentConnect bridged to this member, until its AgentComplete
 
     @property
     def available(self) -> bool:
@@ -192,7 +193,9 @@ class CallCenterState:
         if "Status" in e:
             m.status = _int(e["Status"])
         if "InCall" in e:
-            m.in_call = _bool(e["InCall"])
+            # a QueueMemberStatus raised by the device-state change of the answer can arrive after the
+            # AgentConnect with InCall still 0: between AgentConnect and AgentComplete the member is in a call
+            m.in_call = _bool(e["InCall"]) or bool(m.bridged)
         if "CallsTaken" in e:
             m.calls_taken = _int(e["CallsTaken"])
         if "LastCall" in e:
@@ -256,6 +259,7 @@ class CallCenterState:
         m = q.members.get(e.get("Interface", ""))
         if m is not None:
             m.in_call = True
+            m.bridged = e.get("Uniqueid", "") or "?"
 
     def _on_agent_complete(self, e: Event) -> None:
         q = self.queue(e.get("Queue", ""))
@@ -263,6 +267,7 @@ class CallCenterState:
         m = q.members.get(e.get("Interface", ""))
         if m is not None:
             m.in_call = False
+            m.bridged = ""
 
     def _on_newchannel(self, e: Event) -> None:
         uid = e.get("Uniqueid", "")

@@ -153,7 +153,7 @@ def _agent_json(ctl: "Controller", agent_id: str) -> dict[str, Any]:
 @requires("supervisor")
 async def agent_add(request: web.Request) -> web.Response:
     """Add an agent (by default a novice volunteer) with a new SIP account; the password is shown once."""
-    from ..provision import ProvisionError
+    from ..provision import ProvisionError, phone_configs
     from ..roster import RosterError
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
     body = await _json_body(request)
@@ -174,6 +174,7 @@ async def agent_add(request: web.Request) -> web.Response:
         "agent": _agent_json(ctl, agent.id),
         "sip": {"server": a.sip_host, "port": a.sip_port, "transport": "udp", "username": agent.id,
                 "password": password, "realm": "asterisk"},
+        "phone_configs": phone_configs(a.sip_host, a.sip_port, agent.id, password, agent.name or agent.id),
         "note": "the password is shown once; it is stored only as a digest",
     }, status=201)
 

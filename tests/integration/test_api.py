@@ -147,6 +147,8 @@ def test_volunteer_added_by_api_registers_takes_a_call_and_is_removed(stack: Tes
     aid, password = agent["id"], sip["password"]
     assert agent["tier"] == "volunteer" and agent["source"] == "api" and agent["logged_in"] is False
     assert sip["username"] == aid and len(password) >= 20 and str(stack.sip_port) == str(sip["port"])
+    configs = body["phone_configs"]
+    assert f"passwd={password}" in configs["linphonerc"] and f"account.1.password = {password}" in configs["yealink_cfg"]
     conf = (stack.stack.asterisk_etc / "pjsip_volunteers.conf").read_text()
     assert f"[{aid}-auth]" in conf and password not in conf
     assert password not in (stack.stack.workdir / "logs" / "controller.log").read_text(errors="replace")
@@ -189,6 +191,30 @@ def test_volunteer_added_by_api_registers_takes_a_call_and_is_removed(stack: Tes
     assert status == 409 and "config file" in err["error"]
     actions = [(e["action"], e["target"]) for e in stack.api.get("/api/v1/audit")["audit"]]
     assert {("agent.add", aid), ("agent.update", aid), ("agent.remove", aid)} <= set(actions)
+
+
+def test_agent_cli_goes_through_the_running_controller(stack: TestStack) -> None:
+    import subprocess
+    import sys
+
+    def ivr(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ivr", "agent", *args, "--config", str(stack.stack.config_path)],
+                              capture_output=True, text=True, timeout=60)
+    added = ivr("add", "--name", "CLI Volunteer", "--queues", "refunds", "--languages", "en,zh")
+    assert added.returncode == 0, added.stderr
+    out = json.loads(added.stdout)
+    aid = out["agent"]["id"]
+    assert out["agent"]["queues"] == ["refunds"] and out["agent"]["languages"] == ["en", "zh"]
+    assert out["sip"]["password"] and "shown once" in added.stderr
+    upd = ivr("update", "--id", aid, "--skill", "experienced", "--penalty", "2")
+    assert upd.returncode == 0 and json.loads(upd.stdout)["skill"] == "experienced", upd.stderr
+    bad = ivr("update", "--id", aid, "--queues", "nosuch")
+    assert bad.returncode == 1 and "queues: unknown queue 'nosuch'" in bad.stderr
+    listed = json.loads(ivr("list").stdout)["agents"]
+    assert any(a["id"] == aid and a["penalty"] == 2 for a in listed)
+    assert ivr("remove", "--id", aid).returncode == 0
+    gone = ivr("remove", "--id", aid)
+    assert gone.returncode == 1 and f"no agent '{aid}'" in gone.stderr
 
 
 def _idle(stack: TestStack) -> bool:

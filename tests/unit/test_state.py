@@ -237,6 +237,16 @@ def test_agent_connect_complete_marks_member_busy_then_free(state: CallCenterSta
     assert state.queues["support"].stats.total_talk == 60
 
 
+def test_a_late_member_status_with_incall_0_does_not_free_a_connected_member(state: CallCenterState) -> None:
+    feed(state, queue_member("support", "1001"), agent_connect("support", "u1", "1001", hold=2))
+    late = {**queue_member("support", "1001", status=2, in_call=False), "Event": "QueueMemberStatus",
+            "Interface": "PJSIP/1001", "MemberName": "1001"}
+    feed(state, late)
+    assert q(state, "support")["busy"] == 1
+    feed(state, agent_complete("support", "u1", "1001", hold=2, talk=3), {**late, "Status": "1"})
+    assert q(state, "support")["busy"] == 0 and q(state, "support")["available"] == 1
+
+
 def test_service_level_and_asa_from_agent_connect(state: CallCenterState) -> None:
     feed(state, queue_params("support", servicelevel=20))
     for i, hold in enumerate((5, 20, 21, 50)):
