@@ -499,8 +499,10 @@
       if (!row) {
         const cells = {};
         const root = h('tr', { 'data-campaign': id });
+        const labels = { name: 'Campaign', state: 'State', progress: 'Progress', active: 'Dialling now', pace: 'Pace',
+                         actions: '' };
         for (const col of ['name', 'state', 'progress', 'active', 'pace', 'actions']) {
-          cells[col] = h('td', { 'data-col': col });
+          cells[col] = h('td', { 'data-col': col, 'data-label': labels[col] });
           root.append(cells[col]);
         }
         const bar = h('span', { class: 'progress-bar' });
