@@ -152,6 +152,11 @@ def run_demo(opts: DemoOptions, out: Any = sys.stdout) -> dict[str, Any]:
         summary["sipp_failed"] = sum(r.failed for r in results.values())
         summary["sipp_successful"] = sum(r.successful for r in results.values())
         print("summary: " + json.dumps(summary), file=out, flush=True)
+        from .reports import to_table
+        rep = _get(info["api"], f"/api/v1/reports?since={started:.3f}&until={time.time() + 1:.3f}", token)
+        if rep["rows"]:
+            print("report (ivr report --config " + str(stack.config_path) + "):", file=out)
+            print(to_table(rep["rows"] + [rep["total"]]), file=out, flush=True)
         if opts.keep_running:
             print("stack left running; stop it with: ivr down --workdir " + str(opts.workdir), file=out)
         return summary
