@@ -35,9 +35,28 @@ BRANCHES: tuple[tuple[str, str, float], ...] = (
 LANGUAGES: tuple[tuple[str, str, float], ...] = (("en", "1", 0.5), ("fa", "2", 0.3), ("zh", "3", 0.2))
 # what callers key in after the menu choice: a booking number for the refund branches
 BRANCH_INPUT: dict[str, list[tuple[str, str | int]]] = {
-    "1": [("pause", 900), ("dtmf", "314159")],
+    "1": [("pause", 900), ("dtmf", "314159")],     # STATUS_BOOKING: has a refund request (seeded)
     "2": [("pause", 900), ("dtmf", "271828")],
 }
+
+
+STATUS_BOOKING = "314159"
+
+
+def _seed_refund(cfg: Any, booking: str) -> None:
+    """A refund request for the booking the status callers ask about, so they hear a status and hang up."""
+    import asyncio
+
+    from .store.redis_store import Store
+
+    async def seed() -> None:
+        store = Store.from_url(cfg.redis.url, cfg.redis.prefix)
+        try:
+            if not await store.refunds.by_booking(booking):
+                await store.refunds.create(booking, source="demo")
+        finally:
+            await store.close()
+    asyncio.run(seed())
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +132,7 @@ def run_demo(opts: DemoOptions, out: Any = sys.stdout) -> dict[str, Any]:
     old = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         info = stack.up()
+        _seed_refund(stack.config(), STATUS_BOOKING)
         started = time.time()
         print(f"stack up: SIP {info['sip']}, API {info['api']} (token in {stack.secrets_path})", file=out)
         print(f"dashboard: {info['api']}/  (Authorization: Bearer <token>)", file=out, flush=True)
