@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import jinja2
 
-from .config import PROJECT_ROOT, Config
+from .config import PROJECT_ROOT, Config, ConfigError
 
 TEMPLATES_DIR = PROJECT_ROOT / "asterisk_conf"
 SECRET_FILES = {"manager.conf", "pjsip.conf"}
@@ -33,7 +33,7 @@ MODULES: tuple[str, ...] = (
     "res_pjsip_registrar.so", "res_pjsip_outbound_registration.so", "res_pjsip_sdp_rtp.so",
     "res_pjsip_caller_id.so", "res_pjsip_nat.so", "res_pjsip_rfc3326.so", "res_pjsip_dtmf_info.so",
     "res_pjsip_header_funcs.so", "res_pjsip_acl.so", "res_pjsip_logger.so", "res_pjsip_diversion.so",
-    "res_pjsip_pubsub.so", "res_pjsip_dlg_options.so", "res_security_log.so",
+    "res_pjsip_pubsub.so", "res_pjsip_dlg_options.so", "res_security_log.so", "res_manager_devicestate.so",
     # bridging
     "bridge_simple.so", "bridge_native_rtp.so", "bridge_softmix.so", "bridge_holding.so",
     "bridge_builtin_features.so",
@@ -92,6 +92,28 @@ def _sip_bind(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+CODEC_MODULES = {"g722": "codec_g722.so", "opus": "codec_opus.so"}
+
+
+def modules_for(cfg: Config) -> tuple[str, ...]:
+    """MODULES plus the codec modules the configured agent codecs need (opus only where it is installed)."""
+    extra = []
+    for codec in cfg.asterisk.codecs:
+        module = CODEC_MODULES.get(codec)
+        if module is None:
+            continue
+        if not (Path(cfg.asterisk.modules_dir) / module).exists():
+            raise ConfigError(f"asterisk.codecs: {codec} needs {module}, which is not in {cfg.asterisk.modules_dir} "
+                              f"(Debian's Asterisk has codec_g722 but no opus transcoder)")
+        extra.append(module)
+    return MODULES + tuple(extra)
+
+
+def device_options(cfg: Config, contact: str) -> dict[str, Any]:
+    """Codecs for every agent endpoint; OPTIONS pings (qualify) for phones that register, not static contacts."""
+    return {"allow": ",".join(cfg.asterisk.codecs), "qualify": 0 if contact else cfg.asterisk.qualify_frequency}
+
+
 def render_accounts(accounts: list[Mapping[str, Any]]) -> str:
     """SIP accounts of agents added at run time (pjsip_volunteers.conf), from the agents' template."""
     head = ("; Written by the controller (agents added at run time); do not edit: changes are\n"
@@ -108,6 +130,7 @@ def render(cfg: Config, dirs: AsteriskDirs, secret_values: Mapping[str, str]) ->
     """
     dirs.create()
     env = _environment()
+    modules = modules_for(cfg)
     agents = []
     for ag in cfg.agents:
         display = (ag.name or f"Agent {ag.id}").replace('"', "").replace("\n", " ")[:40]
@@ -116,12 +139,17 @@ def render(cfg: Config, dirs: AsteriskDirs, secret_values: Mapping[str, str]) ->
             "display": display,
             "contact": ag.contact,
             "password": ag.password or secret_values.get(f"agent:{ag.id}") or new_secret(12),
+            **device_options(cfg, ag.contact),
         })
     ctx = {
         "asterisk": cfg.asterisk,
         "agi": cfg.agi,
         "dirs": dirs,
-        "modules": MODULES,
+        "modules": modules,
+        "prompts_dir": cfg.prompts_dir,
+        "accept_lang": cfg.languages[0] if cfg.languages else "en",
+        "trunk_host": cfg.asterisk.trunk_uri.split(":", 1)[1] if cfg.asterisk.trunk_uri else "",
+        "outbound_callerid": cfg.asterisk.outbound_callerid,
         "queues": cfg.queues,
         "agents": agents,
         "ami_secret": secret_values["ami_secret"],

@@ -26,6 +26,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 QUEUE_STRATEGIES = ("ringall", "leastrecent", "fewestcalls", "random", "rrmemory", "linear", "wrandom", "rrordered")
 SKILLS = ("experienced", "novice")
+AGENT_CODECS = ("ulaw", "alaw", "g722", "opus")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
 _EXTEN_RE = re.compile(r"^[0-9]{1,20}$")
 _LANG_RE = re.compile(r"^[a-z]{2,3}$")
@@ -54,6 +55,8 @@ class AsteriskConfig:
     modules_dir: str = "/usr/lib/asterisk/modules"
     max_calls: int = 2000
     conf_dir: str = ""             # Asterisk's config directory (pjsip_volunteers.conf is written there)
+    qualify_frequency: int = 30    # seconds between OPTIONS pings to registered agent phones (0: off)
+    codecs: tuple[str, ...] = ("ulaw", "alaw")   # agent phones; g722 and opus where the modules exist
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +106,16 @@ class AgentConfig:
     logged_in: bool = False
     password: str = ""
     tier: str = "core"          # core | volunteer (volunteers serve only while overflow is open)
+    mobile: str = ""            # digits; reached through the trunk while the SIP device is unreachable
 
     @property
     def interface(self) -> str:
         return f"PJSIP/{self.id}"
+
+    @property
+    def mobile_interface(self) -> str:
+        """The queue member interface for the mobile fallback (see [agent-mobile] in extensions.conf)."""
+        return f"Local/{self.mobile}@agent-mobile/n" if self.mobile else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,6 +323,11 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"asterisk.trunk_match[{i}]: expected an IP address or network, got {m!r}") from None
     if a.trunk_uri and not re.match(r"^sips?:[A-Za-z0-9_.\[\]:-]+$", a.trunk_uri):
         raise ConfigError(f"asterisk.trunk_uri: expected sip:host:port, got {a.trunk_uri!r}")
+    if not 0 <= a.qualify_frequency <= 3600:
+        raise ConfigError("asterisk.qualify_frequency: 0 (off) to 3600 seconds")
+    bad = [c for c in a.codecs if c not in AGENT_CODECS]
+    if bad or not a.codecs:
+        raise ConfigError(f"asterisk.codecs: expected some of {', '.join(AGENT_CODECS)}, got {list(a.codecs)!r}")
     if a.outbound_callerid and not _EXTEN_RE.match(a.outbound_callerid):
         raise ConfigError(f"asterisk.outbound_callerid: digits only, got {a.outbound_callerid!r}")
     if not cfg.redis.url.startswith(("redis://", "rediss://", "unix://")):
@@ -372,6 +386,8 @@ def validate(cfg: Config) -> None:
                 raise ConfigError(f"agents[{i}].queues: unknown queue {q!r}")
         if ag.password and (len(ag.password) > 64 or not re.match(r"^[A-Za-z0-9_.~+=@%^-]+$", ag.password)):
             raise ConfigError(f"agents[{i}].password: 1-64 letters, digits or _.~+=@%^- only")
+        if ag.mobile and not _EXTEN_RE.match(ag.mobile):
+            raise ConfigError(f"agents[{i}].mobile: digits only (the number as the trunk dials it), got {ag.mobile!r}")
         if ag.contact and not re.match(r"^sips?:[A-Za-z0-9_.-]+@[A-Za-z0-9_.:\[\]-]+$", ag.contact):
             raise ConfigError(f"agents[{i}].contact: expected sip:user@host:port, got {ag.contact!r}")
 

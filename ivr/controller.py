@@ -96,13 +96,17 @@ class Controller:
         self.metrics.update_live(snap, self.ami.connected, self.ami.reconnects, self.balance.actions_by_kind)
         agents = self.roster.describe()
         for a in agents:
-            iface = f"PJSIP/{a['id']}"
-            live = [m for q in snap["queues"].values() for m in q["members"] if m["interface"] == iface]
+            agent = self.roster.agents[a["id"]]
+            ifaces = {agent.interface, agent.mobile_interface} - {""}
+            live = [m for q in snap["queues"].values() for m in q["members"] if m["interface"] in ifaces]
             a["status"] = live[0]["status"] if live else "not in a queue"
             a["in_call"] = any(m["in_call"] for m in live)
             a["paused"] = any(m["paused"] for m in live)
             a["queues_now"] = sorted(n for n, q in snap["queues"].items()
-                                     if any(m["interface"] == iface for m in q["members"]))
+                                     if any(m["interface"] in ifaces for m in q["members"]))
+            a["device"] = self.state.devices.get(agent.interface, "")
+            a["on_mobile"] = bool(agent.mobile_interface) and any(
+                m["interface"] == agent.mobile_interface for m in live)
         return {"time": snap["time"], "node": self.cfg.node, "ami": self.ami.connected,
                 "queues": snap["queues"], "agents": agents, "history": self.metrics.hourly()}
 
@@ -151,7 +155,12 @@ class Controller:
         t0 = time.perf_counter()
         queue_status = await ami.list_action(ev.QUEUE_STATUS, timeout=20)
         channels = await ami.list_action(ev.CORE_SHOW_CHANNELS, timeout=20)
-        self.state.resync(queue_status, channels)
+        try:
+            devices: list[Any] | None = await ami.list_action(ev.DEVICE_STATE_LIST, timeout=20)
+        except AmiError as exc:   # res_manager_devicestate not loaded: device states come from queue members only
+            log.warning("resync: DeviceStateList failed (%s)", exc)
+            devices = None
+        self.state.resync(queue_status, channels, devices)
         self.recorder.adopt([uid for q in self.state.queues.values() for uid in q.callers])
         log.info("resync: %d queues, %d waiting callers, %d channels in %.0f ms",
                  len(self.state.queues), sum(len(q.callers) for q in self.state.queues.values()),

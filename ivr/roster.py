@@ -37,7 +37,7 @@ SIP_REALM = "asterisk"
 FIRST_RUNTIME_ID = 7001
 _ID_RE = re.compile(r"^[0-9]{2,20}$")
 _LANG_RE = re.compile(r"^[a-z]{2,3}$")
-EDITABLE = ("name", "skill", "team", "tier", "queues", "languages", "penalty")
+EDITABLE = ("name", "skill", "team", "tier", "queues", "languages", "penalty", "mobile")
 
 
 class RosterError(ValueError):
@@ -81,6 +81,10 @@ def check_profile(cfg: Config, data: Mapping[str, Any], *, partial: bool) -> dic
             if not isinstance(value, list) or not all(isinstance(x, str) and _LANG_RE.match(x) for x in value):
                 raise RosterError("languages: expected a list of language codes like 'en'")
             out[key] = tuple(dict.fromkeys(value))
+        elif key == "mobile":
+            if not isinstance(value, str) or (value and not re.match(r"^[0-9]{3,20}$", value)):
+                raise RosterError("mobile: digits only, as the trunk dials it (empty to remove)")
+            out[key] = value
         elif key == "penalty":
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
                 raise RosterError(f"penalty: expected a whole number 0-100, got {value!r}")
@@ -235,16 +239,19 @@ class Roster:
 
     def runtime_accounts(self) -> list[dict[str, Any]]:
         """What pjsip_volunteers.conf holds: one account per agent added at run time."""
+        from .asterisk_conf import device_options
         out = []
         for agent_id in sorted(self.added, key=lambda i: (len(i), i)):
             a = self.agents[agent_id]
             out.append({"id": agent_id, "display": (a.name or f"Agent {agent_id}")[:40], "contact": "",
-                        "md5_cred": self.added[agent_id], "realm": SIP_REALM, "password": ""})
+                        "md5_cred": self.added[agent_id], "realm": SIP_REALM, "password": "",
+                        **device_options(self.cfg, "")})
         return out
 
     def describe(self) -> list[dict[str, Any]]:
         return [{"id": a.id, "name": a.name, "skill": a.skill, "team": a.team, "tier": a.tier,
                  "queues": list(a.queues), "languages": list(a.languages), "penalty": a.penalty,
+                 "mobile": a.mobile,
                  "source": "api" if a.id in self.added else "config",
                  "logged_in": self.logged_in.get(a.id, False)} for a in self.agents.values()]
 

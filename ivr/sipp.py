@@ -404,6 +404,17 @@ class Sipp:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s + 30, cwd=self.workdir)
         return self._result(argv, proc.returncode, proc.stdout + proc.stderr)
 
+    def start_registered_phone(self, user: str, password: str, port: int, up_s: int = 600,
+                               expires: int = 300) -> subprocess.Popen[bytes]:
+        """A phone that registers ``user`` from 127.0.0.1:port and then stays up for ``up_s`` seconds,
+        answering Asterisk's qualify OPTIONS (SIPp -aa). ``stop()`` it and the phone goes dark."""
+        scenario = self._write("phone", register_scenario(expires, stay_ms=up_s * 1000))
+        argv = [self.binary, f"{self.target_host}:{self.target_port}", "-sf", str(scenario), "-s", user,
+                "-au", user, "-ap", password, "-m", "1", "-aa", "-timeout", f"{up_s + 30}s",
+                "-error_file", str(self.workdir / f"phone-err-{port}.log"), *self._common(port, free_port_pair())]
+        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir,
+                                start_new_session=True)
+
     def start_callees(self, port: int, talk_ms: int = 20_000, timeout_s: int = 3600) -> subprocess.Popen[bytes]:
         """Customers' phones behind the trunk at 127.0.0.1:port (behaviour by the number's last digit)."""
         scenario = self._write("callees", callee_scenario(self.workdir / "pcap", talk_ms))
@@ -456,7 +467,7 @@ CALLEE_BEHAVIOURS = {
 }
 
 
-def register_scenario(expires: int = 300) -> str:
+def register_scenario(expires: int = 300, stay_ms: int = 0) -> str:
     """REGISTER, answer the digest challenge, expect 200 (anything else fails the run)."""
     def register(cseq: int, auth: str) -> str:
         return f"""  <send retrans="500"><![CDATA[
@@ -476,7 +487,8 @@ Content-Length: 0
 """
     return ('<?xml version="1.0" encoding="ISO-8859-1"?>\n<scenario name="register">\n'
             + register(1, "") + '  <recv response="401" auth="true"/>\n'
-            + register(2, "[authentication]\n") + '  <recv response="200"/>\n</scenario>\n')
+            + register(2, "[authentication]\n") + '  <recv response="200"/>\n'
+            + (f'  <pause milliseconds="{stay_ms}"/>\n' if stay_ms else "") + '</scenario>\n')
 
 
 def callee_scenario(pcap_dir: Path, talk_ms: int = 20_000, key_after_ms: int = 1500) -> str:

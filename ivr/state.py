@@ -102,6 +102,11 @@ class QueueState:
         return sorted(self.callers.values(), key=lambda c: (c.position or 10**9, c.joined_at))
 
 
+# QueueMember Status numbers as the names DeviceStateChange uses
+DEVICE_STATES = {0: "UNKNOWN", 1: "NOT_INUSE", 2: "INUSE", 3: "BUSY", 4: "INVALID", 5: "UNAVAILABLE",
+                 6: "RINGING", 7: "RINGINUSE", 8: "ONHOLD"}
+
+
 class CallCenterState:
     """The controller's view of every queue, member and waiting caller."""
 
@@ -109,6 +114,9 @@ class CallCenterState:
         self.clock = clock
         self.queues: dict[str, QueueState] = {}
         self.channels: dict[str, dict[str, str]] = {}
+        # device states of the agents' phones (PJSIP/<id> -> NOT_INUSE, UNAVAILABLE, ...), from
+        # DeviceStateChange / DeviceStateList: known whether or not the device is in a queue now
+        self.devices: dict[str, str] = {}
         self.events_seen = 0
         self.resyncs = 0
         self.last_resync_at = 0.0
@@ -130,8 +138,9 @@ class CallCenterState:
             ev.NEWCHANNEL: self._on_newchannel,
             ev.CORE_SHOW_CHANNEL: self._on_newchannel,
             ev.HANGUP: self._on_hangup,
+            ev.DEVICE_STATE_CHANGE: self._on_device_state,
         }
-        channel_handlers = {self._on_newchannel, self._on_hangup}
+        channel_handlers = {self._on_newchannel, self._on_hangup, self._on_device_state}
         self._queue_handlers = {h for h in self._handlers.values() if h not in channel_handlers}
 
     # ------------------------------------------------------------------ access
@@ -150,8 +159,13 @@ class CallCenterState:
             self.events_seen += 1
             handler(event)
 
-    def resync(self, queue_status: Iterable[Event], channels: Iterable[Event] | None = None) -> None:
-        """Replace the model with the result of QueueStatus (and CoreShowChannels)."""
+    def resync(self, queue_status: Iterable[Event], channels: Iterable[Event] | None = None,
+               devices: Iterable[Event] | None = None) -> None:
+        """Replace the model with the result of QueueStatus (and CoreShowChannels, DeviceStateList)."""
+        if devices is not None:
+            self.devices = {}
+            for event in devices:
+                self._on_device_state(event)
         old_stats = {name: q.stats for name, q in self.queues.items()}
         self.queues = {}
         for name, stats in old_stats.items():
@@ -192,6 +206,8 @@ class CallCenterState:
             m.paused_reason = e["PausedReason"]
         if "Status" in e:
             m.status = _int(e["Status"])
+            # the device's state is known through its membership too, and kept after it leaves the queue
+            self._on_device_state({"Device": interface, "State": DEVICE_STATES.get(m.status, "UNKNOWN")})
         if "InCall" in e:
             # a QueueMemberStatus raised by the device-state change of the answer can arrive after the
             # AgentConnect with InCall still 0: between AgentConnect and AgentComplete the member is in a call
@@ -268,6 +284,11 @@ class CallCenterState:
         if m is not None:
             m.in_call = False
             m.bridged = ""
+
+    def _on_device_state(self, e: Event) -> None:
+        device = e.get("Device", "")
+        if device.startswith("PJSIP/") and "/" not in device[6:]:   # the agents' endpoints, not channels or trunks
+            self.devices[device] = e.get("State", "UNKNOWN")
 
     def _on_newchannel(self, e: Event) -> None:
         uid = e.get("Uniqueid", "")

@@ -20,6 +20,7 @@ SETVAR = "Setvar"
 GETVAR = "Getvar"
 REDIRECT = "Redirect"
 HANGUP_ACTION = "Hangup"
+DEVICE_STATE_LIST = "DeviceStateList"
 
 # Events: queue
 QUEUE_PARAMS = "QueueParams"

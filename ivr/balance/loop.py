@@ -25,6 +25,7 @@ from .policy import (AgentView, CallbackView, Decision, Policy, QueueView, Snaps
                      decide)
 
 log = logging.getLogger(__name__)
+UNREACHABLE_STATES = frozenset({"UNAVAILABLE", "INVALID"})
 
 SL_WINDOW_S = 1800.0
 PENDING_S = 5.0
@@ -103,14 +104,22 @@ class BalanceLoop:
                 free=sum(1 for m in serving if m.available), serving=len(serving),
                 idle=frozenset(m.interface for m in serving if m.available))
         agents = {}
+        trunk = bool(self.cfg.asterisk.trunk_uri)
         for a in self.roster.agents.values():
-            live = [q.members[a.interface] for q in self.state.queues.values() if a.interface in q.members]
+            fallback = a.mobile_interface if trunk else ""
+            live = [q.members[i] for q in self.state.queues.values() for i in (a.interface, fallback)
+                    if i and i in q.members]
+            device = self.state.devices.get(a.interface)   # from DeviceStateChange: known in or out of a queue
+            if device is not None:
+                reachable = device not in UNREACHABLE_STATES
+            else:
+                reachable = not any(m.status in (ev.DEVICE_UNAVAILABLE, ev.DEVICE_INVALID)
+                                    for m in live if m.interface == a.interface)
             agents[a.id] = AgentView(
                 id=a.id, interface=a.interface, skill=a.skill, team=a.team, tier=a.tier, queues=tuple(a.queues),
                 logged_in=self.roster.logged_in.get(a.id, False), penalty=a.penalty,
-                paused=any(m.paused for m in live),
-                reachable=not any(m.status in (ev.DEVICE_UNAVAILABLE, ev.DEVICE_INVALID) for m in live),
-                busy=any(m.in_call for m in live))
+                paused=any(m.paused for m in live), reachable=reachable,
+                busy=any(m.in_call for m in live), fallback_interface=fallback)
         cbs = tuple(CallbackView(id=str(c["id"]), queue=str(c.get("queue", "")), place=float(c.get("place") or 0),
                                  not_before=float(c.get("not_before") or 0))
                     for c in (callbacks or []) if c.get("status", "pending") == "pending")
@@ -141,7 +150,8 @@ class BalanceLoop:
             return
         try:
             if a.kind == "add_member":
-                agent = next((x for x in self.roster.agents.values() if x.interface == a.interface), None)
+                agent = next((x for x in self.roster.agents.values()
+                              if a.interface in (x.interface, x.mobile_interface)), None)
                 await self.ami.action(ev.QUEUE_ADD, {
                     "Queue": a.queue, "Interface": a.interface, "Penalty": a.penalty, "Paused": "false",
                     "MemberName": (agent.name or agent.id) if agent else a.interface, "StateInterface": a.interface})

@@ -46,6 +46,12 @@ class AgentView:
     reachable: bool = True               # device registered / not UNAVAILABLE
     busy: bool = False                   # on a call or ringing
     penalty: int = 0                     # the supervisor's base penalty, added to the policy's own
+    fallback_interface: str = ""         # the agent's mobile through the trunk (Local/<number>@agent-mobile/n)
+
+    @property
+    def live_interface(self) -> str:
+        """Where queue calls reach the agent now: the device, or the mobile while the device is unreachable."""
+        return self.fallback_interface if self.fallback_interface and not self.reachable else self.interface
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +207,7 @@ def desired_members(snap: Snapshot, tiers: Mapping[str, TierState], p: Policy) -
                 penalty = p.novice_penalty
             else:
                 penalty = p.experienced_penalty_on_simple if simple else 0
-            out[qname][a.interface] = penalty + a.penalty
+            out[qname][a.live_interface] = penalty + a.penalty
     return out
 
 
@@ -229,7 +235,7 @@ def decide(snap: Snapshot, p: Policy = Policy()) -> Decision:
             elif q.members[interface] != penalty:
                 actions.append(Action("set_penalty", f"penalty {q.members[interface]} -> {penalty}", queue=name,
                                       interface=interface, penalty=penalty))
-        managed = {a.interface for a in snap.agents.values()}
+        managed = {i for a in snap.agents.values() for i in (a.interface, a.fallback_interface) if i}
         for interface in sorted(q.members):
             if interface in managed and interface not in want:
                 actions.append(Action("remove_member", _why_not(snap, interface, name, tiers, p), queue=name,
@@ -241,11 +247,13 @@ def decide(snap: Snapshot, p: Policy = Policy()) -> Decision:
 
 
 def _agent_by_interface(snap: Snapshot, interface: str) -> AgentView | None:
-    return next((a for a in snap.agents.values() if a.interface == interface), None)
+    return next((a for a in snap.agents.values() if interface in (a.interface, a.fallback_interface)), None)
 
 
 def _why_member(snap: Snapshot, interface: str, queue: str, tiers: Mapping[str, TierState]) -> str:
     a = _agent_by_interface(snap, interface)
+    if a is not None and a.fallback_interface and interface == a.fallback_interface:
+        return "device unreachable: queue calls go to the agent's mobile"
     if a is not None and a.tier == TIER_VOLUNTEER:
         return f"volunteer overflow open on {queue}"
     if a is not None and a.skill == SKILL_NOVICE:
@@ -257,6 +265,8 @@ def _why_not(snap: Snapshot, interface: str, queue: str, tiers: Mapping[str, Tie
     a = _agent_by_interface(snap, interface)
     if a is None or not a.logged_in:
         return "logged out"
+    if a.fallback_interface and interface != a.live_interface:
+        return "device back: calls go to it again" if a.reachable else "device unreachable: mobile instead"
     if queue not in a.queues:
         return f"not assigned to {queue}"
     if a.tier == TIER_VOLUNTEER and not tiers.get(queue, TierState()).open:

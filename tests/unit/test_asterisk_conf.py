@@ -311,3 +311,39 @@ def test_module_constants_are_consistent() -> None:
     assert asterisk_conf.TEMPLATES_DIR.is_dir()
     for name in CONF_FILES:
         assert (asterisk_conf.TEMPLATES_DIR / f"{name}.j2").is_file(), name
+
+
+def test_registering_phones_are_qualified_static_contacts_are_not(tmp_path: Path) -> None:
+    cfg = make_config(agents=[{"id": "2001", "contact": "sip:2001@127.0.0.1:5070"}, {"id": "2002"}],
+                      asterisk={"qualify_frequency": 15, "codecs": ["g722", "ulaw"]})
+    dirs = AsteriskDirs.under(tmp_path / "etc", tmp_path / "state")
+    render(cfg, dirs, {"ami_secret": AMI_SECRET})
+    secs = conf_sections(read(dirs, "pjsip.conf"))
+    assert "qualify_frequency" not in section(secs, "2001", "aor")
+    assert section(secs, "2002", "aor")["qualify_frequency"] == "15"
+    assert section(secs, "2002", "endpoint")["allow"] == "g722,ulaw"
+    assert "load => codec_g722.so" in read(dirs, "modules.conf")
+    assert "load => res_manager_devicestate.so" in read(dirs, "modules.conf")
+
+
+def test_opus_is_refused_where_its_module_is_missing(tmp_path: Path) -> None:
+    from ivr.config import ConfigError
+    cfg = make_config(asterisk={"codecs": ["opus", "ulaw"], "modules_dir": str(tmp_path)})
+    with pytest.raises(ConfigError, match="asterisk.codecs: opus needs codec_opus.so"):
+        render(cfg, AsteriskDirs.under(tmp_path / "etc", tmp_path / "state"), {"ami_secret": AMI_SECRET})
+
+
+def test_mobile_fallback_dials_through_the_trunk_and_needs_a_keypress(tmp_path: Path) -> None:
+    cfg = make_config(asterisk={"trunk_uri": "sip:198.51.100.7:5060", "outbound_callerid": "5550100"})
+    dirs = AsteriskDirs.under(tmp_path / "etc", tmp_path / "state")
+    render(cfg, dirs, {"ami_secret": AMI_SECRET})
+    text = read(dirs, "extensions.conf")
+    mobile = dict(conf_sections(text))["agent-mobile"]
+    assert ("exten", "_X.,1,Set(CALLERID(all)=5550100)") in mobile
+    assert any(v == "n,Dial(PJSIP/trunk/sip:${EXTEN}@198.51.100.7:5060,30,U(agent-accept))" for _, v in mobile)
+    accept = [v for _, v in dict(conf_sections(text))["agent-accept"]]
+    assert any("Read(IVR_ACCEPT," in v and "/agent-whisper,1,,2,6)" in v for v in accept)
+    assert "n,Set(GOSUB_RESULT=ABORT)" in accept
+    # no trunk: no fallback context
+    render(make_config(), dirs, {"ami_secret": AMI_SECRET})
+    assert "[agent-mobile]" not in read(dirs, "extensions.conf")

@@ -66,6 +66,20 @@ def test_to_dict_round_trips_nested_sections() -> None:
 
 def test_agent_interface_is_pjsip() -> None:
     assert AgentConfig("1001").interface == "PJSIP/1001"
+    assert AgentConfig("1001").mobile_interface == ""
+    assert AgentConfig("1001", mobile="15550001").mobile_interface == "Local/15550001@agent-mobile/n"
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"agents": [{"id": "1", "mobile": "+1 555"}]}, "agents[0].mobile: digits only"),
+    ({"asterisk": {"codecs": ["speex"]}}, "asterisk.codecs: expected some of"),
+    ({"asterisk": {"codecs": []}}, "asterisk.codecs"),
+    ({"asterisk": {"qualify_frequency": -1}}, "asterisk.qualify_frequency"),
+    ({"api": {"auth_fail_limit": 0}}, "api.auth_fail_limit"),
+])
+def test_device_and_api_options_are_checked(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        from_mapping(data, {})
 
 
 # ---------------------------------------------------------------------- YAML loading

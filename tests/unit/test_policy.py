@@ -627,3 +627,41 @@ def test_an_idle_agent_in_two_queues_gets_one_callback_not_two() -> None:
                     callbacks=(CallbackView("1", "support", 10.0), CallbackView("2", "refunds", 20.0)))
     dispatched = [a for a in decide(snap, Policy()).actions if a.kind == "dispatch_callback"]
     assert [a.callback_id for a in dispatched] == ["1"]
+
+
+# ------------------------------------------------------------ mobile fallback
+
+MOBILE = "Local/15550001@agent-mobile/n"
+
+
+def test_unreachable_device_is_swapped_for_the_mobile_and_back() -> None:
+    down = _agent("2001", "support", reachable=False, fallback_interface=MOBILE)
+    d = decide(_snap([_calm("support", members={"PJSIP/2001": 0})], [down]))
+    acts = {(a.kind, a.interface) for a in _kinds(d, *MEMBER_KINDS)}
+    assert acts == {("add_member", MOBILE), ("remove_member", "PJSIP/2001")}
+    assert d.desired["support"] == {MOBILE: 0}
+    assert "mobile" in next(a.reason for a in d.actions if a.kind == "add_member")
+
+    back = dataclasses.replace(down, reachable=True)
+    d = decide(_snap([_calm("support", members={MOBILE: 0})], [back]))
+    acts = {(a.kind, a.interface) for a in _kinds(d, *MEMBER_KINDS)}
+    assert acts == {("add_member", "PJSIP/2001"), ("remove_member", MOBILE)}
+    assert "device back" in next(a.reason for a in d.actions if a.kind == "remove_member")
+
+
+def test_without_a_mobile_an_unreachable_agent_stays_on_the_device() -> None:
+    down = _agent("2001", "support", reachable=False)
+    d = decide(_snap([_calm("support", members={"PJSIP/2001": 0})], [down]))
+    assert _kinds(d, *MEMBER_KINDS) == []
+
+
+def test_the_mobile_of_a_logged_out_agent_leaves_the_queue() -> None:
+    gone = _agent("2001", "support", reachable=False, fallback_interface=MOBILE, logged_in=False)
+    d = decide(_snap([_calm("support", members={MOBILE: 0})], [gone]))
+    assert [(a.kind, a.interface) for a in _kinds(d, *MEMBER_KINDS)] == [("remove_member", MOBILE)]
+
+
+def test_base_penalty_is_added_to_the_policy_penalty() -> None:
+    vol = _agent("2002", "support", tier="volunteer", penalty=5)
+    d = decide(_snap([_calm("support")], [vol], tiers={"support": TierState(True, NOW - 10)}))
+    assert d.desired["support"] == {"PJSIP/2002": Policy().volunteer_penalty + 5}

@@ -386,3 +386,16 @@ def test_bug_event_without_queue_creates_phantom_queue(state: CallCenterState) -
     feed(state, {"Event": "QueueMemberStatus", "Interface": "PJSIP/1001", "Status": "2"},
          {"Event": "QueueCallerJoin", "Uniqueid": "u1"})
     assert "" not in state.snapshot()["queues"]
+
+
+def test_device_states_come_from_device_events_and_queue_members(state: CallCenterState) -> None:
+    feed(state, {"Event": "DeviceStateChange", "Device": "PJSIP/7001", "State": "NOT_INUSE"},
+         {"Event": "DeviceStateChange", "Device": "PJSIP/trunk/sip:1@x", "State": "INUSE"},
+         {"Event": "DeviceStateChange", "Device": "Local/1@agent-mobile", "State": "INUSE"},
+         queue_member("support", "7002", status=5))
+    assert state.devices == {"PJSIP/7001": "NOT_INUSE", "PJSIP/7002": "UNAVAILABLE"}
+    # leaving the queue does not forget the device's state
+    feed(state, {"Event": "QueueMemberRemoved", "Queue": "support", "Interface": "PJSIP/7002"})
+    assert state.devices["PJSIP/7002"] == "UNAVAILABLE"
+    state.resync([], [], [{"Event": "DeviceStateChange", "Device": "PJSIP/7002", "State": "NOT_INUSE"}])
+    assert state.devices == {"PJSIP/7002": "NOT_INUSE"}

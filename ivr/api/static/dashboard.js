@@ -413,8 +413,10 @@
       setText(c.skill, a.skill || '–');
       setText(c.team, a.team || '–');
       setText(c.tier, a.tier || '–');
-      const status = a.logged_in ? String(a.status || 'unknown') : 'logged out';
+      let status = a.logged_in ? String(a.status || 'unknown') : 'logged out';
+      if (a.logged_in && a.on_mobile) status = `on mobile · ${status}`;
       setText(c.statusPill, a.paused && a.logged_in ? `paused · ${status}` : status);
+      setAttr(row.root, 'data-on-mobile', !!a.on_mobile);
       setAttr(c.statusPill, 'data-kind', statusClass(a));
       setText(c.in_call, a.in_call ? 'yes' : 'no');
       setText(c.paused, a.paused ? 'yes' : 'no');
