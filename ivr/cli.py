@@ -204,7 +204,7 @@ def _api_call(args: argparse.Namespace, method: str, path: str, body: object = N
 
 def cmd_agent(args: argparse.Namespace) -> int:
     fields: dict[str, object] = {}
-    for key in ("name", "skill", "team", "tier"):
+    for key in ("name", "skill", "team", "tier", "mobile"):
         if getattr(args, key) is not None:
             fields[key] = getattr(args, key)
     for key in ("queues", "languages"):
@@ -427,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     ag.add_argument("--queues", help="comma-separated queue names")
     ag.add_argument("--languages", help="comma-separated language codes")
     ag.add_argument("--penalty", type=int, help="base penalty 0-100")
+    ag.add_argument("--mobile", help="digits, dialled through the trunk while the phone is unreachable ('' removes)")
     ag.set_defaults(func=cmd_agent)
 
     rp = sub.add_parser("report", help="calls, ASA, service level, abandonment, FCR, satisfaction by hour or day")

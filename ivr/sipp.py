@@ -384,7 +384,8 @@ class Sipp:
                     timeout_s: int = 3600) -> subprocess.Popen[bytes]:
         """Start an agent phone (UAS) listening on 127.0.0.1:port; stop it with ``stop()``."""
         scenario = self._write("agent", agent_scenario(talk_ms, ring_ms))
-        argv = [self.binary, "-sf", str(scenario), "-m", str(max_calls), "-timeout", f"{timeout_s}s",
+        # -aa: answer qualify OPTIONS (and INFO/NOTIFY) outside calls, as a registered phone does
+        argv = [self.binary, "-sf", str(scenario), "-m", str(max_calls), "-timeout", f"{timeout_s}s", "-aa",
                 "-error_file", str(self.workdir / f"agent-err-{port}.log"),
                 *self._common(port, free_port_pair())]
         return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir,

@@ -215,11 +215,12 @@ async def agent_remove(request: web.Request) -> web.Response:
         return json_error(503, str(exc))
     if agent is not None:   # out of every queue now: the balancing loop only manages agents on the roster
         for qname, q in list(ctl.state.queues.items()):
-            if agent.interface in q.members:
-                try:
-                    await ctl.ami.action("QueueRemove", {"Queue": qname, "Interface": agent.interface})
-                except AmiError as exc:
-                    log.warning("API: removing %s from %s: %s", agent.interface, qname, exc)
+            for iface in {agent.interface, agent.mobile_interface} - {""}:
+                if iface in q.members:
+                    try:
+                        await ctl.ami.action("QueueRemove", {"Queue": qname, "Interface": iface})
+                    except AmiError as exc:
+                        log.warning("API: removing %s from %s: %s", iface, qname, exc)
     ctl.balance.wake()
     return web.json_response({"id": agent_id, "removed": True})
 

@@ -34,6 +34,8 @@ AGENT_FIELDS = {
     "team": {"type": "string", "maxLength": 40}, "tier": {"enum": ["core", "volunteer"]},
     "queues": STRS, "languages": {"type": "array", "items": LANG},
     "penalty": {"type": "integer", "minimum": 0, "maximum": 100},
+    "mobile": {"type": "string", "pattern": "^([0-9]{3,20})?$",
+               "description": "reached through the trunk while the SIP phone is unreachable (press 1 to accept)"},
 }
 
 
@@ -91,7 +93,7 @@ OPS: dict[tuple[str, str], dict[str, Any]] = {
                                  "body": body({"id": {"type": "string", "pattern": "^[0-9]{2,20}$"},
                                                **AGENT_FIELDS}), "created": True},
     ("PATCH", "/api/v1/agents/{agent_id}"): {"tag": "agents", "summary": "Change name, skill, team, tier, queues, "
-                                             "languages or base penalty", "body": body(AGENT_FIELDS)},
+                                             "languages, base penalty or mobile", "body": body(AGENT_FIELDS)},
     ("DELETE", "/api/v1/agents/{agent_id}"): {"tag": "agents", "summary": "Remove an agent added through the API, "
                                               "with its SIP account and queue memberships"},
     ("POST", "/api/v1/agents/{agent_id}/login"): {"tag": "agents", "summary": "Log an agent in: the balancing "

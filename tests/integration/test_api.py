@@ -162,6 +162,12 @@ def test_volunteer_added_by_api_registers_takes_a_call_and_is_removed(stack: Tes
     port = free_port()
     wrong = stack.sipp.register(aid, password + "x", port)
     assert not wrong.ok, "a wrong password must be refused"
+    # ... and logged where fail2ban's asterisk filter looks, without the password
+    security = stack.stack.workdir / "asterisk" / "log" / "security"
+    line = wait_for(lambda: [ln for ln in security.read_text(errors="replace").splitlines()
+                             if 'SecurityEvent="ChallengeResponseFailed"' in ln and f'AccountID="{aid}"' in ln],
+                    timeout=10, what="the failed registration in the security log")[0]
+    assert 'RemoteAddress="IPV4/UDP/127.0.0.1/' in line and password not in security.read_text(errors="replace")
     reg = stack.sipp.register(aid, password, port)
     assert reg.ok, reg.errors or reg.stdout
     phone = stack.sipp.start_agent(port, talk_ms=1500)

@@ -90,3 +90,5 @@ def test_a_mobile_that_does_not_press_1_never_takes_the_call(stack: TestStack) -
         assert record["outcome"] != "answered", record
     finally:
         stack.api.request("DELETE", f"/api/v1/agents/{aid}")
+    # removing the agent takes the mobile out of the queue too
+    wait_for(lambda: mobile not in members(stack, "rebooking"), timeout=10, what="the mobile out of rebooking")
