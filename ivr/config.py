@@ -51,6 +51,9 @@ class AsteriskConfig:
     trunk_match: tuple[str, ...] = ("127.0.0.1",)
     trunk_uri: str = ""            # where outbound calls go, e.g. sip:gateway.example:5060 (empty: none)
     outbound_callerid: str = ""    # caller ID shown on callbacks and notices
+    trunk_username: str = ""       # empty: the carrier trusts our IP; else digest auth for calls (and registration)
+    trunk_password: str = ""       # from secrets.yaml (trunk_password) or IVR_ASTERISK_TRUNK_PASSWORD, never the file
+    trunk_register: bool = False   # register to trunk_uri so the carrier sends the DIDs' calls here
     sounds_dir: str = "/usr/share/asterisk"
     modules_dir: str = "/usr/lib/asterisk/modules"
     max_calls: int = 2000
@@ -323,6 +326,15 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"asterisk.trunk_match[{i}]: expected an IP address or network, got {m!r}") from None
     if a.trunk_uri and not re.match(r"^sips?:[A-Za-z0-9_.\[\]:-]+$", a.trunk_uri):
         raise ConfigError(f"asterisk.trunk_uri: expected sip:host:port, got {a.trunk_uri!r}")
+    if a.trunk_username and not re.match(r"^[A-Za-z0-9_.+-]{1,64}$", a.trunk_username):
+        raise ConfigError(f"asterisk.trunk_username: letters, digits and _.+- only, got {a.trunk_username!r}")
+    if a.trunk_password and not re.match(r"^[A-Za-z0-9_.~+=@%^!#*-]{1,128}$", a.trunk_password):
+        raise ConfigError("asterisk.trunk_password: 1-128 letters, digits or _.~+=@%^!#*- (no quotes or spaces)")
+    if a.trunk_username and not a.trunk_password:
+        raise ConfigError("asterisk.trunk_password: needed with trunk_username (secrets.yaml trunk_password, or "
+                          "IVR_ASTERISK_TRUNK_PASSWORD)")
+    if a.trunk_register and not (a.trunk_uri and a.trunk_username):
+        raise ConfigError("asterisk.trunk_register: needs trunk_uri and trunk_username")
     if not 0 <= a.qualify_frequency <= 3600:
         raise ConfigError("asterisk.qualify_frequency: 0 (off) to 3600 seconds")
     bad = [c for c in a.codecs if c not in AGENT_CODECS]
@@ -414,11 +426,12 @@ def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = No
             secrets_path = candidate if candidate.exists() else None
     if secrets_path is not None:
         secrets = load_secrets(secrets_path)
-        if "ami_secret" in secrets:
-            if data.get("asterisk") is None:
-                data["asterisk"] = {}
-            if isinstance(data["asterisk"], dict):
-                data["asterisk"].setdefault("ami_secret", secrets["ami_secret"])
+        for key in ("ami_secret", "trunk_password"):
+            if key in secrets:
+                if data.get("asterisk") is None:
+                    data["asterisk"] = {}
+                if isinstance(data["asterisk"], dict):
+                    data["asterisk"].setdefault(key, secrets[key])
     return from_mapping(data, env)
 
 

@@ -416,6 +416,16 @@ class Sipp:
         return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir,
                                 start_new_session=True)
 
+    def start_registrar(self, port: int, user: str, password: str, timeout_s: int = 60) -> subprocess.Popen[bytes]:
+        """A carrier registrar on 127.0.0.1:port for one registration; exit code 0 when it was right."""
+        scenario = self._write("registrar", registrar_scenario(user, password))
+        argv = [self.binary, "-sf", str(scenario), "-m", "1", "-timeout", f"{timeout_s}s", "-timeout_error",
+                "-error_file", str(self.workdir / f"registrar-err-{port}.log"),
+                "-trace_msg", "-message_file", str(self.workdir / f"registrar-msg-{port}.log"),
+                *self._common(port, free_port_pair())]
+        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir,
+                                start_new_session=True)
+
     def start_callees(self, port: int, talk_ms: int = 20_000, timeout_s: int = 3600) -> subprocess.Popen[bytes]:
         """Customers' phones behind the trunk at 127.0.0.1:port (behaviour by the number's last digit)."""
         scenario = self._write("callees", callee_scenario(self.workdir / "pcap", talk_ms))
@@ -466,6 +476,38 @@ CALLEE_BEHAVIOURS = {
     "0": "key 1", "1": "key 1", "2": "key 1", "3": "key 1", "4": "key 2", "5": "key 9",
     "6": "busy", "7": "no answer", "8": "machine greeting", "9": "answer, no key",
 }
+
+
+def registrar_scenario(user: str, password: str) -> str:
+    """A carrier's registrar: challenge one REGISTER, check the digest (SIPp verifyauth); 200 if right,
+    403 and a failed call if wrong."""
+    if not re.fullmatch(r"[A-Za-z0-9_.+-]+", user) or not re.fullmatch(r"[A-Za-z0-9_.~+=@%^!#*-]+", password):
+        raise ValueError("registrar: plain user and password only")
+    reply = """  <send{extra}><![CDATA[
+SIP/2.0 {status}
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+{headers}Content-Length: 0
+
+]]></send>
+"""
+    return ('<?xml version="1.0" encoding="ISO-8859-1"?>\n<scenario name="registrar">\n'
+            '  <recv request="REGISTER"/>\n'
+            + reply.format(extra="", status="401 Unauthorized",
+                           headers='WWW-Authenticate: Digest realm="carrier.test", nonce="[pid]n[call_number]", '
+                                   'algorithm=MD5\n')
+            + f'  <recv request="REGISTER">\n    <action>\n'
+              f'      <verifyauth assign_to="authvalid" username="{user}" password="{password}"/>\n'
+              f'    </action>\n  </recv>\n'
+            + '  <nop hide="true" test="authvalid" next="good"/>\n'
+            + reply.format(extra=' next="bad"', status="403 Forbidden", headers="")
+            + '  <label id="good"/>\n'
+            + reply.format(extra=' next="done"', status="200 OK", headers="Contact: [last_Contact:];expires=600\n"
+                           .replace("Contact: [last_Contact:]", "[last_Contact:]"))
+            + '  <label id="bad"/>\n  <recv request="NEVER" timeout="200"/>\n  <label id="done"/>\n</scenario>\n')
 
 
 def register_scenario(expires: int = 300, stay_ms: int = 0) -> str:

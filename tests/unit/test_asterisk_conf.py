@@ -347,3 +347,30 @@ def test_mobile_fallback_dials_through_the_trunk_and_needs_a_keypress(tmp_path: 
     # no trunk: no fallback context
     render(make_config(), dirs, {"ami_secret": AMI_SECRET})
     assert "[agent-mobile]" not in read(dirs, "extensions.conf")
+
+
+def test_trunk_with_registration_and_digest_auth(tmp_path: Path) -> None:
+    cfg = make_config(asterisk={"trunk_uri": "sip:198.51.100.7:5060", "trunk_username": "acme",
+                                "trunk_password": "pw-1", "trunk_register": True})
+    dirs = AsteriskDirs.under(tmp_path / "etc", tmp_path / "state")
+    render(cfg, dirs, {"ami_secret": AMI_SECRET})
+    secs = conf_sections(read(dirs, "pjsip.conf"))
+    assert section(secs, "trunk", "endpoint")["outbound_auth"] == "trunk-auth"
+    assert section(secs, "trunk-auth")["password"] == "pw-1"
+    reg = section(secs, "trunk-reg")
+    assert reg["server_uri"] == "sip:198.51.100.7:5060" and reg["client_uri"] == "sip:acme@198.51.100.7:5060"
+    assert reg["contact_user"] == cfg.asterisk.inbound_extension
+    assert mode(dirs.etc / "pjsip.conf") == 0o600
+    # IP-authenticated trunk: no auth, no registration
+    render(make_config(asterisk={"trunk_uri": "sip:198.51.100.7:5060"}), dirs, {"ami_secret": AMI_SECRET})
+    secs = conf_sections(read(dirs, "pjsip.conf"))
+    assert "outbound_auth" not in section(secs, "trunk", "endpoint")
+    assert not [n for n, _ in secs if n in ("trunk-auth", "trunk-reg")]
+
+
+def test_trunk_registration_needs_a_password_from_secrets() -> None:
+    from ivr.config import ConfigError
+    with pytest.raises(ConfigError, match="asterisk.trunk_password: needed with trunk_username"):
+        make_config(asterisk={"trunk_uri": "sip:198.51.100.7:5060", "trunk_username": "acme"})
+    with pytest.raises(ConfigError, match="asterisk.trunk_register: needs trunk_uri and trunk_username"):
+        make_config(asterisk={"trunk_register": True})
