@@ -445,6 +445,18 @@ class Sipp:
                 counts[m.group(1)] = counts.get(m.group(1), 0) + 1
         return counts
 
+    def invite_callers(self, port: int) -> dict[str, set[str]]:
+        """The caller numbers (From user) of the INVITEs each number got at the callee phones on ``port``."""
+        log = self.workdir / f"callee-msg-{port}.log"
+        out: dict[str, set[str]] = {}
+        if log.exists():
+            for block in re.split(r"\n(?=INVITE sip:)", log.read_text(errors="replace")):
+                to = re.match(r"INVITE sip:([0-9]+)@", block)
+                frm = re.search(r"^From:[^<\n]*<sip:([^@>]+)@", block, re.M)
+                if to and frm:
+                    out.setdefault(to.group(1), set()).add(frm.group(1))
+        return out
+
     @staticmethod
     def stop(proc: subprocess.Popen[bytes]) -> None:
         if proc.poll() is None:

@@ -17,7 +17,7 @@ import pytest
 
 from ivr.sipp import CallerScript, free_port
 
-from .harness import TestStack, create_token, wait_for
+from .harness import TestStack, create_token, fail2ban_regex, wait_for
 
 RANK = {"viewer": 0, "supervisor": 1, "admin": 2}
 NEVER_ENDS = {("get", "/api/v1/stream")}   # server-sent events: checked for auth only
@@ -137,6 +137,8 @@ def test_failed_logins_are_rate_limited_per_address(stack: TestStack) -> None:
              timeout=cfg.auth_fail_window + 2, what="the lock-out window to end")
     log = (stack.stack.workdir / "logs" / "controller.log").read_text(errors="replace")
     assert re.search(r"WARNING ivr\.api\.app: API authentication failure from 127\.0\.0\.1 \(\d+ in window\)", log)
+    hosts = {m.group("host") for m in map(fail2ban_regex("ivr-api").search, log.splitlines()) if m}
+    assert hosts == {"127.0.0.1"}   # the filter shipped in docs/fail2ban matches those lines
     assert "guess-" not in log   # tokens are never logged
 
 
@@ -168,6 +170,8 @@ def test_volunteer_added_by_api_registers_takes_a_call_and_is_removed(stack: Tes
                              if 'SecurityEvent="ChallengeResponseFailed"' in ln and f'AccountID="{aid}"' in ln],
                     timeout=10, what="the failed registration in the security log")[0]
     assert 'RemoteAddress="IPV4/UDP/127.0.0.1/' in line and password not in security.read_text(errors="replace")
+    m = fail2ban_regex("ivr-asterisk").search(line)   # the filter shipped in docs/fail2ban matches it
+    assert m and m.group("host") == "127.0.0.1", line
     reg = stack.sipp.register(aid, password, port)
     assert reg.ok, reg.errors or reg.stdout
     phone = stack.sipp.start_agent(port, talk_ms=1500)

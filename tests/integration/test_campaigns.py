@@ -83,6 +83,11 @@ def test_outcomes_are_recorded_and_retried_and_nobody_is_dialled_twice(stack: Te
             assert attempts <= got <= attempts + 1, (number, got, row)
         else:
             assert got == attempts, (number, got, row)
+    # every campaign call left through the trunk with the configured caller ID
+    callers = stack.sipp.invite_callers(stack.customer_port)
+    for number in c:
+        if invites.get(number.lstrip("+")):
+            assert callers[number.lstrip("+")] == {stack.stack.config().asterisk.outbound_callerid}, number
 
     # opting out put the number on the do-not-call list: a new campaign does not call it
     cid2 = "t-dnc"

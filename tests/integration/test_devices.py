@@ -48,6 +48,7 @@ def test_unreachable_phone_fails_over_to_the_mobile_with_a_keypress(stack: TestS
                                  extension=stack.extension, caller="5557311", timeout_s=90)
         assert result.ok, result.errors
         assert stack.sipp.invites_received(stack.customer_port).get(MOBILE, 0) == before + 1
+        assert stack.sipp.invite_callers(stack.customer_port)[MOBILE] == {"5550100"}   # the line's caller ID
         record = wait_for(lambda: [c for c in stack.api.get("/api/v1/calls?count=30")["calls"]
                                    if c.get("caller") == "5557311"], timeout=10, what="the call record")[0]
         assert record["outcome"] == "answered" and record["agent"] == "Mobile Vol", record
