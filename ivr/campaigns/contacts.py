@@ -182,6 +182,19 @@ class ImportReport:
 
 
 # ---------------------------------------------------------------- validation (pure)
+MULTI_ZONE = "*"   # tz of a number that spans several zones (mobiles in Russia, Australia; +1 800...)
+
+
+def number_zones(e164: str) -> tuple[str, ...]:
+    """Every IANA zone a number may be in (for a contact whose tz is ``*``)."""
+    try:
+        num = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return ("Etc/UTC",)
+    zones = tuple(z for z in dict.fromkeys(time_zones_for_number(num)) if z != "Etc/Unknown")
+    return zones or ("Etc/UTC",)
+
+
 @functools.cache
 def _zones() -> dict[str, str]:
     """Known IANA zones by lower-case name (so ``europe/london`` is accepted as ``Europe/London``)."""
@@ -244,10 +257,10 @@ def validate_row(row: dict[str, str], line: int, *, default_region: str = "US", 
         tz = _zones().get(v["tz"].lower())
         if tz is None:
             return RowError(line, f"{cols['tz']}: unknown time zone {v['tz'][:40]!r}", raw)
-    else:   # the first zone, as time_zones_for_number gives it (without typing the number again)
+    else:   # from the number: its zone, or "*" when it spans several (the dialler then needs all of them)
         geo = phonenumbers.is_number_type_geographical(kind, num.country_code)
-        tz = (time_zones_for_geographical_number(num) if geo else time_zones_for_number(num))[0]
-        tz = "Etc/UTC" if tz == "Etc/Unknown" else tz
+        zones = time_zones_for_geographical_number(num) if geo else time_zones_for_number(num)
+        tz = MULTI_ZONE if len(set(zones)) > 1 else ("Etc/UTC" if zones[0] == "Etc/Unknown" else zones[0])
     extra = {k.strip().lower(): _CTRL.sub("", v.get(k.strip().lower(), "")).strip() for k in keep_columns}
     return Contact(number=e164, lang=lang, tz=tz, line=line, name=_CTRL.sub("", v.get("name", "")).strip(),
                    booking=_CTRL.sub("", v.get("booking", "")).strip(), extra=extra)

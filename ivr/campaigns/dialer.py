@@ -204,9 +204,20 @@ class Dialer:
         if await self.redis.sismember(f"{self.prefix}:dnc", number):
             await self._close(cid, n, "dnc", last_outcome="do not call")
             return
-        local = datetime.datetime.now(_zone(contact.get("tz")))
-        if not c.in_window(local):
-            when = c.next_window_start(local).timestamp()
+        tz = contact.get("tz") or ""
+        zones = [_zone(z) for z in (contacts.number_zones(number) if tz == contacts.MULTI_ZONE else (tz,))]
+        now = datetime.datetime.now(datetime.timezone.utc)
+        if not c.in_window_everywhere(now, zones):
+            if len(zones) == 1:
+                when = c.next_window_start(now.astimezone(zones[0])).timestamp()
+            else:
+                common = c.next_common_start(now, zones)
+                if common is None:
+                    await self._close(cid, n, "failed", last_outcome="no common calling time")
+                    log.warning("campaign %s: contact %s: %s spans %d time zones with no common calling time "
+                                "(give it a tz column)", cid, n, number, len(zones))
+                    return
+                when = common.timestamp()
             async with self.redis.pipeline(transaction=True) as p:
                 p.zrem(self._k(cid, "leases"), n)
                 p.zadd(self._k(cid, "due"), {n: when})

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Sequence, Mapping
 
 ACTIONS = ("refund", "callback", "agent", "optout", "repeat")
 OUTCOMES = ("busy", "no_answer", "failed", "machine", "unknown", "no_key")
@@ -64,6 +64,21 @@ class Campaign:
     def next_window_start(self, local: datetime.datetime) -> datetime.datetime:
         start = local.replace(hour=self.window_start.hour, minute=self.window_start.minute, second=0, microsecond=0)
         return start if start > local else start + datetime.timedelta(days=1)
+
+    def in_window_everywhere(self, now: datetime.datetime, zones: Sequence[datetime.tzinfo]) -> bool:
+        """Inside the calling window in every one of the contact's zones (``now`` is aware)."""
+        return all(self.in_window(now.astimezone(z)) for z in zones)
+
+    def next_common_start(self, now: datetime.datetime, zones: Sequence[datetime.tzinfo],
+                          step_min: int = 5) -> datetime.datetime | None:
+        """The first moment (5-minute steps, within 48 h) inside the window in every zone; None if the
+        zones are too far apart for the window (the contact needs a tz column)."""
+        t = now.replace(second=0, microsecond=0)
+        for _ in range(48 * 60 // step_min):
+            t += datetime.timedelta(minutes=step_min)
+            if self.in_window_everywhere(t, zones):
+                return t
+        return None
 
     def allows(self, e164: str) -> bool:
         return not self.allowed_prefixes or any(e164.startswith(p) for p in self.allowed_prefixes)

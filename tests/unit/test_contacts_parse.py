@@ -173,3 +173,30 @@ def test_progress_bar_prints_a_line_per_ten_percent_when_not_a_tty() -> None:
         bar(done, done)
     lines = out.getvalue().splitlines()
     assert len(lines) == 11 and "100%" in lines[-1] and "1,000 rows" in lines[-1]
+
+
+def test_numbers_spanning_several_zones_are_marked_for_every_zone() -> None:
+    from ivr.campaigns.contacts import MULTI_ZONE, number_zones
+    assert ok({"number": "+79161234567"}).tz == MULTI_ZONE          # a Russian mobile: Kaliningrad to Kamchatka
+    assert ok({"number": "+79161234567", "tz": "Europe/Moscow"}).tz == "Europe/Moscow"   # a tz column wins
+    zones = number_zones("+79161234567")
+    assert "Europe/Moscow" in zones and "Asia/Kamchatka" in zones and "Etc/Unknown" not in zones
+    assert number_zones("+15555550100") == ("Etc/UTC",)
+
+
+def test_multi_zone_contacts_are_called_only_when_the_window_holds_in_every_zone() -> None:
+    import datetime
+    from zoneinfo import ZoneInfo
+
+    from ivr.campaigns.model import parse_campaign
+    c = parse_campaign({"id": "w", "message": {"en": "notice-cancelled"}, "window": {"start": "09:00", "end": "20:00"}})
+    moscow, kamchatka = ZoneInfo("Europe/Moscow"), ZoneInfo("Asia/Kamchatka")   # UTC+3 and UTC+12
+    at = datetime.datetime(2026, 11, 25, 7, 0, tzinfo=datetime.timezone.utc)   # 10:00 Moscow, 19:00 Kamchatka
+    assert c.in_window_everywhere(at, [moscow, kamchatka])
+    later = at + datetime.timedelta(hours=2)                                     # 12:00 Moscow, 21:00 Kamchatka
+    assert c.in_window(later.astimezone(moscow)) and not c.in_window_everywhere(later, [moscow, kamchatka])
+    nxt = c.next_common_start(later, [moscow, kamchatka])
+    assert nxt is not None and nxt.astimezone(moscow).hour == 9 and c.in_window_everywhere(nxt, [moscow, kamchatka])
+    # zones too far apart for the window: no time works, the dialler closes the contact instead of guessing
+    london = ZoneInfo("Europe/London")                                          # 12 h from Kamchatka
+    assert c.next_common_start(later, [london, kamchatka]) is None
