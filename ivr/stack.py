@@ -192,6 +192,13 @@ class Stack:
             raise StackError(f"the controller is still running (pid {pid})")
         self._start_controller(self.config(), time.monotonic() + timeout)
 
+    def restart_redis(self, timeout: float = 30.0) -> None:
+        """Start Redis again (after a crash or a kill) on its data directory (the AOF is replayed)."""
+        pid = self._read_pid("redis")
+        if pid is not None:
+            raise StackError(f"Redis is still running (pid {pid})")
+        self._start_redis(self.config(), time.monotonic() + timeout)
+
     def describe(self, cfg: Config | None = None) -> dict[str, Any]:
         cfg = cfg or self.config()
         return {

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from ..store.redis_store import ROLES
 
@@ -91,6 +92,9 @@ async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamR
         if exc.status >= 400:
             return json_error(exc.status, exc.reason)
         raise
+    except RedisError as exc:
+        log.warning("API: Redis unreachable on %s %s: %s", request.method, request.path, exc)
+        return json_error(503, "Redis is unreachable: try again in a moment")
     except Exception:
         log.exception("API error on %s %s", request.method, request.path)
         return json_error(500, "internal error (logged)")

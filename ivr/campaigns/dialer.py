@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from redis.exceptions import RedisError
+
 from ..ami import names as ev
 from ..ami.client import AmiClient, AmiError
 from ..config import Config
@@ -49,6 +51,7 @@ ORIGINATE_REASONS = {"5": "busy", "3": "no_answer", "1": "no_answer", "0": "fail
 HANGUP_CAUSES = {"17": "busy", "18": "no_answer", "19": "no_answer", "16": "no_answer"}
 FINAL_ACTIONS = {"refund": "done", "callback": "done", "agent": "done", "optout": "optout"}
 TICK_S = 0.1
+OUTCOME_RETRY_S = 600.0   # how long an outcome waits in memory for Redis to come back
 STATES = ("draft", "running", "paused", "stopped", "done")
 
 
@@ -268,7 +271,28 @@ class Dialer:
         if outcome is not None:
             r.active.discard(code)
             self.causes.pop(code, None)
-            await self.finish_attempt(cid, n, attempt, outcome)
+            await self.record_outcome(cid, n, attempt, outcome)
+
+    async def record_outcome(self, cid: str, n: str, attempt: int, outcome: str, keypress: str = "",
+                             give_up_s: float = OUTCOME_RETRY_S) -> None:
+        """Record an outcome; while Redis is unreachable keep it and retry, so a Redis restart mid-campaign
+        neither loses the attempt (the lease would hold the contact for an hour) nor dials it again."""
+        deadline = time.monotonic() + give_up_s
+        delay = 0.5
+        while True:
+            try:
+                await self.finish_attempt(cid, n, attempt, outcome, keypress=keypress)
+                return
+            except RedisError as exc:
+                if time.monotonic() > deadline:
+                    log.error("campaign %s: contact %s: outcome %s not recorded (Redis: %s); the recovery at the "
+                              "next start settles it", cid, n, outcome, exc)
+                    return
+                if delay == 0.5:
+                    log.warning("campaign %s: contact %s: Redis unreachable, outcome %s kept until it is back (%s)",
+                                cid, n, outcome, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def on_event(self, e: Any) -> None:
         """A Hangup of one of our calls frees its channel slot."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import time
 
+from redis.exceptions import RedisError
+
 from ..agi.server import AgiSession
 from ..menu.engine import CallContext, MenuEngine
 from ..menu.schema import Menu
@@ -30,14 +32,21 @@ class NoticeHandler:
 
     async def run(self, s: AgiSession) -> None:
         cid = s.route_arg
-        found = await self.dialer.get(cid)
-        if found is None:
-            raise LookupError(f"campaign {cid!r} does not exist")
-        campaign = found[0]
         n = (await s.get_variable("IVR_CONTACT")) or ""
         attempt = int((await s.get_variable("IVR_ATTEMPT")) or 0)
         amd = (await s.get_variable("AMDSTATUS")) or ""
-        contact = await contacts.contact(self.store.redis, self.store.keys.prefix, cid, int(n)) if n.isdigit() else None
+        try:
+            found = await self.dialer.get(cid)
+            contact = (await contacts.contact(self.store.redis, self.store.keys.prefix, cid, int(n))
+                       if n.isdigit() else None)
+        except RedisError as exc:   # the callee answered but nothing can be read: end politely, retry later
+            log.warning("campaign %s: contact %s answered while Redis is unreachable (%s); retried later", cid, n, exc)
+            if n.isdigit():
+                await self.dialer.record_outcome(cid, n, attempt, "unknown")
+            return
+        if found is None:
+            raise LookupError(f"campaign {cid!r} does not exist")
+        campaign = found[0]
         if contact is None:
             raise LookupError(f"campaign {cid}: no contact {n!r}")
         lang = contact.get("lang") or campaign.default_lang
@@ -62,11 +71,21 @@ class NoticeHandler:
                     "keypress": key, "key_action": action, "key_attempt": f"c:{cid}:{n}:{attempt}"})
                 await self._act(s, ctx, campaign.queue, action, contact)
                 return
+        except RedisError as exc:
+            # the keypress's action (refund request, callback, opt-out) could not be stored: never report it
+            # as done; the contact is retried under its retry rules instead
+            log.warning("campaign %s: contact %s: %s not stored (Redis: %s); the contact will be retried",
+                        cid, n, outcome, exc)
+            outcome = "unknown"
         finally:
-            await self.engine.sink.save(ctx.uid, {"caller": ctx.callerid, "menu": f"notice:{cid}", "language": lang,
-                                                  "started_at": round(ctx.started, 3), "ivr_outcome": f"notice_{outcome}",
-                                                  "campaign": cid, "contact": n, "keypress": key})
-            await self.dialer.finish_attempt(cid, n, attempt, outcome, keypress=key if outcome != "machine" else "")
+            try:
+                await self.engine.sink.save(ctx.uid, {"caller": ctx.callerid, "menu": f"notice:{cid}",
+                                                      "language": lang, "started_at": round(ctx.started, 3),
+                                                      "ivr_outcome": f"notice_{outcome}", "campaign": cid,
+                                                      "contact": n, "keypress": key})
+            except RedisError as exc:
+                log.warning("campaign %s: contact %s: call record not saved (Redis: %s)", cid, n, exc)
+            await self.dialer.record_outcome(cid, n, attempt, outcome, keypress=key if outcome != "machine" else "")
 
     async def _act(self, s: AgiSession, ctx: CallContext, queue: str, action: str, contact: dict) -> None:
         number = contact["number"].lstrip("+")
