@@ -153,6 +153,7 @@ class Controller:
     async def _resync(self, ami: AmiClient) -> None:
         """Full state rebuild on every (re)connect, before anything acts."""
         t0 = time.perf_counter()
+        started = time.time()
         queue_status = await ami.list_action(ev.QUEUE_STATUS, timeout=20)
         channels = await ami.list_action(ev.CORE_SHOW_CHANNELS, timeout=20)
         try:
@@ -162,6 +163,7 @@ class Controller:
             devices = None
         self.state.resync(queue_status, channels, devices)
         self.recorder.adopt([uid for q in self.state.queues.values() for uid in q.callers])
+        self.recorder.reconcile(set(self.state.channels), before=started)
         log.info("resync: %d queues, %d waiting callers, %d channels in %.0f ms",
                  len(self.state.queues), sum(len(q.callers) for q in self.state.queues.values()),
                  len(self.state.channels), (time.perf_counter() - t0) * 1000)
@@ -262,6 +264,7 @@ class Controller:
             "agi": {"port": self.agi.port, "active_calls": self.agi.active_calls,
                     "calls": self.agi.calls_total, "failed": self.agi.calls_failed},
             "menus": {"loaded": sorted(self.menus.menus), "errors": self.menus.errors},
+            "tasks": len(asyncio.all_tasks()),
             "records": {"written": self.recorder.records_written, "active": self.recorder.active,
                         "write_errors": self.recorder.write_errors},
             "balance": {"ticks": self.balance.ticks, "errors": self.balance.errors,

@@ -118,6 +118,19 @@ class CallRecorder:
         for uid in uids:
             self.track(uid)
 
+    def reconcile(self, live: set[str], before: float) -> int:
+        """After a resync: tracked calls whose channel is gone ended while AMI was away (their Hangup was
+        never seen, e.g. Asterisk restarted): write their records now. Only calls tracked ``before`` the
+        channel list was asked for are judged (a call that began since is not in it). Returns how many."""
+        gone = [uid for uid, since in self._active.items() if uid not in live and since < before]
+        now = round(time.time(), 3)
+        for uid in gone:
+            self._active.pop(uid, None)
+            self._submit(lambda uid=uid: self._finish(uid, now, "ended while AMI was disconnected"))  # type: ignore[misc]
+        if gone:
+            log.warning("call recorder: %d call(s) ended while AMI was disconnected; records written now", len(gone))
+        return len(gone)
+
     # --------------------------------------------------------- from AMI events
     def on_event(self, e: Mapping[str, Any]) -> None:
         name = e.get("Event")

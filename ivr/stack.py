@@ -192,6 +192,13 @@ class Stack:
             raise StackError(f"the controller is still running (pid {pid})")
         self._start_controller(self.config(), time.monotonic() + timeout)
 
+    def restart_asterisk(self, timeout: float = 30.0) -> None:
+        """Start Asterisk again (after a crash or a kill) with the rendered configuration."""
+        pid = self._read_pid("asterisk")
+        if pid is not None:
+            raise StackError(f"Asterisk is still running (pid {pid})")
+        self._start_asterisk(self.config(), time.monotonic() + timeout)
+
     def restart_redis(self, timeout: float = 30.0) -> None:
         """Start Redis again (after a crash or a kill) on its data directory (the AOF is replayed)."""
         pid = self._read_pid("redis")

@@ -434,3 +434,19 @@ async def test_answered_call_waits_for_a_late_agent_complete_then_estimates_talk
         assert h["outcome"] == "answered" and h["talk_estimated"] == "1" and int(h["talk"]) >= 0
     finally:
         await rec.stop(grace=1.0)
+
+
+async def test_calls_gone_while_ami_was_away_are_written_after_the_resync(recorder: CallRecorder) -> None:
+    import time as _time
+    store: MemoryStore = recorder.test_store  # type: ignore[attr-defined]
+    for uid in ("10.1", "10.2"):
+        recorder.on_event(ev_join(uid))
+    cut = _time.time() + 0.001
+    recorder.on_event(ev_join("10.3"))          # joined after the channel list was taken: not judged
+    recorder._active["10.3"] = cut + 1          # (as if tracked after the resync began)
+    assert recorder.reconcile({"10.2"}, before=cut) == 1      # 10.1 is gone, 10.2 still up
+    await wait_until(lambda: recorder.records_written == 1)
+    rec = store.hashes["10.1"]
+    assert rec["finished"] == "1" and rec["hangup_cause"] == "ended while AMI was disconnected"
+    assert rec["outcome"] == "left_queue"
+    assert recorder.active == 2
