@@ -108,16 +108,23 @@ def test_answering_machines_hear_the_voicemail_message(stack: TestStack) -> None
         assert (c[number]["status"], c[number]["last_outcome"]) == ("failed", "machine"), c[number]
 
 
-def test_a_killed_controller_neither_skips_nor_double_dials(stack: TestStack) -> None:
-    cid = "t-kill"
+def start_under_way(stack: TestStack, cid: str, rows: list[tuple[str, str, str]]) -> dict[str, int]:
+    """Create and start a 4 calls/s campaign of ``rows``; return the INVITE counts from before it started,
+    once two contacts are done."""
     assert stack.api.request("POST", "/api/v1/campaigns",
                              campaign(cid, pacing={"cps": 4, "max_channels": 6, "max_transfers": 1}))[0] == 201
-    rows = [(f"+1202555{2000 + i:04d}", f"Kill {i}", f"{700000 + i}") for i in range(24) if (2000 + i) % 10 <= 3]
     assert post_csv(stack, cid, csv_body(rows))["imported"] == len(rows)
     before = stack.sipp.invites_received(stack.customer_port)
     stack.api.post(f"/api/v1/campaigns/{cid}/start")
     wait_for(lambda: stack.api.get(f"/api/v1/campaigns/{cid}")["counts"].get("done", 0) >= 2, timeout=30,
              what="the campaign to be under way")
+    return before
+
+
+def test_a_killed_controller_neither_skips_nor_double_dials(stack: TestStack) -> None:
+    cid = "t-kill"
+    rows = [(f"+1202555{2000 + i:04d}", f"Kill {i}", f"{700000 + i}") for i in range(24) if (2000 + i) % 10 <= 3]
+    before = start_under_way(stack, cid, rows)
     pid = int((stack.stack.pids / "controller.pid").read_text())
     os.kill(pid, signal.SIGKILL)
     time.sleep(0.5)
@@ -141,14 +148,8 @@ def test_a_restarted_redis_neither_loses_nor_double_dials(stack: TestStack) -> N
     """Redis killed (SIGKILL) mid-campaign and started again on its AOF: outcomes that arrive meanwhile
     are kept by the dialler and written when it is back; no contact is skipped or lost."""
     cid = "t-redis"
-    assert stack.api.request("POST", "/api/v1/campaigns",
-                             campaign(cid, pacing={"cps": 4, "max_channels": 6, "max_transfers": 1}))[0] == 201
     rows = [(f"+1202555{3000 + i:04d}", f"Redis {i}", f"{710000 + i}") for i in range(30) if (3000 + i) % 10 <= 3]
-    assert post_csv(stack, cid, csv_body(rows))["imported"] == len(rows)
-    before = stack.sipp.invites_received(stack.customer_port)
-    stack.api.post(f"/api/v1/campaigns/{cid}/start")
-    wait_for(lambda: stack.api.get(f"/api/v1/campaigns/{cid}")["counts"].get("done", 0) >= 2, timeout=30,
-             what="the campaign to be under way")
+    before = start_under_way(stack, cid, rows)
     pid = int((stack.stack.pids / "redis.pid").read_text())
     os.kill(pid, signal.SIGKILL)
     time.sleep(4)   # calls in flight end while Redis is down; the API says so meanwhile

@@ -231,33 +231,40 @@
 
   const ACTION_LABEL = { pause: 'Pause', unpause: 'Unpause', login: 'Log in', logout: 'Log out' };
 
+  // POST a supervisor action; the button is disabled meanwhile. Returns true when the server accepted it
+  // (the caller decides when to enable the button again); on failure it is enabled and the error shown.
+  async function postAction(url, what, button, onFail) {
+    if (!token) return false;
+    button.disabled = true;
+    const fail = (text, status) => {
+      if (onFail) onFail();
+      button.disabled = false;
+      showMessage('error', `${what} failed: ${text}`, status ? { status } : undefined);
+    };
+    let resp;
+    try {
+      resp = await fetch(url, { method: 'POST', headers: { Authorization: `Bearer ${token}` }, cache: 'no-store' });
+    } catch (e) {
+      fail(`the server is not reachable (${e.message})`);
+      return false;
+    }
+    if (!resp.ok) {
+      const detail = await readError(resp);
+      fail(`${resp.status} ${detail}`, resp.status);
+      if (resp.status === 401) signOut(`Token not accepted: ${detail}`);
+      return false;
+    }
+    showMessage('info', `${what}: done`);
+    return true;
+  }
+
   async function agentAction(agentId, action, button) {
     if (!token) return;
     const kind = action === 'pause' || action === 'unpause' ? 'pause' : 'login';
-    button.disabled = true;
     pending.set(agentId, { kind, until: Date.now() + PENDING_MS });
-    const what = `${ACTION_LABEL[action]} agent ${agentId}`;
-    let resp;
-    try {
-      resp = await fetch(`/api/v1/agents/${encodeURIComponent(agentId)}/${action}`, {
-        method: 'POST', headers: { Authorization: `Bearer ${token}` }, cache: 'no-store',
-      });
-    } catch (e) {
-      pending.delete(agentId);
-      button.disabled = false;
-      showMessage('error', `${what} failed: the server is not reachable (${e.message})`);
-      return;
-    }
-    if (!resp.ok) {
-      pending.delete(agentId);
-      button.disabled = false;
-      const detail = await readError(resp);
-      showMessage('error', `${what} failed: ${resp.status} ${detail}`, { status: resp.status });
-      if (resp.status === 401) signOut(`Token not accepted: ${detail}`);
-      return;
-    }
-    showMessage('info', `${what}: done`);
-    // the button stays disabled until the stream shows the new state (or PENDING_MS passes)
+    // on success the button stays disabled until the stream shows the new state (or PENDING_MS passes)
+    await postAction(`/api/v1/agents/${encodeURIComponent(agentId)}/${action}`,
+                     `${ACTION_LABEL[action]} agent ${agentId}`, button, () => pending.delete(agentId));
   }
 
   // ------------------------------------------------------------------ rendering
@@ -466,27 +473,8 @@
   const CAMPAIGN_LABEL = { pause: 'Pause', resume: 'Resume', start: 'Start' };
 
   async function campaignAction(cid, action, button) {
-    if (!token) return;
-    button.disabled = true;
-    const what = `${CAMPAIGN_LABEL[action]} campaign ${cid}`;
-    let resp;
-    try {
-      resp = await fetch(`/api/v1/campaigns/${encodeURIComponent(cid)}/${action}`, {
-        method: 'POST', headers: { Authorization: `Bearer ${token}` }, cache: 'no-store',
-      });
-    } catch (e) {
-      button.disabled = false;
-      showMessage('error', `${what} failed: the server is not reachable (${e.message})`);
-      return;
-    }
-    if (!resp.ok) {
-      button.disabled = false;
-      const detail = await readError(resp);
-      showMessage('error', `${what} failed: ${resp.status} ${detail}`, { status: resp.status });
-      if (resp.status === 401) signOut(`Token not accepted: ${detail}`);
-      return;
-    }
-    showMessage('info', `${what}: done`);
+    await postAction(`/api/v1/campaigns/${encodeURIComponent(cid)}/${action}`,
+                     `${CAMPAIGN_LABEL[action]} campaign ${cid}`, button);
   }
 
   function renderCampaigns(campaigns) {
