@@ -27,10 +27,8 @@ import asyncio
 import csv
 import json
 import os
-import random
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -89,33 +87,9 @@ def generate(path: Path, rows: int) -> dict[str, Any]:
     return planted
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    import redis
-    for _ in range(5):
-        port = _free_port()
-        proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                 "--appendonly", "no", "--daemonize", "no", "--dir", str(workdir)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=port, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + 10
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                client.ping()
-                client.close()
-                return proc, port
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        client.close()
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=10)
-    raise RuntimeError("could not start redis-server")
+    from ivr.stack import start_scratch_redis
+    return start_scratch_redis(workdir)
 
 
 # ------------------------------------------------------------------ worker (one import, own process)

@@ -87,7 +87,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -101,7 +100,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from ivr.sipp import CallerScript, Sipp  # noqa: E402
-from ivr.stack import PORT_OFFSETS, Stack, ports_for  # noqa: E402
+from ivr.stack import PORT_OFFSETS, Stack, StackError  # noqa: E402
+from ivr.stack import pick_port_base as stack_pick_port_base  # noqa: E402
 
 MENU_FILE = Path(__file__).resolve().parent / "menus" / "bench.yaml"
 DID_IVR, DID_STATIC = "510", "511"
@@ -140,23 +140,11 @@ class BenchError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- helpers
-def _ports_free(base: int, rtp_pairs: int = RTP_PAIRS) -> bool:
-    wanted = [p for n, p in ports_for(base).items() if n != "rtp_end"] + [base + PORT_OFFSETS["rtp_start"] + 2 * rtp_pairs - 1]
-    for port in wanted:
-        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-            with socket.socket(socket.AF_INET, kind) as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    return False
-    return True
-
-
 def pick_port_base(start: int = 20000, stop: int = 30000, step: int = 4000, rtp_pairs: int = RTP_PAIRS) -> int:
-    for base in range(start, stop, step):
-        if _ports_free(base, rtp_pairs):
-            return base
-    raise BenchError(f"no free port range between {start} and {stop}: pass --port-base")
+    try:
+        return stack_pick_port_base(start, stop, step, rtp_pairs)
+    except StackError as exc:
+        raise BenchError(str(exc)) from None
 
 
 def proc_cpu_s(pid: int | None) -> float | None:

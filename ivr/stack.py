@@ -47,6 +47,59 @@ def _tail(path: Path, lines: int = 25) -> str:
     return "\n".join(text[-lines:]) or f"({path} is empty)"
 
 
+def ports_free(base: int, rtp_pairs: int = 1) -> bool:
+    """Whether a stack at ``base`` can bind all its ports on 127.0.0.1 (TCP and UDP): SIP, AMI, AGI, API,
+    Redis, and the RTP range up to ``rtp_pairs`` calls (its first and last port)."""
+    wanted = [p for n, p in ports_for(base).items() if n != "rtp_end"]
+    wanted.append(base + PORT_OFFSETS["rtp_start"] + 2 * rtp_pairs - 1)
+    for port in wanted:
+        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+            with socket.socket(socket.AF_INET, kind) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    return False
+    return True
+
+
+def pick_port_base(start: int, stop: int, step: int = 2000, rtp_pairs: int = 1) -> int:
+    """The first base in range(start, stop, step) whose ports are all free (for tests and benchmarks)."""
+    for base in range(start, stop, step):
+        if base + max(PORT_OFFSETS.values()) < 65000 and ports_free(base, rtp_pairs):
+            return base
+    raise StackError(f"no free port range between {start} and {stop}: pass --port-base")
+
+
+def start_scratch_redis(workdir: Path, attempts: int = 5) -> tuple[subprocess.Popen[bytes], int]:
+    """A bare redis-server on a free loopback port, without persistence, for tests and benchmarks.
+
+    Returns the process (the caller terminates it) and its port; raises StackError if none starts.
+    """
+    import redis as redis_sync
+    for _ in range(attempts):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no", "--daemonize", "no", "--dir", str(workdir)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis_sync.Redis(port=port, socket_connect_timeout=0.5)
+        try:
+            deadline = time.monotonic() + 10
+            while proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    client.ping()
+                    return proc, port
+                except redis_sync.ConnectionError:
+                    time.sleep(0.05)
+        finally:
+            client.close()
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=10)
+    raise StackError("could not start redis-server (is it installed? run scripts/install.sh)")
+
+
 def _port_in_use(host: str, port: int, udp: bool = False) -> bool:
     kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
     with socket.socket(socket.AF_INET, kind) as s:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -15,7 +14,8 @@ from typing import Any, Callable
 
 from ivr.config import PROJECT_ROOT
 from ivr.sipp import Sipp, free_port
-from ivr.stack import PORT_OFFSETS, Stack, ports_for
+from ivr.stack import Stack
+from ivr.stack import pick_port_base as stack_pick_port_base
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SHORT_MENU_DID = "501"  # runs tests/fixtures/dialplans/short.yaml (a beep and one menu)
@@ -29,25 +29,9 @@ def require_tools() -> None:
         raise RuntimeError(f"integration tests need {', '.join(missing)}: run `bash scripts/install.sh` first")
 
 
-def _ports_free(base: int) -> bool:
-    for name, port in ports_for(base).items():
-        if name == "rtp_end":
-            continue
-        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-            with socket.socket(socket.AF_INET, kind) as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    return False
-    return True
-
-
 def pick_port_base(start: int = 40000, stop: int = 58000, step: int = 2000) -> int:
     """A port base whose ports are all free (SIP, AMI, AGI, API, Redis, first RTP port)."""
-    for base in range(start, stop, step):
-        if base + max(PORT_OFFSETS.values()) < 65000 and _ports_free(base):
-            return base
-    raise RuntimeError("no free port range for a test stack")
+    return stack_pick_port_base(start, stop, step)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.1, what: str = "") -> Any:

@@ -7,18 +7,15 @@ import importlib.util
 import io
 import json
 import shutil
-import socket
-import subprocess
-import time
 from pathlib import Path
 from typing import AsyncIterator, Iterator
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 
 from ivr.campaigns import contacts
 from ivr.config import PROJECT_ROOT
+from ivr.stack import start_scratch_redis
 
 P = "t"
 ALLOWED = ("+1", "+44", "+98", "+86")
@@ -47,35 +44,11 @@ EXPECTED_ERRORS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     if shutil.which("redis-server") is None:
         pytest.fail("redis-server is not installed: run `bash scripts/install.sh` first")
-    workdir = tmp_path_factory.mktemp("redis")
-    for _ in range(5):
-        port = _free_port()
-        proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                 "--appendonly", "no", "--daemonize", "no", "--dir", str(workdir)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=port, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + 10
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        client.close()
-        if proc.poll() is None:
-            break
-    else:
-        pytest.fail("could not start redis-server")
+    proc, port = start_scratch_redis(tmp_path_factory.mktemp("redis"))
     try:
         yield port
     finally:
