@@ -238,7 +238,7 @@ def test_reports_count_real_calls_by_hour(stack: TestStack) -> None:
     time.sleep(1.5)   # records of calls that just ended are written ~1 s after the hangup
     since = time.time()
     answered = CallerScript(steps=[("pause", 700), ("dtmf", "1")], end="wait_bye", wait_bye_ms=30_000)
-    hangup = CallerScript(steps=[("pause", 500)], end="hangup")
+    hangup = CallerScript(steps=[("pause", 1500)], end="hangup")
     for script, caller in ((answered, "5557201"), (hangup, "5557201"), (answered, "5557202")):
         res = stack.sipp.call(script, extension=stack.extension, caller=caller, timeout_s=45)
         assert res.ok, res.errors

@@ -59,7 +59,7 @@ def test_caller_pressing_1_is_answered_by_a_logged_in_agent(stack: TestStack) ->
 
 
 def test_caller_who_hangs_up_in_the_menu_is_recorded(stack: TestStack) -> None:
-    result = stack.sipp.call(CallerScript(steps=[("pause", 500)], end="hangup"),
+    result = stack.sipp.call(CallerScript(steps=[("pause", 1500)], end="hangup"),
                              extension=stack.extension, caller="5551009", timeout_s=30)
     assert result.ok, result.errors
     calls = wait_for(lambda: [c for c in stack.api.get("/api/v1/calls?count=20")["calls"]
