@@ -120,6 +120,11 @@ class AgentConfig:
         """The queue member interface for the mobile fallback (see [agent-mobile] in extensions.conf)."""
         return f"Local/{self.mobile}@agent-mobile/n" if self.mobile else ""
 
+    @property
+    def interfaces(self) -> frozenset[str]:
+        """Every queue member interface that stands for this agent (the phone, and the mobile if any)."""
+        return frozenset(i for i in (self.interface, self.mobile_interface) if i)
+
 
 @dataclass(frozen=True, slots=True)
 class BalanceConfig:

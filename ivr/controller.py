@@ -97,7 +97,7 @@ class Controller:
         agents = self.roster.describe()
         for a in agents:
             agent = self.roster.agents[a["id"]]
-            ifaces = {agent.interface, agent.mobile_interface} - {""}
+            ifaces = agent.interfaces
             live = [m for q in snap["queues"].values() for m in q["members"] if m["interface"] in ifaces]
             a["status"] = live[0]["status"] if live else "not in a queue"
             a["in_call"] = any(m["in_call"] for m in live)

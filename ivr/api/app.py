@@ -219,7 +219,7 @@ async def agent_remove(request: web.Request) -> web.Response:
         return json_error(503, str(exc))
     if agent is not None:   # out of every queue now: the balancing loop only manages agents on the roster
         for qname, q in list(ctl.state.queues.items()):
-            for iface in {agent.interface, agent.mobile_interface} - {""}:
+            for iface in agent.interfaces:
                 if iface in q.members:
                     try:
                         await ctl.ami.action("QueueRemove", {"Queue": qname, "Interface": iface})
@@ -446,13 +446,18 @@ async def audit(request: web.Request) -> web.Response:
     return web.json_response({"audit": await ctl.store.audit_log(500)})
 
 
-@requires("viewer")
-async def live(request: web.Request) -> web.Response:
-    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+async def _live_picture(ctl: "Controller") -> dict[str, Any]:
+    """What /api/v1/live answers and /api/v1/stream sends each second."""
     data = ctl.live()
     data["callbacks_pending"] = len(await ctl.store.callbacks.pending(1000))
     data["campaigns"] = await ctl.dialer.list()
-    return web.json_response(data)
+    return data
+
+
+@requires("viewer")
+async def live(request: web.Request) -> web.Response:
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    return web.json_response(await _live_picture(ctl))
 
 
 @requires("viewer")
@@ -465,10 +470,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     await resp.prepare(request)
     try:
         while not ctl.stopping.is_set():
-            data = ctl.live()
-            data["callbacks_pending"] = len(await ctl.store.callbacks.pending(1000))
-            data["campaigns"] = await ctl.dialer.list()
-            await resp.write(f"data: {json.dumps(data)}\n\n".encode())
+            await resp.write(f"data: {json.dumps(await _live_picture(ctl))}\n\n".encode())
             await asyncio.sleep(1.0)
     except (ConnectionResetError, asyncio.CancelledError):
         pass

@@ -150,8 +150,7 @@ class BalanceLoop:
             return
         try:
             if a.kind == "add_member":
-                agent = next((x for x in self.roster.agents.values()
-                              if a.interface in (x.interface, x.mobile_interface)), None)
+                agent = next((x for x in self.roster.agents.values() if a.interface in x.interfaces), None)
                 await self.ami.action(ev.QUEUE_ADD, {
                     "Queue": a.queue, "Interface": a.interface, "Penalty": a.penalty, "Paused": "false",
                     "MemberName": (agent.name or agent.id) if agent else a.interface, "StateInterface": a.interface})
