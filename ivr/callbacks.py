@@ -15,6 +15,8 @@ import logging
 import time
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from .ami import names as ev
 from .ami.client import AmiClient, AmiError
 from .config import Config
@@ -24,6 +26,7 @@ from .store.selfservice import CallbackStore
 log = logging.getLogger(__name__)
 
 RETRY_BACKOFF_S = (60.0, 300.0, 900.0)
+BUSY_RETRY_S = 120.0
 RING_TIMEOUT_S = 30
 # OriginateResponse Reason codes (enum ast_control_frame_type): 4 answered, 5 busy, 3 no answer / ringing, 8 congestion
 REASONS = {"0": "failed", "1": "hung up", "3": "no answer", "4": "answered", "5": "busy", "8": "congestion"}
@@ -50,6 +53,8 @@ class CallbackDispatcher:
         self.dialled = 0
         self.answered = 0
         self.failed = 0
+        self.skipped = 0
+        self.continuity: Any = None   # ivr.continuity.Continuity: no callback to someone on a call with us
 
     @property
     def enabled(self) -> bool:
@@ -63,6 +68,21 @@ class CallbackDispatcher:
         if rec is None:
             return
         number, lang = rec["number"], rec.get("lang") or "en"
+        if self.continuity is not None:
+            try:
+                if await self.continuity.answered_since(number, float(rec.get("requested_at") or 0)):
+                    self.skipped += 1
+                    await self.callbacks.close(callback_id, "reached", "the caller reached an agent meanwhile")
+                    log.info("callback %s: %s reached an agent since asking; not dialled", callback_id, number)
+                    return
+                if await self.continuity.busy(number):
+                    self.skipped += 1
+                    await self.callbacks.postpone(callback_id, time.time() + BUSY_RETRY_S, "caller on a call")
+                    log.info("callback %s: %s is on a call with us now; tried again in %.0fs", callback_id,
+                             number, BUSY_RETRY_S)
+                    return
+            except RedisError as exc:
+                log.warning("callback %s: caller state unknown (Redis: %s); dialling anyway", callback_id, exc)
         prompt = self.prompts.path(lang, "callback-intro") or self.prompts.path(lang, "please-hold") or "beep"
         fields = {
             "Channel": dial_string(self.cfg, number), "Context": "ivr-callback", "Exten": "s", "Priority": 1,
@@ -90,6 +110,8 @@ class CallbackDispatcher:
             uid = final.get("Uniqueid", "") if final is not None else ""
             if uid:   # the call record of the dialled channel: a callback, not a new inbound call
                 await self.callbacks.mark_call(uid, callback_id)
+                if self.continuity is not None:
+                    await self.continuity.mark_live(number, uid)
             await self.callbacks.finish(callback_id, "answered")
             log.info("callback %s: %s answered, in queue %s", callback_id, number, queue)
         elif attempts < self.max_attempts:

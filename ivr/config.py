@@ -143,6 +143,22 @@ class BalanceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ContinuityConfig:
+    """Caller continuity (see ivr/continuity.py and docs/continuity.md)."""
+
+    enabled: bool = True
+    window: int = 600               # seconds a caller who dropped out of a queue keeps their place
+    min_wait: int = 0               # seconds waited before a drop earns a place
+    callback_dropped: bool = False  # call them back ourselves when the window passes without their call
+    notice_hours: float = 48.0      # callers notified by a campaign within this many hours get the short path
+    repeat_hours: float = 24.0      # a call within this many hours of the previous one is a repeat call
+    repeat_priority: int = 0        # queue priority for repeat callers (0: none)
+    history: int = 20               # calls kept per caller
+    history_days: int = 30          # how long a caller's history is kept after their last call
+    region: str = ""                # caller IDs are national numbers of this region (e.g. GB); empty: E.164 digits
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     node: str = "ivr1"
     workdir: str = ""
@@ -157,6 +173,7 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
     balance: BalanceConfig = field(default_factory=BalanceConfig)
+    continuity: ContinuityConfig = field(default_factory=ContinuityConfig)
     queues: tuple[QueueConfig, ...] = (
         QueueConfig("support"),
         QueueConfig("refunds"),
@@ -256,6 +273,7 @@ _SECTIONS: dict[str, type] = {
     "api": ApiConfig,
     "redis": RedisConfig,
     "balance": BalanceConfig,
+    "continuity": ContinuityConfig,
 }
 
 
@@ -347,6 +365,18 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"asterisk.codecs: expected some of {', '.join(AGENT_CODECS)}, got {list(a.codecs)!r}")
     if a.outbound_callerid and not _EXTEN_RE.match(a.outbound_callerid):
         raise ConfigError(f"asterisk.outbound_callerid: digits only, got {a.outbound_callerid!r}")
+    c = cfg.continuity
+    for key, value, hi in (("window", c.window, 86400), ("min_wait", c.min_wait, 3600),
+                           ("notice_hours", c.notice_hours, 24 * 30), ("repeat_hours", c.repeat_hours, 24 * 30),
+                           ("repeat_priority", c.repeat_priority, 100), ("history", c.history, 1000),
+                           ("history_days", c.history_days, 3650)):
+        if not 0 <= value <= hi:
+            raise ConfigError(f"continuity.{key}: expected 0 to {hi}, got {value}")
+    if c.region:
+        import phonenumbers
+
+        if c.region.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ConfigError(f"continuity.region: unknown region {c.region!r} (two letters, e.g. GB)")
     if not cfg.redis.url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"redis.url: expected redis://host:port/db, got {cfg.redis.url!r}")
     if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

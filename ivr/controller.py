@@ -23,6 +23,7 @@ from .config import Config
 from .balance.erlang import estimate_wait
 from .banner import BannerService, live_prompts_dir
 from .callbacks import CallbackDispatcher
+from .continuity import Continuity
 from .campaigns.dialer import Dialer
 from .campaigns.notice import NoticeHandler
 from .menu.engine import EngineServices, MenuEngine
@@ -50,7 +51,8 @@ class Controller:
         self.state = CallCenterState()
         self.recorder = CallRecorder(self.store)
         self.metrics = Metrics()
-        self.recorder.on_finished = self.metrics.call_finished
+        self.continuity = Continuity(cfg.continuity, self.store)
+        self.recorder.on_finished = self._call_finished
         self.backends = {"refunds": RefundsBackend(self.store)}
         self.menus = MenuSet(cfg.dialplans_dir, frozenset(cfg.queue_names()), cfg.languages,
                              frozenset(self.backends))
@@ -58,7 +60,10 @@ class Controller:
         self.banner = BannerService(self.store, live_prompts_dir(cfg), cfg.languages)
         services = EngineServices(backends=self.backends, callbacks=self.store.callbacks,
                                   surveys=self.store.surveys, estimate_wait=self.estimate_wait,
-                                  banner=self.banner.get, fallback_queue=cfg.fallback_queue)
+                                  banner=self.banner.get, fallback_queue=cfg.fallback_queue,
+                                  continuity=self.continuity if cfg.continuity.enabled else None,
+                                  queue_position=self.queue_position,
+                                  repeat_priority=cfg.continuity.repeat_priority)
         self.engine = MenuEngine(self.menus, self.prompts, self.recorder,
                                  cfg.languages[0] if cfg.languages else "en", services)
         self.router = AgiRouter()
@@ -75,6 +80,7 @@ class Controller:
         self.roster.on_accounts_changed = self._apply_accounts
         self.dispatcher = CallbackDispatcher(cfg, self.ami, self.store.callbacks, self.prompts)
         self.dialer = Dialer(cfg, self.store, self.ami)
+        self.dispatcher.continuity = self.dialer.continuity = self.continuity if cfg.continuity.enabled else None
         self.dialer.store_metric = lambda cid, outcome: self.metrics.campaign_attempts.labels(cid, outcome).inc()
         self.router.register("notice", NoticeHandler(self.engine, self.dialer, self.store).run)
         self.balance = BalanceLoop(cfg, self.state, self.ami, self.roster,
@@ -93,6 +99,11 @@ class Controller:
             est = decision.estimates.get(name) if decision else None
             q["estimated_wait"] = None if est is None or est == float("inf") else round(est, 1)
             q["overflow_open"] = bool(self.balance.tiers.get(name) and self.balance.tiers[name].open)
+        for q in snap["queues"].values():
+            for c in q["callers"]:
+                known = self.continuity.context.get(c["uniqueid"])
+                if known:
+                    c["context"] = known
         self.metrics.update_live(snap, self.ami.connected, self.ami.reconnects, self.balance.actions_by_kind)
         agents = self.roster.describe()
         for a in agents:
@@ -107,8 +118,23 @@ class Controller:
             a["device"] = self.state.devices.get(agent.interface, "")
             a["on_mobile"] = bool(agent.mobile_interface) and any(
                 m["interface"] == agent.mobile_interface for m in live)
+            talking = next((m.bridged for q in self.state.queues.values() for i in ifaces
+                            if (m := q.members.get(i)) is not None and m.bridged), "")
+            if talking:   # the caller this agent is talking to, with what the IVR knew about them
+                a["caller"] = {"uniqueid": talking, **self.continuity.context.get(talking, {})}
         return {"time": snap["time"], "node": self.cfg.node, "ami": self.ami.connected,
                 "queues": snap["queues"], "agents": agents, "history": self.metrics.hourly()}
+
+    def _call_finished(self, record: dict[str, Any]) -> None:
+        self.metrics.call_finished(record)
+        self.continuity.call_finished(record)
+
+    def queue_position(self, queue: str, since: float) -> int | None:
+        """Queue() position for a returning caller whose place dates from ``since`` (None: no queue known)."""
+        q = self.state.queues.get(queue)
+        if q is None:
+            return None
+        return self.continuity.queue_position(((uid, c.joined_at) for uid, c in q.callers.items()), since)
 
     # --------------------------------------------------------------- estimates
     def estimate_wait(self, queue: str, default_aht: float = 180.0) -> float | None:
@@ -185,6 +211,9 @@ class Controller:
         if cfg_has_trunk(self.cfg):
             self._tasks.append(asyncio.create_task(self.dialer.run(), name="dialer"))
         self._tasks.append(asyncio.create_task(self._watch_menus(), name="menu-watch"))
+        if self.cfg.continuity.enabled:
+            self._tasks.append(asyncio.create_task(self.continuity.run_sweeper(self.store.callbacks),
+                                                   name="continuity-sweep"))
         from .api.app import build_app  # imported late: the API imports the controller's types
 
         app = build_app(self)
@@ -233,6 +262,7 @@ class Controller:
             if close is not None:
                 await close()
         await self.recorder.stop()
+        await self.continuity.drain()
         await self.store.close()
         log.info("controller stopped")
 

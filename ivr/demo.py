@@ -151,10 +151,10 @@ def run_demo(opts: DemoOptions, out: Any = sys.stdout) -> dict[str, Any]:
                     steps=[("pause", 800), ("dtmf", lang_key), ("pause", 500), ("dtmf", "#"),
                            ("pause", 700), ("dtmf", key)] + BRANCH_INPUT.get(key, []),
                     end="wait_bye", patience_ms=int((opts.patience + 60) * 1000))
-                caller = f"55{rng.randrange(10**7, 10**8)}"
+                prefix = f"55{rng.randrange(10**5, 10**6)}"   # + SIPp's call number: one number per caller
                 rate = max(0.01, opts.rate * lshare * bshare)
                 callers.append((f"{lang}/{branch}", n, sipp.start_calls(
-                    script, extension=cfg.asterisk.inbound_extension, caller=caller, calls=n, rate=rate,
+                    script, extension=cfg.asterisk.inbound_extension, caller_prefix=prefix, calls=n, rate=rate,
                     timeout_s=int(opts.duration + opts.patience + 300))))
         print(f"replaying {total} calls over {opts.duration:.0f}s ({opts.rate:g}/s) to {opts.agents} agents "
               f"({len(novices)} novices)", file=out, flush=True)

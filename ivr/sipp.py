@@ -10,7 +10,9 @@ and bound to 127.0.0.1; a target that is not a loopback address is refused.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
+import random
 import re
 import shutil
 import signal
@@ -81,6 +83,9 @@ class RtpClock:
     ssrc: int = 0x1E55_0001
 
 
+_PCAP_SEQ = itertools.count(1)
+
+
 def write_dtmf_pcap(path: Path, digits: str, clock: RtpClock, *, tone_ms: int = 120, gap_ms: int = 120) -> None:
     """RFC 4733 telephone-events (payload type 101) for ``digits`` as an Ethernet/IPv4/UDP pcap."""
     import struct
@@ -133,7 +138,8 @@ class CallerScript:
                 body.append(f'  <pause milliseconds="{int(value)}"/>')
             elif kind == "dtmf":
                 digits = str(value)
-                pcap = pcap_dir / f"dtmf-{os.getpid()}-{id(self)}-{n}.pcap"
+                # a fresh name per scenario: a SIPp already running may still be reading an earlier one
+                pcap = pcap_dir / f"dtmf-{os.getpid()}-{next(_PCAP_SEQ)}-{n}.pcap"
                 write_dtmf_pcap(pcap, digits, clock)
                 body.append(f'  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>')
                 body.append(f'  <pause milliseconds="{len(digits) * 240 + 150}"/>')
@@ -339,10 +345,19 @@ class Sipp:
         return ["-i", "127.0.0.1", "-p", str(port), "-mi", "127.0.0.1", "-mp", str(media_port),
                 "-nostdin", "-trace_err", "-max_socket", "4096"]
 
-    def call_args(self, script: CallerScript, *, extension: str, caller: str = "5550000", calls: int = 1,
+    def call_args(self, script: CallerScript, *, extension: str, caller: str | None = None, calls: int = 1,
                   rate: float = 1.0, concurrent: int | None = None, timeout_s: int = 120,
-                  rate_period_ms: int = 1000) -> list[str]:
-        scenario = self._write("caller", script.xml(self.workdir / "pcap"))
+                  rate_period_ms: int = 1000, caller_prefix: str | None = None) -> list[str]:
+        """SIPp arguments for ``calls`` callers. With a ``caller`` number every call comes from it; without,
+        each call has its own number (``caller_prefix``, random by default, + SIPp's call number), as in a
+        real surge: the controller recognises repeat and returning callers by number (ivr/continuity.py)."""
+        xml = script.xml(self.workdir / "pcap")
+        if caller is None:
+            caller = caller_prefix or f"55{random.randint(10_000, 99_999)}"
+            if not caller.isdigit():
+                raise ValueError(f"caller_prefix: digits only, got {caller!r}")
+            xml = xml.replace("sip:[caller]@", "sip:[caller][call_number]@")
+        scenario = self._write("caller", xml)
         port, mport = free_port(), free_port_pair()
         argv = [self.binary, f"{self.target_host}:{self.target_port}", "-sf", str(scenario), "-s", extension,
                 "-key", "caller", caller, "-m", str(calls), "-r", str(rate), "-rp", str(rate_period_ms),

@@ -240,9 +240,14 @@ class CallCenterState:
         if not uid:
             return
         q.stats.offered += 1
+        position = _int(e.get("Position"))
+        if position > 0:   # joined ahead of others (a priority, or a returning caller's place): they move back
+            for c in q.callers.values():
+                if c.position >= position:
+                    c.position += 1
         q.callers[uid] = Caller(
             uniqueid=uid, channel=e.get("Channel", ""), callerid=e.get("CallerIDNum", ""),
-            position=_int(e.get("Position")), joined_at=self.clock(),
+            position=position, joined_at=self.clock(),
         )
 
     def _renumber(self, q: QueueState, left_position: int) -> None:

@@ -136,6 +136,38 @@ async def call(request: web.Request) -> web.Response:
     return web.json_response(record)
 
 
+@requires("viewer")
+async def call_caller(request: web.Request) -> web.Response:
+    """The caller of one call (in progress or finished) and their history: what the agent sees."""
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    uid = request.match_info["uid"]
+    if len(uid) > 64:
+        return json_error(400, "uniqueid too long")
+    record = await ctl.store.call_get(uid)
+    if not record:
+        return json_error(404, f"no call {uid}")
+    number = str(record.get("caller") or "")
+    if not ctl.continuity.key(number):
+        return json_error(404, f"call {uid} has no caller number (withheld or not a phone number)")
+    about = await ctl.continuity.describe(number)
+    about["calls"] = [c for c in about["calls"] if c.get("uid") != uid]
+    vars_ = record.get("vars")
+    return web.json_response({"uniqueid": uid, "this_call": {
+        "path": record.get("path", []), "language": record.get("language", ""), "queue": record.get("queue", ""),
+        "vars": json.loads(vars_) if isinstance(vars_, str) and vars_.startswith("{") else {},
+        **ctl.continuity.context.get(uid, {})}, "caller": about})
+
+
+@requires("viewer")
+async def caller(request: web.Request) -> web.Response:
+    """Everything known about one caller number: calls in progress, kept place, last notice, recent calls."""
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    try:
+        return web.json_response(await ctl.continuity.describe(request.match_info["number"]))
+    except ValueError as exc:
+        return json_error(400, str(exc))
+
+
 @requires("supervisor")
 async def reload_menus(request: web.Request) -> web.Response:
     from ..controller import reload_menus as do_reload
@@ -525,6 +557,8 @@ def build_app(controller: "Controller") -> web.Application:
     app.router.add_get("/api/v1/queues", queues)
     app.router.add_get("/api/v1/calls", calls)
     app.router.add_get("/api/v1/calls/{uid}", call)
+    app.router.add_get("/api/v1/calls/{uid}/caller", call_caller)
+    app.router.add_get("/api/v1/callers/{number}", caller)
     app.router.add_post("/api/v1/menus/reload", reload_menus)
     app.router.add_get("/api/v1/agents", agents)
     app.router.add_get("/api/v1/balance", balance)

@@ -75,6 +75,10 @@ OPS: dict[tuple[str, str], dict[str, Any]] = {
                                "query": [q("count", {"type": "integer", "minimum": 1, "maximum": 10000},
                                            "how many (default 100)")]},
     ("GET", "/api/v1/calls/{uid}"): {"tag": "calls", "summary": "One call record (in progress or finished)"},
+    ("GET", "/api/v1/calls/{uid}/caller"): {"tag": "calls", "summary": "The caller of one call and their history "
+                                            "(previous calls, menu paths, last notice, kept place, refunds)"},
+    ("GET", "/api/v1/callers/{number}"): {"tag": "calls", "summary": "One caller number: calls in progress, kept "
+                                          "place, last notice, recent calls, refund requests"},
     ("GET", "/api/v1/reports"): {"tag": "reports", "summary": "Calls, ASA, service level, abandonment, handle "
                                  "time, first-contact resolution, satisfaction and outbound outcomes by hour or day",
                                  "query": [q("by", {"enum": ["hour", "day"]}, "period (default hour)"),

@@ -15,7 +15,8 @@ Redis layout (``{p}`` is the prefix, ``{cid}`` the campaign id, ``n`` = 1, 2, 3.
 | {p}:dnc                          | set    | do-not-call numbers (E.164), shared by all campaigns         |
 
 Statuses: ``pending``, ``dnc`` (on the do-not-call list at import: kept so the export shows why it was
-not called, never put in ``due``), and the dialer's ``in_progress``, ``done``, ``failed``, ``optout``.
+not called, never put in ``due``), the dialer's ``in_progress``, ``done``, ``failed``, ``optout``, and
+``reached`` (the contact called in before being dialled: see ivr/continuity.py).
 A report's rows = imported (new, pending) + dnc (new, status dnc) + merged + rejected.
 """
 
@@ -53,7 +54,7 @@ import redis.asyncio as aioredis
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 from phonenumbers.timezone import time_zones_for_geographical_number, time_zones_for_number
 
-STATUSES = ("pending", "dnc", "in_progress", "done", "failed", "optout")
+STATUSES = ("pending", "dnc", "in_progress", "done", "failed", "optout", "reached")
 LANGUAGES = ("en", "fa", "zh")
 EXPORT_COLUMNS = ("n", "number", "name", "lang", "tz", "status", "attempts", "last_outcome", "keypress", "updated")
 ALIASES = {"number": ("number", "phone", "msisdn"), "name": ("name",), "lang": ("lang",),

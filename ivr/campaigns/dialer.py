@@ -51,6 +51,7 @@ ORIGINATE_REASONS = {"5": "busy", "3": "no_answer", "1": "no_answer", "0": "fail
 HANGUP_CAUSES = {"17": "busy", "18": "no_answer", "19": "no_answer", "16": "no_answer"}
 FINAL_ACTIONS = {"refund": "done", "callback": "done", "agent": "done", "optout": "optout"}
 TICK_S = 0.1
+BUSY_DEFER_S = 300.0      # a contact on a call with us is tried again this much later
 OUTCOME_RETRY_S = 600.0   # how long an outcome waits in memory for Redis to come back
 STATES = ("draft", "running", "paused", "stopped", "done")
 
@@ -83,6 +84,7 @@ class Dialer:
         self._claim = self.redis.register_script(CLAIM_LUA)
         self.causes: dict[str, str] = {}       # account code -> Q.850 cause of its Hangup
         self.errors = 0
+        self.continuity: Any = None            # ivr.continuity.Continuity: callers on a call are not dialled
 
     # ------------------------------------------------------------------ keys
     def _k(self, cid: str, part: str = "") -> str:
@@ -200,6 +202,18 @@ class Dialer:
             await self.redis.zrem(self._k(cid, "leases"), n)
             return
         number = contact.get("number", "")
+        if contact.get("status") == "reached":     # called in while it was being claimed
+            await self.redis.zrem(self._k(cid, "leases"), n)
+            return
+        if self.continuity is not None and await self.continuity.busy(number):
+            # on a call with us right now (the IVR, a queue, an agent): not now; the call in progress
+            # marks the contact reached, else it is dialled after BUSY_DEFER_S
+            async with self.redis.pipeline(transaction=True) as p:
+                p.zrem(self._k(cid, "leases"), n)
+                p.zadd(self._k(cid, "due"), {n: time.time() + BUSY_DEFER_S})
+                await p.execute()
+            log.info("campaign %s: contact %s is on a call with us: not dialled now", cid, n)
+            return
         if not c.allows(number):
             await self._close(cid, n, "failed", last_outcome="destination not allowed")
             log.warning("campaign %s: contact %s: %s is outside the allowed destinations", cid, n, number)

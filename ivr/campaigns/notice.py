@@ -53,7 +53,13 @@ class NoticeHandler:
         menu = Menu(name=f"notice-{cid}", source="campaign", start="", nodes={}, languages=(lang,))
         ctx = CallContext(uid=s.uniqueid, menu=menu, lang=lang, callerid=contact["number"].lstrip("+"))
         self.engine.sink.track(ctx.uid)
-        outcome, key = "no_key", ""
+        continuity = getattr(self.dialer, "continuity", None)
+        if continuity is not None:
+            try:
+                await continuity.mark_live(contact["number"], ctx.uid)
+            except RedisError as exc:
+                log.warning("campaign %s: contact %s: not marked as on a call (Redis: %s)", cid, n, exc)
+        outcome, key, reference = "no_key", "", ""
         try:
             if amd == "MACHINE":
                 await self.engine.play(s, ctx, (campaign.machine_message,))
@@ -69,7 +75,7 @@ class NoticeHandler:
                 # recorded before acting: a controller stopped mid-action knows the callee answered
                 await self.store.redis.hset(f"{self.store.keys.prefix}:campaign:{cid}:contact:{n}", mapping={
                     "keypress": key, "key_action": action, "key_attempt": f"c:{cid}:{n}:{attempt}"})
-                await self._act(s, ctx, campaign.queue, action, contact)
+                reference = await self._act(s, ctx, campaign.queue, action, contact)
                 return
         except RedisError as exc:
             # the keypress's action (refund request, callback, opt-out) could not be stored: never report it
@@ -85,32 +91,43 @@ class NoticeHandler:
                                                       "contact": n, "keypress": key})
             except RedisError as exc:
                 log.warning("campaign %s: contact %s: call record not saved (Redis: %s)", cid, n, exc)
+            if continuity is not None:
+                try:   # the next inbound call of this number gets the short path (ivr/continuity.py)
+                    await continuity.noticed(contact["number"], {
+                        "campaign": cid, "contact": n, "action": outcome, "keypress": key, "lang": lang,
+                        "booking": contact.get("booking") or "", "reference": reference, "uid": ctx.uid})
+                except RedisError as exc:
+                    log.warning("campaign %s: contact %s: notice not remembered (Redis: %s)", cid, n, exc)
             await self.dialer.record_outcome(cid, n, attempt, outcome, keypress=key if outcome != "machine" else "")
 
-    async def _act(self, s: AgiSession, ctx: CallContext, queue: str, action: str, contact: dict) -> None:
+    async def _act(self, s: AgiSession, ctx: CallContext, queue: str, action: str, contact: dict) -> str:
+        """Carry out the callee's choice; returns the refund reference when one was created."""
         number = contact["number"].lstrip("+")
+        reference = ""
         if action == "refund":
             booking = contact.get("booking") or ""
             if booking.isascii() and booking.isdigit() and 4 <= len(booking) <= 12:
                 rec = await self.store.refunds.create(booking, caller=number, lang=ctx.lang, source="notice",
                                                       call_uid=ctx.uid)
+                reference = rec["reference"]
                 await self.engine.play(s, ctx, ("refund-created",))
-                await s.say_digits(rec["reference"])
+                await s.say_digits(reference)
             else:   # no booking on file: an agent takes the request
                 await self._to_queue(s, queue)
-                return
+                return reference
         elif action == "callback":
             await self.store.callbacks.request(number, queue=queue, lang=ctx.lang, call_uid=ctx.uid,
                                                joined_at=time.time(), caller=number)
             await self.engine.play(s, ctx, ("callback-booked",))
         elif action == "agent":
             await self._to_queue(s, queue)
-            return
+            return reference
         elif action == "optout":
             await self.store.redis.sadd(f"{self.store.keys.prefix}:dnc", contact["number"])
             await self.engine.play(s, ctx, ("optout-done",))
         await self.engine.play(s, ctx, ("goodbye",))
         await s.set_variable("IVR_NEXT", "hangup")
+        return reference
 
     async def _to_queue(self, s: AgiSession, queue: str) -> None:
         await self.engine.mset(s, {"IVR_QUEUE": queue, "IVR_PRIORITY": "5", "IVR_NEXT": "queue"})

@@ -48,6 +48,9 @@ class EngineServices:
     banner: Callable[[str], Awaitable[str | None]] | None = None
     now: Callable[[datetime.tzinfo], datetime.datetime] = lambda tz: datetime.datetime.now(tz)
     fallback_queue: str = "support"
+    continuity: Any = None                 # ivr.continuity.Continuity (None: every caller is new)
+    queue_position: Callable[[str, float], int | None] = lambda queue, since: None
+    repeat_priority: int = 0               # queue priority of repeat callers (continuity.repeat_priority)
 
 
 @dataclass(slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from typing import Awaitable, Callable
 from zoneinfo import ZoneInfo
 
@@ -157,13 +158,79 @@ async def _queue(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node
         await s.say_number(max(1, int(estimate / 60 + 0.5)))   # half a minute rounds up
         await engine.play(s, ctx, ("minutes",))
     ctx.outcome = "queued"
-    values = {"IVR_QUEUE": queue, "IVR_PRIORITY": str(node.get("priority", 0)),
+    priority = int(node.get("priority", 0))
+    if ctx.vars.get("repeat") and engine.services.repeat_priority:
+        priority = max(priority, engine.services.repeat_priority)
+    position = None
+    if ctx.vars.get("place_since"):   # a returning caller: back to the place their first call earned
+        position = engine.services.queue_position(queue, float(ctx.vars["place_since"]))
+    values = {"IVR_QUEUE": queue, "IVR_PRIORITY": str(priority),
               "IVR_QUEUE_TIMEOUT": str(int(node.get("timeout", 0)) or ""),
+              "IVR_POSITION": str(position) if position else "",
               "IVR_SURVEY": ctx.menu.name if ctx.menu.survey else "", "IVR_NEXT": "queue"}
     await engine.mset(s, {k: v for k, v in values.items() if v != ""})
-    log.info("call %s: to queue %s (estimated wait %s)", ctx.uid, queue,
-             "unknown" if estimate is None or not math.isfinite(estimate) else f"{estimate:.0f}s")
+    log.info("call %s: to queue %s (estimated wait %s%s)", ctx.uid, queue,
+             "unknown" if estimate is None or not math.isfinite(estimate) else f"{estimate:.0f}s",
+             f", position {position}" if position else "")
     return None
+
+
+CONTINUITY_TIMEOUT = 2.0
+
+
+async def _continuity(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+    """Who is calling: a caller who dropped out of a queue rejoins it at their place; a caller notified by
+    a campaign goes to ``notified``; everyone else to ``next``. Redis trouble: the caller is treated as new."""
+    svc = engine.services.continuity
+    if svc is None or not ctx.callerid:
+        return node.get("next")
+    try:
+        found = await asyncio.wait_for(svc.recognise(ctx.uid, ctx.callerid), CONTINUITY_TIMEOUT)
+    except Exception as exc:   # never keep a caller waiting on this: they are served as a new caller
+        log.warning("call %s: caller history unavailable (%s); treated as a new caller", ctx.uid,
+                    exc or type(exc).__name__)
+        return node.get("next")
+    if found.repeat:
+        ctx.vars["repeat"] = "1"
+    drop = found.dropped
+    queues = getattr(engine.menus, "queues", None)
+    if drop and node.get("rejoin", True) and (queues is None or drop.get("queue") in queues):
+        await _set_language(s, ctx, str(drop.get("lang") or ""))
+        ctx.vars["place_since"] = f"{float(drop['place_since']):.3f}"
+        ctx.path.append("returning")
+        log.info("call %s: %s returns %.0fs after dropping out of %s (waited %ss): rejoins at their place",
+                 ctx.uid, found.number, time.time() - float(drop.get("dropped_at") or time.time()), drop["queue"],
+                 drop.get("waited", "?"))
+        await s.set_variable("IVR_RETURNING", "1")
+        rejoin = Node(node.id, "queue", node.line, {"queue": drop["queue"],
+                                                    "prompts": tuple(node.get("welcome_back", ("welcome-back",)))})
+        return await _queue(engine, s, ctx, rejoin)
+    notice = found.notice
+    if notice and node.get("notified"):
+        await _set_language(s, ctx, str(notice.get("lang") or ""))
+        action = str(notice.get("action") or "")
+        ctx.vars["notice_campaign"] = str(notice.get("campaign") or "")
+        ctx.vars["notice_action"] = action
+        booking, reference = str(notice.get("booking") or ""), str(notice.get("reference") or "")
+        if is_digits(booking) and len(booking) <= 12:
+            ctx.vars.setdefault("booking", booking)
+        if is_digits(reference) and len(reference) <= 12:
+            ctx.vars["notice_refund"] = reference
+        log.info("call %s: %s was notified by campaign %s (%s): short path", ctx.uid, found.number,
+                 ctx.vars["notice_campaign"], action or "no key")
+        values = {"IVR_NOTICE_CAMPAIGN": ctx.vars["notice_campaign"], "IVR_NOTICE_ACTION": action,
+                  "IVR_NOTICE_REF": ctx.vars.get("notice_refund", ""), "IVR_BOOKING": ctx.vars.get("booking", "")}
+        values = {k: v for k, v in values.items() if v and all(c.isalnum() or c in "-_" for c in v)}
+        if values:
+            await engine.mset(s, values)
+        return node.get("notified")
+    return node.get("next")
+
+
+async def _set_language(s: AgiSession, ctx: CallContext, lang: str) -> None:
+    if lang and lang in ctx.menu.languages and lang != ctx.lang:
+        ctx.lang = lang
+        await s.set_variable("CHANNEL(language)", lang)
 
 
 async def _callback(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
@@ -262,6 +329,7 @@ NODE_KINDS: dict[str, NodeKind] = {
     "set": _set,
     "hangup": _hangup,
     "survey": _survey,
+    "continuity": _continuity,
 }
 
 __all__ = ["NODE_KINDS", "ALL_KEYS"]

@@ -52,8 +52,9 @@ NODE_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "set": (frozenset({"values"}), frozenset({"next"})),
     "hangup": (frozenset(), frozenset({"prompts", "outcome"})),
     "survey": (frozenset(), frozenset({"prompts", "thanks", "timeout", "retries"})),
+    "continuity": (frozenset({"next"}), frozenset({"notified", "welcome_back", "rejoin"})),
 }
-TARGET_FIELDS = ("next", "on_fail", "found", "not_found", "error", "callback", "closed")
+TARGET_FIELDS = ("next", "on_fail", "found", "not_found", "error", "callback", "closed", "notified")
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _RANGE_RE = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-4]):([0-5][0-9])$")
 COMMON_FIELDS = frozenset({"type", "comment"})
@@ -232,7 +233,7 @@ def _validate_node(source: str, nid: str, raw: Any, queues: frozenset[str] | Non
                 raise _node_error(source, nid, line, f"{key} must be a name, got {value!r}")
             if key == "backend" and backends is not None and value not in backends:
                 raise _node_error(source, nid, line, f"unknown backend {value!r} (known: {', '.join(sorted(backends))})")
-        elif key in ("thanks", "offer_prompt"):
+        elif key in ("thanks", "offer_prompt", "welcome_back"):
             value = _check_prompts(source, nid, line, value, key)
         elif key == "skip_keys":
             if not isinstance(value, str) or not set(value) <= _DIGIT_KEYS:
@@ -255,9 +256,9 @@ def _validate_node(source: str, nid: str, raw: Any, queues: frozenset[str] | Non
             for _, template in value:
                 if not TEMPLATE_RE.fullmatch(template):
                     raise _node_error(source, nid, line, f"say: {template!r} may only use {{name}} placeholders")
-        elif key == "announce_wait":
+        elif key in ("announce_wait", "rejoin"):
             if not isinstance(value, bool):
-                raise _node_error(source, nid, line, f"announce_wait must be true or false, got {value!r}")
+                raise _node_error(source, nid, line, f"{key} must be true or false, got {value!r}")
         elif key == "callback_over":
             value = _check_number(source, nid, line, key, value, 0, 7200)
         elif key == "timezone":
@@ -329,7 +330,7 @@ def parse_menu(text: str, source: str, queues: frozenset[str] | None = None,
     _check_reachable_end(source, nodes, start)
     prompts: set[str] = set()
     for node in nodes.values():
-        for key in ("prompts", "invalid_prompt", "timeout_prompt", "thanks", "offer_prompt"):
+        for key in ("prompts", "invalid_prompt", "timeout_prompt", "thanks", "offer_prompt", "welcome_back"):
             prompts.update(node.fields.get(key, ()))
     survey = str(data.get("survey", ""))
     if survey and (survey not in nodes or nodes[survey].type != "survey"):

@@ -129,6 +129,20 @@ class CallbackStore:
             p.hset(self.keys.callback(cb_id), mapping=fields)
             await p.execute()
 
+    async def postpone(self, cb_id: str, until: float, why: str) -> None:
+        """Put a claimed callback back in line (same place) without counting an attempt."""
+        rec = await self.get(cb_id) or {}
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hset(self.keys.callback(cb_id), mapping={"status": "pending", "not_before": str(until),
+                                                        "last_outcome": why, "updated": str(time.time())})
+            p.zadd(self.keys.callbacks_pending, {cb_id: float(rec.get("place") or time.time())})
+            await p.execute()
+
+    async def close(self, cb_id: str, status: str, why: str) -> None:
+        """Close a claimed callback without dialling it (e.g. ``reached``: the caller got through meanwhile)."""
+        await self.redis.hset(self.keys.callback(cb_id), mapping={"status": status, "last_outcome": why,
+                                                                    "updated": str(time.time())})
+
     async def mark_call(self, call_uid: str, cb_id: str, ttl: int = 30 * 86400) -> None:
         """Tag the call record of an answered callback (reports keep it apart from inbound calls)."""
         async with self.redis.pipeline(transaction=True) as p:

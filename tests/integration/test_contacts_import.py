@@ -114,7 +114,7 @@ async def test_import_reports_stores_dedupes_and_exports(r: aioredis.Redis, csv_
     assert await r.zrange(f"{P}:campaign:c1:due", 0, -1, withscores=True) == [
         ("1", 0.0), ("2", 0.0), ("4", 0.0), ("5", 0.0)]
     assert await contacts.counts(r, P, "c1") == {
-        "pending": 4, "dnc": 1, "in_progress": 0, "done": 0, "failed": 0, "optout": 0}
+        "pending": 4, "dnc": 1, "in_progress": 0, "done": 0, "failed": 0, "optout": 0, "reached": 0}
     summary = await r.hgetall(f"{P}:campaign:c1:import")
     assert summary["state"] == "done" and summary["rows"] == "11" and summary["rejected"] == "5"
 
@@ -147,7 +147,7 @@ async def test_importing_the_same_file_twice_merges_everything(r: aioredis.Redis
     assert await r.get(f"{P}:campaign:c1:seq") == "5"
     assert await r.zcard(f"{P}:campaign:c1:due") == 4
     assert await contacts.counts(r, P, "c1") == {
-        "pending": 4, "dnc": 1, "in_progress": 0, "done": 0, "failed": 0, "optout": 0}
+        "pending": 4, "dnc": 1, "in_progress": 0, "done": 0, "failed": 0, "optout": 0, "reached": 0}
 
 
 async def test_set_status_moves_the_counters(r: aioredis.Redis, csv_path: Path) -> None:
@@ -160,7 +160,7 @@ async def test_set_status_moves_the_counters(r: aioredis.Redis, csv_path: Path) 
     assert await contacts.set_status(r, P, "c1", 2, "in_progress") == "pending"
     assert await contacts.set_status(r, P, "c1", 2, "in_progress", attempts="2") == "in_progress"   # no move
     assert await contacts.counts(r, P, "c1") == {
-        "pending": 3, "dnc": 0, "in_progress": 1, "done": 1, "failed": 0, "optout": 0}
+        "pending": 3, "dnc": 0, "in_progress": 1, "done": 1, "failed": 0, "optout": 0, "reached": 0}
     c1 = await contacts.contact(r, P, "c1", 1)
     assert c1 is not None and (c1["status"], c1["attempts"], c1["keypress"], c1["last_outcome"]) == (
         "done", "1", "1", "refund")

@@ -331,7 +331,7 @@ class Case:
     estimates_asked: tuple[str, ...] = ()
 
 
-START = ("language", "banner", "main")
+START = ("recognise", "language", "banner", "main")
 
 # The recorded call of each fixture is its agi_uniqueid (call <uid> in the DEBUG log).
 CASES: dict[str, Case] = {

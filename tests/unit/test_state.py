@@ -156,6 +156,18 @@ def test_positions_renumbered_after_leave_from_the_middle(state: CallCenterState
     assert q(state, "support")["waiting"] == 3
 
 
+def test_a_caller_joining_ahead_moves_the_others_back(state: CallCenterState) -> None:
+    """A priority caller or a returning caller (Queue()'s position argument) joins in front: Asterisk sends
+    no event for the callers behind them, so the model moves them back itself."""
+    feed(state, *(join("support", f"u{i}", i, i) for i in range(1, 4)))
+    feed(state, join("support", "back", 2, 9))
+    assert [(c["uniqueid"], c["position"]) for c in q(state, "support")["callers"]] == [
+        ("u1", 1), ("back", 2), ("u2", 3), ("u3", 4)]
+    feed(state, leave("support", "u1", 1))
+    assert [(c["uniqueid"], c["position"]) for c in q(state, "support")["callers"]] == [
+        ("back", 1), ("u2", 2), ("u3", 3)]
+
+
 def test_leave_of_the_first_caller_moves_everyone_up(state: CallCenterState) -> None:
     feed(state, join("support", "u1", 1), join("support", "u2", 2))
     feed(state, leave("support", "u1", 1))

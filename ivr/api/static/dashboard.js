@@ -361,7 +361,8 @@
       const callers = Array.isArray(q.callers) ? q.callers : [];
       f.callers.replaceChildren(...callers.map((c) => h('li', { 'data-caller': c.callerid || '', 'data-uniqueid': c.uniqueid || '' },
         h('span', { class: 'pos', text: c.position ?? '' }),
-        h('span', { class: 'cid', text: c.callerid || 'unknown number' }),
+        h('span', { class: 'cid' }, c.callerid || 'unknown number',
+          ...contextTags(c.context).map((t) => h('span', { class: 'tag', 'data-tag': t.kind, text: t.text }))),
         h('span', { class: 'wait', text: fmtDuration(c.wait) }))));
       f.empty.hidden = callers.length > 0;
     });
@@ -397,6 +398,17 @@
     return { root, cells, pauseBtn, loginBtn };
   }
 
+  // what the IVR knew about a caller (ivr/continuity.py): returning after a drop, notified, repeat call
+  function contextTags(ctx) {
+    if (!ctx || typeof ctx !== 'object') return [];
+    const tags = [];
+    if (ctx.returning) tags.push({ kind: 'returning', text: 'returning' });
+    if (ctx.notice) tags.push({ kind: 'notice', text: `notice: ${ctx.notice}` });
+    if (ctx.refund) tags.push({ kind: 'refund', text: `refund ${ctx.refund}` });
+    if (ctx.repeat) tags.push({ kind: 'repeat', text: 'called before' });
+    return tags;
+  }
+
   function statusClass(a) {
     if (!a.logged_in) return 'off';
     if (a.paused) return 'paused';
@@ -425,7 +437,10 @@
       setText(c.statusPill, a.paused && a.logged_in ? `paused · ${status}` : status);
       setAttr(row.root, 'data-on-mobile', !!a.on_mobile);
       setAttr(c.statusPill, 'data-kind', statusClass(a));
-      setText(c.in_call, a.in_call ? 'yes' : 'no');
+      const talking = a.caller && typeof a.caller === 'object' ? a.caller : null;
+      const about = talking ? [talking.number, ...contextTags(talking).map((t) => t.text)].filter(Boolean) : [];
+      setText(c.in_call, a.in_call ? ['yes', ...about].join(' · ') : 'no');
+      setAttr(c.in_call, 'data-caller-uniqueid', talking ? talking.uniqueid || '' : '');
       setText(c.paused, a.paused ? 'yes' : 'no');
       const qs = Array.isArray(a.queues_now) ? a.queues_now : [];
       setText(c.queues_now, qs.length ? qs.join(', ') : '–');
