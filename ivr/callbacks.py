@@ -75,7 +75,7 @@ class CallbackDispatcher:
                     await self.callbacks.close(callback_id, "reached", "the caller reached an agent meanwhile")
                     log.info("callback %s: %s reached an agent since asking; not dialled", callback_id, number)
                     return
-                if await self.continuity.busy(number):
+                if await self.continuity.busy(number, besides=rec.get("call_uid") or ""):
                     self.skipped += 1
                     await self.callbacks.postpone(callback_id, time.time() + BUSY_RETRY_S, "caller on a call")
                     log.info("callback %s: %s is on a call with us now; tried again in %.0fs", callback_id,

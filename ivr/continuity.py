@@ -226,12 +226,13 @@ class Continuity:
                 p.expire(self._k(number, "live"), LIVE_TTL_S)
                 await p.execute()
 
-    async def busy(self, raw_number: str) -> bool:
-        """Is this number on a call with us right now (in the IVR, waiting or with an agent)?"""
+    async def busy(self, raw_number: str, besides: str = "") -> bool:
+        """Is this number on a call with us right now (in the IVR, waiting or with an agent)? The call
+        ``besides`` does not count (the call that asked for a callback is still ending when it is due)."""
         number = self.key(raw_number)
         if not number or not self.cfg.enabled:
             return False
-        return bool(await self.redis.scard(self._k(number, "live")))
+        return bool(set(await self.redis.smembers(self._k(number, "live"))) - {besides})
 
     async def answered_since(self, raw_number: str, since: float) -> bool:
         """Did this number talk to an agent after ``since`` (so a callback asked for before is moot)?"""

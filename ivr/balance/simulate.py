@@ -15,6 +15,13 @@ whose estimated wait (``policy.estimated_wait``, the menu's figure) exceeds the 
 takes a callback with probability ``callback_accept`` (balanced only); ``decide`` dispatches it
 and, as in ivr.callbacks, the customer is dialled (``callback_ring_s``, the dial is what counts
 in flight) and then joins the queue ahead of the others (ivr-callback's QUEUE_PRIO).
+Dropped calls (caller continuity, ivr/continuity.py): a share ``drop_share`` of the callers have
+their call cut while waiting (after ``drop_after_s`` on average, exponential); ``recall_share`` of
+them call again after ``recall_after_s`` on average. With ``place_keeping`` (the controller's
+default) a caller who calls again within ``keep_window_s`` rejoins their queue at the place their
+first call had (Queue()'s position), skipping the menu; without it they start again at the end.
+The drop and recall draws come from their own random stream, so a profile without drops gives
+the same figures as before. Person-level metrics follow each caller across their calls.
 Metrics: ASA = mean wait of the answered; avg/p90 wait over all who queued; SL = answered within
 target / answered; offered = answered + abandoned + waiting at end + callbacks requested; the
 estimate error is per answered caller, for the policy's estimate and for Asterisk's ``holdtime``
@@ -33,8 +40,8 @@ from .policy import (SKILL_EXPERIENCED, SKILL_NOVICE, TIER_CORE, TIER_VOLUNTEER,
                      Policy, QueueView, Snapshot, TierState, decide, estimated_wait)
 
 MODES = ("static", "balanced")
-WAITING, ANSWERED, ABANDONED, CALLBACK = "waiting", "answered", "abandoned", "callback"
-_LOGIN, _LOGOUT, _ARRIVE, _END, _ABANDON, _CB_ANSWER = range(6)
+WAITING, ANSWERED, ABANDONED, CALLBACK, DROPPED = "waiting", "answered", "abandoned", "callback", "dropped"
+_LOGIN, _LOGOUT, _ARRIVE, _END, _ABANDON, _CB_ANSWER, _DROP = range(7)
 DEFAULT_AHT = 180.0               # the live loop's AHT until a queue has 5 answered calls
 DEFAULT_PROFILE = Path(__file__).resolve().parents[2] / "profiles" / "default.yaml"
 
@@ -61,13 +68,19 @@ class Profile:
     callback_promise_s: float = 7200.0
     callback_ring_s: float = 15.0           # dispatch -> customer answers (the dialling in flight)
     tick_s: float = 1.0
+    drop_share: float = 0.0                 # share of callers whose call drops while they wait
+    drop_after_s: float = 120.0             # mean time in the queue before the drop (exponential)
+    recall_share: float = 0.8               # share of dropped callers who call again
+    recall_after_s: float = 90.0            # mean time before they call again (exponential)
+    keep_window_s: float = 600.0            # continuity.window: the place is kept this long
+    place_keeping: bool = True              # continuity on (the default) or off
     policy: dict[str, Any] = field(default_factory=dict)      # overrides of Policy fields
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Profile:
         """Build from the YAML layout (sections ``handle``, ``patience``, ``callback``, ``roster``)."""
         known, flat = {f.name for f in fields(cls)}, dict(d)
-        for section in ("handle", "patience", "callback"):      # handle: {mean_s: 171} -> handle_mean_s
+        for section in ("handle", "patience", "callback", "drop"):      # handle: {mean_s: 171} -> handle_mean_s
             for k, v in (flat.pop(section, None) or {}).items():
                 flat[k if k in known else f"{section}_{k}"] = v
         roster = flat.pop("roster", None) or {}
@@ -103,6 +116,17 @@ class Caller:
     cb_offered: bool = False
     cb_join: float = 0.0          # when the called-back customer joined the queue (with priority)
     cb_at: float | None = None    # when the callback reached an agent
+    drop_at: float = math.inf     # time in the queue after which this call drops (math.inf: never)
+    recall_after: float = math.inf  # a dropped caller calls again this long after (math.inf: never)
+    recall_patience: float = 0.0
+    place: float = -1.0           # where in line this caller stands (arrival time; a returning caller's first)
+    root: Caller | None = None    # the caller's first call (None: this is it)
+    last: Caller | None = None    # on the first call: the caller's latest call
+    waited_before: float = 0.0    # time waited in earlier calls that dropped
+
+    def __post_init__(self) -> None:
+        if self.place < 0:
+            self.place = self.t
 
 
 @dataclass(slots=True, eq=False)
@@ -161,17 +185,27 @@ def _lognormal(rng: random.Random, mean: float, cv: float) -> float:
 
 
 def make_callers(p: Profile, seed: int, h0: int, h1: int) -> list[Caller]:
-    """Non-homogeneous Poisson arrivals, one random stream per hour (a window sees the day's callers)."""
+    """Non-homogeneous Poisson arrivals, one random stream per hour (a window sees the day's callers);
+    drops and recalls from a second stream per hour (the same whatever the mode or place keeping)."""
     names, shares, out = list(p.queues), list(p.queues.values()), []
     for h in range(h0, h1):
         rng, rate, t = random.Random(f"{seed}:{h}"), p.arrivals_per_hour[h] / 3600.0, h * 3600.0
+        drops = random.Random(f"{seed}:{h}:drops")
         while rate > 0:
             t += rng.expovariate(rate)
             if t >= (h + 1) * 3600.0:
                 break
-            out.append(Caller(len(out), rng.choices(names, shares)[0], t, rng.expovariate(1.0 / p.patience_mean_s),
-                              _lognormal(rng, p.handle_mean_s, p.handle_cv),
-                              _lognormal(rng, p.handle_mean_s, p.handle_cv), rng.random()))
+            c = Caller(len(out), rng.choices(names, shares)[0], t, rng.expovariate(1.0 / p.patience_mean_s),
+                       _lognormal(rng, p.handle_mean_s, p.handle_cv),
+                       _lognormal(rng, p.handle_mean_s, p.handle_cv), rng.random())
+            if p.drop_share > 0:
+                u, after, u_recall = drops.random(), drops.expovariate(1.0 / p.drop_after_s), drops.random()
+                recall, patience = drops.expovariate(1.0 / p.recall_after_s), drops.expovariate(1.0 / p.patience_mean_s)
+                if u < p.drop_share:
+                    c.drop_at = after
+                    c.recall_after = recall if u_recall < p.recall_share else math.inf
+                    c.recall_patience = patience
+            out.append(c)
     return out
 
 
@@ -211,7 +245,8 @@ class Simulation:
 
     def run(self) -> Simulation:
         t0 = time.perf_counter()
-        handlers = (self._login, self._logout, self._arrive, self._end_call, self._abandon, self._cb_answer)
+        handlers = (self._login, self._logout, self._arrive, self._end_call, self._abandon, self._cb_answer,
+                    self._drop)
         next_tick = self.start if self.mode == "balanced" else math.inf
         while True:
             t_ev = self.heap[0][0] if self.heap else math.inf
@@ -255,16 +290,39 @@ class Simulation:
     def _arrive(self, c: Caller, now: float) -> None:
         q = self.queues[c.queue]
         c.est, c.est_ast = estimated_wait(self._queue_view(q, now)), float(q.holdtime)
-        if self.mode == "balanced" and c.est > self.p.callback_threshold_s:
+        returning = c.place < c.t    # back at their place: straight to the queue, no menu, no offer
+        if self.mode == "balanced" and not returning and c.est > self.p.callback_threshold_s:
             c.cb_offered = True
             if c.u_cb < self.p.callback_accept:
                 c.outcome = CALLBACK
                 self.pending[str(c.id)] = c
                 return
-        q.line.append(c)
+        if returning:   # Queue()'s position: behind the callers whose place is older
+            i = next((i for i, o in enumerate(q.line) if o.place > c.place), len(q.line))
+            q.line.insert(i, c)
+        else:
+            q.line.append(c)
         q.waiting += 1
         self._push(now + c.patience, _ABANDON, c)
+        if c.drop_at < c.patience:
+            self._push(now + c.drop_at, _DROP, c)
         self._route(q)
+
+    def _drop(self, c: Caller, now: float) -> None:
+        """The call is cut while waiting; the caller may call again (and, with place keeping, get their place)."""
+        if c.outcome != WAITING:
+            return
+        c.outcome, c.wait = DROPPED, now - c.t
+        self.queues[c.queue].waiting -= 1
+        if not math.isfinite(c.recall_after) or now + c.recall_after >= self.end:
+            return
+        t = now + c.recall_after
+        keep = self.p.place_keeping and c.recall_after <= self.p.keep_window_s
+        r = Caller(len(self.callers), c.queue, t, c.recall_patience, c.handle, c.cb_handle, c.u_cb, c.attempt + 1,
+                   place=c.place if keep else -1.0, root=c.root or c, waited_before=c.waited_before + c.wait)
+        r.root.last = r  # type: ignore[union-attr]
+        self.callers.append(r)
+        self._push(t, _ARRIVE, r)
 
     def _abandon(self, c: Caller, now: float) -> None:
         if c.outcome != WAITING:
@@ -293,7 +351,7 @@ class Simulation:
         if not a.logged_in:
             a.on[-1][1] = now                                   # worked past the end of the shift
             return
-        heads = [((0, q.prio[0].cb_join) if q.prio else (1, q.line[0].t), q.name)
+        heads = [((0, q.prio[0].cb_join) if q.prio else (1, q.line[0].place), q.name)
                  for q in map(self.queues.__getitem__, a.queues) if a.interface in q.members and self._head(q)]
         if heads:
             self._answer(self.queues[min(heads)[1]], a)
@@ -397,6 +455,21 @@ class Simulation:
             "est_infinite": len(ans) - len(est), "ast_mae_s": _mean([abs(c.est_ast - c.wait) for c in ans]),
             "ast_bias_s": _mean([c.est_ast - c.wait for c in ans]),
             "agent_hours": sum(_overlap(s, e, lo, hi) for a in self.agents for s, e in a.shifts) / 3600.0}
+        # people, not calls: each caller followed from their first call to their last
+        firsts = [c for c in cs if c.root is None]
+        lasts = [c.last or c for c in firsts]
+        lost = [c for c in lasts if c.outcome in (ABANDONED, DROPPED)]
+        total = [c.waited_before + c.wait for c in lasts if c.outcome in (ANSWERED, ABANDONED, DROPPED)]
+        out.update({"people": len(firsts), "drops": sum(c.outcome == DROPPED for c in cs),
+                    "recalls": sum(c.root is not None for c in cs),
+                    "returned_to_place": sum(c.root is not None and c.place < c.t for c in cs),
+                    "lost_pct": 100.0 * len(lost) / len(firsts) if firsts else 0.0,
+                    "person_wait_s": _mean(total)})
+        hit = [c.last or c for c in firsts if c.outcome == DROPPED]      # people whose (first) call dropped
+        out.update({"dropped_people": len(hit),
+                    "dropped_lost_pct": 100.0 * sum(c.outcome in (ABANDONED, DROPPED) for c in hit) / len(hit)
+                    if hit else 0.0,
+                    "dropped_wait_s": _mean([c.waited_before + c.wait for c in hit if c.outcome != WAITING])})
         for label, grp in (("core", [a for a in self.agents if a.tier == TIER_CORE]),
                            ("volunteer", [a for a in self.agents if a.tier == TIER_VOLUNTEER]),
                            ("novice", [a for a in self.agents if a.skill == SKILL_NOVICE])):
@@ -428,6 +501,11 @@ def run_modes(p: Profile, modes: Sequence[str] = MODES, seed: int | None = None,
     return out
 
 
+DROP_ROWS = [("callers (people)", "people", "{:.0f}"), ("dropped calls", "drops", "{:.0f}"),
+             ("called again", "recalls", "{:.0f}"), ("back at their place", "returned_to_place", "{:.0f}"),
+             ("callers lost %", "lost_pct", "{:.1f}"), ("total wait per caller s", "person_wait_s", "{:.1f}"),
+             ("callers cut off", "dropped_people", "{:.0f}"), ("  of them lost %", "dropped_lost_pct", "{:.1f}"),
+             ("  their total wait s", "dropped_wait_s", "{:.1f}")]
 ROWS = [("offered", "offered", "{:.0f}"), ("answered", "answered", "{:.0f}"),
         ("abandoned %", "abandoned_pct", "{:.1f}"), ("ASA s", "asa_s", "{:.1f}"),
         ("service level % (20 s)", "sl_pct", "{:.1f}"),
@@ -445,7 +523,8 @@ def format_table(results: dict[str, dict[str, Any]], title: str) -> str:
     """Side by side: one column per mode, and balanced / static when both ran."""
     modes = list(results)
     lines = [f"{title:<28}" + "".join(f"{m:>12}" for m in modes) + ("       ratio" if len(modes) == 2 else "")]
-    for label, key, fmt in ROWS:
+    rows = ROWS + (DROP_ROWS if any(r.get("drops") for r in results.values()) else [])
+    for label, key, fmt in rows:
         vals = [results[m][key] for m in modes]
         ratio = "" if len(vals) != 2 else f"{vals[1] / vals[0]:>12.2f}" if vals[0] else f"{'-':>12}"
         lines.append(f"{label:<28}" + "".join(f"{fmt.format(v):>12}" for v in vals) + ratio)
@@ -500,6 +579,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, help="override the profile's seed")
     ap.add_argument("--hours", default="0-24", help="window A-B in hours of the day, B exclusive (default 0-24)")
     ap.add_argument("--tick", type=float, help="seconds between balancer decisions (default: the profile's, 1)")
+    ap.add_argument("--drops", type=float, help="share of callers whose call drops while waiting (profile's: 0)")
+    ap.add_argument("--no-place-keeping", action="store_true",
+                    help="dropped callers who call again start at the end of the line (continuity off)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument("--chart", help="write a PNG of the average wait per hour (red static, blue balanced)")
     args = ap.parse_args(argv)
@@ -510,6 +592,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError:
         ap.error("--hours must be A-B with 0 <= A < B <= 24")
     p = load_profile(args.profile)
+    if args.drops is not None:
+        if not 0 <= args.drops <= 1:
+            ap.error("--drops must be between 0 and 1")
+        p.drop_share = args.drops
+    if args.no_place_keeping:
+        p.place_keeping = False
     res = run_modes(p, MODES if args.mode == "both" else (args.mode,), args.seed, (h0, h1), args.tick)
     if args.chart:
         write_chart(args.chart, {m: r["hourly_avg_wait_s"] for m, r in res["modes"].items()})
