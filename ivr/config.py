@@ -159,6 +159,23 @@ class ContinuityConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RefundsConfig:
+    """The refund request lifecycle (see ivr/refunds.py and docs/refunds.md)."""
+
+    notify: tuple[str, ...] = ("approved", "rejected", "paid")   # decisions the customer is called about
+    auto_approve_groups: tuple[str, ...] = ()   # requests of these groups (e.g. medical) are approved by policy
+    auto_approve_max: float = 0.0               # ... up to this amount (0: any amount)
+    notice_campaign: str = "refund-updates"     # the campaign that paces the decision calls
+    notice_window: str = "09:00-20:00"          # the customer's local time
+    notice_cps: float = 1.0
+    notice_max_attempts: int = 3
+    notice_amd: bool = True
+    notice_queue: str = ""                      # "3: an agent" from the decision call (empty: refunds if
+                                                # configured, else fallback_queue)
+    allowed_prefixes: tuple[str, ...] = ()      # destinations the decision calls may go to (empty: any)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     node: str = "ivr1"
     workdir: str = ""
@@ -174,6 +191,7 @@ class Config:
     redis: RedisConfig = field(default_factory=RedisConfig)
     balance: BalanceConfig = field(default_factory=BalanceConfig)
     continuity: ContinuityConfig = field(default_factory=ContinuityConfig)
+    refunds: RefundsConfig = field(default_factory=RefundsConfig)
     queues: tuple[QueueConfig, ...] = (
         QueueConfig("support"),
         QueueConfig("refunds"),
@@ -274,6 +292,7 @@ _SECTIONS: dict[str, type] = {
     "redis": RedisConfig,
     "balance": BalanceConfig,
     "continuity": ContinuityConfig,
+    "refunds": RefundsConfig,
 }
 
 
@@ -365,6 +384,18 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"asterisk.codecs: expected some of {', '.join(AGENT_CODECS)}, got {list(a.codecs)!r}")
     if a.outbound_callerid and not _EXTEN_RE.match(a.outbound_callerid):
         raise ConfigError(f"asterisk.outbound_callerid: digits only, got {a.outbound_callerid!r}")
+    r = cfg.refunds
+    bad = [x for x in r.notify if x not in ("approved", "rejected", "paid")]
+    if bad:
+        raise ConfigError(f"refunds.notify: expected some of approved, rejected, paid, got {bad[0]!r}")
+    if not re.match(r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$", r.notice_window):
+        raise ConfigError(f"refunds.notice_window: expected HH:MM-HH:MM, got {r.notice_window!r}")
+    if not re.match(r"^[a-z0-9][a-z0-9-]{0,39}$", r.notice_campaign):
+        raise ConfigError(f"refunds.notice_campaign: lower-case letters, digits and -, got {r.notice_campaign!r}")
+    if r.notice_queue and r.notice_queue not in cfg.queue_names():
+        raise ConfigError(f"refunds.notice_queue: {r.notice_queue!r} is not a configured queue")
+    if not 0.1 <= r.notice_cps <= 50 or not 1 <= r.notice_max_attempts <= 10 or r.auto_approve_max < 0:
+        raise ConfigError("refunds: notice_cps 0.1-50, notice_max_attempts 1-10, auto_approve_max >= 0")
     c = cfg.continuity
     for key, value, hi in (("window", c.window, 86400), ("min_wait", c.min_wait, 3600),
                            ("notice_hours", c.notice_hours, 24 * 30), ("repeat_hours", c.repeat_hours, 24 * 30),

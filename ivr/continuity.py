@@ -40,7 +40,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import phonenumbers
 from redis.exceptions import RedisError
@@ -51,7 +51,7 @@ from .store.redis_store import Store
 log = logging.getLogger(__name__)
 
 # notice outcomes where someone (or their voicemail) heard the message
-HEARD = frozenset({"machine", "no_key", "refund", "callback", "agent", "optout"})
+HEARD = frozenset({"machine", "no_key", "refund", "callback", "agent", "optout", "heard"})
 DROPPED = frozenset({"abandoned", "left_queue"})
 LIVE_TTL_S = 6 * 3600
 SUMMARY_FIELDS = ("outcome", "queue", "agent", "wait", "talk", "language", "menu", "kind", "campaign", "keypress")
@@ -107,6 +107,8 @@ class Continuity:
         self.reached_marked = 0
         self.callbacks_made = 0
         self._tasks: set[asyncio.Task[Any]] = set()
+        # is this Uniqueid a channel on Asterisk now? (set by the controller from its AMI state)
+        self.channel_alive: Callable[[str], bool] | None = None
 
     # ---------------------------------------------------------------- keys
     def _k(self, number: str, part: str = "") -> str:
@@ -171,8 +173,9 @@ class Continuity:
         self._spawn(self.mark_reached(number), f"mark {number} reached")
         return found
 
-    async def mark_reached(self, number: str) -> int:
-        """The caller called in: contacts with this number waiting in any campaign are not dialled."""
+    async def mark_reached(self, number: str, before: float | None = None) -> int:
+        """The caller called in: contacts with this number waiting in any campaign are not dialled (with
+        ``before``, only contacts added before then: a message queued after the call ended still goes)."""
         from .campaigns import contacts
 
         marked = 0
@@ -188,6 +191,8 @@ class Continuity:
                 continue
             contact = await contacts.contact(self.redis, self.prefix, cid, int(n)) or {}
             if contact.get("status") != "pending":
+                continue
+            if before is not None and float(contact.get("added") or 0) > before:
                 continue
             old = await contacts.set_status(self.redis, self.prefix, cid, int(n), "reached",
                                             last_outcome="called in", updated=str(time.time()))
@@ -232,7 +237,14 @@ class Continuity:
         number = self.key(raw_number)
         if not number or not self.cfg.enabled:
             return False
-        return bool(set(await self.redis.smembers(self._k(number, "live"))) - {besides})
+        uids = set(await self.redis.smembers(self._k(number, "live"))) - {besides}
+        if uids and self.channel_alive is not None:
+            stale = {u for u in uids if not self.channel_alive(u)}
+            if stale:   # calls whose end was never recorded (the controller was killed): forget them
+                await self.redis.srem(self._k(number, "live"), *stale)
+                log.info("%s: %d call(s) no longer on Asterisk dropped from the live set", number, len(stale))
+            uids -= stale
+        return bool(uids)
 
     async def answered_since(self, raw_number: str, since: float) -> bool:
         """Did this number talk to an agent after ``since`` (so a callback asked for before is moot)?"""
@@ -268,7 +280,8 @@ class Continuity:
                 p.expire(self._k(number), self.cfg.history_days * 86400 or 86400)
             await p.execute()
         if not record.get("campaign") and record.get("kind") != "callback" and record.get("menu"):
-            await self.mark_reached(number)   # added to a campaign while on this call: in touch already
+            # added to a campaign while on this call: in touch already
+            await self.mark_reached(number, before=_num(record.get("ended_at")))
         queue = str(record.get("queue") or "")
         if outcome not in DROPPED or not queue or record.get("campaign") or self.cfg.window <= 0:
             return

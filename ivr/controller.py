@@ -24,6 +24,7 @@ from .balance.erlang import estimate_wait
 from .banner import BannerService, live_prompts_dir
 from .callbacks import CallbackDispatcher
 from .continuity import Continuity
+from .refunds import RefundService
 from .campaigns.dialer import Dialer
 from .campaigns.notice import NoticeHandler
 from .menu.engine import EngineServices, MenuEngine
@@ -52,6 +53,7 @@ class Controller:
         self.recorder = CallRecorder(self.store)
         self.metrics = Metrics()
         self.continuity = Continuity(cfg.continuity, self.store)
+        self.continuity.channel_alive = lambda uid: not self.ami.connected or uid in self.state.channels
         self.recorder.on_finished = self._call_finished
         self.backends = {"refunds": RefundsBackend(self.store)}
         self.menus = MenuSet(cfg.dialplans_dir, frozenset(cfg.queue_names()), cfg.languages,
@@ -81,8 +83,10 @@ class Controller:
         self.dispatcher = CallbackDispatcher(cfg, self.ami, self.store.callbacks, self.prompts)
         self.dialer = Dialer(cfg, self.store, self.ami)
         self.dispatcher.continuity = self.dialer.continuity = self.continuity if cfg.continuity.enabled else None
+        self.refunds = RefundService(cfg, self.store, self.dialer, self.continuity.key)
+        self.backends["refunds"].service = self.refunds
         self.dialer.store_metric = lambda cid, outcome: self.metrics.campaign_attempts.labels(cid, outcome).inc()
-        self.router.register("notice", NoticeHandler(self.engine, self.dialer, self.store).run)
+        self.router.register("notice", NoticeHandler(self.engine, self.dialer, self.store, self.refunds).run)
         self.balance = BalanceLoop(cfg, self.state, self.ami, self.roster,
                                    pending_callbacks=self.dispatcher.pending,
                                    dispatch_callback=self.dispatcher.dispatch,

@@ -398,20 +398,78 @@ async def refund_by_booking(request: web.Request) -> web.Response:
 
 @requires("supervisor")
 async def refund_set_status(request: web.Request) -> web.Response:
+    """One decision: {"status": "approved", "note": "..."}; the customer's call is queued (``notice``)."""
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
     body = await _json_body(request)
-    status = body.get("status")
     ref = request.match_info["ref"]
     try:
-        old = await ctl.store.refunds.get(ref)
-        rec = await ctl.store.refunds.set_status(ref, str(status), by=request["auth"].get("name", ""))
+        rec, notice = await ctl.refunds.decide(ref, str(body.get("status", "")), by=request["auth"].get("name", ""),
+                                               note=str(body.get("note") or ""))
     except KeyError:
         return json_error(404, f"no refund request {ref}")
     except ValueError as exc:
         return json_error(400, str(exc))
-    await ctl.store.audit(request["auth"].get("name", ""), "refund.status", ref,
-                          old.get("status") if old else None, status)
-    return web.json_response(rec)
+    return web.json_response({**rec, "notice": notice})
+
+
+@requires("supervisor")
+async def refund_decisions(request: web.Request) -> web.Response:
+    """Bulk decisions: {"decisions": [{"reference", "status", "note"}, ...]} or {"references": [...], "status",
+    "note"}; each is taken on its own and reported on its own."""
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    body = await _json_body(request)
+    if "decisions" in body:
+        items = body["decisions"]
+        if not isinstance(items, list) or not all(isinstance(d, dict) for d in items):
+            return json_error(400, "decisions: expected a list of {reference, status, note}")
+    elif isinstance(body.get("references"), list):
+        items = [{"reference": r, "status": body.get("status"), "note": body.get("note")} for r in body["references"]]
+    else:
+        return json_error(400, "expected decisions: [...] or references: [...] with status")
+    if len(items) > 1000:
+        return json_error(400, f"at most 1000 decisions at once, got {len(items)}")
+    results = await ctl.refunds.decide_many(items, by=request["auth"].get("name", ""))
+    ok = sum(r["ok"] for r in results)
+    return web.json_response({"decided": ok, "failed": len(results) - ok, "results": results})
+
+
+@requires("supervisor")
+async def refund_list(request: web.Request) -> web.Response:
+    """Requests in one status (default received), oldest first, with the count of every status."""
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    q = request.query
+    try:
+        count, offset = int(q.get("count", "100")), int(q.get("offset", "0"))
+    except ValueError:
+        return json_error(400, "count and offset: integers")
+    if not 1 <= count <= 1000 or offset < 0:
+        return json_error(400, "count: 1-1000; offset: 0 or more")
+    try:
+        out = await ctl.store.refunds.list(q.get("status", "received"), count=count, offset=offset,
+                                           group=q.get("group", ""))
+    except ValueError as exc:
+        return json_error(400, str(exc))
+    out["counts"] = await ctl.store.refunds.counts()
+    return web.json_response(out)
+
+
+@requires("supervisor")
+async def refund_create(request: web.Request) -> web.Response:
+    """An agent records a request for a caller: {booking, number, lang, amount, group}; policy applies."""
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    body = await _json_body(request)
+    lang = str(body.get("lang") or (ctl.cfg.languages[0] if ctl.cfg.languages else "en"))
+    if lang not in ctl.cfg.languages:
+        return json_error(400, f"lang: expected one of {', '.join(ctl.cfg.languages)}, got {lang!r}")
+    try:
+        rec = await ctl.refunds.create(str(body.get("booking", "")), caller=str(body.get("number") or "").lstrip("+"),
+                                       lang=lang, amount=str(body.get("amount") or ""),
+                                       group=str(body.get("group") or ""), source="api")
+    except ValueError as exc:
+        return json_error(400, str(exc))
+    await ctl.store.audit(request["auth"].get("name", ""), "refund.create", rec["reference"], None,
+                          {k: rec.get(k) for k in ("booking", "amount", "group")})
+    return web.json_response(rec, status=201)
 
 
 @requires("viewer")
@@ -568,6 +626,9 @@ def build_app(controller: "Controller") -> web.Application:
     app.router.add_get("/api/v1/refunds/{ref}", refund_get)
     app.router.add_get("/api/v1/refunds/by-booking/{booking}", refund_by_booking)
     app.router.add_post("/api/v1/refunds/{ref}/status", refund_set_status)
+    app.router.add_get("/api/v1/refunds", refund_list)
+    app.router.add_post("/api/v1/refunds", refund_create)
+    app.router.add_post("/api/v1/refunds/decisions", refund_decisions)
     app.router.add_get("/api/v1/callbacks", callbacks_pending)
     app.router.add_get("/api/v1/callbacks/{cb_id}", callback_get)
     app.router.add_get("/api/v1/surveys", surveys)

@@ -117,9 +117,29 @@ OPS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/api/v1/refunds/{ref}"): {"tag": "self-service", "summary": "A refund request by reference"},
     ("GET", "/api/v1/refunds/by-booking/{booking}"): {"tag": "self-service",
                                                       "summary": "The refund request of a booking"},
-    ("POST", "/api/v1/refunds/{ref}/status"): {"tag": "self-service", "summary": "Set a refund request's status "
-                                               "(what callers hear in the status menu)",
-                                               "body": body({"status": STR}, ["status"])},
+    ("POST", "/api/v1/refunds/{ref}/status"): {"tag": "refunds", "summary": "Decide a refund request: received -> "
+                                               "approved / rejected, approved -> paid / rejected, rejected -> "
+                                               "approved; audited; the customer's call is queued (docs/refunds.md)",
+                                               "body": body({"status": {"enum": ["approved", "rejected", "paid"]},
+                                                             "note": {"type": "string", "maxLength": 500}},
+                                                            ["status"])},
+    ("GET", "/api/v1/refunds"): {"tag": "refunds", "summary": "Refund requests in one status, oldest first, and the "
+                                 "count of each status",
+                                 "query": [q("status", {"enum": ["received", "approved", "rejected", "paid"]},
+                                             "default received"), q("count", NUM, "1-1000 (default 100)"),
+                                           q("offset", NUM, "skip this many"), q("group", STR, "only this group")]},
+    ("POST", "/api/v1/refunds"): {"tag": "refunds", "summary": "Record a refund request for a customer (the approval "
+                                  "policy applies)", "created": True,
+                                  "body": body({"booking": {"type": "string", "pattern": "^[0-9]{4,12}$"},
+                                                "number": STR, "lang": STR,
+                                                "amount": {"type": "string", "pattern": "^[0-9]{1,9}(\\.[0-9]{1,2})?$"},
+                                                "group": {"type": "string", "pattern": "^[a-z0-9_-]{1,32}$"}},
+                                               ["booking"])},
+    ("POST", "/api/v1/refunds/decisions"): {"tag": "refunds", "summary": "Bulk decisions (up to 1000), each taken and "
+                                            "reported on its own",
+                                            "body": body({"decisions": {"type": "array", "items": {"type": "object"}},
+                                                          "references": {"type": "array", "items": STR},
+                                                          "status": STR, "note": STR})},
     ("GET", "/api/v1/callbacks"): {"tag": "callbacks", "summary": "Callbacks waiting, in the callers' original "
                                    "order"},
     ("GET", "/api/v1/callbacks/{cb_id}"): {"tag": "callbacks", "summary": "One callback request and its attempts"},

@@ -61,7 +61,7 @@ ALIASES = {"number": ("number", "phone", "msisdn"), "name": ("name",), "lang": (
            "tz": ("tz", "timezone"), "booking": ("booking",)}
 RESERVED = {a for names in ALIASES.values() for a in names} | {
     "n", "status", "attempts", "line", "last_outcome", "keypress", "updated", "attempt_id", "dialled_at",
-    "key_attempt", "key_action"}
+    "key_attempt", "key_action", "added"}
 MAX_FIELD = 200
 MAX_ERRORS = 1000
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
@@ -500,6 +500,30 @@ async def set_status(redis: aioredis.Redis, prefix: str, cid: str, n: int, new_s
 
 
 # ---------------------------------------------------------------- do-not-call list
+ADD_LUA = """
+local n = redis.call('INCR', KEYS[2])
+local status = redis.call('SISMEMBER', KEYS[3], ARGV[2]) == 1 and 'dnc' or 'pending'
+redis.call('HSET', ARGV[1] .. ':contact:' .. n, 'status', status, 'attempts', '0', 'line', '0', unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], ARGV[2], n)
+redis.call('INCR', ARGV[1] .. ':count:' .. status)
+if status == 'pending' then redis.call('ZADD', ARGV[1] .. ':due', 0, n) end
+return {n, status}
+"""
+
+
+async def add_contact(redis: aioredis.Redis, prefix: str, cid: str, contact: Contact) -> tuple[int, str]:
+    """Append one validated contact (one Lua call) and return (n, status). Unlike an import it never merges
+    into an earlier contact of the same number: each call is its own message (e.g. one per refund decision);
+    the number index points at the newest."""
+    k = CampaignKeys(prefix, cid)
+    fields = {"number": contact.number, "lang": contact.lang, "tz": contact.tz, "name": contact.name,
+              "booking": contact.booking, **contact.extra, "added": f"{time.time():.3f}"}
+    flat = [x for kv in fields.items() if kv[1] for x in kv]
+    n, status = await redis.register_script(ADD_LUA)(keys=[k.numbers, k.seq, k.dnc],
+                                                     args=[k.base, contact.number, *flat])
+    return int(n), _s(status)
+
+
 def _dnc_numbers(numbers: Iterable[str], default_region: str) -> list[str]:
     # an opt-out is never refused for being outside the metadata's known ranges: parsed, not validated
     try:

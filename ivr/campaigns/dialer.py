@@ -49,7 +49,8 @@ return ns
 ORIGINATE_REASONS = {"5": "busy", "3": "no_answer", "1": "no_answer", "0": "failed", "8": "failed"}
 # Q.850 hangup causes of the outbound channel, which tell "busy" apart when the reason is 0 (PJSIP 486)
 HANGUP_CAUSES = {"17": "busy", "18": "no_answer", "19": "no_answer", "16": "no_answer"}
-FINAL_ACTIONS = {"refund": "done", "callback": "done", "agent": "done", "optout": "optout"}
+FINAL_ACTIONS = {"refund": "done", "callback": "done", "agent": "done", "optout": "optout",
+                 "heard": "done"}   # heard: an information call (a refund decision) listened to without a key
 TICK_S = 0.1
 BUSY_DEFER_S = 300.0      # a contact on a call with us is tried again this much later
 OUTCOME_RETRY_S = 600.0   # how long an outcome waits in memory for Redis to come back

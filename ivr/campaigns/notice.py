@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -18,6 +19,7 @@ from ..agi.server import AgiSession
 from ..menu.engine import CallContext, MenuEngine
 from ..menu.schema import Menu
 from ..store.redis_store import Store
+from ..store.selfservice import GROUP_RE, REFUND_STATUSES
 from . import contacts
 from .dialer import Dialer
 
@@ -25,7 +27,8 @@ log = logging.getLogger(__name__)
 
 
 class NoticeHandler:
-    def __init__(self, engine: MenuEngine, dialer: Dialer, store: Store) -> None:
+    def __init__(self, engine: MenuEngine, dialer: Dialer, store: Store, refunds: Any = None) -> None:
+        self.refunds = refunds    # ivr.refunds.RefundService (the approval policy applies to notice requests)
         self.engine = engine
         self.dialer = dialer
         self.store = store
@@ -66,7 +69,11 @@ class NoticeHandler:
                 outcome = "machine"
                 return
             message = campaign.message.get(lang) or next(iter(campaign.message.values()))
+            update = contact.get("refund_status", "") if contact.get("refund") else ""
             for _ in range(2):
+                if update in REFUND_STATUSES:   # a refund decision (ivr/refunds.py): the news, then the options
+                    await self._say_refund_update(s, ctx, contact, update)
+                    outcome = "heard"
                 key = await self.engine.ask(s, ctx, (message,), 6.0)
                 action = campaign.options.get(key)
                 if action == "repeat" or action is None:
@@ -100,6 +107,14 @@ class NoticeHandler:
                     log.warning("campaign %s: contact %s: notice not remembered (Redis: %s)", cid, n, exc)
             await self.dialer.record_outcome(cid, n, attempt, outcome, keypress=key if outcome != "machine" else "")
 
+    async def _say_refund_update(self, s: AgiSession, ctx: CallContext, contact: dict, status: str) -> None:
+        """"About your refund request for booking 3 1 4 1 5 9: its status is now: approved." """
+        await self.engine.play(s, ctx, ("refund-update-intro",))
+        booking = contact.get("booking") or ""
+        if booking.isascii() and booking.isdigit() and len(booking) <= 12:
+            await s.say_digits(booking)
+        await self.engine.play(s, ctx, ("refund-update-status", f"status-{status}"))
+
     async def _act(self, s: AgiSession, ctx: CallContext, queue: str, action: str, contact: dict) -> str:
         """Carry out the callee's choice; returns the refund reference when one was created."""
         number = contact["number"].lstrip("+")
@@ -107,8 +122,11 @@ class NoticeHandler:
         if action == "refund":
             booking = contact.get("booking") or ""
             if booking.isascii() and booking.isdigit() and 4 <= len(booking) <= 12:
-                rec = await self.store.refunds.create(booking, caller=number, lang=ctx.lang, source="notice",
-                                                      call_uid=ctx.uid)
+                service = getattr(self, "refunds", None)
+                create = service.create if service is not None else self.store.refunds.create
+                group = (contact.get("group") or "").strip().lower()
+                rec = await create(booking, caller=number, lang=ctx.lang, source="notice", call_uid=ctx.uid,
+                                   group=group if GROUP_RE.match(group) else "")
                 reference = rec["reference"]
                 await self.engine.play(s, ctx, ("refund-created",))
                 await s.say_digits(reference)

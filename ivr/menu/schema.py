@@ -34,16 +34,16 @@ FORBIDDEN_IN_VALUES = "\r\n$\"'{}[],;\\|&"
 
 # kind -> (required fields, optional fields)
 NODE_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "play": (frozenset(), frozenset({"prompts", "next", "skip_keys"})),
+    "play": (frozenset(), frozenset({"prompts", "next", "skip_keys", "escalate"})),
     "banner": (frozenset(), frozenset({"prompts", "next", "skip_keys"})),
     "menu": (frozenset({"options"}), frozenset({"prompts", "timeout", "retries", "invalid_prompt",
                                                 "timeout_prompt", "on_fail", "repeat_key"})),
     "language": (frozenset({"options"}), frozenset({"prompts", "timeout", "retries", "default", "next"})),
     "collect": (frozenset({"save_as", "next"}),
                 frozenset({"prompts", "min", "max", "timeout", "retries", "validate",
-                           "invalid_prompt", "timeout_prompt", "on_fail"})),
+                           "invalid_prompt", "timeout_prompt", "on_fail", "escalate"})),
     "lookup": (frozenset({"backend", "operation", "found"}),
-               frozenset({"params", "say", "not_found", "error", "save_as"})),
+               frozenset({"params", "say", "not_found", "error", "save_as", "escalate"})),
     "queue": (frozenset({"queue"}), frozenset({"prompts", "priority", "timeout", "announce_wait",
                                                "callback_over", "callback", "offer_prompt"})),
     "callback": (frozenset(), frozenset({"queue", "prompts", "next"})),
@@ -54,7 +54,8 @@ NODE_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "survey": (frozenset(), frozenset({"prompts", "thanks", "timeout", "retries"})),
     "continuity": (frozenset({"next"}), frozenset({"notified", "welcome_back", "rejoin"})),
 }
-TARGET_FIELDS = ("next", "on_fail", "found", "not_found", "error", "callback", "closed", "notified")
+TARGET_FIELDS = ("next", "on_fail", "found", "not_found", "error", "callback", "closed", "notified", "escalate")
+ESCALATING_KINDS = ("play", "collect", "lookup")   # self-service steps where 0 reaches a human
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _RANGE_RE = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-4]):([0-5][0-9])$")
 COMMON_FIELDS = frozenset({"type", "comment"})
@@ -87,6 +88,7 @@ class Menu:
     nodes: Mapping[str, Node]
     survey: str = ""
     languages: tuple[str, ...] = ("en",)
+    escalate: str = ""             # where 0 in a self-service step goes (a queue node); nodes may override
     prompts_used: frozenset[str] = field(default_factory=frozenset)
 
 
@@ -298,7 +300,7 @@ def parse_menu(text: str, source: str, queues: frozenset[str] | None = None,
     if not isinstance(data, dict):
         raise MenuError(f"{source}: expected a mapping with name, start and nodes")
     data.pop("__line__", None)
-    unknown = set(data) - {"name", "start", "nodes", "survey", "description", "languages"}
+    unknown = set(data) - {"name", "start", "nodes", "survey", "description", "languages", "escalate"}
     if unknown:
         raise MenuError(f"{source}: unknown top-level key {sorted(unknown)[0]!r}")
     name = data.get("name") or Path(source).stem
@@ -332,6 +334,11 @@ def parse_menu(text: str, source: str, queues: frozenset[str] | None = None,
     for node in nodes.values():
         for key in ("prompts", "invalid_prompt", "timeout_prompt", "thanks", "offer_prompt", "welcome_back"):
             prompts.update(node.fields.get(key, ()))
+    escalate = str(data.get("escalate", "") or "")
+    for where, target in [("escalate", escalate)] + [(f"node {n.id!r}: escalate", n.fields["escalate"])
+                                                       for n in nodes.values() if "escalate" in n.fields]:
+        if target and (target not in nodes or nodes[target].type != "queue"):
+            raise MenuError(f"{source}: {where} must name a queue node, got {target!r}")
     survey = str(data.get("survey", ""))
     if survey and (survey not in nodes or nodes[survey].type != "survey"):
         raise MenuError(f"{source}: survey {survey!r} must name a node of type survey")
@@ -342,7 +349,7 @@ def parse_menu(text: str, source: str, queues: frozenset[str] | None = None,
     if unknown_langs:
         raise MenuError(f"{source}: languages: {unknown_langs[0]!r} is not configured ({', '.join(languages)})")
     return Menu(name=name, source=source, start=start, nodes=MappingProxyType(nodes),
-                survey=survey, languages=tuple(langs), prompts_used=frozenset(prompts))
+                survey=survey, languages=tuple(langs), prompts_used=frozenset(prompts), escalate=escalate)
 
 
 def _check_reachable_end(source: str, nodes: Mapping[str, Node], start: str) -> None:

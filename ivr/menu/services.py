@@ -71,6 +71,7 @@ class RefundsBackend:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.service: Any = None    # ivr.refunds.RefundService: creation applies the approval policy
 
     async def lookup(self, operation: str, params: Mapping[str, str]) -> dict[str, Any] | None:
         booking = params.get("booking", "")
@@ -78,9 +79,9 @@ class RefundsBackend:
             if operation == "status":
                 return await self.store.refunds.by_booking(booking)
             if operation == "create":
-                return await self.store.refunds.create(
-                    booking, caller=params.get("caller", ""), lang=params.get("lang", "en"),
-                    call_uid=params.get("uid", ""), source="ivr")
+                create = self.service.create if self.service is not None else self.store.refunds.create
+                return await create(booking, caller=params.get("caller", ""), lang=params.get("lang", "en"),
+                                    call_uid=params.get("uid", ""), source="ivr")
         except ValueError as exc:
             raise LookupFailed(str(exc)) from None
         except (ConnectionError, OSError, asyncio.TimeoutError, redis.exceptions.RedisError) as exc:

@@ -15,6 +15,7 @@ caller's channel.
 | {p}:refund:{ref}          | hash   | refund request: booking, status, caller, created, history |
 | {p}:refund:booking:{b}    | string | newest refund reference for booking number b              |
 | {p}:refunds               | stream | refund request events (created, decided)                  |
+| {p}:refunds:in:{status}   | zset   | refund references in that status -> created time           |
 | {p}:callback:seq          | string | last callback id (INCR)                                   |
 | {p}:callback:{id}         | hash   | callback request: number, queue, lang, status, attempts   |
 | {p}:callbacks:pending     | zset   | callback id -> the time the caller first joined (their place) |
@@ -64,6 +65,9 @@ class Keys:
     @property
     def refunds(self) -> str:
         return f"{self.prefix}:refunds"
+
+    def refunds_in(self, status: str) -> str:
+        return f"{self.prefix}:refunds:in:{status}"
 
     @property
     def callback_seq(self) -> str:

@@ -18,6 +18,11 @@ import redis.asyncio as aioredis
 from .keys import Keys
 
 REFUND_STATUSES = ("received", "approved", "rejected", "paid")
+# the decisions an approver may take from each status (rejected may be reversed on appeal; paid is final)
+REFUND_TRANSITIONS = {"received": ("approved", "rejected"), "approved": ("paid", "rejected"),
+                      "rejected": ("approved",), "paid": ()}
+_AMOUNT = re.compile(r"^[0-9]{1,9}(\.[0-9]{1,2})?$")
+GROUP_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
 REFUND_REF_START = 1_000_000
 _DIGITS = re.compile(r"^[0-9]{1,20}$")
 
@@ -35,18 +40,25 @@ class RefundStore:
         self.redis, self.keys = client, keys
 
     async def create(self, booking: str, *, caller: str = "", lang: str = "en", source: str = "ivr",
-                     call_uid: str = "", amount: str = "") -> dict[str, Any]:
+                     call_uid: str = "", amount: str = "", group: str = "") -> dict[str, Any]:
         """Create a refund request (status ``received``); returns it with its new reference."""
         _check_digits("booking", booking, 4, 12)
+        if caller:
+            _check_digits("caller", caller, 3, 20)
+        if amount and not _AMOUNT.match(amount):
+            raise ValueError(f"amount: expected a number like 120 or 120.50, got {amount!r}")
+        if group and not GROUP_RE.match(group):
+            raise ValueError(f"group: lower-case letters, digits, _ and - (at most 32), got {group!r}")
         n = await self.redis.incr(self.keys.refund_seq)
         ref = str(REFUND_REF_START + n)
         now = time.time()
         record = {"reference": ref, "booking": booking, "status": "received", "caller": caller,
-                  "lang": lang, "source": source, "call_uid": call_uid, "amount": amount,
+                  "lang": lang, "source": source, "call_uid": call_uid, "amount": amount, "group": group,
                   "created": now, "updated": now,
                   "history": json.dumps([{"at": now, "status": "received", "by": source}])}
         async with self.redis.pipeline(transaction=True) as p:
             p.hset(self.keys.refund(ref), mapping={k: str(v) for k, v in record.items()})
+            p.zadd(self.keys.refunds_in("received"), {ref: now})
             p.set(self.keys.refund_by_booking(booking), ref)
             p.xadd(self.keys.refunds, {"event": "created", "reference": ref, "booking": booking,
                                        "source": source}, maxlen=1_000_000, approximate=True)
@@ -65,22 +77,65 @@ class RefundStore:
         ref = await self.redis.get(self.keys.refund_by_booking(booking))
         return await self.get(ref) if ref else None
 
-    async def set_status(self, ref: str, status: str, by: str) -> dict[str, Any]:
+    async def set_status(self, ref: str, status: str, by: str, note: str = "",
+                         check: bool = True) -> dict[str, Any]:
+        """Decide a request: ``status`` must be a next step from its current one (REFUND_TRANSITIONS) unless
+        ``check`` is off. The history keeps who, when and the note; the status index moves in the same
+        MULTI/EXEC. Raises KeyError (no such request) or ValueError (naming what is not allowed)."""
         if status not in REFUND_STATUSES:
             raise ValueError(f"status: expected one of {', '.join(REFUND_STATUSES)}, got {status!r}")
+        if len(note) > 500 or any(c in note for c in "\r\n\x00"):
+            raise ValueError("note: at most 500 characters on one line")
         rec = await self.get(ref)
         if rec is None:
             raise KeyError(ref)
+        old = rec.get("status", "received")
+        if check and status not in REFUND_TRANSITIONS.get(old, ()):
+            allowed = ", ".join(REFUND_TRANSITIONS.get(old, ())) or "nothing (it is final)"
+            raise ValueError(f"refund {ref} is {old}: it can become {allowed}, not {status}")
         now = time.time()
-        history = rec["history"] + [{"at": now, "status": status, "by": by}]
+        entry: dict[str, Any] = {"at": now, "status": status, "by": by, "from": old}
+        if note:
+            entry["note"] = note
+        history = rec["history"] + [entry]
         async with self.redis.pipeline(transaction=True) as p:
             p.hset(self.keys.refund(ref), mapping={"status": status, "updated": str(now),
                                                     "history": json.dumps(history)})
-            p.xadd(self.keys.refunds, {"event": "status", "reference": ref, "status": status, "by": by},
+            p.zrem(self.keys.refunds_in(old), ref)
+            p.zadd(self.keys.refunds_in(status), {ref: float(rec.get("created") or now)})
+            p.xadd(self.keys.refunds, {"event": "status", "reference": ref, "status": status, "from": old, "by": by},
                    maxlen=1_000_000, approximate=True)
             await p.execute()
         rec.update(status=status, updated=now, history=history)
         return rec
+
+    async def set_fields(self, ref: str, **fields: str) -> None:
+        await self.redis.hset(self.keys.refund(ref), mapping=fields)
+
+    async def list(self, status: str, *, count: int = 100, offset: int = 0, group: str = "") -> dict[str, Any]:
+        """Requests in one status, oldest first (the order approvers work in); ``total`` counts them all."""
+        if status not in REFUND_STATUSES:
+            raise ValueError(f"status: expected one of {', '.join(REFUND_STATUSES)}, got {status!r}")
+        key = self.keys.refunds_in(status)
+        total = await self.redis.zcard(key)
+        refs = await self.redis.zrange(key, offset, offset + max(count * (10 if group else 1), count) - 1)
+        async with self.redis.pipeline(transaction=False) as p:
+            for ref in refs:
+                p.hgetall(self.keys.refund(ref))
+            raws = await p.execute()
+        out = []
+        for raw in raws:
+            if raw and (not group or raw.get("group") == group):
+                rec: dict[str, Any] = dict(raw)
+                rec["history"] = json.loads(rec.get("history") or "[]")
+                out.append(rec)
+        return {"status": status, "total": total, "offset": offset, "refunds": out[:count]}
+
+    async def counts(self) -> dict[str, int]:
+        async with self.redis.pipeline(transaction=False) as p:
+            for st in REFUND_STATUSES:
+                p.zcard(self.keys.refunds_in(st))
+            return dict(zip(REFUND_STATUSES, await p.execute()))
 
 
 class CallbackStore:

@@ -125,6 +125,9 @@ TEST_AGENTS = {
 # Quick thresholds so a flood of a dozen callers opens the overflow tier within seconds.
 # A short lock-out window so the rate-limit test does not lock the other tests out for minutes.
 TEST_API = {"auth_fail_limit": 10, "auth_fail_window": 4}
+# decision calls at any hour (the customers' phones are SIPp, no machines), medical workers approved by policy
+TEST_REFUNDS = {"notice_window": "00:00-23:59", "notice_amd": False, "notice_cps": 5,
+                "auto_approve_groups": ["medical"], "auto_approve_max": 500}
 TEST_BALANCE = {"open_wait_s": 8, "close_wait_s": 4, "min_open_s": 6, "sl_min_calls": 100000}
 
 
@@ -167,6 +170,7 @@ def start_test_stack(workdir: Path) -> TestStack:
     stack = Stack(workdir)
     stack.init(port_base=base, extra={"dialplans_dir": str(dialplans), "agents": agents,
                                       "log_level": "DEBUG", "balance": TEST_BALANCE, "api": TEST_API,
+                                      "refunds": TEST_REFUNDS,
                                       "asterisk": {"trunk_uri": f"sip:127.0.0.1:{customer_port}",
                                                    "qualify_frequency": 5,
                                                    "outbound_callerid": "5550100"},

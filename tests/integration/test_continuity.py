@@ -186,6 +186,14 @@ def test_places_history_and_sweep_in_redis(stack: TestStack) -> None:
             assert c.place_since["u2"] == found.dropped["place_since"] and found.repeat
             assert (await c.recognise("u3", "5554001")).dropped is None        # one return per drop
             assert await c.busy("+5554001")
+            c.channel_alive = lambda uid: uid != "u3"     # u3's channel is gone (its end never recorded)
+            assert await c.busy("+5554001")                     # u2 still counts
+            c.channel_alive = lambda uid: False
+            assert not await c.busy("+5554001")                 # both stale: forgotten
+            assert await store.redis.scard("ctest:caller:+5554001:live") == 0
+            c.channel_alive = None
+            await c.mark_live("5554001", "u2")
+            await c.mark_live("5554001", "u3")
             # u2 drops again: the place still dates from the first call
             await c.remember({**drop, "uniqueid": "u2", "joined_at": str(t + 5), "ended_at": str(t + 20)},
                              c.place_since.pop("u2"))

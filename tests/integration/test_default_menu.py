@@ -108,7 +108,7 @@ def check_branches(stack: TestStack, lang: str, booking_new: str) -> None:
         assert len(found) == 1, found
         r = found[0]
         assert r["language"] == lang, r
-        assert r["path"][:3] == ["language", "banner", "main"], r
+        assert r["path"][:4] == ["recognise", "language", "banner", "main"], r
         return r
 
     r = rec("status_found")
@@ -151,7 +151,7 @@ def check_branches(stack: TestStack, lang: str, booking_new: str) -> None:
     assert r["path"][3:] == ["retries-exhausted", "q_support"] and r["outcome"] == "answered"
 
     r = rec("hangup_in_menu")
-    assert r["path"] == ["language", "banner", "main"] and r["outcome"] == "ivr_hangup"
+    assert r["path"] == ["recognise", "language", "banner", "main"] and r["outcome"] == "ivr_hangup"
 
 
 def test_post_call_survey_is_stored_in_each_language(stack: TestStack) -> None:
