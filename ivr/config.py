@@ -199,6 +199,15 @@ class Config:
     )
     agents: tuple[AgentConfig, ...] = ()
     dids: tuple[tuple[str, str], ...] = ()   # extra inbound numbers -> menu name
+    # wrap-up codes agents set when a call ends (API, or *7<code> from their phone): code -> name
+    dispositions: tuple[tuple[str, str], ...] = (
+        ("1", "resolved"), ("2", "refund_requested"), ("3", "rebooked"), ("4", "follow_up"),
+        ("5", "complaint"), ("9", "other"))
+    # call reason (the menu path's ``reason``) -> the team whose queue gets its feedback and poor surveys
+    feedback_teams: tuple[tuple[str, str], ...] = (
+        ("refund_status", "refunds"), ("refund_request", "refunds"), ("notice", "refunds"),
+        ("rebooking", "operations"), ("callback", "support"), ("other", "support"))
+    feedback_dir: str = ""                   # where recorded feedback is kept (default: <workdir>/feedback)
 
     def routes(self) -> list[tuple[str, str]]:
         """Every inbound number with the menu it runs (the inbound extension runs default_menu)."""
@@ -327,6 +336,10 @@ def from_mapping(data: Mapping[str, Any] | None, env: Mapping[str, str] | None =
             if not isinstance(value, list) or not value:
                 raise ConfigError("queues: expected a non-empty list of queues")
             kwargs[name] = tuple(_build(QueueConfig, q, f"queues[{i}]") for i, q in enumerate(value))
+        elif name in ("dispositions", "feedback_teams"):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{name}: expected a mapping")
+            kwargs[name] = tuple((str(k), str(v)) for k, v in value.items())
         elif name == "dids":
             if not isinstance(value, dict):
                 raise ConfigError("dids: expected a mapping of number: menu")
@@ -441,6 +454,16 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"queues[{i}].timeout: must be at least 1 second")
     if cfg.fallback_queue not in names:
         raise ConfigError(f"fallback_queue: {cfg.fallback_queue!r} is not one of the queues ({', '.join(sorted(names))})")
+    for code, label in cfg.dispositions:
+        if not re.match(r"^[0-9]{1,3}$", code):
+            raise ConfigError(f"dispositions.{code}: codes are 1-3 digits (agents key them in as *7<code>)")
+        if not re.match(r"^[a-z][a-z0-9_]{0,31}$", label):
+            raise ConfigError(f"dispositions.{code}: names are lower-case letters, digits and _, got {label!r}")
+    if len({label for _, label in cfg.dispositions}) != len(cfg.dispositions):
+        raise ConfigError("dispositions: each name once")
+    for reason, team in cfg.feedback_teams:
+        if not re.match(r"^[a-z][a-z0-9_]{0,31}$", reason) or not re.match(r"^[a-z][a-z0-9_-]{0,31}$", team):
+            raise ConfigError(f"feedback_teams.{reason}: reason and team are lower-case names, got {team!r}")
     for did, menu in cfg.dids:
         if not _EXTEN_RE.match(did):
             raise ConfigError(f"dids.{did}: the number must be digits only")

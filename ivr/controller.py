@@ -24,6 +24,7 @@ from .balance.erlang import estimate_wait
 from .banner import BannerService, live_prompts_dir
 from .callbacks import CallbackDispatcher
 from .continuity import Continuity
+from .outcomes import Outcomes
 from .refunds import RefundService
 from .campaigns.dialer import Dialer
 from .campaigns.notice import NoticeHandler
@@ -66,11 +67,14 @@ class Controller:
                                   continuity=self.continuity if cfg.continuity.enabled else None,
                                   queue_position=self.queue_position,
                                   repeat_priority=cfg.continuity.repeat_priority)
+        self.outcomes = Outcomes(cfg, self.store, self.prompts)
+        services.outcomes = self.outcomes
         self.engine = MenuEngine(self.menus, self.prompts, self.recorder,
                                  cfg.languages[0] if cfg.languages else "en", services)
         self.router = AgiRouter()
         self.router.register("menu", self.engine.run)
         self.router.register("survey", self.engine.run_survey)
+        self.router.register("disposition", self.outcomes.by_phone)
         self.agi = AgiServer(self.router, cfg.agi.host, cfg.agi.port,
                              read_timeout=cfg.agi.read_timeout, max_connections=cfg.agi.max_connections)
         self.agi.step_latency = self.metrics.agi_call.observe
@@ -129,6 +133,13 @@ class Controller:
         return {"time": snap["time"], "node": self.cfg.node, "ami": self.ami.connected,
                 "queues": snap["queues"], "agents": agents, "history": self.metrics.hourly()}
 
+    def _agent_connected(self, interface: str, uid: str) -> None:
+        """Remember the call an agent's phone took last (their *7<code> disposition goes on it)."""
+        self.outcomes.agent_connected(interface, uid)
+        task = asyncio.get_running_loop().create_task(self.outcomes.remember_connect(interface, uid))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or
+                               log.warning("last call of %s not stored: %s", interface, t.exception()))
+
     def _call_finished(self, record: dict[str, Any]) -> None:
         self.metrics.call_finished(record)
         self.continuity.call_finished(record)
@@ -175,6 +186,8 @@ class Controller:
 
     # ------------------------------------------------------------------ events
     def _on_ami_event(self, event: Any) -> None:
+        if event.get("Event") == ev.AGENT_CONNECT and event.get("Interface") and event.get("Uniqueid"):
+            self._agent_connected(str(event["Interface"]), str(event["Uniqueid"]))
         self.state.apply(event)
         self.recorder.on_event(event)
         self.balance.on_event(event)

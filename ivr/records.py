@@ -23,6 +23,17 @@ Job = Callable[[], Awaitable[None]]
 LATE_AGENT_COMPLETE_S = 3.0
 
 
+def chan_vars(e: Mapping[str, Any], key: str = "ChanVariable") -> dict[str, str]:
+    """The ``channelvars`` of an event (one header per variable, ``NAME=value``; repeated headers are a list)."""
+    raw = e.get(key) or []
+    out = {}
+    for item in [raw] if isinstance(raw, str) else raw:
+        name, _, value = str(item).partition("=")
+        if value:
+            out[name] = value
+    return out
+
+
 def outcome_of(record: Mapping[str, Any]) -> str:
     """The final outcome of a call from its record fields."""
     if record.get("answered_at"):
@@ -147,6 +158,9 @@ class CallRecorder:
         elif name == ev.AGENT_CONNECT:
             fields = {"answered_at": now, "wait": e.get("HoldTime", ""), "ring": e.get("RingTime", ""),
                       "agent": e.get("MemberName") or e.get("Interface", ""), "queue": e.get("Queue", "")}
+            shown = chan_vars(e, "DestChanVariable").get("IVR_ESCALATED_FROM")
+            if shown:   # the agent's channel carries the self-service context (manager.conf channelvars)
+                fields["agent_context"] = shown
             self._submit(lambda: self.store.call_update(uid, fields))
         elif name == ev.AGENT_COMPLETE:
             fields = {"talk": e.get("TalkTime", ""), "ended_by": e.get("Reason", "")}

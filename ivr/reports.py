@@ -344,3 +344,50 @@ def window_from(query: Mapping[str, str], tz: tzinfo, by: str) -> tuple[float, f
     return start, end
 
 
+
+
+# ----------------------------------------------------------------- by reason and disposition
+def build_reasons(records: Iterable[Mapping[str, Any]], dispositions: Iterable[Mapping[str, Any]], *,
+                  start: float, end: float) -> list[dict[str, Any]]:
+    """One row per call reason (the menu path's ``reason``): inbound calls that ended in [start, end), how
+    they ended (self-service, answered, abandoned, callback asked), how many left self-service for a human
+    (0), and the agents' dispositions of those calls (the last one set for each call)."""
+    last: dict[str, str] = {}
+    for d in dispositions:
+        last[str(d.get("uid", ""))] = str(d.get("name", ""))
+    rows: dict[str, dict[str, Any]] = {}
+    for r in records:
+        ended = _num(r.get("ended_at"))
+        if ended is None or not start <= ended < end or not is_inbound(r):
+            continue
+        reason = str(r.get("reason") or "none")
+        row = rows.setdefault(reason, {"reason": reason, "calls": 0, "self_service": 0, "answered": 0,
+                                       "abandoned": 0, "callbacks_requested": 0, "escalated": 0,
+                                       "dispositions": {}})
+        row["calls"] += 1
+        outcome = r.get("outcome", "")
+        if outcome == "self_service":
+            row["self_service"] += 1
+        elif outcome == "answered":
+            row["answered"] += 1
+        elif outcome == "abandoned":
+            row["abandoned"] += 1
+        elif outcome == "callback_requested":
+            row["callbacks_requested"] += 1
+        if r.get("escalated_from"):
+            row["escalated"] += 1
+        name = last.get(str(r.get("uniqueid", "")))
+        if name:
+            row["dispositions"][name] = row["dispositions"].get(name, 0) + 1
+    return sorted(rows.values(), key=lambda x: (-x["calls"], x["reason"]))
+
+
+async def reasons_report(redis: aioredis.Redis, prefix: str, *, start: float, end: float) -> dict[str, Any]:
+    if end <= start:
+        raise ReportError("until: must be after since")
+    if end - start > 92 * 86400:
+        raise ReportError("since: a report covers at most 92 days")
+    records = await _read_stream(redis, f"{prefix}:calls", start - 60, end + 60)
+    dispositions = await _read_stream(redis, f"{prefix}:dispositions", start - 60, time.time() + 60)
+    rows = build_reasons(records, dispositions, start=start, end=end)
+    return {"since": start, "until": end, "rows": rows}

@@ -86,6 +86,23 @@ class RtpClock:
 _PCAP_SEQ = itertools.count(1)
 
 
+def write_ulaw_pcap(path: Path, ulaw: bytes) -> float:
+    """G.711 mu-law speech (payload type 0, 20 ms packets) as an Ethernet/IPv4/UDP pcap; returns seconds."""
+    import struct
+
+    out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    for i, off in enumerate(range(0, len(ulaw) - 159, 160)):
+        rtp = struct.pack(">BBHII", 0x80, 0, i & 0xFFFF, (i * 160) & 0xFFFFFFFF, 0x5EED) + ulaw[off:off + 160]
+        udp = struct.pack(">HHHH", 40000, 40002, 8 + len(rtp), 0) + rtp
+        ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0,
+                         bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1])) + udp
+        frame = b"\x00" * 12 + b"\x08\x00" + ip
+        when = i * 0.020
+        out += struct.pack("<IIII", int(when), int((when % 1) * 1e6), len(frame), len(frame)) + frame
+    path.write_bytes(bytes(out))
+    return len(ulaw) / 8000.0
+
+
 def write_dtmf_pcap(path: Path, digits: str, clock: RtpClock, *, tone_ms: int = 120, gap_ms: int = 120) -> None:
     """RFC 4733 telephone-events (payload type 101) for ``digits`` as an Ethernet/IPv4/UDP pcap."""
     import struct
@@ -122,7 +139,7 @@ def write_dtmf_pcap(path: Path, digits: str, clock: RtpClock, *, tone_ms: int = 
 class CallerScript:
     """What one simulated caller does after the call is answered."""
 
-    steps: Sequence[tuple[str, str | int]] = ()   # ("pause", ms) | ("dtmf", "123#")
+    steps: Sequence[tuple[str, str | int]] = ()   # ("pause", ms) | ("dtmf", "123#") | ("speech", .ulaw file)
     end: str = "wait_bye"                          # "wait_bye" (far end hangs up) | "hangup"
     wait_bye_ms: int = 120_000                     # how long to wait for the far end's BYE
     patience_ms: int = 0                           # with wait_bye: hang up after this long instead of failing
@@ -143,6 +160,11 @@ class CallerScript:
                 write_dtmf_pcap(pcap, digits, clock)
                 body.append(f'  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>')
                 body.append(f'  <pause milliseconds="{len(digits) * 240 + 150}"/>')
+            elif kind == "speech":  # the caller talks: raw 8 kHz mu-law (e.g. a built prompt's .ulaw)
+                pcap = pcap_dir / f"speech-{os.getpid()}-{next(_PCAP_SEQ)}-{n}.pcap"
+                seconds = write_ulaw_pcap(pcap, Path(str(value)).read_bytes())
+                body.append(f'  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>')
+                body.append(f'  <pause milliseconds="{int(seconds * 1000) + 100}"/>')
             else:
                 raise ValueError(f"unknown caller step {kind!r}")
         bye = """  <send retrans="500"><![CDATA[
@@ -406,6 +428,20 @@ class Sipp:
         return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir,
                                 start_new_session=True)
 
+    def dial_as(self, user: str, password: str, exten: str, *, hold_ms: int = 30_000,
+                timeout_s: int = 40) -> SippResult:
+        """An agent's phone dials ``exten`` (a feature code such as *72), answering the digest challenge,
+        and stays until Asterisk hangs up (or ``hold_ms``)."""
+        scenario = self._write("dial", dial_as_scenario(hold_ms))
+        port = free_port()
+        argv = [self.binary, f"{self.target_host}:{self.target_port}", "-sf", str(scenario), "-s", exten,
+                "-au", user, "-ap", password, "-key", "user", user, "-m", "1", "-timeout", f"{timeout_s}s",
+                "-timeout_error", "-error_file", str(self.workdir / f"dial-err-{port}.log"), "-trace_stat",
+                "-stf", str(self.workdir / f"stat-{port}.csv"), "-fd", "1",
+                *self._common(port, free_port_pair())]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s + 30, cwd=self.workdir)
+        return self._result(argv, proc.returncode, proc.stdout + proc.stderr)
+
     def register(self, user: str, password: str, port: int, expires: int = 300, timeout_s: int = 15) -> SippResult:
         """REGISTER ``user`` from 127.0.0.1:port with digest auth; ``ok`` is 1 when Asterisk answered 200.
 
@@ -535,6 +571,69 @@ SIP/2.0 {status}
             + reply.format(extra=' next="done"', status="200 OK", headers="Contact: [last_Contact:];expires=600\n"
                            .replace("Contact: [last_Contact:]", "[last_Contact:]"))
             + '  <label id="bad"/>\n  <recv request="NEVER" timeout="200"/>\n  <label id="done"/>\n</scenario>\n')
+
+
+def dial_as_scenario(hold_ms: int = 30_000) -> str:
+    """UAC: INVITE, answer the 401 digest challenge, wait for Asterisk's BYE (``hold_ms`` at most)."""
+    def invite(cseq: int, auth: str) -> str:
+        return f"""  <send retrans="500"><![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:[user]@[remote_ip]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: {cseq} INVITE
+Contact: <sip:[user]@[local_ip]:[local_port]>
+{auth}Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+{_SDP}
+]]></send>
+"""
+
+    def ack(cseq: int) -> str:
+        return f"""  <send><![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:[user]@[remote_ip]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: {cseq} ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+"""
+    return ('<?xml version="1.0" encoding="ISO-8859-1"?>\n<scenario name="agent dials">\n'
+            + invite(1, "") + '  <recv response="100" optional="true"/>\n  <recv response="401" auth="true"/>\n'
+            + """  <send><![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+""" + invite(2, "[authentication]\n")
+            + '  <recv response="100" optional="true"/>\n  <recv response="180" optional="true"/>\n'
+            + '  <recv response="183" optional="true"/>\n  <recv response="200" rtd="true"/>\n' + ack(2)
+            + f'  <recv request="BYE" timeout="{int(hold_ms)}"/>\n'
+            + """  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+</scenario>
+""")
 
 
 def register_scenario(expires: int = 300, stay_ms: int = 0) -> str:

@@ -159,6 +159,21 @@ class AgiSession:
         reply = await self._checked("SAY NUMBER", str(number), escape_digits, timeout=PLAYBACK_TIMEOUT)
         return reply.digit
 
+    async def record_file(self, path: str, fmt: str = "wav", escape_digits: str = "#", timeout_ms: int = 60_000,
+                          beep: bool = True, silence_s: int = 3) -> tuple[str | None, bool]:
+        """RECORD FILE (``path`` without extension). Returns (the key that ended it, whether the caller hung
+        up); a hang-up ends the recording but keeps the file, so it is not raised here."""
+        words = ["RECORD FILE", path, fmt, escape_digits, str(timeout_ms), "0"]
+        if beep:
+            words.append("BEEP")
+        if silence_s:
+            words.append(f"s={silence_s}")
+        reply = await self.command(*words, timeout=timeout_ms / 1000 + 30)
+        if reply.result == "-1":
+            self.hangup_seen = True
+            return None, True
+        return reply.digit, False
+
     async def exec(self, application: str, options: str = "", *, timeout: float | None = None) -> AgiReply:
         return await self.command("EXEC", application, options, timeout=timeout or PLAYBACK_TIMEOUT)
 

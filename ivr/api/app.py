@@ -495,6 +495,89 @@ async def surveys(request: web.Request) -> web.Response:
 
 
 @requires("viewer")
+async def report_reasons(request: web.Request) -> web.Response:
+    """Calls by reason with their outcomes, escalations and dispositions (``?since=&until=&hours=&tz=``)."""
+    from .. import reports
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    q = request.query
+    unknown = set(q) - {"since", "until", "hours", "tz"}
+    if unknown:
+        return json_error(400, f"unknown parameter {sorted(unknown)[0]!r} (expected: since, until, hours, tz)")
+    try:
+        tz = reports.parse_tz(q.get("tz", "UTC"))
+        start, end = reports.window_from(q, tz, "hour")
+        data = await reports.reasons_report(ctl.store.redis, ctl.cfg.redis.prefix, start=start, end=end)
+    except reports.ReportError as exc:
+        return json_error(400, str(exc))
+    data["dispositions"] = dict(ctl.cfg.dispositions)
+    return web.json_response(data)
+
+
+@requires("viewer")
+async def dispositions(request: web.Request) -> web.Response:
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    return web.json_response({"dispositions": dict(ctl.cfg.dispositions)})
+
+
+@requires("supervisor")
+async def call_disposition(request: web.Request) -> web.Response:
+    """Set a call's disposition: {"disposition": "2" or "refund_requested", "note": "..."}."""
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    uid = request.match_info["uid"]
+    if len(uid) > 64:
+        return json_error(400, "uniqueid too long")
+    body = await _json_body(request)
+    try:
+        rec = await ctl.outcomes.set_disposition(uid, str(body.get("disposition", "")),
+                                                 by=request["auth"].get("name", ""), source="api",
+                                                 note=str(body.get("note") or ""))
+    except KeyError:
+        return json_error(404, f"no call {uid}")
+    except ValueError as exc:
+        return json_error(400, str(exc))
+    return web.json_response(rec)
+
+
+@requires("supervisor")
+async def feedback_list(request: web.Request) -> web.Response:
+    """A team's open feedback items, oldest first (``?team=refunds``); without a team, the teams and counts."""
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    team = request.query.get("team", "")
+    if not team:
+        teams = ctl.outcomes.teams_known()
+        counts = {t: len(await ctl.outcomes.feedback_items(t, 10_000)) for t in teams}
+        return web.json_response({"teams": counts})
+    if team not in ctl.outcomes.teams_known():
+        return json_error(400, f"team: expected one of {', '.join(ctl.outcomes.teams_known())}, got {team[:40]!r}")
+    return web.json_response({"team": team, "items": await ctl.outcomes.feedback_items(team)})
+
+
+@requires("supervisor")
+async def feedback_audio(request: web.Request) -> web.StreamResponse:
+    """The recorded message of a feedback item (audio/wav)."""
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    item = await ctl.outcomes.feedback_get(request.match_info["item"])
+    if not item or not item.get("file"):
+        return json_error(404, "no recording for this item")
+    path = ctl.outcomes.feedback_dir / Path(item["file"]).name
+    if not path.is_file():
+        return json_error(404, f"recording {item['file']} is missing from {ctl.outcomes.feedback_dir}")
+    return web.FileResponse(path, headers={"Content-Type": "audio/wav"})
+
+
+@requires("supervisor")
+async def feedback_done(request: web.Request) -> web.Response:
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    body = await _json_body(request) if request.can_read_body else {}
+    try:
+        item = await ctl.outcomes.feedback_done(request.match_info["item"], request["auth"].get("name", ""),
+                                                str(body.get("note") or ""))
+    except KeyError:
+        return json_error(404, f"no feedback item {request.match_info['item']}")
+    return web.json_response(item)
+
+
+@requires("viewer")
 async def report(request: web.Request) -> web.Response:
     """Reports by hour or day (``?by=hour|day&since=&until=&hours=&tz=&sl_target=&format=json|csv``)."""
     from .. import reports
@@ -634,6 +717,12 @@ def build_app(controller: "Controller") -> web.Application:
     app.router.add_get("/api/v1/surveys", surveys)
     app.router.add_get("/api/v1/audit", audit)
     app.router.add_get("/api/v1/reports", report)
+    app.router.add_get("/api/v1/reports/reasons", report_reasons)
+    app.router.add_get("/api/v1/dispositions", dispositions)
+    app.router.add_post("/api/v1/calls/{uid}/disposition", call_disposition)
+    app.router.add_get("/api/v1/feedback", feedback_list)
+    app.router.add_get("/api/v1/feedback/{item}/audio", feedback_audio)
+    app.router.add_post("/api/v1/feedback/{item}/done", feedback_done)
     from .campaign_routes import setup as campaign_routes   # imports this module: registered last
     campaign_routes(app)
     app.router.add_post("/api/v1/agents", agent_add)

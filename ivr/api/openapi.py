@@ -140,6 +140,23 @@ OPS: dict[tuple[str, str], dict[str, Any]] = {
                                             "body": body({"decisions": {"type": "array", "items": {"type": "object"}},
                                                           "references": {"type": "array", "items": STR},
                                                           "status": STR, "note": STR})},
+    ("GET", "/api/v1/reports/reasons"): {"tag": "reports", "summary": "Calls by reason (the menu path's reason): "
+                                         "outcomes, escalations to a human, agents' dispositions",
+                                         "query": [q("since", STR, "ISO date/time or Unix time (default 24 h ago)"),
+                                                   q("until", STR, "default now"), q("hours", NUM, "the last N hours"),
+                                                   q("tz", STR, "time zone of since/until")]},
+    ("GET", "/api/v1/dispositions"): {"tag": "calls", "summary": "The wrap-up codes agents set (code -> name)"},
+    ("POST", "/api/v1/calls/{uid}/disposition"): {"tag": "calls", "summary": "Set a call's disposition (code or name; "
+                                                  "agents can also dial *7<code>)",
+                                                  "body": body({"disposition": STR,
+                                                                "note": {"type": "string", "maxLength": 500}},
+                                                               ["disposition"])},
+    ("GET", "/api/v1/feedback"): {"tag": "feedback", "summary": "A team's open feedback items (recorded messages, "
+                                  "poor surveys), routed by call reason; without team: open items per team",
+                                  "query": [q("team", STR, "e.g. refunds")]},
+    ("GET", "/api/v1/feedback/{item}/audio"): {"tag": "feedback", "summary": "The recorded message (audio/wav)"},
+    ("POST", "/api/v1/feedback/{item}/done"): {"tag": "feedback", "summary": "Mark an item handled (audited)",
+                                               "body": body({"note": {"type": "string", "maxLength": 500}})},
     ("GET", "/api/v1/callbacks"): {"tag": "callbacks", "summary": "Callbacks waiting, in the callers' original "
                                    "order"},
     ("GET", "/api/v1/callbacks/{cb_id}"): {"tag": "callbacks", "summary": "One callback request and its attempts"},

@@ -51,6 +51,7 @@ class EngineServices:
     continuity: Any = None                 # ivr.continuity.Continuity (None: every caller is new)
     queue_position: Callable[[str, float], int | None] = lambda queue, since: None
     repeat_priority: int = 0               # queue priority of repeat callers (continuity.repeat_priority)
+    outcomes: Any = None                   # ivr.outcomes.Outcomes: feedback recordings, poor surveys
 
 
 @dataclass(slots=True)
@@ -63,6 +64,7 @@ class CallContext:
     vars: dict[str, str] = field(default_factory=dict)
     outcome: str = ""
     queue: str = ""
+    reason: str = ""              # why they called: the last ``reason`` on their path
     started: float = field(default_factory=time.time)
 
     def values(self) -> dict[str, str]:
@@ -103,6 +105,9 @@ class MenuEngine:
                 "ivr_seconds": round(time.time() - ctx.started, 3)}
             if ctx.vars:
                 fields["vars"] = json.dumps(ctx.vars)
+            fields["reason"] = ctx.reason or "none"
+            if ctx.vars.get("escalated_from"):   # self-service was left for a human, from this step
+                fields["escalated_from"] = ctx.vars["escalated_from"]
             await self.sink.save(ctx.uid, fields)
 
     async def run_survey(self, session: AgiSession) -> None:
@@ -137,6 +142,8 @@ class MenuEngine:
                 raise RuntimeError(f"menu {ctx.menu.name}: more than {MAX_STEPS} steps, stopping")
             node = ctx.menu.nodes[node_id]
             ctx.path.append(node_id)
+            if "reason" in node.fields:
+                ctx.reason = node.fields["reason"]
             self.node_counts[node.type] = self.node_counts.get(node.type, 0) + 1
             log.debug("call %s: node %s (%s)", ctx.uid, node_id, node.type)
             node_id = await NODE_KINDS[node.type](self, session, ctx, node)

@@ -25,8 +25,42 @@ NodeKind = Callable[[MenuEngine, AgiSession, CallContext, Node], Awaitable[str |
 LOOKUP_TIMEOUT = 5.0
 
 
+ESCALATE_KEY = "0"
+
+
+def _escalation(ctx: CallContext, node: Node) -> str:
+    """Where 0 goes from this self-service step ('' when nowhere: the key means nothing here)."""
+    return node.get("escalate") or ctx.menu.escalate
+
+
+async def _escalate(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node, target: str) -> str:
+    """The caller pressed 0 in a self-service step: to a human, with the context on the channel.
+
+    The ``__`` variables are inherited by the agent's channel; CALLERID(name) is what a desk phone shows.
+    """
+    booking = ctx.vars.get("booking", "")
+    said = ctx.vars.get("said", "")
+    ctx.vars["escalated_from"] = node.id
+    ctx.path.append("escalated")
+    values = {"__IVR_ESCALATED_FROM": node.id, "__IVR_PATH": ">".join(ctx.path[-12:]),
+              "__IVR_BOOKING": booking if is_digits(booking) else "", "__IVR_SAID": said}
+    await engine.mset(s, {k: v for k, v in values.items() if v})
+    await s.set_variable("CALLERID(name)", " ".join(x for x in ("0", node.id, booking if is_digits(booking) else "")
+                                                    if x)[:40])
+    if engine.services.continuity is not None:
+        engine.services.continuity.context.setdefault(ctx.uid, {}).update(
+            escalated_from=node.id, **({"booking": booking} if is_digits(booking) else {}))
+    log.info("call %s: 0 pressed in %s: self-service left for %s (booking %s, said %s)", ctx.uid, node.id, target,
+             booking or "-", said or "-")
+    return target
+
+
 async def _play(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
-    await engine.play(s, ctx, node.prompts, node.get("skip_keys", ""))
+    target = _escalation(ctx, node)
+    keys = node.get("skip_keys", "") + (ESCALATE_KEY if target else "")
+    digit = await engine.play(s, ctx, node.prompts, keys)
+    if target and digit == ESCALATE_KEY:
+        return await _escalate(engine, s, ctx, node, target)
     return node.get("next")
 
 
@@ -88,8 +122,11 @@ async def _collect(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: No
     timeout = float(node.get("timeout", 6))
     retries = int(node.get("retries", 2))
     check = VALIDATORS.get(node.get("validate", "digits"), VALIDATORS["digits"])
+    target = _escalation(ctx, node)
     for attempt in range(1, retries + 2):
         digits = await engine.ask(s, ctx, node.prompts, timeout, max_digits=hi)
+        if target and digits == ESCALATE_KEY:      # 0 alone (then # or a pause): no valid input is just "0"
+            return await _escalate(engine, s, ctx, node, target)
         if digits and is_digits(digits) and lo <= len(digits) <= hi and check(digits):
             ctx.vars[node.get("save_as")] = digits
             log.info("call %s: %s collected %d digits", ctx.uid, node.id, len(digits))
@@ -103,17 +140,23 @@ async def _collect(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: No
     return node.get("on_fail")
 
 
-async def _say(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node, values: dict[str, str]) -> None:
+async def _say(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node, values: dict[str, str],
+               escape: str = "") -> str | None:
+    """Speak the result; a key in ``escape`` stops it and is returned."""
     for kind, template in node.get("say", ()):
         text = format_part(template, values)
+        digit = None
         if kind == "prompt":
             name = safe_prompt_name(text)
             if name:
-                await engine.play(s, ctx, (name,))
+                digit = await engine.play(s, ctx, (name,), escape)
         elif kind == "digits" and is_digits(text) and len(text) <= 20:
-            await s.say_digits(text)
+            digit = await s.say_digits(text, escape)
         elif kind == "number" and is_digits(text) and len(text) <= 9:
-            await s.say_number(int(text))
+            digit = await s.say_number(int(text), escape)
+        if digit:
+            return digit
+    return None
 
 
 async def _lookup(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
@@ -128,17 +171,23 @@ async def _lookup(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Nod
     except (LookupFailed, asyncio.TimeoutError) as exc:
         log.warning("call %s: look-up %s failed: %s", ctx.uid, node.id, exc or "timeout")
         ctx.path.append("lookup-error")
+        ctx.vars["said"] = f"{node.id}:error"
         return node.get("error")
     if result is None:
         log.info("call %s: look-up %s found nothing", ctx.uid, node.id)
+        ctx.vars["said"] = f"{node.id}:not_found"
         return node.get("not_found")
     flat = {k: str(v) for k, v in result.items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
     if node.get("save_as"):
         for k, v in flat.items():
             if k.isidentifier() and len(v) <= 64:
                 ctx.vars[f"{node.get('save_as')}_{k}"] = v
-    log.info("call %s: look-up %s found %s", ctx.uid, node.id, flat.get("status") or flat.get("reference") or "a result")
-    await _say(engine, s, ctx, node, {**values, **flat})
+    found = flat.get("status") or flat.get("reference") or "found"
+    log.info("call %s: look-up %s found %s", ctx.uid, node.id, found)
+    ctx.vars["said"] = f"{node.id}:{found}" if found.replace("_", "").replace("-", "").isalnum() else node.id
+    target = _escalation(ctx, node)
+    if await _say(engine, s, ctx, node, {**values, **flat}, ESCALATE_KEY if target else "") == ESCALATE_KEY:
+        return await _escalate(engine, s, ctx, node, target)
     return node.get("found")
 
 
@@ -271,6 +320,32 @@ async def _callback(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: N
     return None
 
 
+async def _feedback(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+    """Record a spoken message (# or silence ends it) and route it by the call's reason to a team."""
+    svc = engine.services.outcomes
+    if svc is None:
+        return node.get("next")
+    await engine.play(s, ctx, node.prompts or ("feedback-intro",))
+    path = svc.recording_path(ctx.uid)
+    started = time.monotonic()
+    _, hung_up = await s.record_file(str(path), "wav", "#", int(node.get("max_seconds", 60)) * 1000)
+    seconds = time.monotonic() - started
+    wav = path.parent / f"{path.name}.wav"
+    if wav.exists() and wav.stat().st_size > 1000:
+        if ctx.vars.get("feedback_id"):       # after a poor survey: the same item gets the recording
+            await svc.attach_recording(ctx.vars["feedback_id"], wav.name, seconds)
+        else:
+            item = await svc.add_feedback(kind="recording", uid=ctx.uid, reason=ctx.reason, caller=ctx.callerid,
+                                          lang=ctx.lang, file=wav.name, seconds=seconds)
+            ctx.vars["feedback_id"] = item["id"]
+    else:
+        log.info("call %s: %s: nothing recorded", ctx.uid, node.id)
+    if hung_up:
+        return None
+    await engine.play(s, ctx, node.get("thanks", ("feedback-thanks",)))
+    return node.get("next")
+
+
 async def _hours(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
     now = engine.services.now(ZoneInfo(node.get("timezone", "UTC")))
     minute = now.hour * 60 + now.minute
@@ -307,6 +382,13 @@ async def _survey(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Nod
                 await engine.services.surveys.record(ctx.uid, int(digit), menu=ctx.menu.name, lang=ctx.lang,
                                                      queue=ctx.queue)
             log.info("call %s: survey score %s", ctx.uid, digit)
+            if engine.services.outcomes is not None:   # a poor score goes to the team of the call's reason
+                item = await engine.services.outcomes.survey_answered(ctx.uid, int(digit), ctx.lang)
+                if item is not None:
+                    ctx.vars["feedback_id"] = item["id"]
+                    ctx.reason = item["reason"]
+                    if node.get("feedback"):           # "tell us more after the tone"
+                        return node.get("feedback")
             await engine.play(s, ctx, node.get("thanks", ("survey-thanks",)))
             return None
         if digit:
@@ -330,6 +412,7 @@ NODE_KINDS: dict[str, NodeKind] = {
     "hangup": _hangup,
     "survey": _survey,
     "continuity": _continuity,
+    "feedback": _feedback,
 }
 
 __all__ = ["NODE_KINDS", "ALL_KEYS"]

@@ -51,14 +51,17 @@ NODE_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "goto": (frozenset({"next"}), frozenset()),
     "set": (frozenset({"values"}), frozenset({"next"})),
     "hangup": (frozenset(), frozenset({"prompts", "outcome"})),
-    "survey": (frozenset(), frozenset({"prompts", "thanks", "timeout", "retries"})),
+    "survey": (frozenset(), frozenset({"prompts", "thanks", "timeout", "retries", "feedback"})),
     "continuity": (frozenset({"next"}), frozenset({"notified", "welcome_back", "rejoin"})),
+    "feedback": (frozenset(), frozenset({"prompts", "thanks", "max_seconds", "next"})),
 }
-TARGET_FIELDS = ("next", "on_fail", "found", "not_found", "error", "callback", "closed", "notified", "escalate")
+TARGET_FIELDS = ("next", "on_fail", "found", "not_found", "error", "callback", "closed", "notified", "escalate",
+                 "feedback")
 ESCALATING_KINDS = ("play", "collect", "lookup")   # self-service steps where 0 reaches a human
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _RANGE_RE = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-4]):([0-5][0-9])$")
-COMMON_FIELDS = frozenset({"type", "comment"})
+COMMON_FIELDS = frozenset({"type", "comment", "reason"})
+_REASON_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 
 class MenuError(ValueError):
@@ -211,6 +214,9 @@ def _validate_node(source: str, nid: str, raw: Any, queues: frozenset[str] | Non
                 if not isinstance(target, str):
                     raise _node_error(source, nid, line, f"option {k!r}: target must be a name, got {target!r}")
             value = MappingProxyType(value)
+        elif key == "reason":
+            if not isinstance(value, str) or not _REASON_RE.match(value):
+                raise _node_error(source, nid, line, f"reason must be a lower-case name like refund_status, got {value!r}")
         elif key == "repeat_key":
             if str(value) not in _OPTION_KEYS:
                 raise _node_error(source, nid, line, f"repeat_key {value!r} is not a keypad key")
@@ -261,6 +267,8 @@ def _validate_node(source: str, nid: str, raw: Any, queues: frozenset[str] | Non
         elif key in ("announce_wait", "rejoin"):
             if not isinstance(value, bool):
                 raise _node_error(source, nid, line, f"{key} must be true or false, got {value!r}")
+        elif key == "max_seconds":
+            value = int(_check_number(source, nid, line, key, value, 5, 300))
         elif key == "callback_over":
             value = _check_number(source, nid, line, key, value, 0, 7200)
         elif key == "timezone":
@@ -334,6 +342,9 @@ def parse_menu(text: str, source: str, queues: frozenset[str] | None = None,
     for node in nodes.values():
         for key in ("prompts", "invalid_prompt", "timeout_prompt", "thanks", "offer_prompt", "welcome_back"):
             prompts.update(node.fields.get(key, ()))
+    for n in nodes.values():
+        if "feedback" in n.fields and nodes[n.fields["feedback"]].type != "feedback":
+            raise _node_error(source, n.id, n.line, f"feedback must name a feedback node, got {n.fields['feedback']!r}")
     escalate = str(data.get("escalate", "") or "")
     for where, target in [("escalate", escalate)] + [(f"node {n.id!r}: escalate", n.fields["escalate"])
                                                        for n in nodes.values() if "escalate" in n.fields]:

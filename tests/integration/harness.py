@@ -20,6 +20,7 @@ from ivr.stack import pick_port_base as stack_pick_port_base
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SHORT_MENU_DID = "501"  # runs tests/fixtures/dialplans/short.yaml (a beep and one menu)
 BROKEN_MENU_DID = "502"  # routed to a menu that does not exist
+OUTCOMES_MENU_DID = "503"  # runs tests/fixtures/dialplans/outcomes.yaml (a recorded message)
 REQUIRED_TOOLS = ("asterisk", "redis-server", "sipp")
 
 
@@ -167,6 +168,7 @@ def start_test_stack(workdir: Path) -> TestStack:
     dialplans.mkdir(parents=True, exist_ok=True)
     shutil.copy(PROJECT_ROOT / "dialplans" / "main.yaml", dialplans / "main.yaml")
     shutil.copy(FIXTURES / "dialplans" / "short.yaml", dialplans / "short.yaml")
+    shutil.copy(FIXTURES / "dialplans" / "outcomes.yaml", dialplans / "outcomes.yaml")
     stack = Stack(workdir)
     stack.init(port_base=base, extra={"dialplans_dir": str(dialplans), "agents": agents,
                                       "log_level": "DEBUG", "balance": TEST_BALANCE, "api": TEST_API,
@@ -174,7 +176,8 @@ def start_test_stack(workdir: Path) -> TestStack:
                                       "asterisk": {"trunk_uri": f"sip:127.0.0.1:{customer_port}",
                                                    "qualify_frequency": 5,
                                                    "outbound_callerid": "5550100"},
-                                      "dids": {SHORT_MENU_DID: "short", BROKEN_MENU_DID: "nosuchmenu"}})
+                                      "dids": {SHORT_MENU_DID: "short", BROKEN_MENU_DID: "nosuchmenu",
+                                               OUTCOMES_MENU_DID: "outcomes"}})
     info = stack.up(timeout=60)
     api = Api(info["api"], info["token"])
     sipp = Sipp(target_port=int(info["sip"].rsplit(":", 1)[1]), workdir=workdir / "sipp")

@@ -112,16 +112,16 @@ def check_branches(stack: TestStack, lang: str, booking_new: str) -> None:
         return r
 
     r = rec("status_found")
-    assert r["path"][3:] == ["refund_status", "refund_status_lookup", "goodbye_self_service"]
+    assert r["path"][4:] == ["refund_status", "refund_status_lookup", "goodbye_self_service"]
     assert r["outcome"] == "self_service"
     assert json.loads(r["vars"])["refund_status"] == "approved"
 
     r = rec("status_none")
-    assert r["path"][3:6] == ["refund_status", "refund_status_lookup", "refund_status_none"]
+    assert r["path"][4:7] == ["refund_status", "refund_status_lookup", "refund_status_none"]
     assert r["outcome"] == "ivr_hangup"
 
     r = rec("request")
-    assert r["path"][3:] == ["refund_request", "refund_create", "goodbye_self_service"]
+    assert r["path"][4:] == ["refund_request", "refund_create", "goodbye_self_service"]
     assert r["outcome"] == "self_service"
     ref = json.loads(r["vars"])["refund_reference"]
     refund = stack.api.get(f"/api/v1/refunds/{ref}")
@@ -129,7 +129,7 @@ def check_branches(stack: TestStack, lang: str, booking_new: str) -> None:
     assert refund["caller"] == caller_number(lang, "request") and refund["lang"] == lang
 
     r = rec("callback")
-    assert r["path"][3:] == ["callback"]
+    assert r["path"][4:] == ["callback"]
     assert r["outcome"] == "callback_requested"
     cb_id = json.loads(r["vars"])["callback_id"]
     cb = stack.api.get(f"/api/v1/callbacks/{cb_id}")   # may already have been dialled by the balancing loop
@@ -137,18 +137,18 @@ def check_branches(stack: TestStack, lang: str, booking_new: str) -> None:
     assert cb["lang"] == lang and cb["queue"] == "support" and cb["status"] in ("pending", "dialling", "done")
 
     r = rec("bad_booking")
-    assert r["path"][3:] == ["refund_request", "retries-exhausted", "q_refunds"]
+    assert r["path"][4:] == ["refund_request", "retries-exhausted", "q_refunds"]
     assert r["queue"] == "refunds"
 
     r = rec("rebooking_declines_callback")
-    assert r["path"][3:] == ["q_rebooking"]          # offered a callback (no agent), pressed 2, queued
+    assert r["path"][4:] == ["q_rebooking"]          # offered a callback (no agent), pressed 2, queued
     assert r["queue"] == "rebooking" and r["outcome"] in ("abandoned", "left_queue")
 
     r = rec("invalid_then_support")
-    assert r["path"][3:] == ["q_support"] and r["outcome"] == "answered"
+    assert r["path"][4:] == ["q_support"] and r["outcome"] == "answered"
 
     r = rec("timeout_to_support")
-    assert r["path"][3:] == ["retries-exhausted", "q_support"] and r["outcome"] == "answered"
+    assert r["path"][4:] == ["retries-exhausted", "q_support"] and r["outcome"] == "answered"
 
     r = rec("hangup_in_menu")
     assert r["path"] == ["recognise", "language", "banner", "main"] and r["outcome"] == "ivr_hangup"

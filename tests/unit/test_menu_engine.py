@@ -334,7 +334,8 @@ async def test_lookup_found_speaks_the_result_and_saves_it(prompts: PromptLibrar
     rec = record_of(world)
     assert rec["path"] == ["ask", "look", "found"]
     # flat str/int/float fields only: no bool, no list
-    assert rec["vars"] == {"booking": "314150", "res_status": "paid", "res_reference": "1000042", "res_amount": "12.5"}
+    assert rec["vars"] == {"booking": "314150", "res_status": "paid", "res_reference": "1000042", "res_amount": "12.5",
+                           "said": "look:paid"}
     assert world.refunds.calls == [("status", {"booking": "314150", "uid": UID, "caller": CALLER, "lang": "en"})]
 
 
@@ -562,7 +563,7 @@ async def test_http_backend_in_a_menu(booking: str, outcome: str, spoken: bool, 
     assert rec["ivr_outcome"] == outcome
     if spoken:
         assert rec["vars"] == {"booking": booking, "res_status": "paid", "res_reference": "1000042",
-                               "res_booking": booking, "res_amount": "12.5"}
+                               "res_booking": booking, "res_amount": "12.5", "said": "look:paid"}
 
 
 # ====================================================================== banner

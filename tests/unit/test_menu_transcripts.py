@@ -298,7 +298,7 @@ def status_vars(booking: str, reference: str) -> dict[str, str]:
     """ctx.vars after a found status look-up: the booking plus flat result fields (no history list)."""
     return {"booking": booking, "refund_reference": reference, "refund_booking": booking,
             "refund_status": "approved", "refund_source": "agent", "refund_amount": "412.50",
-            "refund_created": "1795600000.5"}
+            "refund_created": "1795600000.5", "said": "refund_status_lookup:approved"}
 
 
 def created_vars(booking: str, reference: str, caller: str, lang: str, uid: str) -> dict[str, str]:
@@ -307,7 +307,8 @@ def created_vars(booking: str, reference: str, caller: str, lang: str, uid: str)
             "refund_status": "received", "refund_caller": caller, "refund_lang": lang, "refund_source": "ivr",
             "refund_call_uid": uid, "refund_amount": "", "refund_created": "1795614309.14",
             "refund_updated": "1795614309.14",
-            "refund_history": '[{"at": 1795614309.14, "status": "received", "by": "ivr"}]'}
+            "refund_history": '[{"at": 1795614309.14, "status": "received", "by": "ivr"}]',
+            "said": "refund_create:received"}
 
 
 @dataclass(frozen=True)
@@ -332,6 +333,8 @@ class Case:
 
 
 START = ("recognise", "language", "banner", "main")
+REASON_OF = {"refund_status": "refund_status", "refund_request": "refund_request", "q_rebooking": "rebooking",
+             "q_support": "other", "callback": "callback", "notified": "notice"}
 
 # The recorded call of each fixture is its agi_uniqueid (call <uid> in the DEBUG log).
 CASES: dict[str, Case] = {
@@ -381,7 +384,7 @@ CASES: dict[str, Case] = {
     # 1 -> booking unknown -> "not found" -> main menu again -> hang-up
     "en_status_not_found_then_hangup": Case(
         path=START + ("refund_status", "refund_status_lookup", "refund_status_none", "main"),
-        vars={"booking": "987654"}, lookups=(("status", "987654"),)),
+        vars={"booking": "987654", "said": "refund_status_lookup:not_found"}, lookups=(("status", "987654"),)),
     # 3 -> nobody serves rebooking (infinite estimate): callback offered, 2 declines -> queued, no estimate said
     "en_rebooking_callback_declined": Case(
         estimates={"rebooking": math.inf}, path=START + ("q_rebooking",), outcome="queued", queue="rebooking",
@@ -453,8 +456,11 @@ async def test_recorded_call_replays(name: str, stack: Any, prompts: PromptLibra
     assert json.loads(record.pop("vars", "{}")) == dict(case.vars or {})
     started, seconds = record.pop("started_at"), record.pop("ivr_seconds")
     assert isinstance(started, float) and isinstance(seconds, float) and 0 <= seconds < IO_TIMEOUT
+    # the reason: the last node on the path that main.yaml gives one (none: hung up before choosing)
+    reason = next((REASON_OF[n] for n in reversed(case.path or ()) if n in REASON_OF), "none")
     assert record == {"caller": caller, "channel": env_value(t, "channel"), "menu": "main",
-                      "language": case.language, "ivr_queue": case.queue, "ivr_outcome": case.outcome}
+                      "language": case.language, "ivr_queue": case.queue, "ivr_outcome": case.outcome,
+                      "reason": reason}
     hung_up = case.outcome == ""                 # the walk ended with AgiHangup (GET DATA answered -1)
     assert engine.calls_completed == (0 if hung_up else 1)
 
@@ -466,7 +472,7 @@ async def test_a_different_answer_changes_the_conversation(stack: Any, prompts: 
     server, _ = await stack(world)
     sent = await replay(server.port, t)
     assert sent[:5] == t.commands[:5]
-    assert sent[5] == f'STREAM FILE "{prompts.root}/en/status-not-found" ""' != t.commands[5]
+    assert sent[5] == f'STREAM FILE "{prompts.root}/en/status-not-found" "0"' != t.commands[5]
 
 
 async def test_a_recording_cut_short_is_noticed(stack: Any, prompts: PromptLibrary) -> None:

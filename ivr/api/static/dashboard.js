@@ -398,7 +398,8 @@
     return { root, cells, pauseBtn, loginBtn };
   }
 
-  // what the IVR knew about a caller (ivr/continuity.py): returning after a drop, notified, repeat call
+  // what the IVR knew about a caller (ivr/continuity.py): returning after a drop, notified, repeat call,
+  // left self-service with 0 (and from where), the booking they gave
   function contextTags(ctx) {
     if (!ctx || typeof ctx !== 'object') return [];
     const tags = [];
@@ -406,6 +407,8 @@
     if (ctx.notice) tags.push({ kind: 'notice', text: `notice: ${ctx.notice}` });
     if (ctx.refund) tags.push({ kind: 'refund', text: `refund ${ctx.refund}` });
     if (ctx.repeat) tags.push({ kind: 'repeat', text: 'called before' });
+    if (ctx.escalated_from) tags.push({ kind: 'escalated', text: `pressed 0 in ${ctx.escalated_from}` });
+    if (ctx.booking) tags.push({ kind: 'booking', text: `booking ${ctx.booking}` });
     return tags;
   }
 
