@@ -51,7 +51,7 @@ class Controller:
         self.started_at = time.time()
         self.store = store or Store.from_url(cfg.redis.url, cfg.redis.prefix)
         self.state = CallCenterState()
-        self.recorder = CallRecorder(self.store)
+        self.recorder = CallRecorder(self.store, inbound=frozenset(number for number, _ in cfg.routes()))
         self.metrics = Metrics()
         self.continuity = Continuity(cfg.continuity, self.store)
         self.continuity.channel_alive = lambda uid: not self.ami.connected or uid in self.state.channels

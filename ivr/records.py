@@ -45,6 +45,8 @@ def outcome_of(record: Mapping[str, Any]) -> str:
     ivr = record.get("ivr_outcome")
     if ivr and ivr != "queued":
         return str(ivr)
+    if record.get("inbound") and not record.get("menu"):
+        return "before_ivr"      # hung up before the IVR started (or while it was being reached)
     return "ivr_hangup"
 
 
@@ -52,8 +54,13 @@ class CallRecorder:
     """Tracks calls in progress and writes their records to Redis."""
 
     def __init__(self, store: Store, *, finalize_delay: float = 1.0, max_backlog: int = 100_000,
-                 late_complete_delay: float = LATE_AGENT_COMPLETE_S) -> None:
+                 late_complete_delay: float = LATE_AGENT_COMPLETE_S, inbound: frozenset[str] = frozenset(),
+                 inbound_context: str = "from-trunk") -> None:
         self.store = store
+        # the numbers callers dial: a new channel in ``inbound_context`` for one of them is a caller, recorded
+        # from its first moment (a call that ends before the IVR starts still leaves a record)
+        self.inbound = inbound
+        self.inbound_context = inbound_context
         self.finalize_delay = finalize_delay
         self.late_complete_delay = late_complete_delay
         self._active: dict[str, float] = {}
@@ -149,7 +156,12 @@ class CallRecorder:
         if not uid:
             return
         now = round(time.time(), 3)
-        if name == ev.QUEUE_CALLER_JOIN:
+        if name == ev.NEWCHANNEL and e.get("Context") == self.inbound_context and e.get("Exten") in self.inbound:
+            self.track(uid)
+            fields = {"caller": e.get("CallerIDNum", ""), "channel": e.get("Channel", ""), "started_at": now,
+                      "inbound": 1, "dialled": e.get("Exten", "")}
+            self._submit(lambda: self.store.call_update_if_new(uid, fields))
+        elif name == ev.QUEUE_CALLER_JOIN:
             self.track(uid)
             fields = {"queue": e.get("Queue", ""), "joined_at": now, "caller": e.get("CallerIDNum", "")}
             self._submit(lambda: self.store.call_update_if_new(uid, fields))
@@ -197,7 +209,7 @@ class CallRecorder:
         started = float(record.get("started_at") or record.get("joined_at") or ended_at)
         final.update({"ended_at": ended_at, "duration": round(ended_at - started, 3),
                       "outcome": outcome_of(record), "hangup_cause": cause,
-                      "fallback": "0" if record.get("menu") else "1"})
+                      "fallback": "0" if record.get("menu") or not record.get("queue") else "1"})
         done = await self.store.call_finish(uid, final)
         self.records_written += 1
         log.info("call %s: record written (outcome %s, queue %s, wait %s, talk %s)", uid,

@@ -67,3 +67,17 @@ def test_caller_who_hangs_up_in_the_menu_is_recorded(stack: TestStack) -> None:
     assert calls[0]["outcome"] == "ivr_hangup"
     assert calls[0]["path"] == ["main"]
     assert "queue" not in calls[0]
+
+
+def test_callers_who_hang_up_at_once_are_recorded_too(stack: TestStack) -> None:
+    """Ten callers hang up the moment the call is answered, before (or just as) the IVR starts: each one
+    leaves a record, from the channel's first event, none is lost."""
+    result = stack.sipp.call(CallerScript(steps=[], end="hangup"), extension=stack.main_extension,
+                             caller_prefix="5551100", calls=10, rate=10, timeout_s=30)
+    assert result.ok and result.successful == 10, result.errors
+    numbers = {f"5551100{i}" for i in range(1, 11)}
+    calls = wait_for(lambda: (cs := [c for c in stack.api.get("/api/v1/calls?count=300")["calls"]
+                                     if c.get("caller") in numbers]) and len(cs) == 10 and cs,
+                     timeout=15, what="ten records")
+    assert {c["outcome"] for c in calls} <= {"before_ivr", "ivr_hangup"}, [c["outcome"] for c in calls]
+    assert all(c["dialled"] == stack.main_extension and c["inbound"] == "1" for c in calls)

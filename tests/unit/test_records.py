@@ -450,3 +450,26 @@ async def test_calls_gone_while_ami_was_away_are_written_after_the_resync(record
     assert rec["finished"] == "1" and rec["hangup_cause"] == "ended while AMI was disconnected"
     assert rec["outcome"] == "left_queue"
     assert recorder.active == 2
+
+
+async def test_a_caller_who_hangs_up_before_the_ivr_still_gets_a_record() -> None:
+    """Recorded from the inbound channel's Newchannel: a call that ends before the AGI starts is not lost;
+    channels of other contexts or numbers (agents' legs, originated calls) are not callers."""
+    store = MemoryStore()
+    rec = CallRecorder(store, finalize_delay=0.01, inbound=frozenset({"500"}))  # type: ignore[arg-type]
+    await rec.start()
+    try:
+        new = {"Event": "Newchannel", "Channel": "PJSIP/trunk-00000009", "CallerIDNum": "442079460000",
+               "Context": "from-trunk", "Exten": "500", "Uniqueid": "early"}
+        rec.on_event(new)
+        rec.on_event({**new, "Uniqueid": "agentleg", "Context": "from-agents", "Exten": "s"})
+        rec.on_event({**new, "Uniqueid": "originated", "Exten": "s"})
+        for uid in ("early", "agentleg", "originated"):
+            rec.on_event(ev_hangup(uid))
+        await wait_until(lambda: rec.records_written == 1)
+        await asyncio.sleep(0.05)
+        assert [r["uniqueid"] for r in store.stream] == ["early"]
+        r = store.hashes["early"]
+        assert (r["outcome"], r["caller"], r["dialled"], r["fallback"]) == ("before_ivr", "442079460000", "500", "0")
+    finally:
+        await rec.stop(grace=1.0)
