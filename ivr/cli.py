@@ -362,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--duration", type=float, default=60.0, help="seconds of arrivals (default 60)")
     d.add_argument("--rate", type=float, default=1.0, help="calls per second (default 1)")
     d.add_argument("--agents", type=int, default=6, help="agent phones, a third novices (default 6)")
+    d.add_argument("--volunteers", type=int, default=3,
+                   help="volunteer phones the balancing loop brings in when the wait grows (default 3)")
+    d.add_argument("--campaign", type=int, default=6, help="contacts of a small notice campaign (default 6; 0: none)")
     d.add_argument("--talk", type=float, default=8.0, help="seconds an agent talks (default 8)")
     d.add_argument("--patience", type=float, default=60.0, help="seconds a caller waits before giving up")
     d.add_argument("--port-base", type=int, default=None)

@@ -1,10 +1,12 @@
 """``ivr demo``: a time-compressed surge through the real stack, on loopback.
 
 Brings up Asterisk, Redis and the controller (``Stack``), starts SIPp agent
-phones (experienced and novice), replays SIPp callers who listen to the crisis
+phones (experienced and novice core agents, and volunteers the balancing loop
+brings in when the wait grows), replays SIPp callers who listen to the crisis
 message, choose a language and a menu branch, wait in the queues and talk to an
-agent (or give up), then prints a summary from the call records and stops
-everything it started, also on Ctrl-C.
+agent (or give up), runs a small outbound notice campaign to SIPp customer
+phones behind a loopback "carrier", then prints a summary from the call records,
+the report by hour and by reason, and stops everything it started, also on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -64,7 +66,9 @@ class DemoOptions:
     workdir: Path
     duration: float = 60.0          # seconds of arrivals
     rate: float = 1.0               # calls per second
-    agents: int = 6                 # agent phones (a third of them novices)
+    agents: int = 6                 # core agent phones (a third of them novices)
+    volunteers: int = 3             # volunteers: in the queues only while the overflow tier is open
+    campaign: int = 6               # contacts of the demo's notice campaign (0: none)
     talk: float = 8.0               # seconds an agent talks
     patience: float = 60.0          # seconds a caller waits before hanging up
     port_base: int | None = None
@@ -108,18 +112,69 @@ def summarise(calls: Sequence[dict[str, Any]], servicelevel: float = 20.0) -> di
     }
 
 
+DEMO_CAMPAIGN = "demo-notice"
+# customers' phones behind the loopback carrier: the last digit picks what they do (ivr.sipp.callee_scenario):
+# 1 refund, 4 callback, 5 opt out, 6 busy, 9 answer without a key, 2 refund
+DEMO_CONTACT_ENDINGS = ("1", "4", "5", "6", "9", "2", "1", "4")
+
+
+def _post(api: str, path: str, token: str, body: Any, content_type: str = "application/json") -> Any:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(api + path, data=data, method="POST",
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": content_type})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read() or b"null")
+
+
+def _start_campaign(info: dict[str, Any], n: int, out: Any) -> None:
+    """A small notice campaign ("your flight is cancelled: 1 refund, 2 call me back ...") to SIPp customers."""
+    api, token = info["api"], info["token"]
+    _post(api, "/api/v1/campaigns", token, {
+        "id": DEMO_CAMPAIGN, "name": "Demo: cancelled flights", "message": {"en": "notice-cancelled"}, "amd": False,
+        "window": {"start": "00:00", "end": "23:59"}, "max_attempts": 2, "ring_timeout": 8,
+        "retry": {"busy": 20, "no_answer": 20, "failed": 20, "no_key": 20, "machine": 20, "unknown": 20},
+        "pacing": {"cps": 1, "max_channels": 4, "max_transfers": 1}, "allowed_prefixes": ["+1"]})
+    rows = ["number,name,booking"] + [f"+1202557{i:03d}{DEMO_CONTACT_ENDINGS[i % len(DEMO_CONTACT_ENDINGS)]},"
+                                      f"Customer {i + 1},{600100 + i}" for i in range(n)]
+    report = _post(api, f"/api/v1/campaigns/{DEMO_CAMPAIGN}/contacts", token, ("\n".join(rows) + "\n").encode(),
+                   "text/csv")
+    _post(api, f"/api/v1/campaigns/{DEMO_CAMPAIGN}/start", token, None)
+    print(f"campaign {DEMO_CAMPAIGN}: {report['imported']} contacts ({report['rejected']} rejected), dialling at "
+          "1 call/s", file=out, flush=True)
+
+
+def _finish_campaign(info: dict[str, Any], out: Any, wait_s: float = 60.0) -> dict[str, int]:
+    api, token = info["api"], info["token"]
+    deadline = time.time() + wait_s
+    while True:
+        c = _get(api, f"/api/v1/campaigns/{DEMO_CAMPAIGN}", token)
+        if c["state"] == "done" or time.time() > deadline:
+            break
+        time.sleep(2)
+    counts = {k: v for k, v in c["counts"].items() if v}
+    print(f"campaign {DEMO_CAMPAIGN} ({c['state']}): " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+          file=out, flush=True)
+    return counts
+
+
 def run_demo(opts: DemoOptions, out: Any = sys.stdout) -> dict[str, Any]:
     stack = Stack(opts.workdir)
-    agent_ports = {str(2001 + i): free_port() for i in range(opts.agents)}
+    agent_ports = {str(2001 + i): free_port() for i in range(opts.agents + opts.volunteers)}
     novices = set(list(agent_ports)[: opts.agents // 3])
-    agents = [{"id": aid, "name": f"{'Novice' if aid in novices else 'Agent'} {aid}",
+    volunteers = set(list(agent_ports)[opts.agents:])
+    agents = [{"id": aid, "name": f"{'Novice' if aid in novices else 'Volunteer' if aid in volunteers else 'Agent'} {aid}",
                "skill": "novice" if aid in novices else "experienced",
-               "team": f"team-{int(aid) % 2 + 1}",
+               "team": "volunteers" if aid in volunteers else f"team-{int(aid) % 2 + 1}",
+               "tier": "volunteer" if aid in volunteers else "core",
                "queues": ["refunds"] if aid in novices else ["support", "refunds", "rebooking"],
                "contact": f"sip:{aid}@127.0.0.1:{port}", "logged_in": True}
               for aid, port in agent_ports.items()]
-    stack.init(port_base=opts.port_base, extra={"agents": agents,
-                                                "dialplans_dir": str(PROJECT_ROOT / "dialplans")})
+    carrier_port = free_port()      # the "carrier": notices to customers ring SIPp phones here
+    stack.init(port_base=opts.port_base, extra={
+        "agents": agents, "dialplans_dir": str(PROJECT_ROOT / "dialplans"),
+        "asterisk": {"trunk_uri": f"sip:127.0.0.1:{carrier_port}", "outbound_callerid": "5550100"},
+        # a demo lasts a minute: the overflow tier opens at a 20 s estimated wait, not 45 s
+        "balance": {"open_wait_s": 20, "close_wait_s": 5, "min_open_s": 20}})
     cfg = stack.config()
     sipp: Sipp | None = None
     phones = []
@@ -139,6 +194,9 @@ def run_demo(opts: DemoOptions, out: Any = sys.stdout) -> dict[str, Any]:
         sipp = Sipp(target_port=cfg.asterisk.sip_port, workdir=opts.workdir / "sipp")
         for aid, port in agent_ports.items():
             phones.append(sipp.start_agent(port, talk_ms=int(opts.talk * 1000), timeout_s=int(opts.duration + 600)))
+        phones.append(sipp.start_callees(carrier_port, talk_ms=15_000, timeout_s=int(opts.duration + 600)))
+        if opts.campaign:
+            _start_campaign(info, opts.campaign, out)
         total = max(1, int(round(opts.rate * opts.duration)))
         rng = random.Random(7)
         for lang, lang_key, lshare in LANGUAGES:
@@ -163,6 +221,8 @@ def run_demo(opts: DemoOptions, out: Any = sys.stdout) -> dict[str, Any]:
             time.sleep(5)
             snap = _get(info["api"], "/api/v1/queues", token)["queues"]
             line = "  ".join(f"{q}: {v['waiting']} waiting, {v['busy']} talking" for q, v in snap.items())
+            tiers = [q for q, t in _get(info["api"], "/api/v1/balance", token)["tiers"].items() if t["open"]]
+            line += f"  volunteers: {'in ' + ', '.join(sorted(tiers)) if tiers else 'standing by'}"
             print(f"[{time.strftime('%H:%M:%S')}] {line}", file=out, flush=True)
         results = {name: sipp.finish(p) for name, _, p in callers}
         time.sleep(2.5)  # records are closed a moment after the hang-up
@@ -171,12 +231,22 @@ def run_demo(opts: DemoOptions, out: Any = sys.stdout) -> dict[str, Any]:
         summary = summarise(calls)
         summary["sipp_failed"] = sum(r.failed for r in results.values())
         summary["sipp_successful"] = sum(r.successful for r in results.values())
-        print("summary: " + json.dumps(summary), file=out, flush=True)
         from .reports import to_table
         rep = _get(info["api"], f"/api/v1/reports?since={started:.3f}&until={time.time() + 1:.3f}", token)
         if rep["rows"]:
             print("report (ivr report --config " + str(stack.config_path) + "):", file=out)
             print(to_table(rep["rows"] + [rep["total"]]), file=out, flush=True)
+        reasons = _get(info["api"], f"/api/v1/reports/reasons?since={started:.3f}&until={time.time() + 1:.3f}",
+                       token)["rows"]
+        print("by reason: " + "; ".join(f"{r['reason']} {r['calls']} calls ({r['self_service']} self-service, "
+                                        f"{r['answered']} answered, {r['abandoned']} abandoned)" for r in reasons),
+              file=out, flush=True)
+        balance = _get(info["api"], "/api/v1/balance", token)
+        summary["balance_actions"] = balance["actions"]
+        print("balancing loop: " + ", ".join(f"{k} {v}" for k, v in sorted(balance["actions"].items())), file=out)
+        if opts.campaign:
+            summary["campaign"] = _finish_campaign(info, out)
+        print("summary: " + json.dumps(summary), file=out, flush=True)
         if opts.keep_running:
             print("stack left running; stop it with: ivr down --workdir " + str(opts.workdir), file=out)
         return summary
@@ -203,9 +273,10 @@ def run_demo(opts: DemoOptions, out: Any = sys.stdout) -> dict[str, Any]:
 def demo_main(args: Any) -> int:
     opts = DemoOptions(workdir=Path(args.workdir).resolve(), duration=args.duration, rate=args.rate,
                        agents=args.agents, talk=args.talk, patience=args.patience, port_base=args.port_base,
-                       keep_running=args.keep_running)
-    if opts.rate <= 0 or opts.duration <= 0 or opts.agents < 1:
-        print("ivr demo: --rate, --duration and --agents must be positive", file=sys.stderr)
+                       keep_running=args.keep_running, volunteers=args.volunteers, campaign=args.campaign)
+    if opts.rate <= 0 or opts.duration <= 0 or opts.agents < 1 or opts.volunteers < 0 or not 0 <= opts.campaign <= 100:
+        print("ivr demo: --rate, --duration and --agents must be positive, --volunteers not negative, "
+              "--campaign 0-100", file=sys.stderr)
         return 2
     summary = run_demo(opts)
     if not summary:

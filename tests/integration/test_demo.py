@@ -15,7 +15,8 @@ def test_short_demo_runs_end_to_end_and_cleans_up(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
     base = pick_port_base(start=30000, stop=40000)
     out = subprocess.run([sys.executable, "-m", "ivr", "demo", "--workdir", str(workdir), "--duration", "8",
-                          "--rate", "1", "--agents", "3", "--talk", "2", "--port-base", str(base)],
+                          "--rate", "1", "--agents", "3", "--talk", "2", "--volunteers", "2", "--campaign", "4",
+                          "--port-base", str(base)],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "dashboard: http://127.0.0.1:" in out.stdout
@@ -24,6 +25,10 @@ def test_short_demo_runs_end_to_end_and_cleans_up(tmp_path: Path) -> None:
     assert summary["answered"] >= 1 and summary["by_outcome"].get("self_service", 0) >= 1
     report = out.stdout.split("report (ivr report", 1)[1]
     assert "period" in report and "total" in report
+    assert "by reason: " in out.stdout and "balancing loop: " in out.stdout
+    # the notice campaign ran to the end on the SIPp customers' phones (refund, callback, opt-out, busy, no key)
+    counts = summary["campaign"]
+    assert sum(counts.values()) == 4 and counts.get("done", 0) >= 2 and counts.get("optout", 0) == 1, counts
     # everything it started is stopped
     status = subprocess.run([sys.executable, "-m", "ivr", "status", "--workdir", str(workdir)],
                             capture_output=True, text=True, timeout=60)
