@@ -46,18 +46,23 @@ def free_port(udp: bool = True) -> int:
 
 
 def free_port_pair() -> int:
-    """An even UDP port whose successor is free too (RTP + RTCP for SIPp's media)."""
+    """A UDP port for SIPp's media: SIPp binds it and the next three (audio RTP + RTCP, video RTP + RTCP),
+    so all four must be free (a multiple of 4)."""
     for _ in range(200):
-        p = free_port() & ~1
+        p = free_port() & ~3
+        socks = []
         try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a, \
-                 socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
-                a.bind(("127.0.0.1", p))
-                b.bind(("127.0.0.1", p + 1))
+            for i in range(4):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(sock)
+                sock.bind(("127.0.0.1", p + i))
             return p
         except OSError:
             continue
-    raise RuntimeError("no free even UDP port pair on 127.0.0.1")
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no four free UDP ports in a row on 127.0.0.1")
 
 
 def _check_loopback(host: str) -> None:
