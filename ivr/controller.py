@@ -24,7 +24,7 @@ from .balance.erlang import estimate_wait
 from .banner import BannerService, live_prompts_dir
 from .callbacks import CallbackDispatcher
 from .continuity import Continuity
-from .outcomes import Outcomes
+from .outcomes import Outcomes, PhoneLogin
 from .refunds import RefundService
 from .campaigns.dialer import Dialer
 from .campaigns.notice import NoticeHandler
@@ -84,6 +84,8 @@ class Controller:
         self.roster = Roster(cfg, self.store)
         self.provisioner = SipProvisioner(cfg, self.ami)
         self.roster.on_accounts_changed = self._apply_accounts
+        self.router.register("agent", PhoneLogin(cfg, self.roster, self.prompts,
+                                                 wake=lambda: self.balance.wake()).run)
         self.dispatcher = CallbackDispatcher(cfg, self.ami, self.store.callbacks, self.prompts)
         self.dialer = Dialer(cfg, self.store, self.ami)
         self.dispatcher.continuity = self.dialer.continuity = self.continuity if cfg.continuity.enabled else None

@@ -190,3 +190,47 @@ def summarise_dispositions(entries: list[Mapping[str, Any]]) -> dict[str, dict[s
         r = out.setdefault(str(e.get("reason") or "none"), {})
         r[str(e.get("name"))] = r.get(str(e.get("name")), 0) + 1
     return out
+
+
+class PhoneLogin:
+    """AGI ``agent/login`` and ``agent/logout``: an agent dials *81 / *82 from their phone and keys in their
+    PIN. The phone's SIP account says who they are; the PIN (set with ``PUT /api/v1/agents/{id}/pin``) proves
+    it is them at that phone. The next balancing tick adds them to (or removes them from) their queues."""
+
+    def __init__(self, cfg: Config, roster: Any, prompts: PromptLibrary, wake: Any = None) -> None:
+        self.cfg = cfg
+        self.roster = roster
+        self.prompts = prompts
+        self.wake = wake or (lambda: None)
+
+    async def run(self, s: AgiSession) -> None:
+        action = s.route_arg
+        m = _ENDPOINT_RE.match(s.env.channel)
+        agent_id = m.group(1) if m else ""
+        agent = self.roster.agents.get(agent_id)
+        langs = [x for x in (agent.languages if agent else ()) if x in self.cfg.languages]
+        lang = langs[0] if langs else (self.cfg.languages[0] if self.cfg.languages else "en")
+        if action not in ("login", "logout") or agent is None:
+            log.warning("phone login: %s from %r refused (not an agent's phone or unknown action)", action,
+                        s.env.channel)
+            return await self._say(s, lang, "agent-pin-wrong")
+        for _ in range(3):
+            digits, _ = await s.get_data(self.prompts.path(lang, "agent-pin") or "beep", 8000, 8)
+            ok = await self.roster.check_pin(agent_id, digits) if digits else False
+            if ok is None:
+                log.warning("phone login: agent %s has no PIN; a supervisor sets one first", agent_id)
+                return await self._say(s, lang, "agent-no-pin")
+            if ok:
+                await self.roster.set_logged_in(agent_id, action == "login", by=f"phone {agent_id}")
+                self.wake()
+                log.info("phone login: agent %s logged %s from their phone", agent_id,
+                         "in" if action == "login" else "out")
+                return await self._say(s, lang, "agent-logged-in" if action == "login" else "agent-logged-out")
+            log.warning("phone login: agent %s: wrong PIN from %s", agent_id, s.env.channel)
+            await self._say(s, lang, "agent-pin-wrong")
+        return None
+
+    async def _say(self, s: AgiSession, lang: str, name: str) -> None:
+        path = self.prompts.path(lang, name)
+        if path:
+            await s.stream_file(path)

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import json
 import logging
+import os
 import re
 import secrets
 import time
@@ -38,6 +40,11 @@ FIRST_RUNTIME_ID = 7001
 _ID_RE = re.compile(r"^[0-9]{2,20}$")
 _LANG_RE = re.compile(r"^[a-z]{2,3}$")
 EDITABLE = ("name", "skill", "team", "tier", "queues", "languages", "penalty", "mobile")
+
+
+PIN_ROUNDS = 100_000
+PIN_TRIES = 5          # wrong PINs before phone login is refused ...
+PIN_LOCK_S = 600       # ... for this long
 
 
 class RosterError(ValueError):
@@ -153,6 +160,40 @@ class Roster:
         self.changed_at = time.time()
         if old != logged_in:
             await self.store.audit(by or "api", "agent.login" if logged_in else "agent.logout", agent_id, old, logged_in)
+
+    # ------------------------------------------------------------ PINs (phone login)
+    async def set_pin(self, agent_id: str, pin: str, by: str = "") -> None:
+        """Store an agent's phone-login PIN (4-8 digits) as a salted PBKDF2 hash; the PIN itself is not kept."""
+        if agent_id not in self.agents:
+            raise KeyError(agent_id)
+        if not (pin.isascii() and pin.isdigit() and 4 <= len(pin) <= 8):
+            raise RosterError("pin: 4-8 digits")
+        salt = os.urandom(16)
+        digest = hashlib.pbkdf2_hmac("sha256", pin.encode(), salt, PIN_ROUNDS)
+        await self.store.redis.hset(self._key(agent_id), "pin", f"pbkdf2${PIN_ROUNDS}${salt.hex()}${digest.hex()}")
+        await self.store.audit(by or "api", "agent.pin", agent_id, None, "set")
+
+    async def check_pin(self, agent_id: str, pin: str) -> bool | None:
+        """True/False, or None when the agent has no PIN. Wrong tries are counted: after PIN_TRIES within
+        PIN_LOCK_S the PIN is refused whatever it is (guessing over the phone is throttled)."""
+        key = self._key(agent_id)
+        stored = await self.store.redis.hget(key, "pin")
+        if not stored:
+            return None
+        fails_key = f"{key}:pin_fails"
+        if int(await self.store.redis.get(fails_key) or 0) >= PIN_TRIES:
+            return False
+        _, rounds, salt, digest = stored.split("$")
+        ok = hmac.compare_digest(hashlib.pbkdf2_hmac("sha256", pin.encode(), bytes.fromhex(salt), int(rounds)).hex(),
+                                 digest)
+        if ok:
+            await self.store.redis.delete(fails_key)
+        else:
+            async with self.store.redis.pipeline(transaction=True) as p:
+                p.incr(fails_key)
+                p.expire(fails_key, PIN_LOCK_S)
+                await p.execute()
+        return ok
 
     # ------------------------------------------------------------ supervisor changes
     async def add(self, data: Mapping[str, Any], by: str = "") -> tuple[AgentConfig, str]:

@@ -433,11 +433,19 @@ class Sipp:
         return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir,
                                 start_new_session=True)
 
-    def dial_as(self, user: str, password: str, exten: str, *, hold_ms: int = 30_000,
-                timeout_s: int = 40) -> SippResult:
-        """An agent's phone dials ``exten`` (a feature code such as *72), answering the digest challenge,
-        and stays until Asterisk hangs up (or ``hold_ms``)."""
-        scenario = self._write("dial", dial_as_scenario(hold_ms))
+    def dial_as(self, user: str, password: str, exten: str, *, digits: str = "", after_ms: int = 2500,
+                hold_ms: int = 30_000, timeout_s: int = 40) -> SippResult:
+        """An agent's phone dials ``exten`` (a feature code such as *72 or *81), answering the digest
+        challenge, keys in ``digits`` (e.g. a PIN and #) ``after_ms`` after the answer, and stays until
+        Asterisk hangs up (or ``hold_ms``)."""
+        dtmf = ""
+        if digits:
+            pcap = self.workdir / "pcap" / f"dial-{os.getpid()}-{next(_PCAP_SEQ)}.pcap"
+            pcap.parent.mkdir(parents=True, exist_ok=True)
+            write_dtmf_pcap(pcap, digits, RtpClock())
+            dtmf = (f'  <pause milliseconds="{int(after_ms)}"/>\n'
+                    f'  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>\n')
+        scenario = self._write("dial", dial_as_scenario(hold_ms, dtmf))
         port = free_port()
         argv = [self.binary, f"{self.target_host}:{self.target_port}", "-sf", str(scenario), "-s", exten,
                 "-au", user, "-ap", password, "-key", "user", user, "-m", "1", "-timeout", f"{timeout_s}s",
@@ -578,7 +586,7 @@ SIP/2.0 {status}
             + '  <label id="bad"/>\n  <recv request="NEVER" timeout="200"/>\n  <label id="done"/>\n</scenario>\n')
 
 
-def dial_as_scenario(hold_ms: int = 30_000) -> str:
+def dial_as_scenario(hold_ms: int = 30_000, after_answer: str = "") -> str:
     """UAC: INVITE, answer the 401 digest challenge, wait for Asterisk's BYE (``hold_ms`` at most)."""
     def invite(cseq: int, auth: str) -> str:
         return f"""  <send retrans="500"><![CDATA[
@@ -626,7 +634,7 @@ Content-Length: 0
 """ + invite(2, "[authentication]\n")
             + '  <recv response="100" optional="true"/>\n  <recv response="180" optional="true"/>\n'
             + '  <recv response="183" optional="true"/>\n  <recv response="200" rtd="true"/>\n' + ack(2)
-            + f'  <recv request="BYE" timeout="{int(hold_ms)}"/>\n'
+            + after_answer + f'  <recv request="BYE" timeout="{int(hold_ms)}"/>\n'
             + """  <send><![CDATA[
 SIP/2.0 200 OK
 [last_Via:]

@@ -261,6 +261,22 @@ async def agent_remove(request: web.Request) -> web.Response:
     return web.json_response({"id": agent_id, "removed": True})
 
 
+@requires("supervisor")
+async def agent_pin(request: web.Request) -> web.Response:
+    """Set the PIN an agent keys in to log in or out from their phone (*81 / *82): {"pin": "4-8 digits"}."""
+    from ..roster import RosterError
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    agent_id = request.match_info["agent_id"]
+    body = await _json_body(request)
+    try:
+        await ctl.roster.set_pin(agent_id, str(body.get("pin", "")), by=request["auth"].get("name", ""))
+    except KeyError:
+        return json_error(404, f"no agent {agent_id!r}")
+    except RosterError as exc:
+        return json_error(400, str(exc))
+    return web.json_response({"id": agent_id, "pin": "set"})
+
+
 async def _set_login(request: web.Request, logged_in: bool) -> web.Response:
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
     agent_id = request.match_info["agent_id"]
@@ -729,6 +745,7 @@ def build_app(controller: "Controller") -> web.Application:
     app.router.add_patch("/api/v1/agents/{agent_id}", agent_update)
     app.router.add_delete("/api/v1/agents/{agent_id}", agent_remove)
     app.router.add_post("/api/v1/agents/{agent_id}/login", agent_login)
+    app.router.add_put("/api/v1/agents/{agent_id}/pin", agent_pin)
     app.router.add_post("/api/v1/agents/{agent_id}/logout", agent_logout)
     app.router.add_post("/api/v1/agents/{agent_id}/pause", agent_pause)
     app.router.add_post("/api/v1/agents/{agent_id}/unpause", agent_unpause)

@@ -100,6 +100,10 @@ OPS: dict[tuple[str, str], dict[str, Any]] = {
                                              "languages, base penalty or mobile", "body": body(AGENT_FIELDS)},
     ("DELETE", "/api/v1/agents/{agent_id}"): {"tag": "agents", "summary": "Remove an agent added through the API, "
                                               "with its SIP account and queue memberships"},
+    ("PUT", "/api/v1/agents/{agent_id}/pin"): {"tag": "agents", "summary": "Set the PIN the agent keys in to log in "
+                                               "or out from their phone (*81 / *82); stored hashed",
+                                               "body": body({"pin": {"type": "string", "pattern": "^[0-9]{4,8}$"}},
+                                                            ["pin"])},
     ("POST", "/api/v1/agents/{agent_id}/login"): {"tag": "agents", "summary": "Log an agent in: the balancing "
                                                   "loop adds them to their queues within a second"},
     ("POST", "/api/v1/agents/{agent_id}/logout"): {"tag": "agents", "summary": "Log an agent out of every queue"},
