@@ -34,6 +34,7 @@ _USAGE_END: Final = "520 End of proper usage."
 _VERB_RE: Final = re.compile(r"[A-Z]+(?: [A-Z]+)*")
 _INT_RE: Final = re.compile(r"-?[0-9]+")
 _ENV_KEY_RE: Final = re.compile(r"agi_\w+", re.ASCII)
+_UNPRINTABLE_RE: Final = re.compile("[\x00-\x08\x0b-\x1f\x7f\ufffd]")
 _EXTRA_RE: Final = re.compile(r'([^\s="()]+)=("[^"]*"|[^\s"]*)(?:\s+|$)')
 
 
@@ -273,6 +274,8 @@ class AgiConnection:
         self._state, self._failure = _State.ENV, ""
         self._eof = self._hung_up = False
         self._env: dict[str, str] = {}
+        self._env_last: str | None = None
+        self.env_repeats = 0          # agi_<name> lines seen twice (a value carried a line break)
         self._env_lines = 0
         self._usage_head = ""
         self._usage: list[str] = []
@@ -403,11 +406,24 @@ class AgiConnection:
         if self._env_lines > self._max_env_lines:
             raise AgiProtocolError(f"more than {self._max_env_lines} environment lines")
         key, sep, value = line.partition(": ")
-        if not sep:
-            raise AgiProtocolError(f"environment line without ': ': {_show(line)}")
-        if _ENV_KEY_RE.fullmatch(key) is None:
-            raise AgiProtocolError(f"environment key is not agi_<name>: {_show(line)}")
-        self._env[key[4:]] = value
+        if not sep or _ENV_KEY_RE.fullmatch(key) is None:
+            # a value with a line break in it (a caller ID can carry one): printable text after a first
+            # agi_<name> line belongs to the value before; anything else is not an AGI environment at all
+            if self._env_last is None or _UNPRINTABLE_RE.search(line):
+                if not sep:
+                    raise AgiProtocolError(f"environment line without ': ': {_show(line)}")
+                raise AgiProtocolError(f"environment key is not agi_<name>: {_show(line)}")
+            self._env[self._env_last] += "\n" + line
+            return None
+        name = key[4:]
+        if name in self._env and self._env_last is not None:
+            # a second agi_<name> can only come from a value with a line break: the first one stands, the
+            # line stays part of the value it came in
+            self.env_repeats += 1
+            self._env[self._env_last] += "\n" + line
+            return None
+        self._env[name] = value
+        self._env_last = name
         return None
 
     def _usage_line(self, line: str) -> AgiCommandError | None:

@@ -129,6 +129,7 @@ class MenuEngine:
     def _context(self, session: AgiSession, menu: Menu) -> CallContext:
         lang = session.env.language if session.env.language in menu.languages else self.default_language
         cid = session.env.callerid
+        cid = cid[1:] if cid.startswith("+") else cid          # +4420... is the number 4420...
         callerid = cid if cid.isascii() and cid.isdigit() else ""
         return CallContext(uid=session.uniqueid, menu=menu, lang=lang, callerid=callerid[:20])
 

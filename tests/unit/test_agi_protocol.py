@@ -601,3 +601,22 @@ def test_interim_100_reply_is_skipped_and_free_text_kept() -> None:
     assert isinstance(reply, AgiReply)
     assert reply.result == "0" and reply.extra["text"] == "Gosub complete"
     assert not conn.awaiting_reply
+
+
+def test_a_line_break_in_a_value_stays_in_that_value_and_cannot_forge_a_key() -> None:
+    """A caller ID with a line break in it (the dialplan filters it; this is the second line of defence)."""
+    conn = AgiConnection()
+    conn.receive_data(b"agi_network_script: menu/main\nagi_uniqueid: 17.1\nagi_callerid: 555\r\n"
+                      b"Event: Hangup\nagi_network_script: menu/evil\nagi_calleridname: x\n\n")
+    env = conn.next_event()
+    assert isinstance(env, AgiEnvironment)
+    assert env.network_script == "menu/main" and env.uniqueid == "17.1"
+    assert env.callerid == "555\nEvent: Hangup\nagi_network_script: menu/evil"     # CRs are line ends
+    assert conn.env_repeats == 1
+
+
+def test_a_first_line_that_is_not_agi_is_still_refused() -> None:
+    conn = AgiConnection()
+    conn.receive_data(b"Event: Hangup\n\n")
+    with pytest.raises(AgiProtocolError, match="environment key is not agi_<name>"):
+        conn.next_event()
