@@ -399,9 +399,14 @@ class Sipp:
     def call(self, script: CallerScript, **kwargs: object) -> SippResult:
         """Run callers to completion (blocking) and return the counts."""
         timeout_s = int(kwargs.get("timeout_s", 120))  # type: ignore[arg-type]
-        argv = self.call_args(script, **kwargs)  # type: ignore[arg-type]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s + 30, cwd=self.workdir)
-        return self._result(argv, proc.returncode, proc.stdout + proc.stderr)
+        for attempt in range(3):
+            argv = self.call_args(script, **kwargs)  # type: ignore[arg-type]
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s + 30, cwd=self.workdir)
+            result = self._result(argv, proc.returncode, proc.stdout + proc.stderr)
+            # a media port taken between picking it and SIPp binding it: nothing was sent, run it again
+            if not (result.successful == 0 and result.failed == 0 and "Unable to bind" in result.errors):
+                break
+        return result
 
     def start_calls(self, script: CallerScript, **kwargs: object) -> subprocess.Popen[str]:
         argv = self.call_args(script, **kwargs)  # type: ignore[arg-type]
@@ -427,11 +432,10 @@ class Sipp:
         """Start an agent phone (UAS) listening on 127.0.0.1:port; stop it with ``stop()``."""
         scenario = self._write("agent", agent_scenario(talk_ms, ring_ms))
         # -aa: answer qualify OPTIONS (and INFO/NOTIFY) outside calls, as a registered phone does
+        err = self.workdir / f"agent-err-{port}.log"
         argv = [self.binary, "-sf", str(scenario), "-m", str(max_calls), "-timeout", f"{timeout_s}s", "-aa",
-                "-error_file", str(self.workdir / f"agent-err-{port}.log"),
-                *self._common(port, free_port_pair())]
-        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir,
-                                start_new_session=True)
+                "-error_file", str(err)]
+        return self._start_uas(argv, port, err)
 
     def dial_as(self, user: str, password: str, exten: str, *, digits: str = "", after_ms: int = 2500,
                 hold_ms: int = 30_000, timeout_s: int = 40) -> SippResult:
@@ -474,31 +478,43 @@ class Sipp:
         """A phone that registers ``user`` from 127.0.0.1:port and then stays up for ``up_s`` seconds,
         answering Asterisk's qualify OPTIONS (SIPp -aa). ``stop()`` it and the phone goes dark."""
         scenario = self._write("phone", register_scenario(expires, stay_ms=up_s * 1000))
+        err = self.workdir / f"phone-err-{port}.log"
         argv = [self.binary, f"{self.target_host}:{self.target_port}", "-sf", str(scenario), "-s", user,
-                "-au", user, "-ap", password, "-m", "1", "-aa", "-timeout", f"{up_s + 30}s",
-                "-error_file", str(self.workdir / f"phone-err-{port}.log"), *self._common(port, free_port_pair())]
-        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir,
-                                start_new_session=True)
+                "-au", user, "-ap", password, "-m", "1", "-aa", "-timeout", f"{up_s + 30}s", "-error_file", str(err)]
+        return self._start_uas(argv, port, err)
 
     def start_registrar(self, port: int, user: str, password: str, timeout_s: int = 60) -> subprocess.Popen[bytes]:
         """A carrier registrar on 127.0.0.1:port for one registration; exit code 0 when it was right."""
         scenario = self._write("registrar", registrar_scenario(user, password))
+        err = self.workdir / f"registrar-err-{port}.log"
         argv = [self.binary, "-sf", str(scenario), "-m", "1", "-timeout", f"{timeout_s}s", "-timeout_error",
-                "-error_file", str(self.workdir / f"registrar-err-{port}.log"),
-                "-trace_msg", "-message_file", str(self.workdir / f"registrar-msg-{port}.log"),
-                *self._common(port, free_port_pair())]
-        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir,
-                                start_new_session=True)
+                "-error_file", str(err), "-trace_msg", "-message_file", str(self.workdir / f"registrar-msg-{port}.log")]
+        return self._start_uas(argv, port, err)
 
     def start_callees(self, port: int, talk_ms: int = 20_000, timeout_s: int = 3600) -> subprocess.Popen[bytes]:
         """Customers' phones behind the trunk at 127.0.0.1:port (behaviour by the number's last digit)."""
         scenario = self._write("callees", callee_scenario(self.workdir / "pcap", talk_ms))
+        err = self.workdir / f"callee-err-{port}.log"
         argv = [self.binary, "-sf", str(scenario), "-m", "1000000", "-timeout", f"{timeout_s}s",
-                "-error_file", str(self.workdir / f"callee-err-{port}.log"),
-                "-trace_msg", "-message_file", str(self.workdir / f"callee-msg-{port}.log"),
-                *self._common(port, free_port_pair())]
-        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir,
-                                start_new_session=True)
+                "-error_file", str(err), "-trace_msg", "-message_file", str(self.workdir / f"callee-msg-{port}.log")]
+        return self._start_uas(argv, port, err)
+
+    def _start_uas(self, argv: list[str], port: int, err: Path, attempts: int = 5) -> subprocess.Popen[bytes]:
+        """Start a long-running SIPp that listens on ``port``. Its media ports are picked free, but another
+        process can take one before SIPp binds it ("Unable to bind ... RTP socket"): then SIPp exits at once
+        and is started again with other media ports."""
+        for attempt in range(attempts):
+            proc = subprocess.Popen(argv + self._common(port, free_port_pair()), stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, cwd=self.workdir, start_new_session=True)
+            try:
+                proc.wait(0.3)
+            except subprocess.TimeoutExpired:
+                return proc            # still up: listening
+            text = err.read_text(errors="replace") if err.exists() else ""
+            if "Unable to bind" not in text or attempt == attempts - 1:
+                return proc
+            err.unlink(missing_ok=True)
+        return proc
 
     def invites_received(self, port: int) -> dict[str, int]:
         """How many INVITEs each number got at the callee phones on ``port`` (from SIPp's message log)."""
