@@ -36,6 +36,16 @@ a=rtpmap:101 telephone-event/8000
 a=fmtp:101 0-15
 a=sendrecv
 """
+# the 200 OK a SIPp scenario sends to the request it just received (a BYE, a CANCEL)
+_OK_LAST = """SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+"""
 
 
 def free_port(udp: bool = True) -> int:
@@ -306,15 +316,7 @@ Content-Length: [len]
   <recv request="ACK" crlf="true"/>
   <recv request="BYE" timeout="{int(talk_ms)}" ontimeout="hangup"/>
   <send next="done"><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
+{_OK_LAST}]]></send>
 {_uas_hangup('agent')}
 </scenario>
 """
@@ -651,18 +653,7 @@ Content-Length: 0
             + '  <recv response="100" optional="true"/>\n  <recv response="180" optional="true"/>\n'
             + '  <recv response="183" optional="true"/>\n  <recv response="200" rtd="true"/>\n' + ack(2)
             + after_answer + f'  <recv request="BYE" timeout="{int(hold_ms)}"/>\n'
-            + """  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-</scenario>
-""")
+            + "  <send><![CDATA[\n" + _OK_LAST + "]]></send>\n</scenario>\n")
 
 
 def register_scenario(expires: int = 300, stay_ms: int = 0) -> str:
@@ -720,15 +711,7 @@ Content-Length: [len]
 {media}
   <recv request="BYE" timeout="{int(talk_ms)}" ontimeout="hangup"/>
   <send next="done"><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
+{_OK_LAST}]]></send>
 """
 
     def key(k: str) -> str:
@@ -791,15 +774,7 @@ Content-Length: 0
   <label id="ring"/>
   <recv request="CANCEL" timeout="120000"/>
   <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
+{_OK_LAST}]]></send>
   <send><![CDATA[
 SIP/2.0 487 Request Terminated
 [last_Via:]

@@ -124,15 +124,21 @@ async def calls(request: web.Request) -> web.Response:
     return web.json_response({"calls": await ctl.store.recent_calls(count)})
 
 
-@requires("viewer")
-async def call(request: web.Request) -> web.Response:
+async def _call_record(request: web.Request) -> tuple[str, dict[str, Any]]:
+    """The {uid} of the path and its call record; 400 / 404 as HTTP errors."""
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
     uid = request.match_info["uid"]
     if len(uid) > 64:
-        return json_error(400, "uniqueid too long")
+        raise web.HTTPBadRequest(reason="uniqueid too long")
     record = await ctl.store.call_get(uid)
     if not record:
-        return json_error(404, f"no call {uid}")
+        raise web.HTTPNotFound(reason=f"no call {uid}")
+    return uid, record
+
+
+@requires("viewer")
+async def call(request: web.Request) -> web.Response:
+    _, record = await _call_record(request)
     return web.json_response(record)
 
 
@@ -140,12 +146,7 @@ async def call(request: web.Request) -> web.Response:
 async def call_caller(request: web.Request) -> web.Response:
     """The caller of one call (in progress or finished) and their history: what the agent sees."""
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
-    uid = request.match_info["uid"]
-    if len(uid) > 64:
-        return json_error(400, "uniqueid too long")
-    record = await ctl.store.call_get(uid)
-    if not record:
-        return json_error(404, f"no call {uid}")
+    uid, record = await _call_record(request)
     number = str(record.get("caller") or "")
     if not ctl.continuity.key(number):
         return json_error(404, f"call {uid} has no caller number (withheld or not a phone number)")
@@ -259,39 +260,6 @@ async def agent_remove(request: web.Request) -> web.Response:
                         log.warning("API: removing %s from %s: %s", iface, qname, exc)
     ctl.balance.wake()
     return web.json_response({"id": agent_id, "removed": True})
-
-
-COACH_MODES = {"listen": "qE", "whisper": "qEw", "barge": "qEB"}
-
-
-@requires("supervisor")
-async def agent_coach(request: web.Request) -> web.Response:
-    """Ring a coach's phone into an agent's call: {"coach": "<agent id>", "mode": "whisper" | "listen" | "barge"}.
-    The coach hears the call; with whisper the agent hears the coach and the caller does not."""
-    from ..ami import names as ev
-    from ..ami.client import AmiError
-    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
-    agent_id = request.match_info["agent_id"]
-    body = await _json_body(request)
-    coach_id, mode = str(body.get("coach", "")), str(body.get("mode", "whisper"))
-    agent, coach = ctl.roster.agents.get(agent_id), ctl.roster.agents.get(coach_id)
-    if agent is None:
-        return json_error(404, f"no agent {agent_id!r}")
-    if coach is None or coach_id == agent_id:
-        return json_error(400, f"coach: another agent's id, got {coach_id[:20]!r}")
-    if mode not in COACH_MODES:
-        return json_error(400, f"mode: expected one of {', '.join(COACH_MODES)}, got {mode[:20]!r}")
-    try:
-        await ctl.ami.action(ev.ORIGINATE, {
-            "Channel": coach.interface, "Context": "ivr-coach", "Exten": "s", "Priority": 1, "Async": "true",
-            "Timeout": 30000, "CallerID": f"Coach {agent_id} <{agent_id}>",
-            "Variable": [f"IVR_SPY={agent.interface}", f"IVR_SPY_OPTS={COACH_MODES[mode]}"]}, timeout=10)
-    except AmiError as exc:
-        return json_error(503, f"the coach's phone could not be rung: {exc}")
-    await ctl.store.audit(request["auth"].get("name", ""), "agent.coach", agent_id, None, {"coach": coach_id,
-                                                                                          "mode": mode})
-    log.info("API: %s asked %s to %s agent %s", request["auth"].get("name"), coach_id, mode, agent_id)
-    return web.json_response({"agent": agent_id, "coach": coach_id, "mode": mode, "ringing": coach.interface})
 
 
 @requires("supervisor")
@@ -779,7 +747,6 @@ def build_app(controller: "Controller") -> web.Application:
     app.router.add_delete("/api/v1/agents/{agent_id}", agent_remove)
     app.router.add_post("/api/v1/agents/{agent_id}/login", agent_login)
     app.router.add_put("/api/v1/agents/{agent_id}/pin", agent_pin)
-    app.router.add_post("/api/v1/agents/{agent_id}/coach", agent_coach)
     app.router.add_post("/api/v1/agents/{agent_id}/logout", agent_logout)
     app.router.add_post("/api/v1/agents/{agent_id}/pause", agent_pause)
     app.router.add_post("/api/v1/agents/{agent_id}/unpause", agent_unpause)
