@@ -125,6 +125,10 @@ class Continuity:
     def key(self, raw: str) -> str:
         return caller_key(raw, self.cfg.region)
 
+    @property
+    def _history_ttl(self) -> int:
+        return self.cfg.history_days * 86400 or 86400
+
     # ------------------------------------------------------------ the IVR
     async def recognise(self, uid: str, callerid: str) -> Recognised:
         """At the start of an inbound call: mark the caller live, read their place, notice and history."""
@@ -140,7 +144,7 @@ class Continuity:
             p.hget(self._k(number), "notice")
             p.lrange(self._k(number, "calls"), 0, max(0, self.cfg.history - 1))
             p.hset(self._k(number), mapping={"last_in": str(now), "last_uid": uid})
-            p.expire(self._k(number), self.cfg.history_days * 86400 or 86400)
+            p.expire(self._k(number), self._history_ttl)
             _, _, raw_drop, deadline, raw_notice, raw_calls, _, _ = await p.execute()
         found = Recognised(number=number, calls=[_loads(c) for c in raw_calls])
         found.calls = [c for c in found.calls if c]
@@ -182,11 +186,12 @@ class Continuity:
         cids = sorted(await self.redis.smembers(f"{self.prefix}:campaigns"))
         if not cids:
             return 0
+        keys = [contacts.CampaignKeys(self.prefix, cid) for cid in cids]
         async with self.redis.pipeline(transaction=False) as p:
-            for cid in cids:
-                p.hget(f"{self.prefix}:campaign:{cid}:numbers", number)
+            for k in keys:
+                p.hget(k.numbers, number)
             found = await p.execute()
-        for cid, n in zip(cids, found):
+        for cid, k, n in zip(cids, keys, found):
             if not n:
                 continue
             contact = await contacts.contact(self.redis, self.prefix, cid, int(n)) or {}
@@ -196,7 +201,7 @@ class Continuity:
                 continue
             old = await contacts.set_status(self.redis, self.prefix, cid, int(n), "reached",
                                             last_outcome="called in", updated=str(time.time()))
-            await self.redis.zrem(f"{self.prefix}:campaign:{cid}:due", n)
+            await self.redis.zrem(k.due, n)
             if old is not None:
                 marked += 1
                 log.info("campaign %s: contact %s called in: marked reached, not dialled", cid, n)
@@ -219,7 +224,7 @@ class Continuity:
         notice.setdefault("at", str(time.time()))
         async with self.redis.pipeline(transaction=False) as p:
             p.hset(self._k(number), "notice", json.dumps(notice))
-            p.expire(self._k(number), max(self.cfg.history_days * 86400, int(self.cfg.notice_hours * 3600)) or 86400)
+            p.expire(self._k(number), max(self._history_ttl, int(self.cfg.notice_hours * 3600)))
             await p.execute()
 
     async def mark_live(self, raw_number: str, uid: str) -> None:
@@ -274,10 +279,10 @@ class Continuity:
             p.srem(self._k(number, "live"), uid)
             p.lpush(self._k(number, "calls"), json.dumps(summary))
             p.ltrim(self._k(number, "calls"), 0, max(0, self.cfg.history - 1))
-            p.expire(self._k(number, "calls"), self.cfg.history_days * 86400 or 86400)
+            p.expire(self._k(number, "calls"), self._history_ttl)
             if outcome == "answered":
                 p.hset(self._k(number), "last_answered", str(record.get("answered_at") or time.time()))
-                p.expire(self._k(number), self.cfg.history_days * 86400 or 86400)
+                p.expire(self._k(number), self._history_ttl)
             await p.execute()
         if not record.get("campaign") and record.get("kind") != "callback" and record.get("menu"):
             # added to a campaign while on this call: in touch already

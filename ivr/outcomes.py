@@ -154,6 +154,14 @@ class Outcomes:
                 p.hgetall(f"{self.p}:feedback:{i}")
             return [dict(x) for x in await p.execute() if x]
 
+    async def feedback_counts(self) -> dict[str, int]:
+        """Open items per team."""
+        teams = self.teams_known()
+        async with self.redis.pipeline(transaction=False) as p:
+            for team in teams:
+                p.zcard(f"{self.p}:feedback:team:{team}")
+            return dict(zip(teams, await p.execute()))
+
     async def feedback_get(self, item_id: str) -> dict[str, Any] | None:
         raw = await self.redis.hgetall(f"{self.p}:feedback:{item_id}")
         return dict(raw) if raw else None

@@ -124,12 +124,18 @@ async def calls(request: web.Request) -> web.Response:
     return web.json_response({"calls": await ctl.store.recent_calls(count)})
 
 
-async def _call_record(request: web.Request) -> tuple[str, dict[str, Any]]:
-    """The {uid} of the path and its call record; 400 / 404 as HTTP errors."""
-    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+def _call_uid(request: web.Request) -> str:
+    """The {uid} of the path (400 as an HTTP error when it cannot be one)."""
     uid = request.match_info["uid"]
     if len(uid) > 64:
         raise web.HTTPBadRequest(reason="uniqueid too long")
+    return uid
+
+
+async def _call_record(request: web.Request) -> tuple[str, dict[str, Any]]:
+    """The {uid} of the path and its call record; 400 / 404 as HTTP errors."""
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    uid = _call_uid(request)
     record = await ctl.store.call_get(uid)
     if not record:
         raise web.HTTPNotFound(reason=f"no call {uid}")
@@ -540,9 +546,7 @@ async def dispositions(request: web.Request) -> web.Response:
 async def call_disposition(request: web.Request) -> web.Response:
     """Set a call's disposition: {"disposition": "2" or "refund_requested", "note": "..."}."""
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
-    uid = request.match_info["uid"]
-    if len(uid) > 64:
-        return json_error(400, "uniqueid too long")
+    uid = _call_uid(request)
     body = await _json_body(request)
     try:
         rec = await ctl.outcomes.set_disposition(uid, str(body.get("disposition", "")),
@@ -561,9 +565,7 @@ async def feedback_list(request: web.Request) -> web.Response:
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
     team = request.query.get("team", "")
     if not team:
-        teams = ctl.outcomes.teams_known()
-        counts = {t: len(await ctl.outcomes.feedback_items(t, 10_000)) for t in teams}
-        return web.json_response({"teams": counts})
+        return web.json_response({"teams": await ctl.outcomes.feedback_counts()})
     if team not in ctl.outcomes.teams_known():
         return json_error(400, f"team: expected one of {', '.join(ctl.outcomes.teams_known())}, got {team[:40]!r}")
     return web.json_response({"team": team, "items": await ctl.outcomes.feedback_items(team)})

@@ -89,23 +89,26 @@ async def test_zero_means_nothing_where_no_escalation_is_set(prompts: PromptLibr
     assert record_of(world)["path"] == ["ask", "retries-exhausted"]
 
 
+SURVEY = """\
+name: t
+start: q
+survey: s
+nodes:
+  q: {type: queue, queue: support}
+  s: {type: survey, feedback: f}
+  f: {type: feedback, max_seconds: 30}
+"""
+
+
 def test_schema_checks_escalation_reasons_and_feedback() -> None:
     with pytest.raises(MenuError, match="escalate must name a queue node, got 'bye'"):
         menu(ESCALATING.replace("escalate: agents", "escalate: bye"))
     with pytest.raises(MenuError, match="reason must be a lower-case name"):
         menu(ESCALATING.replace("reason: refund_status", "reason: Refund Status"))
-    survey = """\
-    name: t
-    start: q
-    survey: s
-    nodes:
-      q: {type: queue, queue: support}
-      s: {type: survey, feedback: q}
-    """
     with pytest.raises(MenuError, match="feedback must name a feedback node, got 'q'"):
-        menu(survey)
+        menu(SURVEY.replace("feedback: f", "feedback: q"))
     with pytest.raises(MenuError, match="max_seconds must be a number from 5 to 300"):
-        menu(survey.replace("feedback: q", "feedback: f") + "  f: {type: feedback, max_seconds: 1000}\n")
+        menu(SURVEY.replace("max_seconds: 30", "max_seconds: 1000"))
 
 
 class FakeOutcomes:
@@ -133,15 +136,6 @@ class FakeOutcomes:
         return {"id": "9"}
 
 
-SURVEY = """\
-name: t
-start: q
-survey: s
-nodes:
-  q: {type: queue, queue: support}
-  s: {type: survey, feedback: f}
-  f: {type: feedback, max_seconds: 30}
-"""
 
 
 @pytest.mark.parametrize("score", ["1", "4"])
