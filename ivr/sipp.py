@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -48,31 +49,50 @@ Content-Length: 0
 """
 
 
+# Ports for SIPp (its SIP port and its media block) come from a range of their own, below the kernel's
+# ephemeral range (32768-60999 on Debian), Asterisk's default RTP range (20000-20999) and the port bases
+# tests and benchmarks put private stacks on (20000 and up), handed out
+# in turn: a port the kernel picked for "any free port" could be picked again by the next SIPp started a
+# moment later, before the first one bound it (27 callers started at once lost that race now and then).
+SIPP_PORTS = (12000, 20000)
+_next_block = random.randrange(SIPP_PORTS[0], SIPP_PORTS[1], 4)
+_blocks_lock = threading.Lock()
+
+
+def _bindable(port: int, kinds: tuple[int, ...]) -> bool:
+    for kind in kinds:
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def _next_free_block(size: int, kinds: tuple[int, ...]) -> int:
+    """The next block of four ports (a multiple of 4) in SIPP_PORTS whose first ``size`` ports bind."""
+    global _next_block
+    span = (SIPP_PORTS[1] - SIPP_PORTS[0]) // 4
+    with _blocks_lock:
+        for _ in range(span):
+            p = _next_block
+            _next_block += 4
+            if _next_block >= SIPP_PORTS[1]:
+                _next_block = SIPP_PORTS[0]
+            if all(_bindable(p + i, kinds) for i in range(size)):
+                return p
+    raise RuntimeError(f"no free ports left between {SIPP_PORTS[0]} and {SIPP_PORTS[1]} on 127.0.0.1")
+
+
 def free_port(udp: bool = True) -> int:
-    kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port for a SIPp process to listen on (UDP and TCP both free)."""
+    return _next_free_block(1, (socket.SOCK_DGRAM, socket.SOCK_STREAM))
 
 
 def free_port_pair() -> int:
     """A UDP port for SIPp's media: SIPp binds it and the next three (audio RTP + RTCP, video RTP + RTCP),
     so all four must be free (a multiple of 4)."""
-    for _ in range(200):
-        p = free_port() & ~3
-        socks = []
-        try:
-            for i in range(4):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(sock)
-                sock.bind(("127.0.0.1", p + i))
-            return p
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError("no four free UDP ports in a row on 127.0.0.1")
+    return _next_free_block(4, (socket.SOCK_DGRAM,))
 
 
 def _check_loopback(host: str) -> None:
