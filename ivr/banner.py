@@ -17,7 +17,10 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from .config import Config
+from .logutil import RateLimit
 from .prompts.build import PromptBuildError, PromptSource, build_one
 from .store.redis_store import Store
 
@@ -25,6 +28,7 @@ log = logging.getLogger(__name__)
 
 MAX_TEXT = 600
 CACHE_SECONDS = 2.0
+READ_TIMEOUT = 1.0      # a caller never waits longer than this for the live banner (then: the last one heard)
 
 
 def live_prompts_dir(cfg: Config) -> Path:
@@ -55,6 +59,7 @@ class BannerService:
         self.out_dir = Path(out_dir)
         self.languages = languages
         self._cache: dict[str, tuple[float, str | None]] = {}
+        self._unreachable = RateLimit(10.0)
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def _render(self, lang: str, text: str, version: str) -> str:
@@ -79,11 +84,16 @@ class BannerService:
             return hit[1]
         path: str | None = None
         try:
-            raw = await self.store.get_banner(lang)
+            raw = await asyncio.wait_for(self.store.get_banner(lang), READ_TIMEOUT)
             if raw:
                 data = json.loads(raw)
                 path = await self._render(lang, data["text"], data["version"])
-        except (BannerError, ValueError, KeyError, OSError, ConnectionError) as exc:
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            # Redis restarting: keep playing the banner callers heard last (or the default message)
+            path = hit[1] if hit else None
+            self._unreachable.log(log, logging.WARNING, "banner %s: Redis unreachable (%s): playing %s", lang,
+                                  exc, "the last live banner" if path else "the default message")
+        except (BannerError, ValueError, KeyError) as exc:
             log.error("banner %s unavailable (%s): playing the default message", lang, exc)
             path = None
         self._cache[lang] = (now, path)

@@ -153,6 +153,9 @@ class ContinuityConfig:
     notice_hours: float = 48.0      # callers notified by a campaign within this many hours get the short path
     repeat_hours: float = 24.0      # a call within this many hours of the previous one is a repeat call
     repeat_priority: int = 0        # queue priority for repeat callers (0: none)
+    # flagged callers: group -> queue priority (e.g. {medical: 8}); a supervisor flags a number into a group
+    priority_groups: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    flag_hours: float = 72.0        # how long a flag lasts unless the supervisor says otherwise
     history: int = 20               # calls kept per caller
     history_days: int = 30          # how long a caller's history is kept after their last call
     region: str = ""                # caller IDs are national numbers of this region (e.g. GB); empty: E.164 digits
@@ -268,6 +271,13 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
         if isinstance(value, (dict, list)):
             raise ConfigError(f"{key}: expected text, got {type(value).__name__}")
         return str(value)
+    if typ in ("Mapping[str, int]",):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping of name: number, got {value!r}")
+        out: dict[str, int] = {}
+        for k, v in value.items():
+            out[str(k)] = _coerce(f"{key}.{k}", v, "int")
+        return out
     if typ in ("tuple[str, ...]",):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -413,9 +423,15 @@ def validate(cfg: Config) -> None:
     for key, value, hi in (("window", c.window, 86400), ("min_wait", c.min_wait, 3600),
                            ("notice_hours", c.notice_hours, 24 * 30), ("repeat_hours", c.repeat_hours, 24 * 30),
                            ("repeat_priority", c.repeat_priority, 100), ("history", c.history, 1000),
-                           ("history_days", c.history_days, 3650)):
+                           ("history_days", c.history_days, 3650), ("flag_hours", c.flag_hours, 24 * 365)):
         if not 0 <= value <= hi:
             raise ConfigError(f"continuity.{key}: expected 0 to {hi}, got {value}")
+    for group, prio in c.priority_groups.items():
+        if not re.match(r"^[a-z0-9][a-z0-9_-]{0,31}$", group):
+            raise ConfigError(f"continuity.priority_groups: group names are lower-case letters, digits, _ and -, "
+                              f"got {group!r}")
+        if not 1 <= prio <= 100:
+            raise ConfigError(f"continuity.priority_groups.{group}: expected 1 to 100, got {prio}")
     if c.region:
         import phonenumbers
 

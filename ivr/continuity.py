@@ -90,6 +90,7 @@ class Recognised:
     notice: dict[str, Any] | None = None      # the last notice: campaign, action, keypress, booking, reference
     calls: list[dict[str, Any]] = field(default_factory=list)   # previous calls, newest first
     repeat: bool = False                      # called within repeat_hours
+    group: str = ""                           # flagged into this priority group (continuity.priority_groups)
 
 
 class Continuity:
@@ -143,13 +144,17 @@ class Continuity:
             p.zscore(self._due, number)
             p.hget(self._k(number), "notice")
             p.lrange(self._k(number, "calls"), 0, max(0, self.cfg.history - 1))
+            p.hget(self._k(number), "flag")
             p.hset(self._k(number), mapping={"last_in": str(now), "last_uid": uid})
             p.expire(self._k(number), self._history_ttl)
-            _, _, raw_drop, deadline, raw_notice, raw_calls, _, _ = await p.execute()
+            _, _, raw_drop, deadline, raw_notice, raw_calls, raw_flag, _, _ = await p.execute()
         found = Recognised(number=number, calls=[_loads(c) for c in raw_calls])
         found.calls = [c for c in found.calls if c]
         since_repeat = now - self.cfg.repeat_hours * 3600
         found.repeat = any(float(c.get("at") or 0) >= since_repeat for c in found.calls)
+        flag = self._current_flag(_loads(raw_flag), now)
+        if flag:
+            found.group = flag["group"]
         drop = _loads(raw_drop)
         if drop and deadline is not None and float(deadline) >= now:
             async with self.redis.pipeline(transaction=True) as p:   # one return per drop
@@ -173,6 +178,8 @@ class Continuity:
                 ctx["refund"] = found.notice["reference"]
         if found.repeat:
             ctx["repeat"] = True
+        if found.group:
+            ctx["group"] = found.group
         self.context[uid] = ctx
         self._spawn(self.mark_reached(number), f"mark {number} reached")
         return found
@@ -213,6 +220,52 @@ class Continuity:
         whose own place is older (``waiting`` = (uid, joined_at) of the callers now in the queue)."""
         ahead = sum(1 for uid, joined in waiting if self.place_since.get(uid, joined) <= since)
         return ahead + 1
+
+    # ---------------------------------------------------------- priority flags
+    def _current_flag(self, flag: dict[str, Any] | None, now: float) -> dict[str, Any] | None:
+        """A flag counts while it lasts and its group is still configured (a group removed from the
+        configuration stops giving priority at once)."""
+        if not flag or float(flag.get("until") or 0) < now or flag.get("group") not in self.cfg.priority_groups:
+            return None
+        return flag
+
+    def group_priority(self, group: str) -> int:
+        return int(self.cfg.priority_groups.get(group, 0)) if group else 0
+
+    async def set_flag(self, raw_number: str, group: str, *, note: str = "", hours: float | None = None,
+                       by: str = "") -> dict[str, Any]:
+        """Flag a number into a priority group: their calls queue with the group's priority until it ends."""
+        number = self.key(raw_number)
+        if not number:
+            raise ValueError(f"number: expected 6-15 digits (optionally with +), got {raw_number!r}")
+        if group not in self.cfg.priority_groups:
+            known = ", ".join(sorted(self.cfg.priority_groups)) or "none configured (continuity.priority_groups)"
+            raise ValueError(f"group: {group!r} is not a priority group (known: {known})")
+        hours = self.cfg.flag_hours if hours is None else float(hours)
+        if not 0 < hours <= 24 * 365:
+            raise ValueError(f"hours: expected more than 0 and at most 8760, got {hours}")
+        if len(note) > 200 or any(ch in note for ch in "\r\n\x00"):
+            raise ValueError("note: at most 200 characters on one line")
+        now = time.time()
+        flag = {"group": group, "priority": self.group_priority(group), "note": note, "by": by,
+                "at": round(now, 3), "until": round(now + hours * 3600, 3)}
+        async with self.redis.pipeline(transaction=False) as p:
+            p.hset(self._k(number), "flag", json.dumps(flag))
+            p.expire(self._k(number), max(self._history_ttl, int(hours * 3600) + 60))
+            await p.execute()
+        log.info("caller %s flagged %s (priority %d) for %.0f h by %s", number, group, flag["priority"], hours,
+                 by or "?")
+        return dict(flag, number=number)
+
+    async def clear_flag(self, raw_number: str) -> dict[str, Any] | None:
+        number = self.key(raw_number)
+        if not number:
+            raise ValueError(f"number: expected 6-15 digits (optionally with +), got {raw_number!r}")
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hget(self._k(number), "flag")
+            p.hdel(self._k(number), "flag")
+            old, _ = await p.execute()
+        return _loads(old)
 
     # ----------------------------------------------------------- campaigns
     async def noticed(self, raw_number: str, info: Mapping[str, Any]) -> None:
@@ -375,6 +428,7 @@ class Continuity:
             "notice_current": bool(notice) and float(notice.get("at") or 0) >= now - self.cfg.notice_hours * 3600,
             "calls": calls,
             "repeat_calls_24h": sum(1 for c in calls if float(c.get("at") or 0) >= now - 86400),
+            "flag": self._current_flag(_loads(info.get("flag")), now),
             "refunds": [{k: r.get(k) for k in ("reference", "booking", "status", "created", "updated")}
                         for r in refunds],
         }

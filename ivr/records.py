@@ -14,6 +14,9 @@ import logging
 import time
 from typing import Any, Awaitable, Callable, Mapping
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from .ami import names as ev
 from .store.redis_store import Store
 
@@ -69,6 +72,7 @@ class CallRecorder:
         self._worker: asyncio.Task[None] | None = None
         self.records_written = 0
         self.write_errors = 0
+        self.retries = 0
         self.dropped = 0
         self.on_finished: Callable[[dict[str, Any]], None] | None = None
 
@@ -106,18 +110,28 @@ class CallRecorder:
             log.error("call recorder backlog full: a record write was dropped")
 
     async def _run(self) -> None:
+        """Write jobs in order. While Redis is unreachable the job at the head is retried (back-off up to
+        5 s) and the others wait behind it in memory: a Redis restart delays records, it loses none."""
         while True:
             job = await self._jobs.get()
             try:
-                for attempt in range(3):
+                delay, since = 0.25, 0.0
+                while True:
                     try:
                         await job()
+                        if since:
+                            log.info("call recorder: Redis is back after %.1fs; writing %d queued record updates",
+                                     time.monotonic() - since, self._jobs.qsize() + 1)
                         break
-                    except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
-                        if attempt == 2:
-                            raise
-                        log.warning("call recorder: Redis write failed (%s), retrying", exc)
-                        await asyncio.sleep(0.5 * (attempt + 1))
+                    except (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError,
+                            asyncio.TimeoutError) as exc:
+                        if not since:
+                            since = time.monotonic()
+                            log.warning("call recorder: Redis unreachable (%s): record updates are kept in memory "
+                                        "and written when it is back", exc)
+                        self.retries += 1
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 5.0)
             except Exception:
                 self.write_errors += 1
                 log.exception("call recorder: a write failed")

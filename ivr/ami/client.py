@@ -91,6 +91,7 @@ class AmiClient:
         on_disconnected: Callable[[], None] | None = None,
         backoff_initial: float = 0.2,
         backoff_max: float = 10.0,
+        stable_after: float = 30.0,
         ping_interval: float = 5.0,
         action_timeout: float = 10.0,
     ) -> None:
@@ -100,6 +101,10 @@ class AmiClient:
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
         self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
+        # a connection that ends before it was up this long counts as flapping: the back-off keeps growing
+        # (a proxy or firewall that cuts the session must not become a tight reconnect-and-resync loop)
+        self.stable_after = stable_after
+        self.flaps = 0
         self.ping_interval = ping_interval
         self.action_timeout = action_timeout
         self._bridge: _Bridge | None = None
@@ -202,6 +207,7 @@ class AmiClient:
 
     async def _supervise(self) -> None:
         delay = self.backoff_initial
+        flapping = False
         while not self._stopping:
             try:
                 await self._connect_once()
@@ -217,25 +223,43 @@ class AmiClient:
                 await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
                 delay = min(delay * 2, self.backoff_max)
                 continue
-            delay = self.backoff_initial
             if self.connections:
                 self.reconnects += 1
             self.connections += 1
             self.last_error = ""
-            log.info("AMI connected to %s:%d and resynced (connection %d)", self.host, self.port, self.connections)
+            if flapping:
+                self._log_rate_limited(logging.INFO, "AMI connected to %s:%d and resynced (connection %d)",
+                                       self.host, self.port, self.connections)
+            else:
+                log.info("AMI connected to %s:%d and resynced (connection %d)", self.host, self.port, self.connections)
             self.ready.set()
+            up_since = time.monotonic()
             pinger = asyncio.create_task(self._pinger(), name="ami-pinger")
             try:
                 await self._lost.wait()
             finally:
                 pinger.cancel()
             self.ready.clear()
-            log.warning("AMI connection to %s:%d lost", self.host, self.port)
+            up_for = time.monotonic() - up_since
             if self._on_disconnected is not None:
                 try:
                     self._on_disconnected()
                 except Exception:
                     log.exception("AMI disconnect hook failed")
+            if up_for >= self.stable_after:
+                flapping = False
+                delay = self.backoff_initial
+                log.warning("AMI connection to %s:%d lost", self.host, self.port)
+                continue
+            # lost again soon after connecting: wait, and wait longer each time, before the next connect
+            flapping = True
+            self.flaps += 1
+            self.last_error = f"connection lost after {up_for:.1f}s"
+            self._log_rate_limited(logging.WARNING, "AMI connection to %s:%d lost after %.1fs (%d short-lived "
+                                   "connections so far); reconnecting in %.1fs", self.host, self.port, up_for,
+                                   self.flaps, delay)
+            await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
+            delay = min(delay * 2, self.backoff_max)
 
     async def _pinger(self) -> None:
         while True:

@@ -25,6 +25,7 @@ from urllib.parse import unquote
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
+from ..logutil import RateLimit
 from .frames import AmiFrame, AmiFrameError, AmiFrameParser
 
 __all__ = ["HardenedAMIProtocol", "frame_to_message"]
@@ -64,26 +65,9 @@ def _describe(message: Message) -> str:
     return text
 
 
-class _RateLimit:
-    """Allows one log line per ``interval`` seconds and counts the rest."""
-
-    __slots__ = ("interval", "last", "suppressed")
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self.last: float | None = None
-        self.suppressed = 0
-
-    def allow(self) -> int | None:
-        """Number of suppressed calls since the last allowed one, or ``None``
-        if this call must be suppressed too."""
-        now = _monotonic()
-        if self.last is not None and now - self.last < self.interval:
-            self.suppressed += 1
-            return None
-        self.last = now
-        suppressed, self.suppressed = self.suppressed, 0
-        return suppressed
+def _RateLimit(interval: float) -> RateLimit:
+    # the clock is looked up at each call, so tests can move it (protocol._monotonic)
+    return RateLimit(interval, clock=lambda: _monotonic())
 
 
 class HardenedAMIProtocol(AMIProtocol):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
@@ -173,6 +172,43 @@ async def caller(request: web.Request) -> web.Response:
         return web.json_response(await ctl.continuity.describe(request.match_info["number"]))
     except ValueError as exc:
         return json_error(400, str(exc))
+
+
+@requires("supervisor")
+async def caller_flag(request: web.Request) -> web.Response:
+    """Flag a caller number into a priority group: {"group": "medical", "note": "...", "hours": 72}.
+    Their calls queue with the group's priority (continuity.priority_groups) until the flag ends."""
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    body = await _json_body(request)
+    unknown = sorted(set(body) - {"group", "note", "hours"})
+    if unknown:
+        return json_error(400, f"{unknown[0]}: unknown field (known: group, hours, note)")
+    group, note, hours = body.get("group"), body.get("note", ""), body.get("hours")
+    if not isinstance(group, str) or not isinstance(note, str) or not (
+            hours is None or (isinstance(hours, (int, float)) and not isinstance(hours, bool))):
+        return json_error(400, "group: text; note: text; hours: a number")
+    who = request["auth"].get("name", "")
+    try:
+        old = (await ctl.continuity.describe(request.match_info["number"]))["flag"]
+        flag = await ctl.continuity.set_flag(request.match_info["number"], group, note=note, hours=hours, by=who)
+    except ValueError as exc:
+        return json_error(400, str(exc))
+    await ctl.store.audit(who, "caller.flag", flag["number"], old, {k: v for k, v in flag.items() if k != "number"})
+    return web.json_response(flag)
+
+
+@requires("supervisor")
+async def caller_unflag(request: web.Request) -> web.Response:
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    try:
+        old = await ctl.continuity.clear_flag(request.match_info["number"])
+    except ValueError as exc:
+        return json_error(400, str(exc))
+    if old is None:
+        return json_error(404, "that number is not flagged")
+    number = ctl.continuity.key(request.match_info["number"])
+    await ctl.store.audit(request["auth"].get("name", ""), "caller.unflag", number, old, None)
+    return web.json_response({"number": number, "flag": None})
 
 
 @requires("supervisor")
@@ -719,6 +755,8 @@ def build_app(controller: "Controller") -> web.Application:
     app.router.add_get("/api/v1/calls/{uid}", call)
     app.router.add_get("/api/v1/calls/{uid}/caller", call_caller)
     app.router.add_get("/api/v1/callers/{number}", caller)
+    app.router.add_put("/api/v1/callers/{number}/flag", caller_flag)
+    app.router.add_delete("/api/v1/callers/{number}/flag", caller_unflag)
     app.router.add_post("/api/v1/menus/reload", reload_menus)
     app.router.add_get("/api/v1/agents", agents)
     app.router.add_get("/api/v1/balance", balance)

@@ -78,7 +78,16 @@ OPS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/api/v1/calls/{uid}/caller"): {"tag": "calls", "summary": "The caller of one call and their history "
                                             "(previous calls, menu paths, last notice, kept place, refunds)"},
     ("GET", "/api/v1/callers/{number}"): {"tag": "calls", "summary": "One caller number: calls in progress, kept "
-                                          "place, last notice, recent calls, refund requests"},
+                                          "place, last notice, recent calls, refund requests, priority flag"},
+    ("PUT", "/api/v1/callers/{number}/flag"): {"tag": "calls", "summary": "Flag a caller number into a priority "
+                                               "group (continuity.priority_groups): their calls queue ahead with "
+                                               "the group's priority until the flag ends; audited",
+                                               "body": body({"group": {"type": "string", "maxLength": 32},
+                                                             "note": {"type": "string", "maxLength": 200},
+                                                             "hours": {"type": "number", "exclusiveMinimum": 0,
+                                                                       "maximum": 8760}}, ["group"])},
+    ("DELETE", "/api/v1/callers/{number}/flag"): {"tag": "calls", "summary": "Remove a caller's priority flag; "
+                                                  "audited"},
     ("GET", "/api/v1/reports"): {"tag": "reports", "summary": "Calls, ASA, service level, abandonment, handle "
                                  "time, first-contact resolution, satisfaction and outbound outcomes by hour or day",
                                  "query": [q("by", {"enum": ["hour", "day"]}, "period (default hour)"),

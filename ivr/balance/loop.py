@@ -16,9 +16,12 @@ import time
 from collections import deque
 from typing import Any, Awaitable, Callable
 
+from redis.exceptions import RedisError
+
 from ..ami import names as ev
 from ..ami.client import AmiClient, AmiError
 from ..config import Config
+from ..logutil import RateLimit
 from ..roster import Roster
 from ..state import CallCenterState
 from .policy import (AgentView, CallbackView, Decision, Policy, QueueView, Snapshot, TierState,
@@ -64,6 +67,7 @@ class BalanceLoop:
         self.callbacks_in_progress = 0
         self.actions_by_kind: dict[str, int] = {}
         self.errors = 0
+        self._unreachable = RateLimit(10.0)
         self.ticks = 0
         self.last_decision: Decision | None = None
         self.last_tick_ms = 0.0
@@ -196,6 +200,9 @@ class BalanceLoop:
                 await self.tick()
             except asyncio.CancelledError:
                 raise
+            except (RedisError, OSError) as exc:   # Redis restarting: one line now and then, no traceback
+                self.errors += 1
+                self._unreachable.log(log, logging.WARNING, "balance: Redis unreachable (%s); retrying", exc)
             except Exception:
                 self.errors += 1
                 log.exception("balance: tick failed")

@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 from ..ami import names as ev
 from ..ami.client import AmiClient, AmiError
 from ..config import Config
+from ..logutil import RateLimit
 from ..store.redis_store import Store
 from . import contacts
 from .model import Campaign, campaign_from_dict
@@ -85,6 +86,7 @@ class Dialer:
         self._claim = self.redis.register_script(CLAIM_LUA)
         self.causes: dict[str, str] = {}       # account code -> Q.850 cause of its Hangup
         self.errors = 0
+        self._unreachable = RateLimit(10.0)
         self.continuity: Any = None            # ivr.continuity.Continuity: callers on a call are not dialled
 
     # ------------------------------------------------------------------ keys
@@ -149,6 +151,9 @@ class Dialer:
                         await self._pace(cid, r)
             except asyncio.CancelledError:
                 raise
+            except (RedisError, OSError) as exc:   # Redis restarting: one line now and then, no traceback
+                self.errors += 1
+                self._unreachable.log(log, logging.WARNING, "dialer: Redis unreachable (%s); retrying", exc)
             except Exception:
                 self.errors += 1
                 log.exception("dialer: tick failed")

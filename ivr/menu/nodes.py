@@ -210,6 +210,8 @@ async def _queue(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node
     priority = int(node.get("priority", 0))
     if ctx.vars.get("repeat") and engine.services.repeat_priority:
         priority = max(priority, engine.services.repeat_priority)
+    if ctx.vars.get("priority_group") and engine.services.continuity is not None:
+        priority = max(priority, engine.services.continuity.group_priority(ctx.vars["priority_group"]))
     position = None
     if ctx.vars.get("place_since"):   # a returning caller: back to the place their first call earned
         position = engine.services.queue_position(queue, float(ctx.vars["place_since"]))
@@ -241,6 +243,9 @@ async def _continuity(engine: MenuEngine, s: AgiSession, ctx: CallContext, node:
         return node.get("next")
     if found.repeat:
         ctx.vars["repeat"] = "1"
+    if found.group:
+        ctx.vars["priority_group"] = found.group
+        log.info("call %s: caller flagged %s", ctx.uid, found.group)
     drop = found.dropped
     queues = getattr(engine.menus, "queues", None)
     if drop and node.get("rejoin", True) and (queues is None or drop.get("queue") in queues):

@@ -141,6 +141,52 @@ async def test_reconnects_and_resyncs_after_a_drop() -> None:
         await fake.stop()
 
 
+async def test_a_connection_cut_again_and_again_backs_off_and_logs_little(caplog: pytest.LogCaptureFixture) -> None:
+    """A proxy or firewall that cuts the session right after each resync: the reconnects slow down (the
+    back-off keeps growing while connections are short-lived) and the log says so a few times, not per cut."""
+    fake = FakeAmi()
+    await fake.start()
+    state: CallCenterState = CallCenterState()
+
+    async def resync_then_cut(c: AmiClient) -> None:
+        await resync_into(state, c)
+        asyncio.get_running_loop().call_later(0.01, fake.drop)
+
+    client = AmiClient("127.0.0.1", fake.port, "ivr", "pw", on_event=lambda e: None, on_connected=resync_then_cut,
+                       backoff_initial=0.02, backoff_max=0.32, stable_after=5.0)
+    caplog.set_level("INFO", logger="ivr.ami.client")
+    await client.start()
+    try:
+        await asyncio.sleep(2.0)
+        # with no back-off this would be hundreds of logins; growing to 0.32 s (+-20 %) it is under a dozen
+        assert 4 <= fake.logins <= 12, fake.logins
+        assert client.flaps >= 3 and client.reconnects == client.connections - 1
+        assert "lost after" in client.last_error or client.connected
+        lines = [r for r in caplog.records if r.name == "ivr.ami.client"]
+        assert len(lines) <= 4, [r.getMessage() for r in lines]
+        assert any("short-lived" in r.getMessage() for r in lines)
+    finally:
+        await asyncio.wait_for(client.stop(), 3)
+        await fake.stop()
+
+
+async def test_a_connection_that_stayed_up_reconnects_at_once_after_a_drop() -> None:
+    fake = FakeAmi()
+    await fake.start()
+    client = await make_client(fake, CallCenterState(), [], backoff_initial=0.02, stable_after=0.2)
+    try:
+        await asyncio.wait_for(client.ready.wait(), 5)
+        for _ in range(3):       # up for longer than stable_after each time: never counted as flapping
+            await asyncio.sleep(0.3)
+            fake.drop()
+            await asyncio.sleep(0.05)
+            await asyncio.wait_for(client.ready.wait(), 2)
+        assert client.reconnects == 3 and client.flaps == 0
+    finally:
+        await client.stop()
+        await fake.stop()
+
+
 async def test_action_pending_at_a_drop_fails_and_is_not_replayed() -> None:
     fake = FakeAmi(silent_actions=("QueueAdd",))
     await fake.start()
