@@ -84,6 +84,27 @@ def open_files(pid: int | None) -> int | None:
         return None
 
 
+def sockets_to(pid: int | None, port: int) -> int:
+    """How many of the process's open sockets are TCP connections to 127.0.0.1:port (its Redis pool)."""
+    if not pid or not port:
+        return 0
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+        with open("/proc/net/tcp", encoding="ascii") as fh:
+            rows = fh.read().splitlines()[1:]
+    except OSError:
+        return 0
+    want = f"{port:04X}"
+    return sum(1 for r in rows if (f := r.split()) and f[9] in inodes and f[2].endswith(":" + want))
+
+
 class Load:
     def __init__(self, args: argparse.Namespace, workdir: Path, out: Any = sys.stderr) -> None:
         self.args = args
@@ -96,6 +117,8 @@ class Load:
         self.sipp: Sipp | None = None
         self.api = ""
         self.token = ""
+        self.redis_port = 0
+        self.redis_pool_after = 0
 
     def log(self, msg: str) -> None:
         print(msg, file=self.out, flush=True)
@@ -157,6 +180,12 @@ class Load:
         req = urllib.request.Request(self.api + path, headers={"Authorization": f"Bearer {self.token}"})
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())
+
+    def fds_besides_redis(self, pid: int | None) -> int | None:
+        """Open files of the controller, not counting its Redis connection pool (redis-py keeps the
+        connections a peak needed open for reuse: that is a bounded pool, not a leak)."""
+        n = open_files(pid)
+        return None if n is None else n - sockets_to(pid, self.redis_port)
 
     def health(self) -> dict[str, Any]:
         with urllib.request.urlopen(self.api + "/health", timeout=10) as resp:
@@ -225,7 +254,8 @@ class Load:
         pids = {n: self.pid(n) for n in ("controller", "asterisk", "redis")}
         time.sleep(3)
         idle = self.health()
-        idle_fds = open_files(pids["controller"])
+        self.redis_port = int(self.stack.config().redis.url.rsplit(":", 1)[1].split("/")[0])
+        idle_fds = self.fds_besides_redis(pids["controller"])
         t0 = time.time()
         cpu0 = {n: proc_cpu_s(p) for n, p in pids.items()}
         placed = self.start_callers()
@@ -244,7 +274,8 @@ class Load:
         t_end = time.time()
         cpu1 = {n: proc_cpu_s(p) for n, p in pids.items()}
         after = self.wait_quiet()
-        after_fds = open_files(pids["controller"])
+        after_fds = self.fds_besides_redis(pids["controller"])
+        self.redis_pool_after = sockets_to(pids["controller"], self.redis_port)
         calls = [c for c in self.get(f"/api/v1/calls?count={min(10000, placed * 2 + 50)}")["calls"]
                  if float(c.get("started_at") or c.get("joined_at") or 0) >= t0 - 1]
         return self.report(placed, results, samples, calls, idle, idle_fds, after, after_fds,
@@ -261,6 +292,13 @@ class Load:
             outcomes[str(c.get("outcome"))] = outcomes.get(str(c.get("outcome")), 0) + 1
         answered = [c for c in calls if c.get("outcome") == "answered"]
         waits = [float(c.get("wait") or 0) for c in answered]
+        # wait estimates the callers met at the queue against the wait that followed (answered callers only:
+        # an abandoned caller's wait is cut short, not measured)
+        errors: dict[str, dict[str, Any]] = {}
+        for key, name in (("estimate", "policy"), ("ast_estimate", "asterisk")):
+            diffs = [float(c[key]) - float(c.get("wait") or 0) for c in answered if c.get(key) not in (None, "")]
+            errors[name] = ({"n": len(diffs), "mae_s": round(sum(abs(d) for d in diffs) / len(diffs), 1),
+                             "bias_s": round(sum(diffs) / len(diffs), 1)} if diffs else {"n": 0})
         # memory: once the load is established (a third of the way through the arrivals) against the end
         load_s = a.seconds if a.mode == "rate" else a.callers / a.arrival
         third = next((s for s in samples if s["t"] >= load_s / 3), samples[-1])
@@ -287,7 +325,8 @@ class Load:
         if after.get("tasks") != idle.get("tasks"):
             reasons.append(f"asyncio tasks {idle.get('tasks')} idle before, {after.get('tasks')} after")
         if idle_fds is not None and after_fds is not None and after_fds > idle_fds + 2:
-            reasons.append(f"controller open files {idle_fds} idle before, {after_fds} after")
+            reasons.append(f"controller open files (besides the Redis pool) {idle_fds} idle before, {after_fds} "
+                           "after")
         return {
             "mode": a.mode, "calls": placed, "successful": ok, "failed": failed,
             "rate": a.rate if a.mode == "rate" else a.arrival, "seconds": a.seconds, "agents": a.agents,
@@ -295,14 +334,18 @@ class Load:
             "calls_per_hour": round(placed / a.seconds * 3600) if a.mode == "rate" else None,
             "outcomes": outcomes, "answered": len(answered),
             "asa_s": round(sum(waits) / len(waits), 1) if waits else None,
+            "estimate_error": errors,
             "agi_calls": agi_calls, "agi_failed": agi_failed, "fallback": fallback, "records": len(calls),
             "cpu_pct": {n: round(100 * v / wall, 1) for n, v in cpu.items()},
             "ms_per_call": {n: round(1000 * v / placed, 2) for n, v in cpu.items()},
+            # the steady-state share of one core at the arrival rate: CPU per call x calls per second
+            "cpu_pct_at_rate": {n: round(100 * v / placed * (a.rate if a.mode == "rate" else a.arrival), 1)
+                                for n, v in cpu.items()},
             "controller_rss_mb": rss,
             "tasks": {"idle_before": idle.get("tasks"), "peak": max(s["tasks"] or 0 for s in samples),
                       "idle_after": after.get("tasks")},
             "open_files": {"idle_before": idle_fds, "peak": max(s["fds"] or 0 for s in samples),
-                           "idle_after": after_fds},
+                           "idle_after": after_fds, "redis_pool_after": self.redis_pool_after},
             "peak_waiting": max(s["waiting"] for s in samples),
             "peak_in_ivr": max(s["agi_active"] for s in samples),
             "samples": samples, "passed": not reasons, "reasons": reasons,
@@ -320,8 +363,13 @@ def format_report(r: dict[str, Any]) -> str:
         "  outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(r["outcomes"].items()))
         + (f"; ASA {r['asa_s']} s" if r["asa_s"] is not None else ""),
         f"  peak waiting in queues {r['peak_waiting']}, peak in the IVR {r['peak_in_ivr']}",
-        "  CPU % of one core: " + ", ".join(f"{n} {v}" for n, v in r["cpu_pct"].items())
-        + "  (ms per call: " + ", ".join(f"{n} {v}" for n, v in r["ms_per_call"].items()) + ")",
+        "  wait estimate error on answered calls (estimate - wait): " + "; ".join(
+            f"{name}: MAE {e['mae_s']} s, bias {e['bias_s']} s (n={e['n']})" if e["n"] else f"{name}: no data"
+            for name, e in r["estimate_error"].items()),
+        "  CPU per call (ms): " + ", ".join(f"{n} {v}" for n, v in r["ms_per_call"].items())
+        + f"; at {r['rate']:g} calls/s that is % of one core: "
+        + ", ".join(f"{n} {v}" for n, v in r["cpu_pct_at_rate"].items())
+        + "  (over the whole run: " + ", ".join(f"{n} {v}" for n, v in r["cpu_pct"].items()) + ")",
         f"  controller RSS MB: start {rss['start']}, a third in {rss['third']}, end {rss['end']}, peak {rss['peak']}",
         f"  controller tasks: idle {t['idle_before']}, peak {t['peak']}, idle after {t['idle_after']}; "
         f"open files: idle {f['idle_before']}, peak {f['peak']}, idle after {f['idle_after']}",

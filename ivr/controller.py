@@ -63,6 +63,7 @@ class Controller:
         self.banner = BannerService(self.store, live_prompts_dir(cfg), cfg.languages)
         services = EngineServices(backends=self.backends, callbacks=self.store.callbacks,
                                   surveys=self.store.surveys, estimate_wait=self.estimate_wait,
+                                  asterisk_estimate=self.asterisk_estimate,
                                   banner=self.banner.get, fallback_queue=cfg.fallback_queue,
                                   continuity=self.continuity if cfg.continuity.enabled else None,
                                   queue_position=self.queue_position,
@@ -154,6 +155,11 @@ class Controller:
         return self.continuity.queue_position(((uid, c.joined_at) for uid, c in q.callers.items()), since)
 
     # --------------------------------------------------------------- estimates
+    def asterisk_estimate(self, queue: str) -> float | None:
+        """What app_queue would announce to a caller joining ``queue`` now: its average hold time."""
+        q = self.state.queues.get(queue)
+        return None if q is None or not self.ami.connected else float(q.asterisk_holdtime)
+
     def estimate_wait(self, queue: str, default_aht: float = 180.0) -> float | None:
         """Expected wait for a caller joining ``queue`` now (None when unknown)."""
         if not self.ami.connected:

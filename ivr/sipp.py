@@ -121,21 +121,50 @@ class RtpClock:
 _PCAP_SEQ = itertools.count(1)
 
 
-def write_ulaw_pcap(path: Path, ulaw: bytes) -> float:
-    """G.711 mu-law speech (payload type 0, 20 ms packets) as an Ethernet/IPv4/UDP pcap; returns seconds."""
+def _write_pcap(path: Path, packets: Sequence[tuple[float, bytes]]) -> None:
+    """RTP payloads at their send times (seconds from the start) as an Ethernet/IPv4/UDP pcap for SIPp's
+    play_pcap_audio (SIPp rewrites the addresses and ports)."""
     import struct
 
     out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-    for i, off in enumerate(range(0, len(ulaw) - 159, 160)):
-        rtp = struct.pack(">BBHII", 0x80, 0, i & 0xFFFF, (i * 160) & 0xFFFFFFFF, 0x5EED) + ulaw[off:off + 160]
+    for when, rtp in packets:
         udp = struct.pack(">HHHH", 40000, 40002, 8 + len(rtp), 0) + rtp
         ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0,
                          bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1])) + udp
         frame = b"\x00" * 12 + b"\x08\x00" + ip
-        when = i * 0.020
         out += struct.pack("<IIII", int(when), int((when % 1) * 1e6), len(frame), len(frame)) + frame
     path.write_bytes(bytes(out))
+
+
+def write_ulaw_pcap(path: Path, ulaw: bytes) -> float:
+    """G.711 mu-law speech (payload type 0, 20 ms packets) as an Ethernet/IPv4/UDP pcap; returns seconds."""
+    import struct
+
+    packets = []
+    for i, off in enumerate(range(0, len(ulaw) - 159, 160)):
+        rtp = struct.pack(">BBHII", 0x80, 0, i & 0xFFFF, (i * 160) & 0xFFFFFFFF, 0x5EED) + ulaw[off:off + 160]
+        packets.append((i * 0.020, rtp))
+    _write_pcap(path, packets)
     return len(ulaw) / 8000.0
+
+
+def write_audio_prelude(path: Path, clock: RtpClock, ms: int = 60) -> None:
+    """The first packets of a phone's media stream (G.711 mu-law silence, marker bit on the first), on the
+    call's RTP clock so the DTMF that follows continues the same stream.
+
+    A real phone sends audio from the moment the call is answered. A stream whose very first packet is an
+    RFC 4733 event makes Asterisk 16 hold the digit on the channel's read queue and busy-poll the RTP socket
+    for ~45 ms (about 40 ms of CPU per call, measured: docs/benchmarks.md), which no real caller causes."""
+    import struct
+
+    packets = []
+    for i in range(max(1, ms // 20)):
+        rtp = struct.pack(">BBHII", 0x80, (0x80 if i == 0 else 0), clock.seq & 0xFFFF, clock.ts & 0xFFFFFFFF,
+                          clock.ssrc) + b"\xff" * 160
+        packets.append((i * 0.020, rtp))
+        clock.seq += 1
+        clock.ts += 160
+    _write_pcap(path, packets)
 
 
 def write_dtmf_pcap(path: Path, digits: str, clock: RtpClock, *, tone_ms: int = 120, gap_ms: int = 120) -> None:
@@ -160,14 +189,7 @@ def write_dtmf_pcap(path: Path, digits: str, clock: RtpClock, *, tone_ms: int = 
             t += 0.020 if not end else 0.005
         clock.ts += 160 * (steps + (gap_ms // 20))
         t += gap_ms / 1000
-    out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-    for when, rtp in packets:
-        udp = struct.pack(">HHHH", 40000, 40002, 8 + len(rtp), 0) + rtp
-        ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0,
-                         bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1])) + udp
-        frame = b"\x00" * 12 + b"\x08\x00" + ip
-        out += struct.pack("<IIII", int(when), int((when % 1) * 1e6), len(frame), len(frame)) + frame
-    path.write_bytes(bytes(out))
+    _write_pcap(path, packets)
 
 
 @dataclass
@@ -178,6 +200,7 @@ class CallerScript:
     end: str = "wait_bye"                          # "wait_bye" (far end hangs up) | "hangup"
     wait_bye_ms: int = 120_000                     # how long to wait for the far end's BYE
     patience_ms: int = 0                           # with wait_bye: hang up after this long instead of failing
+    prelude_ms: int = 60                           # audio the phone sends as the call is answered (0: none)
 
     def xml(self, pcap_dir: Path | None = None) -> str:
         """The scenario; DTMF pcaps are written into ``pcap_dir`` (a temporary folder by default)."""
@@ -185,6 +208,11 @@ class CallerScript:
         clock = RtpClock()
         pcap_dir = Path(pcap_dir or tempfile.mkdtemp(prefix="sipp-dtmf-"))
         pcap_dir.mkdir(parents=True, exist_ok=True)
+        if self.prelude_ms:
+            pcap = pcap_dir / f"prelude-{os.getpid()}-{next(_PCAP_SEQ)}.pcap"
+            write_audio_prelude(pcap, clock, self.prelude_ms)
+            body.append(f'  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>')
+            body.append(f'  <pause milliseconds="{int(self.prelude_ms)}"/>')
         for n, (kind, value) in enumerate(self.steps):
             if kind == "pause":
                 body.append(f'  <pause milliseconds="{int(value)}"/>')

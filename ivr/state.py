@@ -275,6 +275,9 @@ class CallCenterState:
         hold = _int(e.get("HoldTime"))
         q.stats.answered += 1
         q.stats.total_hold += hold
+        # app_queue's own estimate follows each answered call's wait (recalc_holdtime: an exponential
+        # average with weight 1/4, in whole seconds); mirrored here so it is current between resyncs
+        q.asterisk_holdtime = (3 * q.asterisk_holdtime + hold) >> 2
         if hold <= q.servicelevel:
             q.stats.answered_within_sl += 1
         m = q.members.get(e.get("Interface", ""))

@@ -45,6 +45,7 @@ class EngineServices:
     callbacks: CallbackStore | None = None
     surveys: SurveyStore | None = None
     estimate_wait: Callable[[str], float | None] = lambda queue: None
+    asterisk_estimate: Callable[[str], float | None] = lambda queue: None   # app_queue's average hold time
     banner: Callable[[str], Awaitable[str | None]] | None = None
     now: Callable[[datetime.tzinfo], datetime.datetime] = lambda tz: datetime.datetime.now(tz)
     fallback_queue: str = "support"
@@ -66,6 +67,7 @@ class CallContext:
     queue: str = ""
     reason: str = ""              # why they called: the last ``reason`` on their path
     started: float = field(default_factory=time.time)
+    estimates: dict[str, str] = field(default_factory=dict)   # wait estimates when they joined a queue
 
     def values(self) -> dict[str, str]:
         """What ``{name}`` templates may use."""
@@ -105,6 +107,7 @@ class MenuEngine:
                 "ivr_seconds": round(time.time() - ctx.started, 3)}
             if ctx.vars:
                 fields["vars"] = json.dumps(ctx.vars)
+            fields.update(ctx.estimates)
             fields["reason"] = ctx.reason or "none"
             if ctx.vars.get("escalated_from"):   # self-service was left for a human, from this step
                 fields["escalated_from"] = ctx.vars["escalated_from"]

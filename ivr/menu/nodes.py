@@ -207,6 +207,13 @@ async def _queue(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node
         await s.say_number(max(1, int(estimate / 60 + 0.5)))   # half a minute rounds up
         await engine.play(s, ctx, ("minutes",))
     ctx.outcome = "queued"
+    # both estimates at the moment the caller joins, kept in the record so they can be checked against the
+    # wait that followed (benchmarks/surge_load.py --mode hold)
+    if estimate is not None and math.isfinite(estimate):
+        ctx.estimates["estimate"] = str(round(estimate))
+    ast_estimate = engine.services.asterisk_estimate(queue)
+    if ast_estimate is not None:
+        ctx.estimates["ast_estimate"] = str(round(ast_estimate))
     priority = int(node.get("priority", 0))
     if ctx.vars.get("repeat") and engine.services.repeat_priority:
         priority = max(priority, engine.services.repeat_priority)

@@ -173,6 +173,7 @@ def start_test_stack(workdir: Path) -> TestStack:
     stack.init(port_base=base, extra={"dialplans_dir": str(dialplans), "agents": agents,
                                       "log_level": "DEBUG", "balance": TEST_BALANCE, "api": TEST_API,
                                       "refunds": TEST_REFUNDS,
+                                      "continuity": {"priority_groups": {"medical": 8}},
                                       "asterisk": {"trunk_uri": f"sip:127.0.0.1:{customer_port}",
                                                    "qualify_frequency": 5,
                                                    "outbound_callerid": "5550100"},

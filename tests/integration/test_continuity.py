@@ -228,3 +228,44 @@ def test_places_history_and_sweep_in_redis(stack: TestStack) -> None:
             await store.close()
 
     asyncio.run(run())
+
+
+def test_a_flagged_caller_goes_ahead_of_those_waiting(stack: TestStack) -> None:
+    """A supervisor flags a number as medical (priority 8): that caller joins rebooking ahead of the two
+    callers already waiting there; the flag is audited, shown, and removed again."""
+    flagged, x, y = "5557801", "5557810", "5557811"
+    wait_for(lambda: not waiting(stack, "rebooking"), timeout=30, what="rebooking empty before the test")
+    status, body = stack.api.request("PUT", f"/api/v1/callers/{flagged}/flag", {"group": "vip"})
+    assert status == 400 and "known: medical" in body["error"], body
+    flag = stack.api.request("PUT", f"/api/v1/callers/{flagged}/flag",
+                             {"group": "medical", "note": "dialysis patient", "hours": 2})[1]
+    assert flag["group"] == "medical" and flag["priority"] == 8 and flag["number"] == f"+{flagged}"
+    assert stack.api.get(f"/api/v1/callers/{flagged}")["flag"]["note"] == "dialysis patient"
+    audit = stack.api.get("/api/v1/audit")["audit"]
+    assert any(e["action"] == "caller.flag" and e["target"] == f"+{flagged}" for e in audit)
+    procs = []
+    try:
+        for n in (x, y):   # they give up after 30 s, the flagged caller after 15 s: the test ends by itself
+            procs.append(stack.sipp.start_calls(CallerScript(TO_REBOOKING, end="wait_bye", patience_ms=30_000),
+                                                extension=stack.main_extension, caller=n, timeout_s=120))
+            time.sleep(1.5)
+        wait_for(lambda: len(waiting(stack, "rebooking")) == 2, timeout=30, what="two callers waiting")
+        procs.append(stack.sipp.start_calls(CallerScript(TO_REBOOKING, end="wait_bye", patience_ms=15_000),
+                                            extension=stack.main_extension, caller=flagged, timeout_s=120))
+        line = wait_for(lambda: (w := waiting(stack, "rebooking")) and len(w) == 3 and w, timeout=30,
+                        what="the flagged caller in rebooking")
+        assert [c["callerid"] for c in sorted(line, key=lambda c: c["position"])] == [flagged, x, y], line
+        live = stack.api.get("/api/v1/live")["queues"]["rebooking"]["callers"]
+        assert [c.get("context", {}).get("group") for c in live if c["callerid"] == flagged] == ["medical"]
+        for proc in procs:
+            assert stack.sipp.finish(proc, timeout=90).ok
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+    rec = wait_for(lambda: records_of(stack, flagged), timeout=15, what="the flagged caller's record")[0]
+    assert json.loads(rec["vars"])["priority_group"] == "medical"
+    assert stack.api.request("DELETE", f"/api/v1/callers/{flagged}/flag")[0] == 200
+    assert stack.api.get(f"/api/v1/callers/{flagged}")["flag"] is None
+    assert stack.api.request("DELETE", f"/api/v1/callers/{flagged}/flag")[0] == 404

@@ -106,9 +106,13 @@ nodes:
 
 
 class FakeContinuity:
-    def __init__(self, found: Recognised | BaseException) -> None:
+    def __init__(self, found: Recognised | BaseException, groups: dict[str, int] | None = None) -> None:
         self.found = found
         self.asked: list[tuple[str, str]] = []
+        self.groups = groups or {}
+
+    def group_priority(self, group: str) -> int:
+        return self.groups.get(group, 0)
 
     async def recognise(self, uid: str, callerid: str) -> Recognised:
         self.asked.append((uid, callerid))
@@ -217,3 +221,35 @@ class _NoStore:
     class keys:
         prefix = "t"
     redis: Any = None
+
+
+async def test_a_flagged_caller_queues_with_their_groups_priority(prompts: PromptLibrary) -> None:
+    found = Recognised(number="+5551234", group="medical", repeat=True)
+    fake = ScriptedAsterisk([('EXEC "MSet" "IVR_QUEUE=support,IVR_PRIORITY=8,IVR_NEXT=queue"', EXEC_OK)])
+    world = World()
+    cont = FakeContinuity(found, groups={"medical": 8})
+    await run_call(engine_for(menu(NODE_MENU), prompts, world, continuity=cont, repeat_priority=4), fake)
+    assert fake.commands == fake.expected            # the higher of the group's 8 and the repeat caller's 4
+    assert record_of(world)["vars"] == {"repeat": "1", "priority_group": "medical"}
+
+
+def test_priority_groups_are_checked_in_the_config() -> None:
+    cfg = from_mapping({"continuity": {"priority_groups": {"medical": 8, "disability": "9"}}}, env={})
+    assert cfg.continuity.priority_groups == {"medical": 8, "disability": 9}
+    with pytest.raises(ConfigError, match="continuity.priority_groups.vip: expected 1 to 100, got 0"):
+        from_mapping({"continuity": {"priority_groups": {"vip": 0}}}, env={})
+    with pytest.raises(ConfigError, match="group names are lower-case"):
+        from_mapping({"continuity": {"priority_groups": {"VIP group": 5}}}, env={})
+    with pytest.raises(ConfigError, match="continuity.priority_groups: expected a mapping"):
+        from_mapping({"continuity": {"priority_groups": ["medical"]}}, env={})
+    with pytest.raises(ConfigError, match="continuity.priority_groups.medical: expected an integer"):
+        from_mapping({"continuity": {"priority_groups": {"medical": "high"}}}, env={})
+
+
+def test_a_flag_counts_while_it_lasts_and_its_group_is_configured() -> None:
+    c = Continuity(ContinuityConfig(priority_groups={"medical": 8}), store=_NoStore())  # type: ignore[arg-type]
+    assert c._current_flag({"group": "medical", "until": 200.0}, now=100.0)
+    assert c._current_flag({"group": "medical", "until": 50.0}, now=100.0) is None    # ended
+    assert c._current_flag({"group": "vip", "until": 200.0}, now=100.0) is None       # group since removed
+    assert c._current_flag(None, now=100.0) is None
+    assert c.group_priority("medical") == 8 and c.group_priority("") == 0 and c.group_priority("vip") == 0

@@ -455,6 +455,9 @@ async def test_recorded_call_replays(name: str, stack: Any, prompts: PromptLibra
     assert json.loads(record.pop("path")) == list(case.path or ())
     assert json.loads(record.pop("vars", "{}")) == dict(case.vars or {})
     started, seconds = record.pop("started_at"), record.pop("ivr_seconds")
+    # the record keeps the wait estimate the caller met at the queue node (when there was one)
+    met = world.estimates.get(case.estimates_asked[-1]) if case.estimates_asked else None
+    assert record.pop("estimate", None) == (None if met is None or math.isinf(met) else str(round(met)))
     assert isinstance(started, float) and isinstance(seconds, float) and 0 <= seconds < IO_TIMEOUT
     # the reason: the last node on the path that main.yaml gives one (none: hung up before choosing)
     reason = next((REASON_OF[n] for n in reversed(case.path or ()) if n in REASON_OF), "none")

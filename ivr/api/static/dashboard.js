@@ -398,11 +398,13 @@
     return { root, cells, pauseBtn, loginBtn };
   }
 
-  // what the IVR knew about a caller (ivr/continuity.py): returning after a drop, notified, repeat call,
+  // what the IVR knew about a caller (ivr/continuity.py): flagged into a priority group, returning after a
+  // drop, notified, repeat call,
   // left self-service with 0 (and from where), the booking they gave
   function contextTags(ctx) {
     if (!ctx || typeof ctx !== 'object') return [];
     const tags = [];
+    if (ctx.group) tags.push({ kind: 'group', text: `priority: ${ctx.group}` });
     if (ctx.returning) tags.push({ kind: 'returning', text: 'returning' });
     if (ctx.notice) tags.push({ kind: 'notice', text: `notice: ${ctx.notice}` });
     if (ctx.refund) tags.push({ kind: 'refund', text: `refund ${ctx.refund}` });
