@@ -33,5 +33,5 @@ def test_callback_is_dialled_when_an_agent_is_free_and_bridged(stack: TestStack)
                              and c.get("outcome") == "answered"], timeout=60, what="the callback's queue call")
     assert back[0]["agent"] in ("Agent 1001", "Agent 1004", "Agent 1005")
     log = (stack.stack.logs / "controller.log").read_text()
-    assert f"balance: dispatch_callback support" in log
+    assert "balance: dispatch_callback support" in log
     assert f"callback {cb_id}: {number} answered, in queue support" in log

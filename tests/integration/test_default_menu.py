@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
-import redis
 
 from ivr.demo import prompt_seconds
 from ivr.sipp import CallerScript
