@@ -19,6 +19,29 @@ from .selfservice import CallbackStore, RefundStore, SurveyStore
 
 CALL_TTL = 30 * 86400
 CALLS_STREAM_MAXLEN = 2_000_000
+# KEYS: the call's hash, the calls stream. ARGV: TTL, stream MAXLEN, uniqueid, then field, value, ...
+FINISH_LUA = """
+if redis.call('HGET', KEYS[1], 'finished') == '1' then
+  return {0, redis.call('HGETALL', KEYS[1])}
+end
+for i = 4, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('HSET', KEYS[1], 'finished', '1')
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+local all = redis.call('HGETALL', KEYS[1])
+local entry = {}
+for i = 1, #all, 2 do
+  if all[i] ~= 'uniqueid' then
+    entry[#entry + 1] = all[i]
+    entry[#entry + 1] = all[i + 1]
+  end
+end
+entry[#entry + 1] = 'uniqueid'
+entry[#entry + 1] = ARGV[3]
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(entry))
+return {1, all}
+"""
 ROLES = ("viewer", "supervisor", "admin")
 
 
@@ -50,6 +73,7 @@ class Store:
         self.refunds = RefundStore(client, self.keys)
         self.callbacks = CallbackStore(client, self.keys)
         self.surveys = SurveyStore(client, self.keys)
+        self._finish_script: Any = None    # registered on first use
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "ivr") -> "Store":
@@ -87,30 +111,18 @@ class Store:
     async def call_finish(self, uid: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         """Write the final fields and append the whole record to the calls stream, once.
 
-        Marking the record finished and appending it happen in one MULTI/EXEC
-        (under WATCH), so a retry after a failure can neither lose the stream
-        entry nor add it twice.
+        One Lua call (atomic, one round trip): if the record is already finished it is returned as it is
+        (a duplicate Hangup, or a retry after a reply was lost); otherwise the fields and ``finished`` are
+        written and the merged record is appended to the stream. A retry can neither lose the stream entry
+        nor add it twice.
         """
-        key = self.keys.call(uid)
-        final = _flat(fields)
-        async with self.redis.pipeline(transaction=True) as p:
-            while True:
-                try:
-                    await p.watch(key)
-                    current = await p.hgetall(key)
-                    if current.get("finished") == "1":
-                        await p.reset()
-                        return self._record(uid, current)  # already finished (a duplicate Hangup)
-                    merged = {**current, **final, "finished": "1"}
-                    record = self._record(uid, merged)
-                    p.multi()
-                    p.hset(key, mapping={**final, "finished": "1"})
-                    p.expire(key, CALL_TTL)
-                    p.xadd(self.keys.calls, _flat(record), maxlen=CALLS_STREAM_MAXLEN, approximate=True)
-                    await p.execute()
-                    return record
-                except aioredis.WatchError:
-                    continue
+        args: list[Any] = [CALL_TTL, CALLS_STREAM_MAXLEN, uid]
+        for k, v in _flat(fields).items():
+            args += [k, v]
+        if self._finish_script is None:
+            self._finish_script = self.redis.register_script(FINISH_LUA)
+        _, raw = await self._finish_script(keys=[self.keys.call(uid), self.keys.calls], args=args)
+        return self._record(uid, dict(zip(raw[::2], raw[1::2])))
 
     @staticmethod
     def _record(uid: str, raw: Mapping[str, str]) -> dict[str, Any]:
