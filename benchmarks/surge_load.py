@@ -17,7 +17,7 @@ and SIPp agent phones), everything on 127.0.0.1:
   calls/s through ``benchmarks/menus/hold.yaml`` ("please hold", then the support queue
   with music on hold, no callback offer) and wait up to ``--seconds`` (default 600) while
   ``--agents`` (default 10) answer one by one (``--talk`` 30 s); whoever is still waiting
-  at the end hangs up.
+  then leaves the queue (Queue()'s timeout) and Asterisk hangs up.
 
 A run passes when: SIPp reports under ``--max-failed`` (0.1 %) failed calls, no FastAGI
 session failed, no caller was sent to the fallback queue, and every call has its record in
@@ -137,7 +137,12 @@ class Load:
         dialplans = self.workdir / "dialplans"
         dialplans.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / "dialplans" / "main.yaml", dialplans / "main.yaml")
-        shutil.copy(HOLD_MENU, dialplans / "hold.yaml")
+        # callers leave the queue when their wait is up (Queue()'s timeout), never by hanging up: a SIPp
+        # caller cannot tell it was answered, and hanging up at its patience would cut off an agent who just
+        # took the call (the agent "answers" a caller who drops a second later)
+        hold_menu = HOLD_MENU.read_text(encoding="utf-8").replace("    announce_wait: false",
+                                                                  f"    announce_wait: false\n    timeout: {int(a.seconds)}")
+        (dialplans / "hold.yaml").write_text(hold_menu, encoding="utf-8")
         self.agent_ports = {str(3001 + i): free_port() for i in range(a.agents)}
         agents = [{"id": aid, "name": f"Agent {aid}", "skill": "experienced", "team": f"team-{int(aid) % 2 + 1}",
                    "tier": "core", "queues": ["support", "refunds", "rebooking"],
@@ -198,7 +203,7 @@ class Load:
         cfg = self.stack.config()
         timeout_s = int(a.seconds + 600)
         if a.mode == "hold":
-            script = CallerScript(steps=[], end="wait_bye", patience_ms=int(a.seconds * 1000))
+            script = CallerScript(steps=[], end="wait_bye", patience_ms=int((a.seconds + 120) * 1000))
             self.callers = [("hold", a.callers, self.sipp.start_calls(
                 script, extension=DID_HOLD, caller_prefix="5530", calls=a.callers, rate=a.arrival,
                 concurrent=a.callers + 10, timeout_s=timeout_s))]
