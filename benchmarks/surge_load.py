@@ -299,11 +299,17 @@ class Load:
         waits = [float(c.get("wait") or 0) for c in answered]
         # wait estimates the callers met at the queue against the wait that followed (answered callers only:
         # an abandoned caller's wait is cut short, not measured)
+        # "warm": only callers who joined after five calls had ended, when both estimators had measured
+        # handle and hold times (before that the controller assumes its default handle time, app_queue 0 s)
+        ends = sorted(float(c["answered_at"]) + float(c.get("talk") or 0) for c in answered if c.get("answered_at"))
+        warm_from = ends[4] if len(ends) >= 5 else float("inf")
+        warm = [c for c in answered if float(c.get("joined_at") or 0) > warm_from]
         errors: dict[str, dict[str, Any]] = {}
-        for key, name in (("estimate", "policy"), ("ast_estimate", "asterisk")):
-            diffs = [float(c[key]) - float(c.get("wait") or 0) for c in answered if c.get(key) not in (None, "")]
-            errors[name] = ({"n": len(diffs), "mae_s": round(sum(abs(d) for d in diffs) / len(diffs), 1),
-                             "bias_s": round(sum(diffs) / len(diffs), 1)} if diffs else {"n": 0})
+        for subset, group in (("", answered), ("warm_", warm)):
+            for key, name in (("estimate", "policy"), ("ast_estimate", "asterisk")):
+                diffs = [float(c[key]) - float(c.get("wait") or 0) for c in group if c.get(key) not in (None, "")]
+                errors[subset + name] = ({"n": len(diffs), "mae_s": round(sum(abs(d) for d in diffs) / len(diffs), 1),
+                                          "bias_s": round(sum(diffs) / len(diffs), 1)} if diffs else {"n": 0})
         # memory: once the load is established (a third of the way through the arrivals) against the end
         load_s = a.seconds if a.mode == "rate" else a.callers / a.arrival
         third = next((s for s in samples if s["t"] >= load_s / 3), samples[-1])
@@ -368,7 +374,7 @@ def format_report(r: dict[str, Any]) -> str:
         "  outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(r["outcomes"].items()))
         + (f"; ASA {r['asa_s']} s" if r["asa_s"] is not None else ""),
         f"  peak waiting in queues {r['peak_waiting']}, peak in the IVR {r['peak_in_ivr']}",
-        "  wait estimate error on answered calls (estimate - wait): " + "; ".join(
+        "  wait estimate error on answered calls (estimate - wait; warm_: joined after 5 calls ended): " + "; ".join(
             f"{name}: MAE {e['mae_s']} s, bias {e['bias_s']} s (n={e['n']})" if e["n"] else f"{name}: no data"
             for name, e in r["estimate_error"].items()),
         "  CPU per call (ms): " + ", ".join(f"{n} {v}" for n, v in r["ms_per_call"].items())
