@@ -96,7 +96,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from ivr.sipp import CallerScript, Sipp  # noqa: E402
-from ivr.stack import PORT_OFFSETS, Stack, StackError  # noqa: E402
+from ivr.stack import PORT_OFFSETS, Stack, StackError, missing_tools  # noqa: E402
 from ivr.stack import pick_port_base as stack_pick_port_base  # noqa: E402
 
 MENU_FILE = Path(__file__).resolve().parent / "menus" / "bench.yaml"
@@ -605,9 +605,8 @@ def main(argv: list[str] | None = None) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not rates or any(r <= 0 for r in rates) or any(m not in MODES for m in modes):
         p.error("--rates must be positive numbers; --modes a subset of ivr,static")
-    for tool in ("asterisk", "redis-server", "sipp"):
-        if shutil.which(tool) is None:
-            p.error(f"{tool} is not installed: run scripts/install.sh")
+    if missing_tools():
+        p.error(f"{', '.join(missing_tools())} not installed: run scripts/install.sh")
 
     made_tmp = args.workdir is None
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="ivr-bench-")).resolve()

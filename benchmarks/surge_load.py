@@ -60,9 +60,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.ivr_call_rate import proc_cpu_s, proc_rss_mb  # noqa: E402
-from ivr.demo import BRANCH_INPUT, BRANCHES, LANGUAGES, STATUS_BOOKING, _seed_refund  # noqa: E402
+from ivr.demo import BRANCHES, STATUS_BOOKING, _seed_refund, surge_mix  # noqa: E402
 from ivr.sipp import CallerScript, Sipp, free_port  # noqa: E402
-from ivr.stack import PORT_OFFSETS, Stack, StackError, pick_port_base  # noqa: E402
+from ivr.stack import PORT_OFFSETS, Stack, StackError, missing_tools, pick_port_base  # noqa: E402
 
 HOLD_MENU = Path(__file__).resolve().parent / "menus" / "hold.yaml"
 DID_HOLD = "520"
@@ -211,20 +211,11 @@ class Load:
         total = max(1, int(round(a.rate * a.seconds)))
         self.callers = []
         placed = 0
-        for li, (lang, lang_key, lshare) in enumerate(LANGUAGES):
-            for branch, key, bshare in BRANCHES:
-                n = int(round(total * lshare * bshare))
-                if n == 0:
-                    continue
-                script = CallerScript(
-                    steps=[("pause", 800), ("dtmf", lang_key), ("pause", 500), ("dtmf", "#"),
-                           ("pause", 700), ("dtmf", key)] + BRANCH_INPUT.get(key, []),
-                    end="wait_bye", patience_ms=int((a.patience + 60) * 1000))
-                rate = max(0.01, a.rate * lshare * bshare)
-                self.callers.append((f"{lang}/{branch}", n, self.sipp.start_calls(
-                    script, extension=cfg.asterisk.inbound_extension, caller_prefix=f"55{li}{key}",
-                    calls=n, rate=rate, concurrent=int(rate * (a.patience + 120)) + 20, timeout_s=timeout_s)))
-                placed += n
+        for i, g in enumerate(surge_mix(total, a.rate, a.patience)):
+            self.callers.append((g.name, g.calls, self.sipp.start_calls(
+                g.script, extension=cfg.asterisk.inbound_extension, caller_prefix=f"55{i:02d}", calls=g.calls,
+                rate=g.rate, concurrent=int(g.rate * (a.patience + 120)) + 20, timeout_s=timeout_s)))
+            placed += g.calls
         return placed
 
     # ------------------------------------------------------------------ the run
@@ -418,9 +409,8 @@ def main(argv: list[str] | None = None) -> int:
                        if args.mode == "rate" else 10)
     if args.rate <= 0 or args.seconds <= 0 or args.callers <= 0 or args.arrival <= 0 or args.agents <= 0:
         p.error("--rate, --seconds, --callers, --arrival and --agents must be positive")
-    for tool in ("asterisk", "redis-server", "sipp"):
-        if shutil.which(tool) is None:
-            p.error(f"{tool} is not installed: run scripts/install.sh")
+    if missing_tools():
+        p.error(f"{', '.join(missing_tools())} not installed: run scripts/install.sh")
     made_tmp = args.workdir is None
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="ivr-load-")).resolve()
     load = Load(args, workdir)

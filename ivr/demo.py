@@ -45,6 +45,33 @@ BRANCH_INPUT: dict[str, list[tuple[str, str | int]]] = {
 STATUS_BOOKING = "314159"
 
 
+@dataclass(frozen=True, slots=True)
+class CallerGroup:
+    """One kind of caller of a surge (a language and a menu branch): how many, at what rate, doing what."""
+
+    name: str
+    calls: int
+    rate: float
+    script: CallerScript
+
+
+def surge_mix(total: int, rate: float, patience: float) -> list[CallerGroup]:
+    """The callers of a surge through the default menu (dialplans/main.yaml), split by language and branch:
+    language first (any key interrupts it), # skips the crisis message, then the branch and its input."""
+    groups = []
+    for lang, lang_key, lshare in LANGUAGES:
+        for branch, key, bshare in BRANCHES:
+            n = int(round(total * lshare * bshare))
+            if n == 0:
+                continue
+            script = CallerScript(
+                steps=[("pause", 800), ("dtmf", lang_key), ("pause", 500), ("dtmf", "#"),
+                       ("pause", 700), ("dtmf", key)] + BRANCH_INPUT.get(key, []),
+                end="wait_bye", patience_ms=int((patience + 60) * 1000))
+            groups.append(CallerGroup(f"{lang}/{branch}", n, max(0.01, rate * lshare * bshare), script))
+    return groups
+
+
 def _seed_refund(cfg: Any, booking: str) -> None:
     """A refund request for the booking the status callers ask about, so they hear a status and hang up."""
     import asyncio
@@ -199,21 +226,11 @@ def run_demo(opts: DemoOptions, out: Any = sys.stdout) -> dict[str, Any]:
             _start_campaign(info, opts.campaign, out)
         total = max(1, int(round(opts.rate * opts.duration)))
         rng = random.Random(7)
-        for lang, lang_key, lshare in LANGUAGES:
-            for branch, key, bshare in BRANCHES:
-                n = int(round(total * lshare * bshare))
-                if n == 0:
-                    continue
-                # the default menu: language first (any key interrupts it), # skips the crisis message
-                script = CallerScript(
-                    steps=[("pause", 800), ("dtmf", lang_key), ("pause", 500), ("dtmf", "#"),
-                           ("pause", 700), ("dtmf", key)] + BRANCH_INPUT.get(key, []),
-                    end="wait_bye", patience_ms=int((opts.patience + 60) * 1000))
-                prefix = f"55{rng.randrange(10**5, 10**6)}"   # + SIPp's call number: one number per caller
-                rate = max(0.01, opts.rate * lshare * bshare)
-                callers.append((f"{lang}/{branch}", n, sipp.start_calls(
-                    script, extension=cfg.asterisk.inbound_extension, caller_prefix=prefix, calls=n, rate=rate,
-                    timeout_s=int(opts.duration + opts.patience + 300))))
+        for g in surge_mix(total, opts.rate, opts.patience):
+            prefix = f"55{rng.randrange(10**5, 10**6)}"   # + SIPp's call number: one number per caller
+            callers.append((g.name, g.calls, sipp.start_calls(
+                g.script, extension=cfg.asterisk.inbound_extension, caller_prefix=prefix, calls=g.calls,
+                rate=g.rate, timeout_s=int(opts.duration + opts.patience + 300))))
         print(f"replaying {total} calls over {opts.duration:.0f}s ({opts.rate:g}/s) to {opts.agents} agents "
               f"({len(novices)} novices)", file=out, flush=True)
         token = info["token"]

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from .stack import port_bindable
+
 _DTMF_EVENTS = {**{str(d): d for d in range(10)}, "*": 10, "#": 11}
 
 _SDP = """v=0
@@ -59,16 +61,6 @@ _next_block = random.randrange(SIPP_PORTS[0], SIPP_PORTS[1], 4)
 _blocks_lock = threading.Lock()
 
 
-def _bindable(port: int, kinds: tuple[int, ...]) -> bool:
-    for kind in kinds:
-        with socket.socket(socket.AF_INET, kind) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
 def _next_free_block(size: int, kinds: tuple[int, ...]) -> int:
     """The next block of four ports (a multiple of 4) in SIPP_PORTS whose first ``size`` ports bind."""
     global _next_block
@@ -79,7 +71,7 @@ def _next_free_block(size: int, kinds: tuple[int, ...]) -> int:
             _next_block += 4
             if _next_block >= SIPP_PORTS[1]:
                 _next_block = SIPP_PORTS[0]
-            if all(_bindable(p + i, kinds) for i in range(size)):
+            if all(port_bindable(p + i, kinds) for i in range(size)):
                 return p
     raise RuntimeError(f"no free ports left between {SIPP_PORTS[0]} and {SIPP_PORTS[1]} on 127.0.0.1")
 

@@ -35,6 +35,14 @@ class StackError(RuntimeError):
     """A part of the stack did not start or stop; the message says which and why."""
 
 
+TOOLS = ("asterisk", "redis-server", "sipp")   # what a private stack with simulated phones needs
+
+
+def missing_tools(tools: tuple[str, ...] = TOOLS) -> list[str]:
+    """The programs of ``tools`` that are not on the PATH (scripts/install.sh installs them)."""
+    return [t for t in tools if shutil.which(t) is None]
+
+
 def ports_for(base: int) -> dict[str, int]:
     return {name: base + off for name, off in PORT_OFFSETS.items()}
 
@@ -52,13 +60,17 @@ def ports_free(base: int, rtp_pairs: int = 1) -> bool:
     Redis, and the RTP range up to ``rtp_pairs`` calls (its first and last port)."""
     wanted = [p for n, p in ports_for(base).items() if n != "rtp_end"]
     wanted.append(base + PORT_OFFSETS["rtp_start"] + 2 * rtp_pairs - 1)
-    for port in wanted:
-        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-            with socket.socket(socket.AF_INET, kind) as sock:
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    return False
+    return all(port_bindable(port) for port in wanted)
+
+
+def port_bindable(port: int, kinds: tuple[int, ...] = (socket.SOCK_STREAM, socket.SOCK_DGRAM)) -> bool:
+    """Whether ``port`` on 127.0.0.1 can be bound now, for each socket kind in ``kinds``."""
+    for kind in kinds:
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return False
     return True
 
 

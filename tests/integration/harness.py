@@ -14,18 +14,15 @@ from typing import Any, Callable
 
 from ivr.config import PROJECT_ROOT
 from ivr.sipp import Sipp, free_port
-from ivr.stack import Stack
+from ivr.stack import Stack, missing_tools
 from ivr.stack import pick_port_base as stack_pick_port_base
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SHORT_MENU_DID = "501"  # runs tests/fixtures/dialplans/short.yaml (a beep and one menu)
 BROKEN_MENU_DID = "502"  # routed to a menu that does not exist
 OUTCOMES_MENU_DID = "503"  # runs tests/fixtures/dialplans/outcomes.yaml (a recorded message)
-REQUIRED_TOOLS = ("asterisk", "redis-server", "sipp")
-
-
 def require_tools() -> None:
-    missing = [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
+    missing = missing_tools()
     if missing:
         raise RuntimeError(f"integration tests need {', '.join(missing)}: run `bash scripts/install.sh` first")
 
