@@ -126,6 +126,13 @@ class Continuity:
     def key(self, raw: str) -> str:
         return caller_key(raw, self.cfg.region)
 
+    def _checked_key(self, raw: str) -> str:
+        """``key()`` of a number given to the API; ValueError naming the problem when it is not one."""
+        number = self.key(raw)
+        if not number:
+            raise ValueError(f"number: expected 6-15 digits (optionally with +), got {raw!r}")
+        return number
+
     @property
     def _history_ttl(self) -> int:
         return self.cfg.history_days * 86400 or 86400
@@ -233,11 +240,10 @@ class Continuity:
         return int(self.cfg.priority_groups.get(group, 0)) if group else 0
 
     async def set_flag(self, raw_number: str, group: str, *, note: str = "", hours: float | None = None,
-                       by: str = "") -> dict[str, Any]:
-        """Flag a number into a priority group: their calls queue with the group's priority until it ends."""
-        number = self.key(raw_number)
-        if not number:
-            raise ValueError(f"number: expected 6-15 digits (optionally with +), got {raw_number!r}")
+                       by: str = "") -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Flag a number into a priority group: their calls queue with the group's priority until it ends.
+        Returns the new flag (with the number) and the one it replaced (for the audit log)."""
+        number = self._checked_key(raw_number)
         if group not in self.cfg.priority_groups:
             known = ", ".join(sorted(self.cfg.priority_groups)) or "none configured (continuity.priority_groups)"
             raise ValueError(f"group: {group!r} is not a priority group (known: {known})")
@@ -249,18 +255,17 @@ class Continuity:
         now = time.time()
         flag = {"group": group, "priority": self.group_priority(group), "note": note, "by": by,
                 "at": round(now, 3), "until": round(now + hours * 3600, 3)}
-        async with self.redis.pipeline(transaction=False) as p:
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hget(self._k(number), "flag")
             p.hset(self._k(number), "flag", json.dumps(flag))
             p.expire(self._k(number), max(self._history_ttl, int(hours * 3600) + 60))
-            await p.execute()
+            old, _, _ = await p.execute()
         log.info("caller %s flagged %s (priority %d) for %.0f h by %s", number, group, flag["priority"], hours,
                  by or "?")
-        return dict(flag, number=number)
+        return dict(flag, number=number), self._current_flag(_loads(old), now)
 
     async def clear_flag(self, raw_number: str) -> dict[str, Any] | None:
-        number = self.key(raw_number)
-        if not number:
-            raise ValueError(f"number: expected 6-15 digits (optionally with +), got {raw_number!r}")
+        number = self._checked_key(raw_number)
         async with self.redis.pipeline(transaction=True) as p:
             p.hget(self._k(number), "flag")
             p.hdel(self._k(number), "flag")
@@ -401,9 +406,7 @@ class Continuity:
     # ----------------------------------------------------------------- API
     async def describe(self, raw_number: str) -> dict[str, Any]:
         """Everything known about a caller: live calls, kept place, last notice, recent calls, refunds."""
-        number = self.key(raw_number)
-        if not number:
-            raise ValueError(f"number: expected 6-15 digits (optionally with +), got {raw_number!r}")
+        number = self._checked_key(raw_number)
         async with self.redis.pipeline(transaction=False) as p:
             p.hgetall(self._k(number))
             p.smembers(self._k(number, "live"))

@@ -21,6 +21,7 @@ from panoramisk import Manager
 from panoramisk.actions import Action
 from panoramisk.message import Message
 
+from ..logutil import RateLimit
 from . import names
 from .protocol import HardenedAMIProtocol
 
@@ -117,8 +118,7 @@ class AmiClient:
         self.reconnects = 0
         self.failed_attempts = 0
         self.last_error = ""
-        self._last_log = 0.0
-        self._suppressed = 0
+        self._quiet = RateLimit(5.0)     # what repeats while AMI is away or flapping: a line every 5 s
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -151,17 +151,6 @@ class AmiClient:
                 bridge.protocol.transport.close()
             except Exception:  # pragma: no cover
                 pass
-
-    def _log_rate_limited(self, level: int, msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self._last_log >= 5.0:
-            if self._suppressed:
-                msg += " (%d similar messages suppressed)"
-                args = (*args, self._suppressed)
-            log.log(level, msg, *args)
-            self._last_log, self._suppressed = now, 0
-        else:
-            self._suppressed += 1
 
     # ------------------------------------------------------- callbacks from _Bridge
     def _connect_failed(self, exc: BaseException | None) -> None:
@@ -219,19 +208,18 @@ class AmiClient:
                 self.failed_attempts += 1
                 self.last_error = str(exc)
                 self._close_transport()
-                self._log_rate_limited(logging.WARNING, "AMI not available (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
-                delay = min(delay * 2, self.backoff_max)
+                self._quiet.log(log, logging.WARNING, "AMI not available (%s); retrying in %.1fs", exc, delay)
+                delay = await self._back_off(delay)
                 continue
             if self.connections:
                 self.reconnects += 1
             self.connections += 1
             self.last_error = ""
+            connected = ("AMI connected to %s:%d and resynced (connection %d)", self.host, self.port, self.connections)
             if flapping:
-                self._log_rate_limited(logging.INFO, "AMI connected to %s:%d and resynced (connection %d)",
-                                       self.host, self.port, self.connections)
+                self._quiet.log(log, logging.INFO, *connected)
             else:
-                log.info("AMI connected to %s:%d and resynced (connection %d)", self.host, self.port, self.connections)
+                log.info(*connected)
             self.ready.set()
             up_since = time.monotonic()
             pinger = asyncio.create_task(self._pinger(), name="ami-pinger")
@@ -255,11 +243,15 @@ class AmiClient:
             flapping = True
             self.flaps += 1
             self.last_error = f"connection lost after {up_for:.1f}s"
-            self._log_rate_limited(logging.WARNING, "AMI connection to %s:%d lost after %.1fs (%d short-lived "
-                                   "connections so far); reconnecting in %.1fs", self.host, self.port, up_for,
-                                   self.flaps, delay)
-            await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
-            delay = min(delay * 2, self.backoff_max)
+            self._quiet.log(log, logging.WARNING, "AMI connection to %s:%d lost after %.1fs (%d short-lived "
+                            "connections so far); reconnecting in %.1fs", self.host, self.port, up_for, self.flaps,
+                            delay)
+            delay = await self._back_off(delay)
+
+    async def _back_off(self, delay: float) -> float:
+        """Wait about ``delay`` (+-20 %, so many clients do not retry in step); the next, doubled, delay."""
+        await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
+        return min(delay * 2, self.backoff_max)
 
     async def _pinger(self) -> None:
         while True:

@@ -189,8 +189,8 @@ async def caller_flag(request: web.Request) -> web.Response:
         return json_error(400, "group: text; note: text; hours: a number")
     who = request["auth"].get("name", "")
     try:
-        old = (await ctl.continuity.describe(request.match_info["number"]))["flag"]
-        flag = await ctl.continuity.set_flag(request.match_info["number"], group, note=note, hours=hours, by=who)
+        flag, old = await ctl.continuity.set_flag(request.match_info["number"], group, note=note, hours=hours,
+                                                  by=who)
     except ValueError as exc:
         return json_error(400, str(exc))
     await ctl.store.audit(who, "caller.flag", flag["number"], old, {k: v for k, v in flag.items() if k != "number"})
@@ -258,19 +258,27 @@ async def agent_add(request: web.Request) -> web.Response:
     }, status=201)
 
 
-@requires("supervisor")
-async def agent_update(request: web.Request) -> web.Response:
-    """Change an agent's name, skill, team, tier, queues, languages or base penalty."""
+async def _roster_change(agent_id: str, change: Awaitable[Any]) -> web.Response | None:
+    """Await a roster change; the API's error answer when it fails (no such agent: 404, refused: 400)."""
     from ..roster import RosterError
-    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
-    agent_id = request.match_info["agent_id"]
-    body = await _json_body(request)
     try:
-        await ctl.roster.update(agent_id, body, by=request["auth"].get("name", ""))
+        await change
     except KeyError:
         return json_error(404, f"no agent {agent_id!r}")
     except RosterError as exc:
         return json_error(400, str(exc))
+    return None
+
+
+@requires("supervisor")
+async def agent_update(request: web.Request) -> web.Response:
+    """Change an agent's name, skill, team, tier, queues, languages or base penalty."""
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    agent_id = request.match_info["agent_id"]
+    body = await _json_body(request)
+    failed = await _roster_change(agent_id, ctl.roster.update(agent_id, body, by=request["auth"].get("name", "")))
+    if failed is not None:
+        return failed
     ctl.balance.wake()
     return web.json_response(_agent_json(ctl, agent_id))
 
@@ -307,26 +315,21 @@ async def agent_remove(request: web.Request) -> web.Response:
 @requires("supervisor")
 async def agent_pin(request: web.Request) -> web.Response:
     """Set the PIN an agent keys in to log in or out from their phone (*81 / *82): {"pin": "4-8 digits"}."""
-    from ..roster import RosterError
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
     agent_id = request.match_info["agent_id"]
     body = await _json_body(request)
-    try:
-        await ctl.roster.set_pin(agent_id, str(body.get("pin", "")), by=request["auth"].get("name", ""))
-    except KeyError:
-        return json_error(404, f"no agent {agent_id!r}")
-    except RosterError as exc:
-        return json_error(400, str(exc))
-    return web.json_response({"id": agent_id, "pin": "set"})
+    failed = await _roster_change(agent_id, ctl.roster.set_pin(agent_id, str(body.get("pin", "")),
+                                                                by=request["auth"].get("name", "")))
+    return failed or web.json_response({"id": agent_id, "pin": "set"})
 
 
 async def _set_login(request: web.Request, logged_in: bool) -> web.Response:
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
     agent_id = request.match_info["agent_id"]
-    try:
-        await ctl.roster.set_logged_in(agent_id, logged_in, by=request["auth"].get("name", ""))
-    except KeyError:
-        return json_error(404, f"no agent {agent_id!r}")
+    failed = await _roster_change(agent_id, ctl.roster.set_logged_in(agent_id, logged_in,
+                                                                      by=request["auth"].get("name", "")))
+    if failed is not None:
+        return failed
     ctl.balance.wake()
     log.info("API: agent %s logged %s by %s", agent_id, "in" if logged_in else "out", request["auth"].get("name"))
     return web.json_response({"id": agent_id, "logged_in": logged_in})
