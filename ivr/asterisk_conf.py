@@ -54,7 +54,7 @@ MODULES: tuple[str, ...] = (
 CONF_FILES = ("asterisk.conf", "modules.conf", "logger.conf", "rtp.conf", "manager.conf",
               "musiconhold.conf", "pjsip.conf", "queues.conf", "extensions.conf", "cdr.conf",
               "cel.conf", "features.conf", "indications.conf", "amd.conf", "pjproject.conf",
-              "ccss.conf", "acl.conf", "udptl.conf")
+              "ccss.conf", "acl.conf", "udptl.conf", "stasis.conf")
 
 
 @dataclass(frozen=True, slots=True)

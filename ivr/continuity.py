@@ -36,11 +36,12 @@ Redis keys (``{n}`` is the E.164 number):
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import phonenumbers
 from redis.exceptions import RedisError
@@ -53,10 +54,12 @@ log = logging.getLogger(__name__)
 # notice outcomes where someone (or their voicemail) heard the message
 HEARD = frozenset({"machine", "no_key", "refund", "callback", "agent", "optout", "heard"})
 DROPPED = frozenset({"abandoned", "left_queue"})
+HISTORY_BATCH = 500   # caller histories written in one round trip at most
 LIVE_TTL_S = 6 * 3600
 SUMMARY_FIELDS = ("outcome", "queue", "agent", "wait", "talk", "language", "menu", "kind", "campaign", "keypress")
 
 
+@functools.lru_cache(maxsize=20_000)   # pure; each call asks at its start and at its end
 def caller_key(raw: str, region: str = "") -> str:
     """The E.164 form of a caller ID ('' when it is not a usable number).
 
@@ -108,6 +111,8 @@ class Continuity:
         self.reached_marked = 0
         self.callbacks_made = 0
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._ended: list[tuple[Mapping[str, Any], float | None]] = []   # calls whose history is not written yet
+        self._remembering = False
         # is this Uniqueid a channel on Asterisk now? (set by the controller from its AMI state)
         self.channel_alive: Callable[[str], bool] | None = None
 
@@ -191,13 +196,17 @@ class Continuity:
         self._spawn(self.mark_reached(number), f"mark {number} reached")
         return found
 
-    async def mark_reached(self, number: str, before: float | None = None) -> int:
+    async def mark_reached(self, number: str, before: float | None = None,
+                           campaigns: set[str] | None = None) -> int:
         """The caller called in: contacts with this number waiting in any campaign are not dialled (with
-        ``before``, only contacts added before then: a message queued after the call ended still goes)."""
+        ``before``, only contacts added before then: a message queued after the call ended still goes).
+        ``campaigns``: the campaign ids when the caller has just read them."""
         from .campaigns import contacts
 
         marked = 0
-        cids = sorted(await self.redis.smembers(f"{self.prefix}:campaigns"))
+        if campaigns is None:
+            campaigns = await self.redis.smembers(f"{self.prefix}:campaigns")
+        cids = sorted(campaigns)
         if not cids:
             return 0
         keys = [contacts.CampaignKeys(self.prefix, cid) for cid in cids]
@@ -319,32 +328,61 @@ class Continuity:
 
     # ------------------------------------------------------- after a call
     def call_finished(self, record: Mapping[str, Any]) -> None:
-        """Hook for the call recorder (runs in the event loop; the Redis work is a task)."""
+        """Hook for the call recorder (runs in the event loop). The Redis work is done by one task for all
+        the calls that ended meanwhile (the recorder finishes records in batches): one round trip for many
+        callers' histories."""
         uid = _uid(record)
         self.context.pop(uid, None)
         since = self.place_since.pop(uid, None)
         if self.cfg.enabled and record.get("caller"):
-            self._spawn(self.remember(record, since), f"history of call {uid}")
+            self._ended.append((record, since))
+            if not self._remembering:
+                self._remembering = True
+                self._spawn(self._remember_ended(), "caller histories")
+
+    async def _remember_ended(self) -> None:
+        try:
+            while self._ended:
+                batch, self._ended = self._ended[:HISTORY_BATCH], self._ended[HISTORY_BATCH:]
+                try:
+                    await self.remember_many(batch)
+                except Exception as exc:   # Redis down: these histories are lost, the calls' records are not
+                    log.warning("continuity: histories of %d call(s) not written: %s", len(batch), exc)
+        finally:
+            self._remembering = False
 
     async def remember(self, record: Mapping[str, Any], since: float | None = None) -> None:
-        number = self.key(str(record.get("caller") or ""))
-        if not number:
+        await self.remember_many([(record, since)])
+
+    async def remember_many(self, items: Sequence[tuple[Mapping[str, Any], float | None]]) -> None:
+        """After calls ended: their callers' histories (one round trip for all), contacts who called in
+        marked reached in running campaigns, and places kept for callers who dropped out of a queue."""
+        entries = [(n, record, since) for record, since in items if (n := self.key(str(record.get("caller") or "")))]
+        if not entries:
             return
-        uid = _uid(record)
-        summary = summarise(record)
-        outcome = record.get("outcome", "")
+        reach_any = any(_reaches(record) for _, record, _ in entries)
         async with self.redis.pipeline(transaction=False) as p:
-            p.srem(self._k(number, "live"), uid)
-            p.lpush(self._k(number, "calls"), json.dumps(summary))
-            p.ltrim(self._k(number, "calls"), 0, max(0, self.cfg.history - 1))
-            p.expire(self._k(number, "calls"), self._history_ttl)
-            if outcome == "answered":
-                p.hset(self._k(number), "last_answered", str(record.get("answered_at") or time.time()))
-                p.expire(self._k(number), self._history_ttl)
-            await p.execute()
-        if not record.get("campaign") and record.get("kind") != "callback" and record.get("menu"):
-            # added to a campaign while on this call: in touch already
-            await self.mark_reached(number, before=_num(record.get("ended_at")))
+            if reach_any:        # read in the same round trip: most calls end with no campaign running
+                p.smembers(f"{self.prefix}:campaigns")
+            for number, record, _ in entries:
+                p.srem(self._k(number, "live"), _uid(record))
+                p.lpush(self._k(number, "calls"), json.dumps(summarise(record)))
+                p.ltrim(self._k(number, "calls"), 0, max(0, self.cfg.history - 1))
+                p.expire(self._k(number, "calls"), self._history_ttl)
+                if record.get("outcome") == "answered":
+                    p.hset(self._k(number), "last_answered", str(record.get("answered_at") or time.time()))
+                    p.expire(self._k(number), self._history_ttl)
+            replies = await p.execute()
+        campaigns: set[str] = replies[0] if reach_any else set()
+        for number, record, since in entries:
+            if _reaches(record):   # added to a campaign while on this call: in touch already
+                await self.mark_reached(number, before=_num(record.get("ended_at")), campaigns=campaigns)
+            await self._keep_place(number, record, since)
+
+    async def _keep_place(self, number: str, record: Mapping[str, Any], since: float | None) -> None:
+        """A caller who dropped out of a queue after waiting a while: their place is kept for a window."""
+        uid = _uid(record)
+        outcome = record.get("outcome", "")
         queue = str(record.get("queue") or "")
         if outcome not in DROPPED or not queue or record.get("campaign") or self.cfg.window <= 0:
             return
@@ -477,6 +515,11 @@ def summarise(record: Mapping[str, Any]) -> dict[str, Any]:
     if v.get("place_since"):
         out["returning"] = True
     return out
+
+
+def _reaches(record: Mapping[str, Any]) -> bool:
+    """Did this call come in through the IVR (not a campaign's or a callback's call out)?"""
+    return not record.get("campaign") and record.get("kind") != "callback" and bool(record.get("menu"))
 
 
 def _uid(record: Mapping[str, Any]) -> str:

@@ -10,9 +10,10 @@ import hashlib
 import json
 import secrets
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from .keys import Keys
 from .selfservice import CallbackStore, RefundStore, SurveyStore
@@ -42,6 +43,7 @@ entry[#entry + 1] = ARGV[3]
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(entry))
 return {1, all}
 """
+FINISH_SHA = hashlib.sha1(FINISH_LUA.encode("utf-8")).hexdigest()
 ROLES = ("viewer", "supervisor", "admin")
 
 
@@ -73,7 +75,6 @@ class Store:
         self.refunds = RefundStore(client, self.keys)
         self.callbacks = CallbackStore(client, self.keys)
         self.surveys = SurveyStore(client, self.keys)
-        self._finish_script: Any = None    # registered on first use
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "ivr") -> "Store":
@@ -89,40 +90,104 @@ class Store:
 
     # ------------------------------------------------------------ call records
     async def call_update(self, uid: str, fields: Mapping[str, Any]) -> None:
-        key = self.keys.call(uid)
-        async with self.redis.pipeline(transaction=False) as p:
-            p.hset(key, mapping=_flat(fields))
-            p.expire(key, CALL_TTL)
-            await p.execute()
+        self._raise_first(await self.call_batch([("set", uid, fields)]))
 
     async def call_update_if_new(self, uid: str, fields: Mapping[str, Any]) -> None:
         """Set fields that are not set yet (first writer wins)."""
-        key = self.keys.call(uid)
-        async with self.redis.pipeline(transaction=False) as p:
-            for k, v in _flat(fields).items():
-                p.hsetnx(key, k, v)
-            p.expire(key, CALL_TTL)
-            await p.execute()
+        self._raise_first(await self.call_batch([("setnx", uid, fields)]))
 
     async def call_get(self, uid: str) -> dict[str, Any]:
         raw = await self.redis.hgetall(self.keys.call(uid))
         return self._record(uid, raw) if raw else {}
 
-    async def call_finish(self, uid: str, fields: Mapping[str, Any]) -> dict[str, Any]:
-        """Write the final fields and append the whole record to the calls stream, once.
+    async def call_batch(self, ops: Sequence[tuple[str, str, Mapping[str, Any] | None]]) -> list[Any]:
+        """Call-record operations of many calls, in order, in one round trip (a pipeline, not a transaction).
 
-        One Lua call (atomic, one round trip): if the record is already finished it is returned as it is
-        (a duplicate Hangup, or a retry after a reply was lost); otherwise the fields and ``finished`` are
-        written and the merged record is appended to the stream. A retry can neither lose the stream entry
-        nor add it twice.
+        ``("set", uid, fields)`` sets fields, ``("setnx", uid, fields)`` sets those not set yet (first writer
+        wins), ``("get", uid, None)`` reads the record as the operations before it left it. Returns one item
+        per operation: the record (``{}`` if there is none) for a get, None for a write, or the error Redis
+        answered for that operation (the others are applied all the same). A lost connection raises: every
+        operation is safe to apply again.
         """
-        args: list[Any] = [CALL_TTL, CALLS_STREAM_MAXLEN, uid]
-        for k, v in _flat(fields).items():
-            args += [k, v]
-        if self._finish_script is None:
-            self._finish_script = self.redis.register_script(FINISH_LUA)
-        _, raw = await self._finish_script(keys=[self.keys.call(uid), self.keys.calls], args=args)
-        return self._record(uid, dict(zip(raw[::2], raw[1::2])))
+        spans: list[tuple[int, int]] = []
+        async with self.redis.pipeline(transaction=False) as p:
+            n = 0
+            for kind, uid, fields in ops:
+                key = self.keys.call(uid)
+                if kind == "get":
+                    p.hgetall(key)
+                    count = 1
+                elif kind == "set":
+                    p.hset(key, mapping=_flat(fields or {}))
+                    p.expire(key, CALL_TTL)
+                    count = 2
+                elif kind == "setnx":
+                    flat = _flat(fields or {})
+                    for k, v in flat.items():
+                        p.hsetnx(key, k, v)
+                    p.expire(key, CALL_TTL)
+                    count = len(flat) + 1
+                else:
+                    raise ValueError(f"call_batch: unknown operation {kind!r}")
+                spans.append((n, n + count))
+                n += count
+            replies = await p.execute(raise_on_error=False) if n else []
+        out: list[Any] = []
+        for (kind, uid, _), (a, b) in zip(ops, spans):
+            error = next((r for r in replies[a:b] if isinstance(r, Exception)), None)
+            if error is not None:
+                out.append(error)
+            elif kind == "get":
+                out.append(self._record(uid, replies[a]) if replies[a] else {})
+            else:
+                out.append(None)
+        return out
+
+    async def call_finish(self, uid: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Write the final fields and append the whole record to the calls stream, once (see call_finish_many)."""
+        (done,) = await self.call_finish_many([(uid, fields)])
+        self._raise_first([done])
+        return done  # type: ignore[no-any-return]
+
+    async def call_finish_many(self, items: Sequence[tuple[str, Mapping[str, Any]]]) -> list[Any]:
+        """Finish call records: write each one's final fields and append the whole record to the calls
+        stream, once. One Lua call per record (atomic), all in one round trip: if a record is already
+        finished it is returned as it is (a duplicate Hangup, or a retry after a reply was lost); otherwise
+        the fields and ``finished`` are written and the merged record is appended to the stream. A retry can
+        neither lose the stream entry nor add it twice. Returns, per item, the merged record or the error
+        Redis answered for it.
+        """
+        out: list[Any] = [None] * len(items)
+        todo = list(range(len(items)))
+        for attempt in range(2):          # the second time only if Redis had lost the script (a restart)
+            async with self.redis.pipeline(transaction=False) as p:
+                for i in todo:
+                    uid, fields = items[i]
+                    args: list[Any] = [CALL_TTL, CALLS_STREAM_MAXLEN, uid]
+                    for k, v in _flat(fields).items():
+                        args += [k, v]
+                    p.evalsha(FINISH_SHA, 2, self.keys.call(uid), self.keys.calls, *args)
+                replies = await p.execute(raise_on_error=False)
+            missing = []
+            for i, reply in zip(todo, replies):
+                if isinstance(reply, NoScriptError) and attempt == 0:
+                    missing.append(i)
+                elif isinstance(reply, Exception):
+                    out[i] = reply
+                else:
+                    raw = reply[1]
+                    out[i] = self._record(items[i][0], dict(zip(raw[::2], raw[1::2])))
+            if not missing:
+                break
+            await self.redis.script_load(FINISH_LUA)
+            todo = missing
+        return out
+
+    @staticmethod
+    def _raise_first(results: Sequence[Any]) -> None:
+        for r in results:
+            if isinstance(r, Exception):
+                raise r
 
     @staticmethod
     def _record(uid: str, raw: Mapping[str, str]) -> dict[str, Any]:

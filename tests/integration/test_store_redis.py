@@ -48,3 +48,43 @@ async def test_finish_of_a_call_never_seen_still_leaves_a_record(store: Store) -
     rec = await store.call_finish("2.2", {"outcome": "before_ivr", "hangup_cause": "Normal Clearing"})
     assert rec["uniqueid"] == "2.2" and rec["path"] == []
     assert [e["uniqueid"] for e in await store.recent_calls(10)] == ["2.2"]
+
+
+async def test_batch_applies_many_calls_in_order_in_one_round_trip(store: Store) -> None:
+    replies = await store.call_batch([
+        ("setnx", "3.1", {"caller": "5550003", "started_at": 1.0}),
+        ("setnx", "3.1", {"caller": "other", "queue": "refunds"}),   # first writer wins, new fields still set
+        ("set", "3.2", {"menu": "main"}),
+        ("get", "3.1", None),
+        ("set", "3.1", {"answered_at": 5.0}),
+        ("get", "3.1", None),
+        ("get", "3.9", None),                                        # no such call
+    ])
+    assert replies[:3] == [None, None, None]
+    assert replies[3]["caller"] == "5550003" and replies[3]["queue"] == "refunds"
+    assert "answered_at" not in replies[3]                           # a get sees the writes before it only
+    assert replies[5]["answered_at"] == "5.0" and replies[6] == {}
+    assert await store.redis.ttl(store.keys.call("3.2")) > 86400
+
+
+async def test_batch_error_of_one_operation_spares_the_others(store: Store) -> None:
+    await store.redis.set(store.keys.call("4.bad"), "not a hash")          # a damaged key: WRONGTYPE
+    replies = await store.call_batch([("set", "4.1", {"menu": "main"}), ("set", "4.bad", {"menu": "main"}),
+                                      ("get", "4.bad", None), ("set", "4.2", {"menu": "main"})])
+    assert replies[0] is None and replies[3] is None
+    assert "WRONGTYPE" in str(replies[1]) and "WRONGTYPE" in str(replies[2])
+    assert (await store.call_get("4.1"))["menu"] == "main" and (await store.call_get("4.2"))["menu"] == "main"
+    with pytest.raises(Exception, match="WRONGTYPE"):
+        await store.call_update("4.bad", {"menu": "x"})
+    done = await store.call_finish_many([("4.1", {"outcome": "x"}), ("4.bad", {"outcome": "x"}),
+                                         ("4.2", {"outcome": "y"})])
+    assert done[0]["outcome"] == "x" and done[2]["outcome"] == "y" and isinstance(done[1], Exception)
+    assert sorted(e["uniqueid"] for e in await store.recent_calls(10)) == ["4.1", "4.2"]
+
+
+async def test_finish_many_loads_the_script_again_after_redis_lost_it(store: Store) -> None:
+    await store.call_finish("5.0", {"outcome": "x"})
+    await store.redis.script_flush()                                        # as after a restart without it
+    done = await store.call_finish_many([("5.1", {"outcome": "a"}), ("5.2", {"outcome": "b"})])
+    assert [d["outcome"] for d in done] == ["a", "b"]
+    assert len(await store.recent_calls(10)) == 3

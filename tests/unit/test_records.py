@@ -89,6 +89,24 @@ class MemoryStore:
         return record
 
 
+    async def call_batch(self, ops: list[tuple[str, str, Any]]) -> list[Any]:
+        """Like the Redis version: the operations of many calls in order (there, one round trip)."""
+        out: list[Any] = []
+        for kind, uid, fields in ops:
+            if kind == "set":
+                await self.call_update(uid, fields)
+                out.append(None)
+            elif kind == "setnx":
+                await self.call_update_if_new(uid, fields)
+                out.append(None)
+            else:
+                out.append(await self.call_get(uid))
+        return out
+
+    async def call_finish_many(self, items: list[tuple[str, Mapping[str, Any]]]) -> list[Any]:
+        return [await self.call_finish(uid, fields) for uid, fields in items]
+
+
 class FlakyStore(MemoryStore):
     """Raises ConnectionError on the first `failures` calls of every write method."""
 
@@ -473,5 +491,81 @@ async def test_a_caller_who_hangs_up_before_the_ivr_still_gets_a_record() -> Non
         assert [r["uniqueid"] for r in store.stream] == ["early"]
         r = store.hashes["early"]
         assert (r["outcome"], r["caller"], r["dialled"], r["fallback"]) == ("before_ivr", "442079460000", "500", "0")
+    finally:
+        await rec.stop(grace=1.0)
+
+
+# ------------------------------------------------------------ batched writes
+
+class CountingStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.batch_sizes: list[int] = []
+        self.finish_sizes: list[int] = []
+
+    async def call_batch(self, ops: list[tuple[str, str, Any]]) -> list[Any]:
+        self.batch_sizes.append(len(ops))
+        return await super().call_batch(ops)
+
+    async def call_finish_many(self, items: list[tuple[str, Mapping[str, Any]]]) -> list[Any]:
+        self.finish_sizes.append(len(items))
+        return await super().call_finish_many(items)
+
+
+async def test_a_burst_of_calls_shares_round_trips_and_keeps_each_calls_order() -> None:
+    store = CountingStore()
+    rec = CallRecorder(store, finalize_delay=0.01, linger=0.02)  # type: ignore[arg-type]
+    await rec.start()
+    try:
+        for i in range(40):
+            rec.on_event(ev_join(f"b{i}"))
+            await rec.save(f"b{i}", ivr_fields())
+            rec.on_event(ev_abandon(f"b{i}"))
+            rec.on_event(ev_hangup(f"b{i}"))
+        await wait_until(lambda: rec.records_written == 40)
+        assert sum(store.batch_sizes) == 40 * 4               # every write went through, 120 writes + 40 reads
+        assert len(store.batch_sizes) <= 4                      # in a handful of round trips, not 160
+        assert len(store.finish_sizes) <= 3 and sum(store.finish_sizes) == 40
+        assert all(store.hashes[f"b{i}"]["outcome"] == "abandoned" for i in range(40))
+        assert len(store.stream) == 40 and rec.write_errors == 0 and rec.batches == len(store.batch_sizes)
+    finally:
+        await rec.stop(grace=1.0)
+
+
+async def test_a_write_after_the_calls_finish_waits_for_the_next_batch() -> None:
+    """A finish reads the record, then writes it in a second round trip: a write of the same call queued
+    behind the finish must not slip between the two (its fields would be in the stream entry while the
+    outcome was worked out without them)."""
+    store = CountingStore()
+    rec = CallRecorder(store, finalize_delay=0.01, linger=0.02)  # type: ignore[arg-type]
+    rec._submit(("set", "c", {"queue": "support", "menu": "main"}))
+    rec._submit(("finish", "c", (time.time(), "Normal Clearing", False)))
+    rec._submit(("set", "c", {"abandoned": 1}))
+    rec._submit(("set", "d", {"menu": "main"}))
+    await rec.start()
+    try:
+        await wait_until(lambda: rec._jobs.empty() and rec._carry is None and len(store.batch_sizes) == 2)
+        assert store.batch_sizes == [2, 2] and store.finish_sizes == [1]
+        assert store.calls == ["call_update", "call_finish", "call_update", "call_update"]
+        assert store.stream[0]["outcome"] == "left_queue" and "abandoned" not in store.stream[0]
+    finally:
+        await rec.stop(grace=1.0)
+
+
+async def test_an_operation_redis_refuses_is_counted_and_spares_the_rest_of_the_batch() -> None:
+    class OneBadKey(MemoryStore):
+        async def call_batch(self, ops: list[tuple[str, str, Any]]) -> list[Any]:
+            out = await super().call_batch([op for op in ops if op[1] != "bad"])
+            return [RuntimeError("WRONGTYPE Operation against a key holding the wrong kind of value")
+                    if op[1] == "bad" else out.pop(0) for op in ops]
+
+    store = OneBadKey()
+    rec = CallRecorder(store, finalize_delay=0.01, linger=0.02)  # type: ignore[arg-type]
+    for uid in ("a", "bad", "b"):
+        await rec.save(uid, ivr_fields())
+    await rec.start()
+    try:
+        await wait_until(lambda: rec.write_errors == 1 and "b" in store.hashes)
+        assert set(store.hashes) == {"a", "b"} and rec.retries == 0
     finally:
         await rec.stop(grace=1.0)
