@@ -194,6 +194,9 @@ class Controller:
 
     # ------------------------------------------------------------------ events
     def _on_ami_event(self, event: Any) -> None:
+        if event.get("Event") in (ev.CHANSPY_START, ev.CHANSPY_STOP):
+            log.info("coaching: %s %s %s", event.get("SpyerChannel", "?"),
+                     "joins" if event["Event"] == ev.CHANSPY_START else "leaves", event.get("SpyeeChannel", "?"))
         if event.get("Event") == ev.AGENT_CONNECT and event.get("Interface") and event.get("Uniqueid"):
             self._agent_connected(str(event["Interface"]), str(event["Uniqueid"]))
         self.state.apply(event)

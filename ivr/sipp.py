@@ -317,8 +317,11 @@ Content-Length: 0
   <label id="done"/>"""
 
 
-def agent_scenario(talk_ms: int = 3000, ring_ms: int = 100) -> str:
-    """UAS for an agent phone: answer after ``ring_ms``, talk ``talk_ms``, hang up (or take the caller's BYE)."""
+def agent_scenario(talk_ms: int = 3000, ring_ms: int = 100, audio_pcap: Path | None = None) -> str:
+    """UAS for an agent phone: answer after ``ring_ms``, talk ``talk_ms``, hang up (or take the caller's BYE).
+    With ``audio_pcap`` the phone sends that audio from the answer, as a real phone sends RTP all through a
+    call (Asterisk features that act on the call's frames, such as ChanSpy, need a stream to act on)."""
+    media = f'  <nop><action><exec play_pcap_audio="{audio_pcap}"/></action></nop>\n' if audio_pcap else ""
     return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
 <scenario name="agent phone">
@@ -354,7 +357,7 @@ Content-Length: [len]
 {_SDP}
 ]]></send>
   <recv request="ACK" crlf="true"/>
-  <recv request="BYE" timeout="{int(talk_ms)}" ontimeout="hangup"/>
+{media}  <recv request="BYE" timeout="{int(talk_ms)}" ontimeout="hangup"/>
   <send next="done"><![CDATA[
 {_OK_LAST}]]></send>
 {_uas_hangup('agent')}
@@ -470,9 +473,15 @@ class Sipp:
         return SippResult(rc, ok, failed, text[-4000:], errors)
 
     def start_agent(self, port: int, talk_ms: int = 3000, ring_ms: int = 100, max_calls: int = 100_000,
-                    timeout_s: int = 3600) -> subprocess.Popen[bytes]:
-        """Start an agent phone (UAS) listening on 127.0.0.1:port; stop it with ``stop()``."""
-        scenario = self._write("agent", agent_scenario(talk_ms, ring_ms))
+                    timeout_s: int = 3600, sends_audio: bool = False) -> subprocess.Popen[bytes]:
+        """Start an agent phone (UAS) listening on 127.0.0.1:port; stop it with ``stop()``. With
+        ``sends_audio`` it streams audio (G.711 silence) for the whole of each call, as a real phone does."""
+        pcap = None
+        if sends_audio:
+            pcap = self.workdir / "pcap" / f"agent-audio-{port}-{next(_PCAP_SEQ)}.pcap"
+            pcap.parent.mkdir(parents=True, exist_ok=True)
+            write_audio_prelude(pcap, RtpClock(), ms=talk_ms)
+        scenario = self._write("agent", agent_scenario(talk_ms, ring_ms, pcap))
         # -aa: answer qualify OPTIONS (and INFO/NOTIFY) outside calls, as a registered phone does
         err = self.workdir / f"agent-err-{port}.log"
         argv = [self.binary, "-sf", str(scenario), "-m", str(max_calls), "-timeout", f"{timeout_s}s", "-aa",

@@ -150,6 +150,11 @@ class CallCenterState:
             q = self.queues[name] = QueueState(name)
         return q
 
+    def on_a_call(self, interface: str) -> bool:
+        """Has the device ``PJSIP/1001`` a channel on Asterisk now (any call, queue or not)?"""
+        prefix = interface + "-"
+        return any(c.get("channel", "").startswith(prefix) for c in self.channels.values())
+
     def apply(self, event: Event) -> None:
         """Apply one AMI event (unknown events, and queue events without a queue, are ignored)."""
         handler = self._handlers.get(event.get("Event", ""))

@@ -262,7 +262,8 @@ class AgiServer:
             while env is None:
                 event = conn.next_event()
                 if event is NEED_DATA:
-                    chunk = await asyncio.wait_for(reader.read(READ_CHUNK), self.read_timeout)
+                    async with asyncio.timeout(self.read_timeout):
+                        chunk = await reader.read(READ_CHUNK)
                     conn.receive_data(chunk)
                 elif isinstance(event, AgiEnvironment):
                     env = event
@@ -297,7 +298,9 @@ class AgiServer:
             if self.step_latency is not None:
                 self.step_latency(time.perf_counter() - started)
             try:
-                await asyncio.wait_for(writer.drain(), 1.0)
+                if writer.transport.get_write_buffer_size():   # only when Asterisk is slow to read: rare
+                    async with asyncio.timeout(1.0):
+                        await writer.drain()
             except Exception:
                 pass
 

@@ -370,6 +370,45 @@ async def agent_unpause(request: web.Request) -> web.Response:
     return await _set_pause(request, False)
 
 
+# ChanSpy options: q no beep or name, E ends when the agent's call does; w the agent hears the coach and the
+# caller does not; B the coach speaks to both. Fixed sets: nothing from the request reaches the dialplan.
+COACH_MODES = {"listen": "qE", "whisper": "qEw", "barge": "qEB"}
+
+
+@requires("supervisor")
+async def agent_coach(request: web.Request) -> web.Response:
+    """Ring a coach's phone into an agent's call: {"coach": "<agent id>", "mode": "whisper" | "listen" | "barge"}.
+    The coach hears the call; with whisper the agent hears the coach and the caller does not."""
+    from ..ami import names as ev
+    from ..ami.client import AmiError
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    agent_id = request.match_info["agent_id"]
+    body = await _json_body(request)
+    coach_id, mode = str(body.get("coach", "")), str(body.get("mode", "whisper"))
+    agent, coach = ctl.roster.agents.get(agent_id), ctl.roster.agents.get(coach_id)
+    if agent is None:
+        return json_error(404, f"no agent {agent_id[:20]!r}")
+    if coach is None or coach_id == agent_id:
+        return json_error(400, f"coach: another agent's id, got {coach_id[:20]!r}")
+    if mode not in COACH_MODES:
+        return json_error(400, f"mode: expected one of {', '.join(COACH_MODES)}, got {mode[:20]!r}")
+    if not ctl.state.on_a_call(agent.interface):
+        return json_error(409, f"agent {agent_id} is not on a call: there is nothing to coach")
+    if ctl.state.on_a_call(coach.interface):
+        return json_error(409, f"coach {coach_id} is on a call of their own")
+    try:
+        await ctl.ami.action(ev.ORIGINATE, {
+            "Channel": coach.interface, "Context": "ivr-coach", "Exten": "s", "Priority": 1, "Async": "true",
+            "Timeout": 30000, "CallerID": f"Coach {agent_id} <{agent_id}>",
+            "Variable": [f"IVR_SPY={agent.interface}", f"IVR_SPY_OPTS={COACH_MODES[mode]}"]}, timeout=10)
+    except AmiError as exc:
+        return json_error(503, f"the coach's phone could not be rung: {exc}")
+    who = request["auth"].get("name", "")
+    await ctl.store.audit(who, "agent.coach", agent_id, None, {"coach": coach_id, "mode": mode})
+    log.info("API: %s asked %s to %s agent %s", who, coach_id, mode, agent_id)
+    return web.json_response({"agent": agent_id, "coach": coach_id, "mode": mode, "ringing": coach.interface})
+
+
 @requires("supervisor")
 async def agent_login(request: web.Request) -> web.Response:
     return await _set_login(request, True)
@@ -789,6 +828,7 @@ def build_app(controller: "Controller") -> web.Application:
     app.router.add_patch("/api/v1/agents/{agent_id}", agent_update)
     app.router.add_delete("/api/v1/agents/{agent_id}", agent_remove)
     app.router.add_post("/api/v1/agents/{agent_id}/login", agent_login)
+    app.router.add_post("/api/v1/agents/{agent_id}/coach", agent_coach)
     app.router.add_put("/api/v1/agents/{agent_id}/pin", agent_pin)
     app.router.add_post("/api/v1/agents/{agent_id}/logout", agent_logout)
     app.router.add_post("/api/v1/agents/{agent_id}/pause", agent_pause)

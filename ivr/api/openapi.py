@@ -109,6 +109,12 @@ OPS: dict[tuple[str, str], dict[str, Any]] = {
                                              "languages, base penalty or mobile", "body": body(AGENT_FIELDS)},
     ("DELETE", "/api/v1/agents/{agent_id}"): {"tag": "agents", "summary": "Remove an agent added through the API, "
                                               "with its SIP account and queue memberships"},
+    ("POST", "/api/v1/agents/{agent_id}/coach"): {"tag": "agents", "summary": "Ring a coach's phone into the agent's "
+                                                  "call (ChanSpy): whisper (only the agent hears the coach), "
+                                                  "listen or barge; 409 when the agent is not on a call",
+                                                  "body": body({"coach": STR, "mode": {"enum": ["whisper", "listen",
+                                                                                                "barge"]}},
+                                                               ["coach"])},
     ("PUT", "/api/v1/agents/{agent_id}/pin"): {"tag": "agents", "summary": "Set the PIN the agent keys in to log in "
                                                "or out from their phone (*81 / *82); stored hashed",
                                                "body": body({"pin": {"type": "string", "pattern": "^[0-9]{4,8}$"}},
