@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import json
 import logging
 import time
@@ -44,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import phonenumbers
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from .config import ContinuityConfig
 from .store.redis_store import Store
@@ -55,6 +56,20 @@ log = logging.getLogger(__name__)
 HEARD = frozenset({"machine", "no_key", "refund", "callback", "agent", "optout", "heard"})
 DROPPED = frozenset({"abandoned", "left_queue"})
 HISTORY_BATCH = 500   # caller histories written in one round trip at most
+# KEYS: the caller's live set, their calls list, their hash. ARGV: the call's uid, its summary (JSON), the
+# history's last index, the TTL, when it was answered ("" if it was not).
+REMEMBER_LUA = """
+redis.call('SREM', KEYS[1], ARGV[1])
+redis.call('LPUSH', KEYS[2], ARGV[2])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]))
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[3], 'last_answered', ARGV[5])
+  redis.call('EXPIRE', KEYS[3], ARGV[4])
+end
+return 0
+"""
+REMEMBER_SHA = hashlib.sha1(REMEMBER_LUA.encode("utf-8")).hexdigest()
 LIVE_TTL_S = 6 * 3600
 SUMMARY_FIELDS = ("outcome", "queue", "agent", "wait", "talk", "language", "menu", "kind", "campaign", "keypress")
 
@@ -361,19 +376,27 @@ class Continuity:
         if not entries:
             return
         reach_any = any(_reaches(record) for _, record, _ in entries)
-        async with self.redis.pipeline(transaction=False) as p:
+        def stage(p: Any) -> None:
             if reach_any:        # read in the same round trip: most calls end with no campaign running
                 p.smembers(f"{self.prefix}:campaigns")
-            for number, record, _ in entries:
-                p.srem(self._k(number, "live"), _uid(record))
-                p.lpush(self._k(number, "calls"), json.dumps(summarise(record)))
-                p.ltrim(self._k(number, "calls"), 0, max(0, self.cfg.history - 1))
-                p.expire(self._k(number, "calls"), self._history_ttl)
-                if record.get("outcome") == "answered":
-                    p.hset(self._k(number), "last_answered", str(record.get("answered_at") or time.time()))
-                    p.expire(self._k(number), self._history_ttl)
-            replies = await p.execute()
-        campaigns: set[str] = replies[0] if reach_any else set()
+            for number, record, _ in entries:   # one command a call (REMEMBER_LUA)
+                answered = str(record.get("answered_at") or time.time()) if record.get("outcome") == "answered" else ""
+                p.evalsha(REMEMBER_SHA, 3, self._k(number, "live"), self._k(number, "calls"), self._k(number),
+                          _uid(record), json.dumps(summarise(record)), max(0, self.cfg.history - 1),
+                          self._history_ttl, answered)
+
+        for attempt in range(2):
+            async with self.redis.pipeline(transaction=False) as p:
+                stage(p)
+                replies = await p.execute(raise_on_error=False)
+            if attempt or not any(isinstance(r, NoScriptError) for r in replies):
+                break
+            await self.redis.script_load(REMEMBER_LUA)   # Redis restarted: the pipeline is safe to repeat
+        failed = [r for r in replies if isinstance(r, Exception)]
+        if failed:
+            log.warning("continuity: %d of %d history writes refused by Redis: %s", len(failed), len(replies),
+                        failed[0])
+        campaigns: set[str] = replies[0] if reach_any and not isinstance(replies[0], Exception) else set()
         for number, record, since in entries:
             if _reaches(record):   # added to a campaign while on this call: in touch already
                 await self.mark_reached(number, before=_num(record.get("ended_at")), campaigns=campaigns)

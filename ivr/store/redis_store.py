@@ -43,7 +43,22 @@ entry[#entry + 1] = ARGV[3]
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(entry))
 return {1, all}
 """
+# KEYS: the call's hash. ARGV: TTL, "1" to set only the fields not set yet (first writer wins), then
+# field, value, ... One command for what would be a HSET (or a HSETNX per field) and an EXPIRE.
+WRITE_LUA = """
+if ARGV[2] == '1' then
+  for i = 3, #ARGV, 2 do
+    redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+elseif #ARGV > 2 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 0
+"""
 FINISH_SHA = hashlib.sha1(FINISH_LUA.encode("utf-8")).hexdigest()
+WRITE_SHA = hashlib.sha1(WRITE_LUA.encode("utf-8")).hexdigest()
+SCRIPTS = {FINISH_SHA: FINISH_LUA, WRITE_SHA: WRITE_LUA}
 ROLES = ("viewer", "supervisor", "admin")
 
 
@@ -107,41 +122,44 @@ class Store:
         wins), ``("get", uid, None)`` reads the record as the operations before it left it. Returns one item
         per operation: the record (``{}`` if there is none) for a get, None for a write, or the error Redis
         answered for that operation (the others are applied all the same). A lost connection raises: every
-        operation is safe to apply again.
+        operation is safe to apply again. Each write is one command (a Lua script that also renews the TTL).
         """
-        spans: list[tuple[int, int]] = []
-        async with self.redis.pipeline(transaction=False) as p:
-            n = 0
+        def stage(p: Any) -> None:
             for kind, uid, fields in ops:
                 key = self.keys.call(uid)
                 if kind == "get":
                     p.hgetall(key)
-                    count = 1
-                elif kind == "set":
-                    p.hset(key, mapping=_flat(fields or {}))
-                    p.expire(key, CALL_TTL)
-                    count = 2
-                elif kind == "setnx":
-                    flat = _flat(fields or {})
-                    for k, v in flat.items():
-                        p.hsetnx(key, k, v)
-                    p.expire(key, CALL_TTL)
-                    count = len(flat) + 1
+                elif kind in ("set", "setnx"):
+                    args: list[Any] = [CALL_TTL, "1" if kind == "setnx" else "0"]
+                    for k, v in _flat(fields or {}).items():
+                        args += [k, v]
+                    p.evalsha(WRITE_SHA, 1, key, *args)
                 else:
                     raise ValueError(f"call_batch: unknown operation {kind!r}")
-                spans.append((n, n + count))
-                n += count
-            replies = await p.execute(raise_on_error=False) if n else []
+
+        replies = await self._scripted_pipeline(stage) if ops else []
         out: list[Any] = []
-        for (kind, uid, _), (a, b) in zip(ops, spans):
-            error = next((r for r in replies[a:b] if isinstance(r, Exception)), None)
-            if error is not None:
-                out.append(error)
+        for (kind, uid, _), reply in zip(ops, replies):
+            if isinstance(reply, Exception):
+                out.append(reply)
             elif kind == "get":
-                out.append(self._record(uid, replies[a]) if replies[a] else {})
+                out.append(self._record(uid, reply) if reply else {})
             else:
                 out.append(None)
         return out
+
+    async def _scripted_pipeline(self, stage: Any) -> list[Any]:
+        """Run ``stage(pipeline)`` in one round trip; if Redis had lost the scripts (a restart, SCRIPT FLUSH)
+        they are loaded and the whole pipeline runs again (what it holds must be safe to repeat)."""
+        for attempt in range(2):
+            async with self.redis.pipeline(transaction=False) as p:
+                stage(p)
+                replies = await p.execute(raise_on_error=False)
+            if attempt or not any(isinstance(r, NoScriptError) for r in replies):
+                return list(replies)
+            for text in SCRIPTS.values():
+                await self.redis.script_load(text)
+        return list(replies)   # pragma: no cover (the loop returns)
 
     async def call_finish(self, uid: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         """Write the final fields and append the whole record to the calls stream, once (see call_finish_many)."""
@@ -157,30 +175,21 @@ class Store:
         neither lose the stream entry nor add it twice. Returns, per item, the merged record or the error
         Redis answered for it.
         """
-        out: list[Any] = [None] * len(items)
-        todo = list(range(len(items)))
-        for attempt in range(2):          # the second time only if Redis had lost the script (a restart)
-            async with self.redis.pipeline(transaction=False) as p:
-                for i in todo:
-                    uid, fields = items[i]
-                    args: list[Any] = [CALL_TTL, CALLS_STREAM_MAXLEN, uid]
-                    for k, v in _flat(fields).items():
-                        args += [k, v]
-                    p.evalsha(FINISH_SHA, 2, self.keys.call(uid), self.keys.calls, *args)
-                replies = await p.execute(raise_on_error=False)
-            missing = []
-            for i, reply in zip(todo, replies):
-                if isinstance(reply, NoScriptError) and attempt == 0:
-                    missing.append(i)
-                elif isinstance(reply, Exception):
-                    out[i] = reply
-                else:
-                    raw = reply[1]
-                    out[i] = self._record(items[i][0], dict(zip(raw[::2], raw[1::2])))
-            if not missing:
-                break
-            await self.redis.script_load(FINISH_LUA)
-            todo = missing
+        def stage(p: Any) -> None:
+            for uid, fields in items:
+                args: list[Any] = [CALL_TTL, CALLS_STREAM_MAXLEN, uid]
+                for k, v in _flat(fields).items():
+                    args += [k, v]
+                p.evalsha(FINISH_SHA, 2, self.keys.call(uid), self.keys.calls, *args)
+
+        replies = await self._scripted_pipeline(stage) if items else []
+        out: list[Any] = []
+        for (uid, _), reply in zip(items, replies):
+            if isinstance(reply, Exception):
+                out.append(reply)
+            else:
+                raw = reply[1]
+                out.append(self._record(uid, dict(zip(raw[::2], raw[1::2]))))
         return out
 
     @staticmethod

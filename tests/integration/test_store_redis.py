@@ -88,3 +88,10 @@ async def test_finish_many_loads_the_script_again_after_redis_lost_it(store: Sto
     done = await store.call_finish_many([("5.1", {"outcome": "a"}), ("5.2", {"outcome": "b"})])
     assert [d["outcome"] for d in done] == ["a", "b"]
     assert len(await store.recent_calls(10)) == 3
+
+
+async def test_batch_writes_load_their_script_again_after_redis_lost_it(store: Store) -> None:
+    await store.call_update("6.1", {"menu": "main"})
+    await store.redis.script_flush()
+    replies = await store.call_batch([("setnx", "6.1", {"menu": "other", "caller": "5550006"}), ("get", "6.1", None)])
+    assert replies[0] is None and replies[1]["menu"] == "main" and replies[1]["caller"] == "5550006"
