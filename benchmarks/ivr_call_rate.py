@@ -522,7 +522,9 @@ def format_table(result: dict[str, Any]) -> str:
         verdict = "pass" if step["passed"] else "FAIL: " + "; ".join(step["reasons"])
         if step["sipp_limited"]:
             verdict += " [SIPp-limited]"
-        rows.append((f"{step['rate']:g}", step["mode"], f"{step['successful']}/{step['calls']}", step["failed"],
+        mode = step["mode"] if step.get("round", 1) == 1 and len(result.get("rounds", [])) <= 1 \
+            else f"{step['mode']}/{step.get('round', 1)}"
+        rows.append((f"{step['rate']:g}", mode, f"{step['successful']}/{step['calls']}", step["failed"],
                      step["retransmissions"], step["unexpected"], step["dtmf_missed"],
                      f"{step['call_length_s']:.2f}", step["max_concurrent"], _fmt(step["placing_s"]),
                      _fmt(c["controller"]), _fmt(step["cpu_ms_per_call"]["controller"]),
@@ -545,7 +547,16 @@ def format_table(result: dict[str, Any]) -> str:
         elif m["first_fail"] is not None:
             top += f" (failed at {m['first_fail']:g})"
         out.append(f"{mode:>6}: highest sustained rate {top}")
-    out.append(f" ratio ivr/static: {result['ratio_text']}")
+    if len(result.get("rounds", [])) > 1:
+        for r in result["rounds"]:
+            rates = ", ".join(f"{m} {v:g}" if v is not None else f"{m} none" for m, v in r["max_rate"].items())
+            out.append(f" round {r['round']}: highest sustained {rates}; ratio ivr/static: {r['ratio_text']}")
+        ratios = [r["ratio"] for r in result["rounds"] if r["ratio"] is not None]
+        if ratios:
+            out.append(f" ratio ivr/static over {len(result['rounds'])} rounds: median {result['ratio_median']:g}, "
+                       f"range {min(ratios):g}-{max(ratios):g}")
+    else:
+        out.append(f" ratio ivr/static: {result['ratio_text']}")
     if not result["complete"]:
         out.append("  note: the run did not complete (interrupted or an error: see above); partial results")
     for note in result["notes"]:
@@ -600,11 +611,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="key (default): press 1 during the prompt; nokey: press nothing, the 3 s timeout "
                         "ends the menu the same way (no DTMF: isolates Asterisk's per-key cost); "
                         "key-noprelude: as key, without the audio a phone sends first")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run the whole ladder this many times on the same stack and report each round's ratio "
+                        "and their median (the machines are noisy; default 1)")
     p.add_argument("--keep-workdir", action="store_true", help="keep the temporary workdir (logs, SIPp stats)")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     args = p.parse_args(argv)
     rates = sorted(float(x) for x in args.rates.split(",") if x.strip())
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if args.rounds < 1:
+        p.error("--rounds must be 1 or more")
     if not rates or any(r <= 0 for r in rates) or any(m not in MODES for m in modes):
         p.error("--rates must be positive numbers; --modes a subset of ivr,static")
     if missing_tools():
@@ -628,19 +644,22 @@ def main(argv: list[str] | None = None) -> int:
         bench.log(f"stack up in {workdir} (SIP {info['sip']}, port base {port_base}); "
                   f"{DID_IVR} -> menu bench over FastAGI, {DID_STATIC} -> static dialplan")
         bench.warm_up()
-        alive = list(modes)
-        for rate in rates:
-            for mode in list(alive):
-                bench.log(f"{mode} at {rate:g} calls/s for {args.seconds:g} s ({int(round(rate * args.seconds))} calls)…")
-                r = bench.step(mode, rate, args.seconds)
-                steps.append(r)
-                bench.log(f"  {'pass' if r['passed'] else 'FAIL: ' + '; '.join(r['reasons'])} "
-                          f"(ctl {r['cpu_pct']['controller']} %, ast {r['cpu_pct']['asterisk']} %, "
-                          f"sipp {r['cpu_pct']['sipp']} %, other {r['cpu_pct']['other']} %)")
-                if not r["passed"]:
-                    alive.remove(mode)
-            if not alive:
-                break
+        for rnd in range(args.rounds):
+            alive = list(modes)
+            for rate in rates:
+                for mode in list(alive):
+                    bench.log(f"{'round ' + str(rnd + 1) + ': ' if args.rounds > 1 else ''}{mode} at {rate:g} "
+                              f"calls/s for {args.seconds:g} s ({int(round(rate * args.seconds))} calls)…")
+                    r = bench.step(mode, rate, args.seconds)
+                    r["round"] = rnd + 1
+                    steps.append(r)
+                    bench.log(f"  {'pass' if r['passed'] else 'FAIL: ' + '; '.join(r['reasons'])} "
+                              f"(ctl {r['cpu_pct']['controller']} %, ast {r['cpu_pct']['asterisk']} %, "
+                              f"sipp {r['cpu_pct']['sipp']} %, other {r['cpu_pct']['other']} %)")
+                    if not r["passed"]:
+                        alive.remove(mode)
+                if not alive:
+                    break
     except KeyboardInterrupt:
         bench.log("interrupted: stopping the stack")
         rc = 130
@@ -649,7 +668,13 @@ def main(argv: list[str] | None = None) -> int:
         rc = 1
     finally:
         bench.stop()
-    result = summarize(steps, rates)
+    rounds = [summarize([s for s in steps if s.get("round", 1) == n], rates) for n in range(1, args.rounds + 1)]
+    result = summarize([s for s in steps if s.get("round", 1) == 1], rates) if args.rounds == 1 else {
+        **rounds[0], "notes": [n for r in rounds for n in r["notes"]]}
+    ratios = sorted(r["ratio"] for r in rounds if r["ratio"] is not None)
+    result["rounds"] = [{"round": i + 1, "ratio": r["ratio"], "ratio_text": r["ratio_text"],
+                         "max_rate": {m: r["modes"][m]["max_rate"] for m in MODES}} for i, r in enumerate(rounds)]
+    result["ratio_median"] = ratios[len(ratios) // 2] if ratios else None
     result.update({
         "rates": rates, "seconds": args.seconds, "caller": args.caller, "tolerance": args.tolerance, "port_base": port_base,
         "workdir": str(workdir), "cpus": os.cpu_count(), "duration_s": round(time.time() - started, 1),

@@ -1,5 +1,5 @@
 """benchmarks/ivr_call_rate.py at tiny settings: its own stack (real Asterisk, Redis, controller, SIPp),
-5 calls/s for 4 s through the FastAGI menu and through the static dialplan, JSON out."""
+5 calls/s for 4 s through the FastAGI menu and through the static dialplan, two rounds, JSON out."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ def test_call_rate_benchmark_runs_both_modes(tmp_path: Path) -> None:
     require_tools()
     base = pick_port_base(start=56000, stop=64000)
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--rates", "5", "--seconds", "4", "--json",
+        [sys.executable, str(SCRIPT), "--rates", "5", "--seconds", "4", "--rounds", "2", "--json",
          "--port-base", str(base), "--workdir", str(tmp_path / "bench")],
-        capture_output=True, text=True, timeout=150, cwd=PROJECT_ROOT)
+        capture_output=True, text=True, timeout=200, cwd=PROJECT_ROOT)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-3000:]}"
     result = json.loads(proc.stdout)
     assert {"modes", "ratio", "ratio_text", "steps", "rates", "seconds", "notes", "complete"} <= set(result)
@@ -45,6 +45,11 @@ def test_call_rate_benchmark_runs_both_modes(tmp_path: Path) -> None:
     assert static["agi_calls"] == 0 and static["records_written"] == 0
     assert ivr["controller_rss_mb"] > 0
     assert result["ratio"] == 1.0
+    # the second round ran the same ladder on the same stack; each round has its ratio, and their median
+    assert [r["round"] for r in result["rounds"]] == [1, 2] and [r["ratio"] for r in result["rounds"]] == [1.0, 1.0]
+    assert result["ratio_median"] == 1.0
+    assert sorted((s["round"], s["mode"]) for s in result["steps"]) == [(1, "ivr"), (1, "static"), (2, "ivr"),
+                                                                         (2, "static")]
     # the stack is down again: nothing left running in the workdir
     pids = tmp_path / "bench" / "pids"
     assert not any(pids.glob("*.pid")), list(pids.glob("*.pid"))

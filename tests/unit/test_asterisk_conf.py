@@ -260,9 +260,9 @@ def test_extensions_fallback_when_agi_fails_or_ivr_next_is_empty(
     # IVR_NEXT unset): an empty or unknown IVR_NEXT goes to "fallback", in the same step
     assert entry[agi + 1] == ("same => n,Goto(ivr-route,${IF($[${DIALPLAN_EXISTS(ivr-route,${IVR_NEXT},1)}]"
                               "?${IVR_NEXT}:fallback)},1)")
-    # the caller ID is filtered before the AGI sees it
-    assert entry[agi - 3].startswith("same => n,Set(CALLERID(num)=${FILTER(0-9+,")
-    assert entry[agi - 2].startswith("same => n,Set(CALLERID(name)=${FILTER(0-9a-zA-Z .,")
+    # the caller ID is filtered before the AGI sees it (name and number in one step)
+    assert entry[agi - 2] == ('same => n,Set(CALLERID(all)="${FILTER(0-9a-zA-Z .,${CALLERID(name)})}" '
+                              '<${FILTER(0-9+,${CALLERID(num)})}>)')
     route = dialplan(text, "ivr-route")
     fb = route.index("exten => fallback,1,Set(IVR_FALLBACK=1)")
     assert route[fb + 1] == "same => n,Queue(${IVR_FALLBACK_QUEUE},c)"
@@ -280,7 +280,7 @@ def test_extensions_inbound_extension_runs_default_menu(tmp_path: Path) -> None:
     render(cfg, dirs, {"ami_secret": AMI_SECRET})
     trunk = dialplan(read(dirs, "extensions.conf"), "from-trunk")
     i = trunk.index("exten => 8005,1,MSet(__IVR_MENU=main,__IVR_CALL=${UNIQUEID})")
-    assert trunk[i + 4] == "same => n,AGI(${IVR_AGI}/menu/${IVR_MENU})"
+    assert trunk[i + 3] == "same => n,AGI(${IVR_AGI}/menu/${IVR_MENU})"
     assert any(line.startswith("exten => _X.,1,") for line in trunk)   # other numbers are refused
 
 
