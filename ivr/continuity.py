@@ -45,10 +45,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import phonenumbers
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from .config import ContinuityConfig
-from .store.redis_store import Store
+from .store.redis_store import Store, scripted_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -385,13 +385,7 @@ class Continuity:
                           _uid(record), json.dumps(summarise(record)), max(0, self.cfg.history - 1),
                           self._history_ttl, answered)
 
-        for attempt in range(2):
-            async with self.redis.pipeline(transaction=False) as p:
-                stage(p)
-                replies = await p.execute(raise_on_error=False)
-            if attempt or not any(isinstance(r, NoScriptError) for r in replies):
-                break
-            await self.redis.script_load(REMEMBER_LUA)   # Redis restarted: the pipeline is safe to repeat
+        replies = await scripted_pipeline(self.redis, stage, [REMEMBER_LUA])
         failed = [r for r in replies if isinstance(r, Exception)]
         if failed:
             log.warning("continuity: %d of %d history writes refused by Redis: %s", len(failed), len(replies),

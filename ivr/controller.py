@@ -324,7 +324,7 @@ class Controller:
             "menus": {"loaded": sorted(self.menus.menus), "errors": self.menus.errors},
             "tasks": len(asyncio.all_tasks()),
             "records": {"written": self.recorder.records_written, "active": self.recorder.active,
-                        "retries": self.recorder.retries,
+                        "pending": self.recorder.pending, "retries": self.recorder.retries,
                         "write_errors": self.recorder.write_errors},
             "balance": {"ticks": self.balance.ticks, "errors": self.balance.errors,
                         "last_tick_ms": round(self.balance.last_tick_ms, 2),

@@ -80,6 +80,7 @@ class CallRecorder:
         self._timers: dict[str, tuple[asyncio.TimerHandle, Op]] = {}
         self._jobs: asyncio.Queue[Op] = asyncio.Queue(max_backlog)
         self._carry: Op | None = None
+        self._unwritten = 0        # submitted, not yet written (or given up)
         self._worker: asyncio.Task[None] | None = None
         self.records_written = 0
         self.write_errors = 0
@@ -114,9 +115,16 @@ class CallRecorder:
     def active(self) -> int:
         return len(self._active)
 
+    @property
+    def pending(self) -> int:
+        """Record writes not in Redis yet: queued, being written, or waiting out the short delay after a
+        Hangup (for the events that trail it)."""
+        return self._unwritten + len(self._timers)
+
     def _submit(self, op: Op) -> None:
         try:
             self._jobs.put_nowait(op)
+            self._unwritten += 1
         except asyncio.QueueFull:
             self.dropped += 1
             log.error("call recorder backlog full: a record write was dropped (call %s)", op[1])
@@ -144,6 +152,7 @@ class CallRecorder:
             finally:
                 for _ in batch:
                     self._jobs.task_done()
+                self._unwritten -= len(batch)
 
     async def _retrying(self, what: Callable[[], Awaitable[list[Any]]]) -> list[Any]:
         """Run one round trip until it gets through. While Redis is unreachable it is retried (back-off up

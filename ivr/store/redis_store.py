@@ -10,7 +10,7 @@ import hashlib
 import json
 import secrets
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
@@ -81,6 +81,21 @@ def _flat(mapping: Mapping[str, Any]) -> dict[str, str]:
     return {k: (json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in mapping.items() if v is not None}
 
 
+async def scripted_pipeline(client: aioredis.Redis, stage: Callable[[Any], None], scripts: Iterable[str]) -> list[Any]:
+    """Run ``stage(pipeline)`` (commands of many calls, EVALSHA among them) in one round trip, errors
+    returned in place. If Redis had lost the scripts (a restart, SCRIPT FLUSH) they are loaded and the whole
+    pipeline runs again: what ``stage`` adds must be safe to apply twice."""
+    for attempt in range(2):
+        async with client.pipeline(transaction=False) as p:
+            stage(p)
+            replies = list(await p.execute(raise_on_error=False))
+        if attempt or not any(isinstance(r, NoScriptError) for r in replies):
+            break
+        for text in scripts:
+            await client.script_load(text)
+    return replies
+
+
 class Store:
     """Thin async facade over Redis; one instance per process, passed in where needed."""
 
@@ -137,7 +152,7 @@ class Store:
                 else:
                     raise ValueError(f"call_batch: unknown operation {kind!r}")
 
-        replies = await self._scripted_pipeline(stage) if ops else []
+        replies = await scripted_pipeline(self.redis, stage, SCRIPTS.values()) if ops else []
         out: list[Any] = []
         for (kind, uid, _), reply in zip(ops, replies):
             if isinstance(reply, Exception):
@@ -147,19 +162,6 @@ class Store:
             else:
                 out.append(None)
         return out
-
-    async def _scripted_pipeline(self, stage: Any) -> list[Any]:
-        """Run ``stage(pipeline)`` in one round trip; if Redis had lost the scripts (a restart, SCRIPT FLUSH)
-        they are loaded and the whole pipeline runs again (what it holds must be safe to repeat)."""
-        for attempt in range(2):
-            async with self.redis.pipeline(transaction=False) as p:
-                stage(p)
-                replies = await p.execute(raise_on_error=False)
-            if attempt or not any(isinstance(r, NoScriptError) for r in replies):
-                return list(replies)
-            for text in SCRIPTS.values():
-                await self.redis.script_load(text)
-        return list(replies)   # pragma: no cover (the loop returns)
 
     async def call_finish(self, uid: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         """Write the final fields and append the whole record to the calls stream, once (see call_finish_many)."""
@@ -182,7 +184,7 @@ class Store:
                     args += [k, v]
                 p.evalsha(FINISH_SHA, 2, self.keys.call(uid), self.keys.calls, *args)
 
-        replies = await self._scripted_pipeline(stage) if items else []
+        replies = await scripted_pipeline(self.redis, stage, SCRIPTS.values()) if items else []
         out: list[Any] = []
         for (uid, _), reply in zip(items, replies):
             if isinstance(reply, Exception):

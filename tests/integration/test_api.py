@@ -230,7 +230,7 @@ def test_agent_cli_goes_through_the_running_controller(stack: TestStack) -> None
 
 def _idle(stack: TestStack) -> bool:
     h = stack.api.get("/health")
-    return h["records"]["active"] == 0 and h["agi"]["active_calls"] == 0
+    return h["records"]["active"] == 0 and h["records"]["pending"] == 0 and h["agi"]["active_calls"] == 0
 
 
 def test_reports_count_real_calls_by_hour(stack: TestStack) -> None:

@@ -95,3 +95,21 @@ async def test_batch_writes_load_their_script_again_after_redis_lost_it(store: S
     await store.redis.script_flush()
     replies = await store.call_batch([("setnx", "6.1", {"menu": "other", "caller": "5550006"}), ("get", "6.1", None)])
     assert replies[0] is None and replies[1]["menu"] == "main" and replies[1]["caller"] == "5550006"
+
+
+async def test_caller_histories_many_calls_one_round_trip_and_after_redis_lost_the_script(store: Store) -> None:
+    from ivr.continuity import Continuity, ContinuityConfig
+
+    c = Continuity(ContinuityConfig(history=2), store)
+    await store.redis.sadd(f"{store.keys.prefix}:caller:+5557001:live", "a1", "a2")
+    calls = [({"uniqueid": f"a{i}", "caller": "5557001", "outcome": "answered" if i == 2 else "self_service",
+               "answered_at": "1700000000.5" if i == 2 else "", "menu": "main"}, None) for i in (1, 2, 3)]
+    await c.remember_many(calls)
+    key = f"{store.keys.prefix}:caller:+5557001"
+    assert await store.redis.llen(f"{key}:calls") == 2                    # capped at history=2, newest first
+    assert await store.redis.scard(f"{key}:live") == 0
+    assert await store.redis.hget(key, "last_answered") == "1700000000.5"
+    await store.redis.script_flush()
+    await c.remember({"uniqueid": "a4", "caller": "5557001", "outcome": "self_service", "menu": "main"})
+    first = await store.redis.lindex(f"{key}:calls", 0)
+    assert first is not None and "a4" in first

@@ -569,3 +569,12 @@ async def test_an_operation_redis_refuses_is_counted_and_spares_the_rest_of_the_
         assert set(store.hashes) == {"a", "b"} and rec.retries == 0
     finally:
         await rec.stop(grace=1.0)
+
+
+async def test_pending_counts_writes_until_they_are_in_the_store(recorder: CallRecorder) -> None:
+    store: MemoryStore = recorder.test_store  # type: ignore[attr-defined]
+    recorder.on_event(ev_join("w"))
+    recorder.on_event(ev_hangup("w"))
+    assert recorder.pending == 2 and recorder.active == 0     # the join queued, the finish waiting out its delay
+    await wait_until(lambda: recorder.pending == 0)
+    assert store.stream and store.stream[-1]["uniqueid"] == "w"
