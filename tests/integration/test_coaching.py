@@ -78,10 +78,14 @@ def test_a_coach_whispers_into_an_agents_call_and_leaves_when_they_hang_up(stack
                                                                                         "mode": "whisper"}
                    for a in audit)
     finally:
-        # the agent hangs up: nothing of the call stays behind for the next tests
-        wait_for(lambda: not any(c.startswith((f"PJSIP/{aid}-", f"PJSIP/{COACH}-")) for c in channels(stack)),
-                 timeout=30, what="the coached call over")
-        if caller is not None:
-            assert caller.wait(10) == 0, "the caller's SIPp did not end cleanly"
-        stack.sipp.stop(phone)
-        stack.api.request("DELETE", f"/api/v1/agents/{aid}")
+        try:
+            # the agent hangs up: nothing of the call stays behind for the next tests
+            wait_for(lambda: not any(c.startswith((f"PJSIP/{aid}-", f"PJSIP/{COACH}-")) for c in channels(stack)),
+                     timeout=30, what="the coached call over")
+            if caller is not None:
+                assert caller.wait(10) == 0, "the caller's SIPp did not end cleanly"
+        finally:
+            if caller is not None and caller.poll() is None:
+                caller.kill()
+            stack.sipp.stop(phone)
+            stack.api.request("DELETE", f"/api/v1/agents/{aid}")
