@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import json
 import logging
 import time
@@ -48,7 +47,7 @@ import phonenumbers
 from redis.exceptions import RedisError
 
 from .config import ContinuityConfig
-from .store.redis_store import Store, scripted_pipeline
+from .store.redis_store import Store, script_sha, scripted_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +68,7 @@ if ARGV[5] ~= '' then
 end
 return 0
 """
-REMEMBER_SHA = hashlib.sha1(REMEMBER_LUA.encode("utf-8")).hexdigest()
+REMEMBER_SHA = script_sha(REMEMBER_LUA)
 LIVE_TTL_S = 6 * 3600
 SUMMARY_FIELDS = ("outcome", "queue", "agent", "wait", "talk", "language", "menu", "kind", "campaign", "keypress")
 

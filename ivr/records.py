@@ -117,7 +117,7 @@ class CallRecorder:
 
     @property
     def pending(self) -> int:
-        """Record writes not in Redis yet: queued, being written, or waiting out the short delay after a
+        """Record writes not in Redis yet: queued, being written, or a finish waiting out its delay after a
         Hangup (for the events that trail it)."""
         return self._unwritten + len(self._timers)
 
@@ -135,7 +135,7 @@ class CallRecorder:
             self._carry = None
             try:
                 if self.linger > 0 and self._jobs.qsize() < self.batch_max:
-                    await _pause(self.linger)       # not asyncio.sleep: a burst of events gathers meanwhile
+                    await asyncio.sleep(self.linger)    # a burst of events gathers meanwhile
                 ending = {op[1] for op in batch if op[0] == "finish"}
                 while len(batch) < self.batch_max and not self._jobs.empty():
                     op = self._jobs.get_nowait()
@@ -263,8 +263,16 @@ class CallRecorder:
             if uid in self._timers:
                 return
             cause = e.get("Cause-txt") or e.get("Cause", "")
-            handle = asyncio.get_running_loop().call_later(self.finalize_delay, self._finalize_due, uid)
-            self._timers[uid] = (handle, ("finish", uid, (now, cause, False)))
+            self._finish_after(self.finalize_delay, ("finish", uid, (now, cause, False)))
+
+    def _finish_after(self, delay: float, op: Op) -> None:
+        """Submit a call's finish ``delay`` seconds from now (for the events that trail its Hangup); until
+        then it counts as pending and ``stop()`` writes it at once."""
+        uid = op[1]
+        old = self._timers.pop(uid, None)
+        if old is not None:
+            old[0].cancel()
+        self._timers[uid] = (asyncio.get_running_loop().call_later(delay, self._finalize_due, uid), op)
 
     def _finalize_due(self, uid: str) -> None:
         entry = self._timers.pop(uid, None)
@@ -279,8 +287,7 @@ class CallRecorder:
         final: dict[str, Any] = {}
         if record.get("answered_at") and not record.get("talk"):
             if not late:   # app_queue's AgentComplete can trail the caller's Hangup under load: wait once more
-                asyncio.get_running_loop().call_later(self.late_complete_delay, self._submit,
-                                                      ("finish", uid, (ended_at, cause, True)))
+                self._finish_after(self.late_complete_delay, ("finish", uid, (ended_at, cause, True)))
                 return None
             final["talk"] = max(0, round(ended_at - float(record["answered_at"])))
             final["talk_estimated"] = 1
@@ -290,11 +297,3 @@ class CallRecorder:
                       "fallback": "0" if record.get("menu") or not record.get("queue") else "1"})
         return final
 
-
-async def _pause(seconds: float) -> None:
-    fut = asyncio.get_running_loop().create_future()
-    handle = asyncio.get_running_loop().call_later(seconds, fut.set_result, None)
-    try:
-        await fut
-    finally:
-        handle.cancel()

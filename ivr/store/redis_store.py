@@ -56,8 +56,15 @@ end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 0
 """
-FINISH_SHA = hashlib.sha1(FINISH_LUA.encode("utf-8")).hexdigest()
-WRITE_SHA = hashlib.sha1(WRITE_LUA.encode("utf-8")).hexdigest()
+
+
+def script_sha(text: str) -> str:
+    """The SHA1 Redis names a Lua script by (EVALSHA)."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+FINISH_SHA = script_sha(FINISH_LUA)
+WRITE_SHA = script_sha(WRITE_LUA)
 SCRIPTS = {FINISH_SHA: FINISH_LUA, WRITE_SHA: WRITE_LUA}
 ROLES = ("viewer", "supervisor", "admin")
 
@@ -79,6 +86,11 @@ def _path(raw: str | None) -> list[str]:
 
 def _flat(mapping: Mapping[str, Any]) -> dict[str, str]:
     return {k: (json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in mapping.items() if v is not None}
+
+
+def _pairs(mapping: Mapping[str, Any]) -> list[str]:
+    """field, value, field, value, ... as a script's ARGV takes them (values flattened as in hashes)."""
+    return [x for kv in _flat(mapping).items() for x in kv]
 
 
 async def scripted_pipeline(client: aioredis.Redis, stage: Callable[[Any], None], scripts: Iterable[str]) -> list[Any]:
@@ -145,10 +157,7 @@ class Store:
                 if kind == "get":
                     p.hgetall(key)
                 elif kind in ("set", "setnx"):
-                    args: list[Any] = [CALL_TTL, "1" if kind == "setnx" else "0"]
-                    for k, v in _flat(fields or {}).items():
-                        args += [k, v]
-                    p.evalsha(WRITE_SHA, 1, key, *args)
+                    p.evalsha(WRITE_SHA, 1, key, CALL_TTL, "1" if kind == "setnx" else "0", *_pairs(fields or {}))
                 else:
                     raise ValueError(f"call_batch: unknown operation {kind!r}")
 
@@ -179,10 +188,8 @@ class Store:
         """
         def stage(p: Any) -> None:
             for uid, fields in items:
-                args: list[Any] = [CALL_TTL, CALLS_STREAM_MAXLEN, uid]
-                for k, v in _flat(fields).items():
-                    args += [k, v]
-                p.evalsha(FINISH_SHA, 2, self.keys.call(uid), self.keys.calls, *args)
+                p.evalsha(FINISH_SHA, 2, self.keys.call(uid), self.keys.calls, CALL_TTL, CALLS_STREAM_MAXLEN, uid,
+                          *_pairs(fields))
 
         replies = await scripted_pipeline(self.redis, stage, SCRIPTS.values()) if items else []
         out: list[Any] = []

@@ -332,7 +332,7 @@ async def test_ivr_only_call_outcome(recorder: CallRecorder) -> None:
 
 async def test_store_failing_twice_then_working_still_gets_the_write(fast_retries: list[float]) -> None:
     store = FlakyStore(failures=2)
-    rec = CallRecorder(store, finalize_delay=0.01)  # type: ignore[arg-type]
+    rec = CallRecorder(store, finalize_delay=0.01, linger=0)  # type: ignore[arg-type]
     await rec.start()
     try:
         rec.track("r")
@@ -349,7 +349,7 @@ async def test_redis_down_for_a_while_delays_writes_and_loses_none(fast_retries:
     """A Redis restart: the head write is retried with a back-off capped at 5 s until Redis is back, the
     writes behind it wait in order, none is dropped or counted as an error."""
     store = FlakyStore(failures=8)
-    rec = CallRecorder(store, finalize_delay=0.01)  # type: ignore[arg-type]
+    rec = CallRecorder(store, finalize_delay=0.01, linger=0)  # type: ignore[arg-type]
     await rec.start()
     try:
         await rec.save("r", ivr_fields())
@@ -369,7 +369,7 @@ async def test_non_connection_error_is_not_retried(fast_retries: list[float]) ->
             raise ValueError("bad data")
 
     store = Broken()
-    rec = CallRecorder(store, finalize_delay=0.01)  # type: ignore[arg-type]
+    rec = CallRecorder(store, finalize_delay=0.01, linger=0)  # type: ignore[arg-type]
     await rec.start()
     try:
         await rec.save("r", {"x": 1})
@@ -426,7 +426,7 @@ async def test_bug_retry_after_partial_finish_loses_the_stream_entry(fast_retrie
             await super()._xadd(entry)
 
     store = XaddFailsOnce()
-    rec = CallRecorder(store, finalize_delay=0.01)  # type: ignore[arg-type]
+    rec = CallRecorder(store, finalize_delay=0.01, linger=0)  # type: ignore[arg-type]
     await rec.start()
     try:
         rec.on_event(ev_join("p"))
@@ -578,3 +578,17 @@ async def test_pending_counts_writes_until_they_are_in_the_store(recorder: CallR
     assert recorder.pending == 2 and recorder.active == 0     # the join queued, the finish waiting out its delay
     await wait_until(lambda: recorder.pending == 0)
     assert store.stream and store.stream[-1]["uniqueid"] == "w"
+
+
+async def test_a_finish_waiting_for_a_late_agent_complete_is_pending_and_written_at_stop() -> None:
+    store = MemoryStore()
+    rec = CallRecorder(store, finalize_delay=0.01, late_complete_delay=30)  # type: ignore[arg-type]
+    await rec.start()
+    rec.track("lc")
+    rec.on_event(ev_join("lc"))
+    rec.on_event(ev_connect("lc"))
+    rec.on_event(ev_hangup("lc"))                  # no AgentComplete: the finish waits 30 s for it
+    await wait_until(lambda: rec.pending == 1 and "lc" in rec._timers and rec._jobs.empty())
+    assert store.stream == []
+    await rec.stop(grace=1.0)                      # stopping does not lose it: written now, talk estimated
+    assert len(store.stream) == 1 and store.stream[0]["talk_estimated"] == "1" and rec.pending == 0
