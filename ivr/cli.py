@@ -15,12 +15,14 @@ from .config import ConfigError, load
 
 
 def _setup_logging(level: str, log_file: str | None) -> None:
+    from .logutil import BufferedWatchedFileHandler, CallLogFormatter
+
     handler: logging.Handler
     if log_file:
-        handler = logging.handlers.WatchedFileHandler(log_file)
+        handler = BufferedWatchedFileHandler(log_file)
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(CallLogFormatter())
     # the format uses none of these: not gathering them makes each line cheaper (the logging HOWTO's
     # "Optimization"; the controller logs a few lines per call)
     logging._srcfile = None   # type: ignore[attr-defined]

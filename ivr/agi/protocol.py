@@ -327,6 +327,10 @@ class AgiConnection:
         if self._state is _State.ERROR:
             raise AgiProtocolError(f"connection failed earlier: {self._failure}")
         try:
+            if self._state is _State.ENV:
+                env = self._env_block()
+                if env is not None:
+                    return env
             while True:
                 line = self._next_line()
                 if line is None:
@@ -393,6 +397,23 @@ class AgiConnection:
             self._hung_up = True
         return reply
 
+    def _env_block(self) -> AgiEnvironment | None:
+        """The environment lines already here, all at once: one search and one decode for the lot instead
+        of one each (the same lines, the same checks, the same result as line by line); the environment
+        once its blank line is among them. Anything unusual (a CR, more than a line's length at once, a
+        blank first line) is left to the line-by-line path."""
+        buf = self._buf
+        end = buf.find(b"\n\n")
+        stop = end if end >= 0 else buf.rfind(b"\n")
+        if stop <= 0 or buf[0] == 10 or stop > self._max_line or buf.find(b"\r", 0, stop) >= 0:
+            return None
+        text = buf[:stop].decode("utf-8", "replace")
+        del buf[:stop + (2 if end >= 0 else 1)]
+        self._scan = 0
+        for line in text.split("\n"):
+            self._env_line(line)
+        return self._env_line("") if end >= 0 else None
+
     def _env_line(self, line: str) -> AgiEnvironment | None:
         if not line:
             self._transition(_Input.ENV_END)
@@ -401,8 +422,7 @@ class AgiConnection:
             env = AgiEnvironment(MappingProxyType(self._env), tuple(v for _, v in args))
             self.environment = env
             return env
-        self._transition(_Input.ENV_LINE, line)
-        self._env_lines += 1
+        self._env_lines += 1            # (ENV_LINE keeps the state ENV: no table look-up per line)
         if self._env_lines > self._max_env_lines:
             raise AgiProtocolError(f"more than {self._max_env_lines} environment lines")
         key, sep, value = line.partition(": ")

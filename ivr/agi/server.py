@@ -1,11 +1,20 @@
 """asyncio FastAGI server around the sans-IO core in ``protocol``.
 
-One task per call. Handlers are registered by name in an explicit table
-(``AgiRouter``; a duplicate name is an error) and get an ``AgiSession`` with
-typed helpers for the commands an IVR needs. Every read has a timeout. Any
-failure of a handler ends in one place (``_run_call``): the error is logged with
-the call's unique id and the call is handed back to the dialplan with
-``IVR_NEXT=fallback`` so the caller reaches a plain queue, never dead air.
+One ``asyncio.Protocol`` per connection feeds the sans-IO ``AgiConnection``; once
+Asterisk's environment block is complete, one task runs the routed handler, which
+gets an ``AgiSession`` with typed helpers for the commands an IVR needs. Handlers
+are registered by name in an explicit table (``AgiRouter``; a duplicate name is an
+error). Every wait for Asterisk has a timeout. Any failure of a handler ends in
+one place (``_run_call``): the error is logged with the call's unique id and the
+call is handed back to the dialplan with ``IVR_NEXT=fallback`` so the caller
+reaches a plain queue, never dead air.
+
+Cost per call matters here (hundreds of calls a second): no stream reader or
+writer objects, one future per wait, a plain timer handle for its timeout, and
+the environment block read in one go. Asterisk writes the environment a line at
+a time (about 20 small writes); after the first of them arrives the connection
+reads nothing for ``ENV_GATHER_S``, so the rest is taken in one read instead of
+waking the controller (and making Asterisk wake it) once per few lines.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[["AgiSession"], Awaitable[None]]
 
 PLAYBACK_TIMEOUT = 600.0   # a prompt may be long; the reply only comes when it ends
-READ_CHUNK = 65536
+ENV_GATHER_S = 0.002       # read nothing for this long after a connection opens (see the module comment)
 
 
 class AgiRouter:
@@ -62,9 +71,8 @@ class AgiRouter:
 class AgiSession:
     """One call's FastAGI conversation: send a command, await its reply."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 conn: AgiConnection, env: AgiEnvironment, read_timeout: float) -> None:
-        self._reader, self._writer, self._conn = reader, writer, conn
+    def __init__(self, link: "AgiLink", conn: AgiConnection, env: AgiEnvironment, read_timeout: float) -> None:
+        self._link, self._conn = link, conn
         self.env = env
         self.read_timeout = read_timeout
         self.uniqueid = env.uniqueid
@@ -75,14 +83,11 @@ class AgiSession:
         self._trace = log.isEnabledFor(logging.DEBUG)   # the whole conversation, for transcripts
 
     async def _read_event(self, timeout: float) -> object:
-        event = self._conn.next_event()
-        if event is not NEED_DATA:
-            return event
-        # asyncio.timeout (one timer) rather than wait_for (a task per read): this runs per command
-        async with asyncio.timeout(timeout):
-            while event is NEED_DATA:
-                self._conn.receive_data(await self._reader.read(READ_CHUNK))
-                event = self._conn.next_event()
+        conn = self._conn
+        event = conn.next_event()
+        while event is NEED_DATA:
+            await self._link.wait_data(timeout)
+            event = conn.next_event()
         return event
 
     async def command(self, *words: str, timeout: float | None = None) -> AgiReply:
@@ -94,7 +99,7 @@ class AgiSession:
         if self.hangup_seen:
             raise AgiHangup(f"channel hung up before {words[0]}")
         data = self._conn.send_command(*words)
-        self._writer.write(data)
+        self._link.write(data)
         self.commands += 1
         if self._trace:
             log.debug("call %s: AGI >> %s", self.uniqueid, data.decode(errors="replace").rstrip("\n"))
@@ -188,6 +193,139 @@ class AgiSession:
         return reply
 
 
+class AgiLink(asyncio.Protocol):
+    """One FastAGI connection: bytes from Asterisk go into the sans-IO ``AgiConnection``; the call's
+    handler waits in ``wait_data`` until more has come (or the connection ended)."""
+
+    def __init__(self, server: "AgiServer") -> None:
+        self.server = server
+        self.conn = AgiConnection()
+        self.transport: asyncio.Transport | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.started = time.perf_counter()
+        self._loop = asyncio.get_running_loop()
+        self._waiter: asyncio.Future[None] | None = None
+        self._env_timer: asyncio.TimerHandle | None = None
+        self._refused = False
+        self._gathering = False
+
+    # ------------------------------------------------------------ asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]   # uvloop's TCPTransport is not a subclass
+        server = self.server
+        if len(server._links) >= server.max_connections:
+            server.calls_refused += 1
+            self._refused = True
+            log.warning("FastAGI: %d calls already running, refusing one (the dialplan falls back)",
+                        len(server._links))
+            transport.close()
+            return
+        server._links.add(self)
+        self._env_timer = self._loop.call_later(server.read_timeout, self._env_timed_out)
+
+    def _resume(self) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        self.conn.receive_data(data)
+        if self.task is None:
+            self._try_start()
+            if self.task is None and not self._gathering and not self._refused:
+                self._gathering = True     # the first lines of the environment: let the rest gather
+                self.transport.pause_reading()   # type: ignore[union-attr]
+                self._loop.call_later(ENV_GATHER_S, self._resume)
+        elif self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def eof_received(self) -> bool | None:
+        self._ended()
+        return None                        # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ended()
+        self.server._links.discard(self)   # a call still running keeps its task in server._tasks
+        if self._env_timer is not None:
+            self._env_timer.cancel()
+
+    def _ended(self) -> None:
+        if not self.conn.closed:
+            self.conn.receive_data(b"")
+        if self.task is None:
+            if not self._refused:
+                self._try_start()
+        elif self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    # -------------------------------------------------------------- the environment
+    def _try_start(self) -> None:
+        """Start the handler once the environment block is complete; drop a connection that sends garbage
+        or closes before it."""
+        if self.task is not None or self._refused:
+            return
+        try:
+            event = self.conn.next_event()
+        except AgiProtocolError as exc:
+            self._fail_before_start(f"AgiProtocolError: {exc}")
+            return
+        if event is NEED_DATA:
+            return
+        if self._env_timer is not None:
+            self._env_timer.cancel()
+            self._env_timer = None
+        if isinstance(event, AgiEnvironment):
+            self.task = self.server._start_call(self, event)
+        elif event is EOF:
+            self.server._links.discard(self)
+            self.close()
+        else:
+            self._fail_before_start(f"AgiProtocolError: expected the AGI environment, got {event!r}")
+
+    def _env_timed_out(self) -> None:
+        self._env_timer = None
+        if self.task is None:
+            self._fail_before_start(f"TimeoutError: no AGI environment within {self.server.read_timeout:g}s")
+
+    def _fail_before_start(self, why: str) -> None:
+        self.server.calls_failed += 1
+        log.error("call ?: AGI failed (%s); the dialplan sends the call to the fallback queue", why)
+        self.server._links.discard(self)
+        self._refused = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    # ------------------------------------------------------------------ for the session
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise AgiHangup("the AGI connection is closed")
+        transport.write(data)
+
+    async def wait_data(self, timeout: float) -> None:
+        """Return once more bytes (or the end of the connection) have come; TimeoutError after ``timeout``."""
+        waiter = self._waiter = self._loop.create_future()
+        timer = self._loop.call_later(timeout, _time_out, waiter, timeout)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def close(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.close()                  # what is still buffered is sent first
+        if transport.get_write_buffer_size():   # only when Asterisk is slow to read: rare
+            self._loop.call_later(1.0, transport.abort)
+
+
+def _time_out(waiter: asyncio.Future[None], timeout: float) -> None:
+    if not waiter.done():
+        waiter.set_exception(asyncio.TimeoutError(f"nothing from Asterisk within {timeout:g}s"))
+
+
 class AgiServer:
     """Listens for FastAGI connections and runs one routed handler per call."""
 
@@ -198,6 +336,7 @@ class AgiServer:
         self.read_timeout = read_timeout
         self.max_connections = max_connections
         self._server: asyncio.base_events.Server | None = None
+        self._links: set[AgiLink] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.calls_total = 0
         self.calls_failed = 0
@@ -206,8 +345,9 @@ class AgiServer:
         self.step_latency: Callable[[float], None] | None = None
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.host, self.port,
-                                                  limit=READ_CHUNK, backlog=1024, reuse_address=True)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: AgiLink(self), self.host, self.port,
+                                                backlog=1024, reuse_address=True)
         sock = self._server.sockets[0].getsockname()
         self.port = sock[1]
         log.info("FastAGI server listening on %s:%d (handlers: %s)", self.host, self.port,
@@ -224,6 +364,10 @@ class AgiServer:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=2)
+        for link in list(self._links):     # connections that never sent their environment
+            if link.transport is not None:
+                link.transport.abort()
+        self._links.clear()
         if server is not None:
             try:
                 await asyncio.wait_for(server.wait_closed(), 2)
@@ -234,50 +378,23 @@ class AgiServer:
     def active_calls(self) -> int:
         return len(self._tasks)
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._tasks) >= self.max_connections:
-            self.calls_refused += 1
-            log.warning("FastAGI: %d calls already running, refusing one (the dialplan falls back)", len(self._tasks))
-            writer.close()
-            return
-        task = asyncio.current_task()
-        assert task is not None
+    def _start_call(self, link: AgiLink, env: AgiEnvironment) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(self._run_call(link, env))
         self._tasks.add(task)
-        try:
-            await self._run_call(reader, writer)
-        finally:
-            self._tasks.discard(task)
-            try:
-                writer.close()
-            except Exception:  # pragma: no cover
-                pass
+        task.add_done_callback(self._tasks.discard)
+        return task
 
-    async def _run_call(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = AgiConnection()
+    async def _run_call(self, link: AgiLink, env: AgiEnvironment) -> None:
         session: AgiSession | None = None
-        uid = "?"
-        started = time.perf_counter()
+        uid = env.uniqueid or "?"
         try:
-            env = None
-            while env is None:
-                event = conn.next_event()
-                if event is NEED_DATA:
-                    async with asyncio.timeout(self.read_timeout):
-                        chunk = await reader.read(READ_CHUNK)
-                    conn.receive_data(chunk)
-                elif isinstance(event, AgiEnvironment):
-                    env = event
-                elif event is EOF:
-                    return
-                else:
-                    raise AgiProtocolError(f"expected the AGI environment, got {event!r}")
-            uid = env.uniqueid or "?"
             self.calls_total += 1
-            session = AgiSession(reader, writer, conn, env, self.read_timeout)
+            session = AgiSession(link, link.conn, env, self.read_timeout)
             handler, session.route_arg = self.router.resolve(env.network_script)
             if handler is None:
                 raise LookupError(f"no AGI handler for script {env.network_script!r}")
-            log.debug("call %s: AGI %s from %s", uid, env.network_script, env.callerid)
+            if session._trace:
+                log.debug("call %s: AGI %s from %s", uid, env.network_script, env.callerid)
             await handler(session)
         except AgiHangup:
             log.debug("call %s: hung up during AGI", uid)
@@ -296,13 +413,9 @@ class AgiServer:
             if session is not None:
                 self.commands_total += session.commands
             if self.step_latency is not None:
-                self.step_latency(time.perf_counter() - started)
-            try:
-                if writer.transport.get_write_buffer_size():   # only when Asterisk is slow to read: rare
-                    async with asyncio.timeout(1.0):
-                        await writer.drain()
-            except Exception:
-                pass
+                self.step_latency(time.perf_counter() - link.started)
+            self._links.discard(link)
+            link.close()
 
     async def _fallback(self, session: AgiSession | None, uid: str) -> None:
         if session is None or session.hangup_seen:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import logging
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from .services import LookupBackend
 log = logging.getLogger(__name__)
 
 MAX_STEPS = 200
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9_./-]{1,200}$")   # a prompt path the dialplan may get in IVR_PLAY
 ALL_KEYS = "0123456789*#"
 
 
@@ -187,9 +189,27 @@ class MenuEngine:
         digits, _ = await session.get_data(prompt, int(timeout * 1000), max_digits - len(first))
         return first + digits
 
-    async def mset(self, session: AgiSession, values: dict[str, str]) -> None:
-        """Set several channel variables in one round trip (values are validated identifiers)."""
+    async def mset(self, session: AgiSession, values: dict[str, str], play: list[str] | None = None) -> None:
+        """Set several channel variables in one round trip (values are validated identifiers); ``play``,
+        prompt paths already checked by ``hand_back``, goes in as IVR_PLAY (joined by ``&``; empty when
+        there is nothing to play)."""
         for k, v in values.items():
             if any(c in v for c in FORBIDDEN_IN_VALUES):
                 raise ValueError(f"variable {k}: value {v!r} has a character that is not allowed")
-        await session.exec("MSet", ",".join(f"{k}={v}" for k, v in values.items()))
+        pairs = [f"{k}={v}" for k, v in values.items()]
+        if play is not None:
+            pairs.append("IVR_PLAY=" + "&".join(play))
+        await session.exec("MSet", ",".join(pairs))
+
+    async def hand_back(self, session: AgiSession, ctx: CallContext, names: tuple[str, ...],
+                        values: dict[str, str]) -> None:
+        """End the IVR: set ``values`` (IVR_NEXT among them) and leave the prompts still to be heard to the
+        dialplan (IVR_PLAY, played by ``ivr-route`` before it hangs up or queues the call), all in one AGI
+        command instead of a STREAM FILE per prompt and an MSet: the AGI connection is released before the
+        prompts start. A prompt path the dialplan could misread (anything but letters, digits and ``_./-``)
+        is played here first instead, as any other prompt."""
+        files = self.files(ctx, names)
+        if not all(_SAFE_PATH.match(f) for f in files):
+            await self.play(session, ctx, names)
+            files = []
+        await self.mset(session, values, files)

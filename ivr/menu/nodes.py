@@ -201,11 +201,12 @@ async def _queue(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node
         digit = await engine.ask(s, ctx, node.get("offer_prompt", ("callback-offer",)), 5.0)
         if digit == "1":
             return node.get("callback")
-    await engine.play(s, ctx, node.prompts)
+    last_words = node.prompts      # played by the dialplan just before Queue() (see MenuEngine.hand_back)
     if node.get("announce_wait") and estimate is not None and 60 <= estimate < 4 * 3600:
+        await engine.play(s, ctx, node.prompts)
         await engine.play(s, ctx, ("wait-estimate",))
         await s.say_number(max(1, int(estimate / 60 + 0.5)))   # half a minute rounds up
-        await engine.play(s, ctx, ("minutes",))
+        last_words = ("minutes",)
     ctx.outcome = "queued"
     # both estimates at the moment the caller joins, kept in the record so they can be checked against the
     # wait that followed (benchmarks/surge_load.py --mode hold)
@@ -226,7 +227,7 @@ async def _queue(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node
               "IVR_QUEUE_TIMEOUT": str(int(node.get("timeout", 0)) or ""),
               "IVR_POSITION": str(position) if position else "",
               "IVR_SURVEY": ctx.menu.name if ctx.menu.survey else "", "IVR_NEXT": "queue"}
-    await engine.mset(s, {k: v for k, v in values.items() if v != ""})
+    await engine.hand_back(s, ctx, last_words, {k: v for k, v in values.items() if v != ""})
     log.info("call %s: to queue %s (estimated wait %s%s)", ctx.uid, queue,
              "unknown" if estimate is None or not math.isfinite(estimate) else f"{estimate:.0f}s",
              f", position {position}" if position else "")
@@ -325,10 +326,10 @@ async def _callback(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: N
     ctx.queue = queue
     ctx.outcome = "callback_requested"
     log.info("call %s: callback %s stored for %s (queue %s)", ctx.uid, record["id"], number, queue)
-    await engine.play(s, ctx, node.prompts or ("callback-booked",))
     if node.get("next"):
+        await engine.play(s, ctx, node.prompts or ("callback-booked",))
         return node.get("next")
-    await s.set_variable("IVR_NEXT", "hangup")
+    await engine.hand_back(s, ctx, node.prompts or ("callback-booked",), {"IVR_NEXT": "hangup"})
     return None
 
 
@@ -379,9 +380,8 @@ async def _set(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) 
 
 
 async def _hangup(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
-    await engine.play(s, ctx, node.prompts)
     ctx.outcome = node.get("outcome", "ivr_end")
-    await s.set_variable("IVR_NEXT", "hangup")
+    await engine.hand_back(s, ctx, node.prompts, {"IVR_NEXT": "hangup"})
     return None
 
 

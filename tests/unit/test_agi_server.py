@@ -424,3 +424,52 @@ async def test_max_connections_refuses_extra_calls(calls: Calls, stop_later: lis
     first.send("200 result=0\n")
     assert await first.rest() == b""
     await until(lambda: server.active_calls == 0)
+
+
+async def test_environment_trickling_in_over_many_writes_is_read_whole(calls: Calls,
+                                                                       stop_later: list[AgiServer]) -> None:
+    """Asterisk writes the environment a line at a time; lines that come in slowly, past the gathering
+    pause after the first one, still make one environment, with every variable."""
+    async def body(session: AgiSession) -> None:
+        calls.replies.append(dict(session.env.variables))
+        await session.set_variable("X", "1")
+
+    server = await start_server({"test": tracked(calls, body)})
+    stop_later.append(server)
+    fake = await FakeAsterisk.connect(server.port)
+    lines = env_block(uniqueid="77.1").split(b"\n")
+    for i, line in enumerate(lines[:-1]):
+        fake.send(line + b"\n")
+        await fake.writer.drain()
+        if i % 5 == 0:
+            await asyncio.sleep(0.01)                       # longer than the server's gathering pause
+    assert await fake.command() == 'SET VARIABLE "X" "1"'
+    fake.send("200 result=1\n")
+    assert await fake.rest() == b""
+    (env,) = calls.replies
+    assert env["uniqueid"] == "77.1" and env["calleridname"] == "Jane Doe" and env["threadid"] == "139872331"
+    assert len(env) == 17
+
+
+async def test_environment_never_completed_is_dropped_after_the_read_timeout(calls: Calls,
+                                                                             stop_later: list[AgiServer]) -> None:
+    server = await start_server({"test": tracked(calls, lambda s: asyncio.sleep(0))}, read_timeout=0.3)
+    stop_later.append(server)
+    stuck = await FakeAsterisk.connect(server.port, b"agi_network: yes\nagi_network_script: test\n")
+    assert await stuck.closed_by_peer()                      # no blank line ever came: given up
+    assert server.calls_failed == 1 and calls.sessions == [] and server.active_calls == 0
+
+
+async def test_reply_that_never_comes_times_out_to_the_fallback(calls: Calls, stop_later: list[AgiServer]) -> None:
+    async def body(session: AgiSession) -> None:
+        await session.command("WAIT FOR DIGIT", "100", timeout=0.2)
+
+    server = await start_server({"test": tracked(calls, body)})
+    stop_later.append(server)
+    fake = await FakeAsterisk.connect(server.port, env_block())
+    assert await fake.command() == 'WAIT FOR DIGIT "100"'     # ... and Asterisk says nothing
+    # the connection is closed (no command can follow an unanswered one): AGI() returns with IVR_NEXT unset,
+    # which the dialplan sends to the fallback queue
+    assert await fake.rest() == b""
+    assert isinstance(calls.errors[0], asyncio.TimeoutError) and server.calls_failed == 1
+    assert "within 0.2s" in str(calls.errors[0])

@@ -18,7 +18,7 @@ from ivr.menu.schema import MenuError, parse_menu
 from ivr.prompts.library import PromptLibrary
 
 from .test_menu_engine import P, prompts  # noqa: F401 (fixtures)
-from .test_menu_engine import EXEC_OK, PLAYED, ScriptedAsterisk, engine_for, menu, record_of, run_call, sf
+from .test_menu_engine import EXEC_OK, ScriptedAsterisk, engine_for, menu, record_of, run_call
 from .test_menu_transcripts import LANGUAGES, QUEUES, World
 
 
@@ -128,8 +128,9 @@ async def test_a_returning_caller_rejoins_their_queue_at_their_place(prompts: Pr
     fake = ScriptedAsterisk([
         ('SET VARIABLE "CHANNEL(language)" "fa"', "200 result=1"),
         ('SET VARIABLE "IVR_RETURNING" "1"', "200 result=1"),
-        (sf(P, "welcome-back", lang="fa"), PLAYED),
-        ('EXEC "MSet" "IVR_QUEUE=refunds,IVR_PRIORITY=0,IVR_POSITION=3,IVR_NEXT=queue"', EXEC_OK)])
+        # welcome-back is played by the dialplan, just before Queue()
+        (f'EXEC "MSet" "IVR_QUEUE=refunds,IVR_PRIORITY=0,IVR_POSITION=3,IVR_NEXT=queue,IVR_PLAY={P}/fa/welcome-back"',
+         EXEC_OK)])
     world = World()
     cont = FakeContinuity(found)
     engine = engine_for(menu(NODE_MENU), prompts, world, continuity=cont,
@@ -145,7 +146,7 @@ async def test_a_returning_caller_rejoins_their_queue_at_their_place(prompts: Pr
 
 async def test_a_drop_from_a_queue_no_longer_configured_starts_afresh(prompts: PromptLibrary, P: str) -> None:
     found = Recognised(number="+5551234", dropped={"queue": "gone", "lang": "en", "place_since": 1.0})
-    fake = ScriptedAsterisk([('EXEC "MSet" "IVR_QUEUE=support,IVR_PRIORITY=0,IVR_NEXT=queue"', EXEC_OK)])
+    fake = ScriptedAsterisk([('EXEC "MSet" "IVR_QUEUE=support,IVR_PRIORITY=0,IVR_NEXT=queue,IVR_PLAY="', EXEC_OK)])
     world = World()
     m = menu(NODE_MENU)
     from ivr.menu.engine import MenuEngine
@@ -166,7 +167,7 @@ async def test_a_notified_caller_takes_the_short_path_with_the_notice_on_the_cha
         ('SET VARIABLE "CHANNEL(language)" "zh"', "200 result=1"),
         ('EXEC "MSet" "IVR_NOTICE_CAMPAIGN=storm-1,IVR_NOTICE_ACTION=refund,IVR_NOTICE_REF=1000042,'
          'IVR_BOOKING=314159"', EXEC_OK),
-        ('SET VARIABLE "IVR_NEXT" "hangup"', "200 result=1")])
+        ('EXEC "MSet" "IVR_NEXT=hangup,IVR_PLAY="', EXEC_OK)])
     world = World()
     await run_call(engine_for(menu(NODE_MENU), prompts, world, continuity=FakeContinuity(found)), fake)
     assert fake.commands == fake.expected
@@ -179,7 +180,7 @@ async def test_a_notified_caller_takes_the_short_path_with_the_notice_on_the_cha
 async def test_notice_values_that_could_reach_the_dialplan_are_not_set(prompts: PromptLibrary) -> None:
     found = Recognised(number="+5551234", notice={"campaign": "x,IVR_NEXT=hangup", "action": "${EVIL}",
                                                   "booking": "31;4159", "lang": "en"})
-    fake = ScriptedAsterisk([('SET VARIABLE "IVR_NEXT" "hangup"', "200 result=1")])
+    fake = ScriptedAsterisk([('EXEC "MSet" "IVR_NEXT=hangup,IVR_PLAY="', EXEC_OK)])
     world = World()
     await run_call(engine_for(menu(NODE_MENU), prompts, world, continuity=FakeContinuity(found)), fake)
     assert fake.commands == fake.expected            # no MSet at all: every value was refused
@@ -189,7 +190,7 @@ async def test_notice_values_that_could_reach_the_dialplan_are_not_set(prompts: 
 @pytest.mark.parametrize("failure", [redis.exceptions.ConnectionError("down"), TimeoutError()])
 async def test_without_caller_history_the_caller_is_served_as_new(failure: BaseException,
                                                                   prompts: PromptLibrary) -> None:
-    fake = ScriptedAsterisk([('EXEC "MSet" "IVR_QUEUE=support,IVR_PRIORITY=0,IVR_NEXT=queue"', EXEC_OK)])
+    fake = ScriptedAsterisk([('EXEC "MSet" "IVR_QUEUE=support,IVR_PRIORITY=0,IVR_NEXT=queue,IVR_PLAY="', EXEC_OK)])
     world = World()
     await run_call(engine_for(menu(NODE_MENU), prompts, world, continuity=FakeContinuity(failure)), fake)
     assert fake.commands == fake.expected
@@ -198,21 +199,21 @@ async def test_without_caller_history_the_caller_is_served_as_new(failure: BaseE
 
 async def test_repeat_callers_get_the_configured_priority(prompts: PromptLibrary) -> None:
     found = Recognised(number="+5551234", repeat=True)
-    fake = ScriptedAsterisk([('EXEC "MSet" "IVR_QUEUE=support,IVR_PRIORITY=4,IVR_NEXT=queue"', EXEC_OK)])
+    fake = ScriptedAsterisk([('EXEC "MSet" "IVR_QUEUE=support,IVR_PRIORITY=4,IVR_NEXT=queue,IVR_PLAY="', EXEC_OK)])
     world = World()
     await run_call(engine_for(menu(NODE_MENU), prompts, world, continuity=FakeContinuity(found),
                               repeat_priority=4), fake)
     assert fake.commands == fake.expected
     assert record_of(world)["vars"] == {"repeat": "1"}
     # without the policy, a repeat caller queues like anyone else
-    fake = ScriptedAsterisk([('EXEC "MSet" "IVR_QUEUE=support,IVR_PRIORITY=0,IVR_NEXT=queue"', EXEC_OK)])
+    fake = ScriptedAsterisk([('EXEC "MSet" "IVR_QUEUE=support,IVR_PRIORITY=0,IVR_NEXT=queue,IVR_PLAY="', EXEC_OK)])
     await run_call(engine_for(menu(NODE_MENU), prompts, World(), continuity=FakeContinuity(found)), fake)
     assert fake.commands == fake.expected
 
 
 async def test_a_withheld_number_is_not_looked_up(prompts: PromptLibrary) -> None:
     cont = FakeContinuity(Recognised())
-    fake = ScriptedAsterisk([('EXEC "MSet" "IVR_QUEUE=support,IVR_PRIORITY=0,IVR_NEXT=queue"', EXEC_OK)])
+    fake = ScriptedAsterisk([('EXEC "MSet" "IVR_QUEUE=support,IVR_PRIORITY=0,IVR_NEXT=queue,IVR_PLAY="', EXEC_OK)])
     await run_call(engine_for(menu(NODE_MENU), prompts, World(), continuity=cont), fake, callerid="anonymous")
     assert fake.commands == fake.expected and cont.asked == []
 
@@ -225,7 +226,7 @@ class _NoStore:
 
 async def test_a_flagged_caller_queues_with_their_groups_priority(prompts: PromptLibrary) -> None:
     found = Recognised(number="+5551234", group="medical", repeat=True)
-    fake = ScriptedAsterisk([('EXEC "MSet" "IVR_QUEUE=support,IVR_PRIORITY=8,IVR_NEXT=queue"', EXEC_OK)])
+    fake = ScriptedAsterisk([('EXEC "MSet" "IVR_QUEUE=support,IVR_PRIORITY=8,IVR_NEXT=queue,IVR_PLAY="', EXEC_OK)])
     world = World()
     cont = FakeContinuity(found, groups={"medical": 8})
     await run_call(engine_for(menu(NODE_MENU), prompts, world, continuity=cont, repeat_priority=4), fake)

@@ -41,7 +41,6 @@ from .test_menu_transcripts import LANGUAGES, QUEUES, FakeRefunds, World, prompt
 BACKENDS = frozenset({"refunds", "crm", "slow"})
 UID = "1795700000.7"
 CALLER = "5551234"
-HANGUP_NEXT = 'SET VARIABLE "IVR_NEXT" "hangup"'
 PLAYED = "200 result=0 endpos=8000"
 OK = "200 result=1"
 EXEC_OK = "200 result=0"
@@ -66,10 +65,17 @@ class ScriptedAsterisk:
         self.expected = [cmd for cmd, _ in self.script]
         self.responder = responder
         self.commands: list[str] = []
-        self.reader = asyncio.StreamReader()
+        self.conn: AgiConnection | None = None     # the session's protocol core, set by make_session
+        self.arrived = asyncio.Event()
         self.held = asyncio.Event()
 
-    # the AgiSession's writer
+    def _feed(self, data: bytes) -> None:
+        assert self.conn is not None
+        if not self.conn.closed:
+            self.conn.receive_data(data)
+        self.arrived.set()
+
+    # the AgiSession's link: write() and wait_data()
     def write(self, data: bytes) -> None:
         cmd = data.decode()
         assert cmd.endswith("\n") and cmd.count("\n") == 1, f"one command per line: {cmd!r}"
@@ -78,18 +84,22 @@ class ScriptedAsterisk:
         if self.script:
             expected, reply = self.script.popleft()
             if cmd != expected:
-                self.reader.feed_eof()
+                self._feed(b"")
             elif reply is self.HOLD:
                 self.held.set()
             else:
-                self.reader.feed_data(f"{reply}\n".encode())
+                self._feed(f"{reply}\n".encode())
         elif self.responder is not None:
-            self.reader.feed_data(f"{self.responder(cmd)}\n".encode())
+            self._feed(f"{self.responder(cmd)}\n".encode())
         else:
-            self.reader.feed_eof()
+            self._feed(b"")
+
+    async def wait_data(self, timeout: float) -> None:
+        await asyncio.wait_for(self.arrived.wait(), timeout)
+        self.arrived.clear()
 
     def release(self, reply: str) -> None:
-        self.reader.feed_data(f"{reply}\n".encode())
+        self._feed(f"{reply}\n".encode())
 
 
 def make_session(fake: ScriptedAsterisk, script: str = "menu/t", *, callerid: str = CALLER, language: str = "en",
@@ -104,7 +114,8 @@ def make_session(fake: ScriptedAsterisk, script: str = "menu/t", *, callerid: st
     conn.receive_data(("\n".join(env_lines) + "\n\n").encode())
     env = conn.next_event()
     assert isinstance(env, AgiEnvironment)
-    session = AgiSession(fake.reader, fake, conn, env, read_timeout=2.0)  # type: ignore[arg-type]
+    fake.conn = conn
+    session = AgiSession(fake, conn, env, read_timeout=2.0)  # type: ignore[arg-type]
     session.route_arg = script.partition("/")[2]
     return session
 
@@ -139,6 +150,19 @@ def record_of(world: World) -> dict[str, Any]:
 
 def sf(P: str, name: str, escape: str = "", lang: str = "en") -> str:
     return f'STREAM FILE "{P}/{lang}/{name}" "{escape}"'
+
+
+def bye(P: str = "", *names: str, lang: str = "en") -> tuple[str, str]:
+    """How a call leaves by a hangup node: IVR_NEXT=hangup, and the node's prompts for the dialplan to play
+    (IVR_PLAY), in one MSet."""
+    files = "&".join(f"{P}/{lang}/{n}" for n in names)
+    return f'EXEC "MSet" "IVR_NEXT=hangup,IVR_PLAY={files}"', EXEC_OK
+
+
+def to_queue(values: str, P: str = "", *names: str, lang: str = "en") -> tuple[str, str]:
+    """How a call leaves by a queue node: the queue's variables and the prompts to play before Queue()."""
+    files = "&".join(f"{P}/{lang}/{n}" for n in names)
+    return f'EXEC "MSet" "{values},IVR_PLAY={files}"', EXEC_OK
 
 
 def gd(P: str, name: str, ms: int, digits: int, lang: str = "en") -> str:
@@ -198,7 +222,7 @@ async def test_hours_open_closed_holiday(at: str, expected: str, prompts: Prompt
     world = World()
     seen: list[datetime.tzinfo] = []
     engine = engine_for(menu(HOURS_MENU.format(tz="Europe/Berlin")), prompts, world, now=clock(at, seen))
-    fake = ScriptedAsterisk([(HANGUP_NEXT, OK)])
+    fake = ScriptedAsterisk([bye()])
     await run_call(engine, fake)
     assert fake.commands == fake.expected                 # the hours node itself says nothing
     rec = record_of(world)
@@ -228,7 +252,7 @@ async def test_holidays_are_dates_in_the_node_timezone(at: str, expected: str, p
     """
     world = World()
     engine = engine_for(menu(text), prompts, world, now=clock(at))
-    await run_call(engine, ScriptedAsterisk([(HANGUP_NEXT, OK)]))
+    await run_call(engine, ScriptedAsterisk([bye()]))
     assert record_of(world)["ivr_outcome"] == expected
 
 
@@ -248,7 +272,7 @@ async def test_hours_default_timezone_is_utc_and_day_ranges_wrap(prompts: Prompt
                "2026-11-29T10:30:00+05:00"):   # Sunday 05:30 UTC: outside the hours in UTC
         world = World()
         seen: list[datetime.tzinfo] = []
-        await run_call(engine_for(menu(text), prompts, world, now=clock(at, seen)), ScriptedAsterisk([(HANGUP_NEXT, OK)]))
+        await run_call(engine_for(menu(text), prompts, world, now=clock(at, seen)), ScriptedAsterisk([bye()]))
         assert [str(tz) for tz in seen] == ["UTC"]
         outcomes.append(record_of(world)["ivr_outcome"])
     assert outcomes == ["open", "open", "closed", "closed"]
@@ -328,7 +352,7 @@ async def test_lookup_found_speaks_the_result_and_saves_it(prompts: PromptLibrar
     fake = ScriptedAsterisk(booking_script(P) + [
         (sf(P, "status-paid"), PLAYED),
         ('SAY DIGITS "1000042" ""', EXEC_OK),
-        (HANGUP_NEXT, OK)])
+        bye()])
     await run_call(engine_for(lookup_menu(), prompts, world), fake)
     assert fake.commands == fake.expected
     rec = record_of(world)
@@ -341,7 +365,7 @@ async def test_lookup_found_speaks_the_result_and_saves_it(prompts: PromptLibrar
 
 async def test_lookup_not_found(prompts: PromptLibrary, P: str) -> None:
     world = World()
-    fake = ScriptedAsterisk(booking_script(P) + [(HANGUP_NEXT, OK)])
+    fake = ScriptedAsterisk(booking_script(P) + [bye()])
     await run_call(engine_for(lookup_menu(), prompts, world), fake)
     assert fake.commands == fake.expected
     assert record_of(world)["path"] == ["ask", "look", "none"]
@@ -352,7 +376,7 @@ async def test_lookup_not_found(prompts: PromptLibrary, P: str) -> None:
 async def test_lookup_failure_takes_the_error_branch(exc: BaseException, prompts: PromptLibrary, P: str) -> None:
     world = World()
     backend = FailingBackend(exc)
-    fake = ScriptedAsterisk(booking_script(P) + [(HANGUP_NEXT, OK)])
+    fake = ScriptedAsterisk(booking_script(P) + [bye()])
     await run_call(engine_for(lookup_menu(), prompts, world, backends={"refunds": backend}), fake)
     assert fake.commands == fake.expected
     assert backend.calls == 1
@@ -363,7 +387,7 @@ async def test_lookup_failure_takes_the_error_branch(exc: BaseException, prompts
 
 async def test_lookup_without_a_configured_backend_takes_the_error_branch(prompts: PromptLibrary, P: str) -> None:
     world = World()
-    fake = ScriptedAsterisk(booking_script(P) + [(HANGUP_NEXT, OK)])
+    fake = ScriptedAsterisk(booking_script(P) + [bye()])
     await run_call(engine_for(lookup_menu(), prompts, world, backends={}), fake)
     assert record_of(world)["path"] == ["ask", "look", "lookup-error", "err"]
 
@@ -377,7 +401,7 @@ async def test_a_backend_that_hangs_is_abandoned_after_the_timeout(monkeypatch: 
     monkeypatch.setattr(nodes, "LOOKUP_TIMEOUT", 0.05)
     world = World()
     backend = HangingBackend()
-    fake = ScriptedAsterisk(booking_script(P) + [(HANGUP_NEXT, OK)])
+    fake = ScriptedAsterisk(booking_script(P) + [bye()])
     t0 = time.monotonic()
     await asyncio.wait_for(run_call(engine_for(lookup_menu(), prompts, world, backends={"refunds": backend}), fake), 2)
     assert time.monotonic() - t0 < 1.0
@@ -406,7 +430,7 @@ async def test_refunds_backend_with_redis_down_takes_the_error_branch(exc: Excep
                                                                       P: str) -> None:
     backend = RefundsBackend(Store(StubRedis(exc)))  # type: ignore[arg-type]
     world = World()
-    fake = ScriptedAsterisk(booking_script(P) + [(HANGUP_NEXT, OK)])
+    fake = ScriptedAsterisk(booking_script(P) + [bye()])
     await run_call(engine_for(lookup_menu(), prompts, world, backends={"refunds": backend}), fake)
     assert record_of(world)["path"] == ["ask", "look", "lookup-error", "err"]
 
@@ -555,7 +579,7 @@ async def test_http_backend_in_a_menu(booking: str, outcome: str, spoken: bool, 
     script = booking_script(P, booking)
     if spoken:
         script += [(sf(P, "status-paid"), PLAYED), ('SAY DIGITS "1000042" ""', EXEC_OK)]
-    fake = ScriptedAsterisk(script + [(HANGUP_NEXT, OK)])
+    fake = ScriptedAsterisk(script + [bye()])
     engine = engine_for(lookup_menu("crm", "get"), prompts, world, backends={"crm": http_backend})
     await run_call(engine, fake)
     assert fake.commands == fake.expected
@@ -579,7 +603,7 @@ nodes:
 async def test_live_banner_is_played_instead_of_the_prompts(prompts: PromptLibrary) -> None:
     live = "/var/lib/ivr/live/fa/banner-3f2a9c"
     world = World(banner_path=live)
-    fake = ScriptedAsterisk([(f'STREAM FILE "{live}" "#"', key("#")), (HANGUP_NEXT, OK)])
+    fake = ScriptedAsterisk([(f'STREAM FILE "{live}" "#"', key("#")), bye()])
     await run_call(engine_for(menu(BANNER_MENU), prompts, world), fake, language="fa")
     assert fake.commands == fake.expected
     assert world.banner_asked == ["fa"]
@@ -587,12 +611,12 @@ async def test_live_banner_is_played_instead_of_the_prompts(prompts: PromptLibra
 
 async def test_without_a_live_banner_the_prompts_play(prompts: PromptLibrary, P: str) -> None:
     world = World(banner_path=None)
-    fake = ScriptedAsterisk([(sf(P, "crisis-banner", "#", lang="zh"), PLAYED), (HANGUP_NEXT, OK)])
+    fake = ScriptedAsterisk([(sf(P, "crisis-banner", "#", lang="zh"), PLAYED), bye()])
     await run_call(engine_for(menu(BANNER_MENU), prompts, world), fake, language="zh")
     assert fake.commands == fake.expected
     assert world.banner_asked == ["zh"]
     world = World()
-    fake = ScriptedAsterisk([(sf(P, "crisis-banner", "#"), PLAYED), (HANGUP_NEXT, OK)])
+    fake = ScriptedAsterisk([(sf(P, "crisis-banner", "#"), PLAYED), bye()])
     await run_call(engine_for(menu(BANNER_MENU), prompts, world, banner=None), fake)   # no banner service
     assert fake.commands == fake.expected
 
@@ -604,7 +628,7 @@ start: q
 nodes:
   q: {type: queue, queue: support, prompts: [please-hold], announce_wait: true}
 """
-MSET_SUPPORT = ('EXEC "MSet" "IVR_QUEUE=support,IVR_PRIORITY=0,IVR_NEXT=queue"', EXEC_OK)
+SUPPORT = "IVR_QUEUE=support,IVR_PRIORITY=0,IVR_NEXT=queue"
 
 
 @pytest.mark.parametrize(("estimate", "minutes"), [
@@ -615,9 +639,11 @@ MSET_SUPPORT = ('EXEC "MSet" "IVR_QUEUE=support,IVR_PRIORITY=0,IVR_NEXT=queue"',
 async def test_announce_wait_says_the_rounded_minutes(estimate: float | None, minutes: int | None,
                                                       prompts: PromptLibrary, P: str) -> None:
     world = World(estimates={"support": estimate})
-    said = [] if minutes is None else [(sf(P, "wait-estimate"), PLAYED), (f'SAY NUMBER "{minutes}" ""', EXEC_OK),
-                                       (sf(P, "minutes"), PLAYED)]
-    fake = ScriptedAsterisk([(sf(P, "please-hold"), PLAYED), *said, MSET_SUPPORT])
+    # the node's prompt, and the minutes after the number, are played by the dialplan just before Queue()
+    said = [to_queue(SUPPORT, P, "please-hold")] if minutes is None else [
+        (sf(P, "please-hold"), PLAYED), (sf(P, "wait-estimate"), PLAYED), (f'SAY NUMBER "{minutes}" ""', EXEC_OK),
+        to_queue(SUPPORT, P, "minutes")]
+    fake = ScriptedAsterisk(said)
     await run_call(engine_for(menu(QUEUE_MENU), prompts, world), fake)
     assert fake.commands == fake.expected
     assert world.estimates_asked == ["support"]
@@ -635,7 +661,7 @@ async def test_queue_variables_for_the_dialplan(prompts: PromptLibrary, P: str) 
       s: {type: survey}
     """
     fake = ScriptedAsterisk([
-        ('EXEC "MSet" "IVR_QUEUE=refunds,IVR_PRIORITY=7,IVR_QUEUE_TIMEOUT=120,IVR_SURVEY=t,IVR_NEXT=queue"', EXEC_OK)])
+        to_queue("IVR_QUEUE=refunds,IVR_PRIORITY=7,IVR_QUEUE_TIMEOUT=120,IVR_SURVEY=t,IVR_NEXT=queue")])
     await run_call(engine_for(menu(text), prompts, World()), fake)
     assert fake.commands == fake.expected
 
@@ -654,12 +680,12 @@ nodes:
     callback: cb
   cb: {type: callback, queue: rebooking}
 """
-MSET_REBOOKING = ('EXEC "MSet" "IVR_QUEUE=rebooking,IVR_PRIORITY=0,IVR_NEXT=queue"', EXEC_OK)
+REBOOKING = "IVR_QUEUE=rebooking,IVR_PRIORITY=0,IVR_NEXT=queue"
 
 
 def queued_after_estimate(P: str, minutes: int) -> list[tuple[str, Any]]:
     return [(sf(P, "please-hold"), PLAYED), (sf(P, "wait-estimate"), PLAYED),
-            (f'SAY NUMBER "{minutes}" ""', EXEC_OK), (sf(P, "minutes"), PLAYED), MSET_REBOOKING]
+            (f'SAY NUMBER "{minutes}" ""', EXEC_OK), to_queue(REBOOKING, P, "minutes")]
 
 
 async def test_callback_offered_over_the_threshold_and_accepted(prompts: PromptLibrary, P: str) -> None:
@@ -669,8 +695,7 @@ async def test_callback_offered_over_the_threshold_and_accepted(prompts: PromptL
         (sf(P, "callback-number-is", "12"), PLAYED),
         (f'SAY DIGITS "{CALLER}" "12"', EXEC_OK),
         (gd(P, "callback-confirm", 5000, 1), "200 result=1"),
-        (sf(P, "callback-booked"), PLAYED),
-        (HANGUP_NEXT, OK)])
+        bye(P, "callback-booked")])
     await run_call(engine_for(menu(OFFER_MENU), prompts, world), fake)
     assert fake.commands == fake.expected
     (cb,) = world.callbacks.requests
@@ -712,8 +737,7 @@ async def test_callback_for_an_anonymous_caller_asks_for_the_number(prompts: Pro
         (gd(P, "enter-number", 10000, 15), "200 result=5550101010"),
         (sf(P, "callback-number-is", "12"), PLAYED),
         ('SAY DIGITS "5550101010" "12"', key("1")),
-        (sf(P, "callback-booked"), PLAYED),
-        (HANGUP_NEXT, OK)])
+        bye(P, "callback-booked")])
     await run_call(engine_for(menu(text), prompts, world), fake, callerid="anonymous")
     assert fake.commands == fake.expected
     (cb,) = world.callbacks.requests
@@ -730,7 +754,7 @@ async def test_callback_never_confirmed_queues_the_caller(prompts: PromptLibrary
     world = World()
     read_back = [(sf(P, "callback-number-is", "12"), PLAYED), (f'SAY DIGITS "{CALLER}" "12"', EXEC_OK),
                  (gd(P, "callback-confirm", 5000, 1), TIMEOUT)]
-    fake = ScriptedAsterisk(read_back * 3 + [('EXEC "MSet" "IVR_QUEUE=refunds,IVR_PRIORITY=0,IVR_NEXT=queue"', EXEC_OK)])
+    fake = ScriptedAsterisk(read_back * 3 + [to_queue("IVR_QUEUE=refunds,IVR_PRIORITY=0,IVR_NEXT=queue")])
     await run_call(engine_for(menu(text), prompts, world), fake)
     assert fake.commands == fake.expected
     assert world.callbacks.requests == []
@@ -820,7 +844,7 @@ async def test_mset_sends_one_exec_and_set_nodes_use_it(prompts: PromptLibrary) 
       bye: {type: hangup}
     """
     world = World()
-    fake = ScriptedAsterisk([('EXEC "MSet" "VIP=yes,TIER=2"', EXEC_OK), (HANGUP_NEXT, OK)])
+    fake = ScriptedAsterisk([('EXEC "MSet" "VIP=yes,TIER=2"', EXEC_OK), bye()])
     await run_call(engine_for(menu(text), prompts, world), fake)
     assert fake.commands == fake.expected
     assert record_of(world)["vars"] == {"VIP": "yes", "TIER": "2"}
@@ -857,7 +881,7 @@ async def test_reload_during_a_call_does_not_change_that_call(tmp_path: Path, pr
     world = World()
     engine = MenuEngine(menus, prompts, world.sink, "en", world.services())
     fake = ScriptedAsterisk([(gd(P, "main-menu", 5000, 1), ScriptedAsterisk.HOLD),
-                             (sf(P, "goodbye"), PLAYED), (HANGUP_NEXT, OK)])
+                             bye(P, "goodbye")])
     call = asyncio.create_task(run_call(engine, fake, uid="1.1"))
     await asyncio.wait_for(fake.held.wait(), 2)        # the caller is listening to the v1 main menu
 
@@ -871,8 +895,7 @@ async def test_reload_during_a_call_does_not_change_that_call(tmp_path: Path, pr
     (uid, rec), = world.sink.saved
     assert (uid, rec["ivr_outcome"], json.loads(rec["path"])) == ("1.1", "v1", ["main", "bye"])
 
-    fake2 = ScriptedAsterisk([(gd(P, "welcome", 5000, 1), "200 result=1"), (sf(P, "closed"), PLAYED),
-                              (HANGUP_NEXT, OK)])
+    fake2 = ScriptedAsterisk([(gd(P, "welcome", 5000, 1), "200 result=1"), bye(P, "closed")])
     await run_call(engine, fake2, uid="1.2")            # a new call gets the new version
     assert fake2.commands == fake2.expected
     assert world.sink.saved[1][1]["ivr_outcome"] == "v2"
@@ -937,7 +960,7 @@ async def test_language_timeout_uses_the_default(prompts: PromptLibrary, P: str)
     world = World()
     fake = ScriptedAsterisk([(sf(P, "lang-en", "0123456789*#"), PLAYED), (sf(P, "lang-fa", "0123456789*#"), PLAYED),
                              (gd(P, "lang-zh", 3000, 1), TIMEOUT), ('SET VARIABLE "CHANNEL(language)" "fa"', OK),
-                             (sf(P, "goodbye", lang="fa"), PLAYED), (HANGUP_NEXT, OK)])
+                             bye(P, "goodbye", lang="fa")])
     await run_call(engine_for(menu(text), prompts, world), fake)
     assert fake.commands == fake.expected
     assert record_of(world)["language"] == "fa"
@@ -954,7 +977,7 @@ async def test_repeat_key_replays_without_using_a_try(prompts: PromptLibrary, P:
     """
     world = World()
     ask = gd(P, "main-menu", 5000, 1)
-    fake = ScriptedAsterisk([(ask, "200 result=*"), (ask, "200 result=*"), (ask, "200 result=1"), (HANGUP_NEXT, OK)])
+    fake = ScriptedAsterisk([(ask, "200 result=*"), (ask, "200 result=*"), (ask, "200 result=1"), bye()])
     await run_call(engine_for(menu(text), prompts, world), fake)
     assert fake.commands == fake.expected
     assert record_of(world)["ivr_outcome"] == "chose"
@@ -970,7 +993,7 @@ async def test_key_during_an_earlier_prompt_is_the_first_digit(prompts: PromptLi
     """
     world = World()
     fake = ScriptedAsterisk([(sf(P, "enter-booking", "0123456789*#"), key("3")),
-                             ('GET DATA "silence/1" "6000" "5"', "200 result=14150"), (HANGUP_NEXT, OK)])
+                             ('GET DATA "silence/1" "6000" "5"', "200 result=14150"), bye()])
     await run_call(engine_for(menu(text), prompts, world), fake)
     assert fake.commands == fake.expected
     assert record_of(world)["vars"] == {"booking": "314150"}
@@ -1052,3 +1075,42 @@ async def test_hangup_mid_menu_still_saves_the_record(prompts: PromptLibrary, P:
         await run_call(engine_for(menu(text), prompts, world), fake)
     rec = record_of(world)
     assert (rec["path"], rec["ivr_outcome"], rec["ivr_queue"]) == (["main"], "", "")
+
+
+async def test_prompts_the_dialplan_could_misread_are_played_over_agi_before_the_hand_back(tmp_path: Path) -> None:
+    """IVR_PLAY carries prompt paths into the dialplan (Playback); a path with a character the dialplan
+    parses (a comma here) is never put there: the prompt is played over AGI and IVR_PLAY is left empty."""
+    root = tmp_path / "prompts, 2026" / "build"
+    (root / "en").mkdir(parents=True)
+    (root / "en" / "goodbye.wav").write_bytes(b"")
+    odd = PromptLibrary(root)
+    text = """\
+    name: t
+    start: bye
+    nodes:
+      bye: {type: hangup, prompts: [goodbye], outcome: done}
+    """
+    fake = ScriptedAsterisk([(f'STREAM FILE "{root}/en/goodbye" ""', PLAYED), bye()])
+    world = World()
+    await run_call(engine_for(menu(text), odd, world), fake)
+    assert fake.commands == fake.expected
+    assert record_of(world)["ivr_outcome"] == "done"
+
+
+async def test_the_last_prompts_are_handed_to_the_dialplan(prompts: PromptLibrary, P: str) -> None:
+    """A hangup node's prompts and a queue node's are played by the dialplan after the AGI connection is
+    released: one MSet with IVR_NEXT and IVR_PLAY (files joined by &), no STREAM FILE."""
+    text = """\
+    name: t
+    start: m
+    nodes:
+      m: {type: menu, prompts: [main-menu], options: {"1": bye, "2": q}, timeout: 3, retries: 0}
+      bye: {type: hangup, prompts: [goodbye, survey-thanks], outcome: done}
+      q: {type: queue, queue: support, prompts: [please-hold]}
+    """
+    fake = ScriptedAsterisk([(gd(P, "main-menu", 3000, 1), "200 result=1"), bye(P, "goodbye", "survey-thanks")])
+    await run_call(engine_for(menu(text), prompts, World()), fake)
+    assert fake.commands == fake.expected
+    fake = ScriptedAsterisk([(gd(P, "main-menu", 3000, 1), "200 result=2"), to_queue(SUPPORT, P, "please-hold")])
+    await run_call(engine_for(menu(text), prompts, World()), fake)
+    assert fake.commands == fake.expected

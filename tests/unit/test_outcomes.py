@@ -53,7 +53,7 @@ async def test_zero_instead_of_a_booking_number_goes_to_a_human_with_the_context
         (gd(P, "enter-booking", 8000, 6), "200 result=0"),
         ('EXEC "MSet" "__IVR_ESCALATED_FROM=ask,__IVR_PATH=ask>escalated"', EXEC_OK),
         ('SET VARIABLE "CALLERID(name)" "0 ask"', "200 result=1"),
-        ('EXEC "MSet" "IVR_QUEUE=refunds,IVR_PRIORITY=0,IVR_NEXT=queue"', EXEC_OK)])
+        ('EXEC "MSet" "IVR_QUEUE=refunds,IVR_PRIORITY=0,IVR_NEXT=queue,IVR_PLAY="', EXEC_OK)])
     world = World()
     await run_call(engine_for(menu(ESCALATING), prompts, world), fake)
     assert fake.commands == fake.expected
@@ -71,7 +71,7 @@ async def test_zero_while_the_result_is_read_out_escalates_with_what_was_said(pr
         ('EXEC "MSet" "__IVR_ESCALATED_FROM=look,__IVR_PATH=ask>look>escalated,__IVR_BOOKING=314150,'
          '__IVR_SAID=look:rejected"', EXEC_OK),
         ('SET VARIABLE "CALLERID(name)" "0 look 314150"', "200 result=1"),
-        ('EXEC "MSet" "IVR_QUEUE=refunds,IVR_PRIORITY=0,IVR_NEXT=queue"', EXEC_OK)])
+        ('EXEC "MSet" "IVR_QUEUE=refunds,IVR_PRIORITY=0,IVR_NEXT=queue,IVR_PLAY="', EXEC_OK)])
     await run_call(engine_for(menu(ESCALATING), prompts, world), fake)
     assert fake.commands == fake.expected
     rec = record_of(world)
