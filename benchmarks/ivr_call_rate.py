@@ -669,8 +669,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bench.stop()
     rounds = [summarize([s for s in steps if s.get("round", 1) == n], rates) for n in range(1, args.rounds + 1)]
-    result = summarize([s for s in steps if s.get("round", 1) == 1], rates) if args.rounds == 1 else {
-        **rounds[0], "notes": [n for r in rounds for n in r["notes"]]}
+    result = {**rounds[0], "notes": [n for r in rounds for n in r["notes"]]}
     ratios = sorted(r["ratio"] for r in rounds if r["ratio"] is not None)
     result["rounds"] = [{"round": i + 1, "ratio": r["ratio"], "ratio_text": r["ratio_text"],
                          "max_rate": {m: r["modes"][m]["max_rate"] for m in MODES}} for i, r in enumerate(rounds)]

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 import logging
-import logging.handlers
 import sys
 from pathlib import Path
 from typing import Sequence

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import datetime
 import json
-import re
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping, Protocol
@@ -210,6 +210,7 @@ class MenuEngine:
         is played here first instead, as any other prompt."""
         files = self.files(ctx, names)
         if not all(_SAFE_PATH.match(f) for f in files):
-            await self.play(session, ctx, names)
+            for f in files:
+                await session.stream_file(f)
             files = []
         await self.mset(session, values, files)

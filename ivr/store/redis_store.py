@@ -17,12 +17,12 @@ from redis.asyncio.connection import Connection
 from redis.exceptions import DataError, NoScriptError
 
 from .keys import Keys
+from .selfservice import CallbackStore, RefundStore, SurveyStore
 
 try:
     import hiredis
 except ImportError:   # pragma: no cover - hiredis is a dependency; redis-py packs commands itself without it
     hiredis = None
-from .selfservice import CallbackStore, RefundStore, SurveyStore
 
 CALL_TTL = 30 * 86400
 CALLS_STREAM_MAXLEN = 2_000_000

@@ -152,17 +152,16 @@ def sf(P: str, name: str, escape: str = "", lang: str = "en") -> str:
     return f'STREAM FILE "{P}/{lang}/{name}" "{escape}"'
 
 
-def bye(P: str = "", *names: str, lang: str = "en") -> tuple[str, str]:
-    """How a call leaves by a hangup node: IVR_NEXT=hangup, and the node's prompts for the dialplan to play
-    (IVR_PLAY), in one MSet."""
-    files = "&".join(f"{P}/{lang}/{n}" for n in names)
-    return f'EXEC "MSet" "IVR_NEXT=hangup,IVR_PLAY={files}"', EXEC_OK
-
-
-def to_queue(values: str, P: str = "", *names: str, lang: str = "en") -> tuple[str, str]:
-    """How a call leaves by a queue node: the queue's variables and the prompts to play before Queue()."""
+def handed_back(values: str, P: str = "", *names: str, lang: str = "en") -> tuple[str, str]:
+    """How a call leaves the IVR: the variables for the dialplan (``values``, IVR_NEXT among them) and the
+    prompts it plays before it hangs up or queues the call (IVR_PLAY), in one MSet."""
     files = "&".join(f"{P}/{lang}/{n}" for n in names)
     return f'EXEC "MSet" "{values},IVR_PLAY={files}"', EXEC_OK
+
+
+def bye(P: str = "", *names: str, lang: str = "en") -> tuple[str, str]:
+    """How a call leaves by a hangup node: IVR_NEXT=hangup and the node's prompts."""
+    return handed_back("IVR_NEXT=hangup", P, *names, lang=lang)
 
 
 def gd(P: str, name: str, ms: int, digits: int, lang: str = "en") -> str:
@@ -640,9 +639,9 @@ async def test_announce_wait_says_the_rounded_minutes(estimate: float | None, mi
                                                       prompts: PromptLibrary, P: str) -> None:
     world = World(estimates={"support": estimate})
     # the node's prompt, and the minutes after the number, are played by the dialplan just before Queue()
-    said = [to_queue(SUPPORT, P, "please-hold")] if minutes is None else [
+    said = [handed_back(SUPPORT, P, "please-hold")] if minutes is None else [
         (sf(P, "please-hold"), PLAYED), (sf(P, "wait-estimate"), PLAYED), (f'SAY NUMBER "{minutes}" ""', EXEC_OK),
-        to_queue(SUPPORT, P, "minutes")]
+        handed_back(SUPPORT, P, "minutes")]
     fake = ScriptedAsterisk(said)
     await run_call(engine_for(menu(QUEUE_MENU), prompts, world), fake)
     assert fake.commands == fake.expected
@@ -661,7 +660,7 @@ async def test_queue_variables_for_the_dialplan(prompts: PromptLibrary, P: str) 
       s: {type: survey}
     """
     fake = ScriptedAsterisk([
-        to_queue("IVR_QUEUE=refunds,IVR_PRIORITY=7,IVR_QUEUE_TIMEOUT=120,IVR_SURVEY=t,IVR_NEXT=queue")])
+        handed_back("IVR_QUEUE=refunds,IVR_PRIORITY=7,IVR_QUEUE_TIMEOUT=120,IVR_SURVEY=t,IVR_NEXT=queue")])
     await run_call(engine_for(menu(text), prompts, World()), fake)
     assert fake.commands == fake.expected
 
@@ -685,7 +684,7 @@ REBOOKING = "IVR_QUEUE=rebooking,IVR_PRIORITY=0,IVR_NEXT=queue"
 
 def queued_after_estimate(P: str, minutes: int) -> list[tuple[str, Any]]:
     return [(sf(P, "please-hold"), PLAYED), (sf(P, "wait-estimate"), PLAYED),
-            (f'SAY NUMBER "{minutes}" ""', EXEC_OK), to_queue(REBOOKING, P, "minutes")]
+            (f'SAY NUMBER "{minutes}" ""', EXEC_OK), handed_back(REBOOKING, P, "minutes")]
 
 
 async def test_callback_offered_over_the_threshold_and_accepted(prompts: PromptLibrary, P: str) -> None:
@@ -754,7 +753,7 @@ async def test_callback_never_confirmed_queues_the_caller(prompts: PromptLibrary
     world = World()
     read_back = [(sf(P, "callback-number-is", "12"), PLAYED), (f'SAY DIGITS "{CALLER}" "12"', EXEC_OK),
                  (gd(P, "callback-confirm", 5000, 1), TIMEOUT)]
-    fake = ScriptedAsterisk(read_back * 3 + [to_queue("IVR_QUEUE=refunds,IVR_PRIORITY=0,IVR_NEXT=queue")])
+    fake = ScriptedAsterisk(read_back * 3 + [handed_back("IVR_QUEUE=refunds,IVR_PRIORITY=0,IVR_NEXT=queue")])
     await run_call(engine_for(menu(text), prompts, world), fake)
     assert fake.commands == fake.expected
     assert world.callbacks.requests == []
@@ -1111,6 +1110,6 @@ async def test_the_last_prompts_are_handed_to_the_dialplan(prompts: PromptLibrar
     fake = ScriptedAsterisk([(gd(P, "main-menu", 3000, 1), "200 result=1"), bye(P, "goodbye", "survey-thanks")])
     await run_call(engine_for(menu(text), prompts, World()), fake)
     assert fake.commands == fake.expected
-    fake = ScriptedAsterisk([(gd(P, "main-menu", 3000, 1), "200 result=2"), to_queue(SUPPORT, P, "please-hold")])
+    fake = ScriptedAsterisk([(gd(P, "main-menu", 3000, 1), "200 result=2"), handed_back(SUPPORT, P, "please-hold")])
     await run_call(engine_for(menu(text), prompts, World()), fake)
     assert fake.commands == fake.expected
