@@ -236,8 +236,8 @@ class AgiLink(asyncio.Protocol):
                 self._gathering = True     # the first lines of the environment: let the rest gather
                 self.transport.pause_reading()   # type: ignore[union-attr]
                 self._loop.call_later(ENV_GATHER_S, self._resume)
-        elif self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        else:
+            self._wake()
 
     def eof_received(self) -> bool | None:
         self._ended()
@@ -255,8 +255,14 @@ class AgiLink(asyncio.Protocol):
         if self.task is None:
             if not self._refused:
                 self._try_start()
-        elif self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        else:
+            self._wake()
+
+    def _wake(self) -> None:
+        """The handler waiting in ``wait_data`` (if any) goes on: bytes or the end of the connection came."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     # -------------------------------------------------------------- the environment
     def _try_start(self) -> None:
