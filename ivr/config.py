@@ -380,20 +380,20 @@ def validate(cfg: Config) -> None:
     for key, host in (("asterisk.ami_host", a.ami_host), ("agi.host", cfg.agi.host)):
         if host not in ("127.0.0.1", "::1", "localhost"):
             raise ConfigError(f"{key}: AMI and FastAGI must stay on loopback, got {host!r}")
-    if not _EXTEN_RE.match(a.inbound_extension):
+    if not _EXTEN_RE.fullmatch(a.inbound_extension):
         raise ConfigError(f"asterisk.inbound_extension: digits only, got {a.inbound_extension!r}")
-    if not _NAME_RE.match(a.ami_username):
+    if not _NAME_RE.fullmatch(a.ami_username):
         raise ConfigError(f"asterisk.ami_username: letters, digits, _ and - only, got {a.ami_username!r}")
     for i, m in enumerate(a.trunk_match):
         try:
             ipaddress.ip_network(m, strict=False)
         except ValueError:
             raise ConfigError(f"asterisk.trunk_match[{i}]: expected an IP address or network, got {m!r}") from None
-    if a.trunk_uri and not re.match(r"^sips?:[A-Za-z0-9_.\[\]:-]+$", a.trunk_uri):
+    if a.trunk_uri and not re.fullmatch(r"sips?:[A-Za-z0-9_.\[\]:-]+", a.trunk_uri):
         raise ConfigError(f"asterisk.trunk_uri: expected sip:host:port, got {a.trunk_uri!r}")
-    if a.trunk_username and not re.match(r"^[A-Za-z0-9_.+-]{1,64}$", a.trunk_username):
+    if a.trunk_username and not re.fullmatch(r"[A-Za-z0-9_.+-]{1,64}", a.trunk_username):
         raise ConfigError(f"asterisk.trunk_username: letters, digits and _.+- only, got {a.trunk_username!r}")
-    if a.trunk_password and not re.match(r"^[A-Za-z0-9_.~+=@%^!#*-]{1,128}$", a.trunk_password):
+    if a.trunk_password and not re.fullmatch(r"[A-Za-z0-9_.~+=@%^!#*-]{1,128}", a.trunk_password):
         raise ConfigError("asterisk.trunk_password: 1-128 letters, digits or _.~+=@%^!#*- (no quotes or spaces)")
     if a.trunk_username and not a.trunk_password:
         raise ConfigError("asterisk.trunk_password: needed with trunk_username (secrets.yaml trunk_password, or "
@@ -405,15 +405,15 @@ def validate(cfg: Config) -> None:
     bad = [c for c in a.codecs if c not in AGENT_CODECS]
     if bad or not a.codecs:
         raise ConfigError(f"asterisk.codecs: expected some of {', '.join(AGENT_CODECS)}, got {list(a.codecs)!r}")
-    if a.outbound_callerid and not _EXTEN_RE.match(a.outbound_callerid):
+    if a.outbound_callerid and not _EXTEN_RE.fullmatch(a.outbound_callerid):
         raise ConfigError(f"asterisk.outbound_callerid: digits only, got {a.outbound_callerid!r}")
     r = cfg.refunds
     bad = [x for x in r.notify if x not in ("approved", "rejected", "paid")]
     if bad:
         raise ConfigError(f"refunds.notify: expected some of approved, rejected, paid, got {bad[0]!r}")
-    if not re.match(r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$", r.notice_window):
+    if not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]", r.notice_window):
         raise ConfigError(f"refunds.notice_window: expected HH:MM-HH:MM, got {r.notice_window!r}")
-    if not re.match(r"^[a-z0-9][a-z0-9-]{0,39}$", r.notice_campaign):
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,39}", r.notice_campaign):
         raise ConfigError(f"refunds.notice_campaign: lower-case letters, digits and -, got {r.notice_campaign!r}")
     if r.notice_queue and r.notice_queue not in cfg.queue_names():
         raise ConfigError(f"refunds.notice_queue: {r.notice_queue!r} is not a configured queue")
@@ -427,7 +427,7 @@ def validate(cfg: Config) -> None:
         if not 0 <= value <= hi:
             raise ConfigError(f"continuity.{key}: expected 0 to {hi}, got {value}")
     for group, prio in c.priority_groups.items():
-        if not re.match(r"^[a-z0-9][a-z0-9_-]{0,31}$", group):
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", group):
             raise ConfigError(f"continuity.priority_groups: group names are lower-case letters, digits, _ and -, "
                               f"got {group!r}")
         if not 1 <= prio <= 100:
@@ -442,7 +442,7 @@ def validate(cfg: Config) -> None:
     if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"log_level: expected DEBUG, INFO, WARNING or ERROR, got {cfg.log_level!r}")
     for i, lang in enumerate(cfg.languages):
-        if not _LANG_RE.match(lang):
+        if not _LANG_RE.fullmatch(lang):
             raise ConfigError(f"languages[{i}]: expected a language code like 'en', got {lang!r}")
     b = cfg.balance
     if cfg.api.auth_fail_limit < 1 or cfg.api.auth_fail_window < 1:
@@ -457,7 +457,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError("balance.min_open_s: must not be negative")
     names: set[str] = set()
     for i, q in enumerate(cfg.queues):
-        if not _NAME_RE.match(q.name):
+        if not _NAME_RE.fullmatch(q.name):
             raise ConfigError(f"queues[{i}].name: letters, digits, _ and - only, got {q.name!r}")
         if q.name.lower() == "general":
             raise ConfigError(f"queues[{i}].name: 'general' is reserved by Asterisk's queues.conf; pick another name")
@@ -471,25 +471,25 @@ def validate(cfg: Config) -> None:
     if cfg.fallback_queue not in names:
         raise ConfigError(f"fallback_queue: {cfg.fallback_queue!r} is not one of the queues ({', '.join(sorted(names))})")
     for code, label in cfg.dispositions:
-        if not re.match(r"^[0-9]{1,3}$", code):
+        if not re.fullmatch(r"[0-9]{1,3}", code):
             raise ConfigError(f"dispositions.{code}: codes are 1-3 digits (agents key them in as *7<code>)")
-        if not re.match(r"^[a-z][a-z0-9_]{0,31}$", label):
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", label):
             raise ConfigError(f"dispositions.{code}: names are lower-case letters, digits and _, got {label!r}")
     if len({label for _, label in cfg.dispositions}) != len(cfg.dispositions):
         raise ConfigError("dispositions: each name once")
     for reason, team in cfg.feedback_teams:
-        if not re.match(r"^[a-z][a-z0-9_]{0,31}$", reason) or not re.match(r"^[a-z][a-z0-9_-]{0,31}$", team):
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", reason) or not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", team):
             raise ConfigError(f"feedback_teams.{reason}: reason and team are lower-case names, got {team!r}")
     for did, menu in cfg.dids:
-        if not _EXTEN_RE.match(did):
+        if not _EXTEN_RE.fullmatch(did):
             raise ConfigError(f"dids.{did}: the number must be digits only")
-        if not _NAME_RE.match(menu):
+        if not _NAME_RE.fullmatch(menu):
             raise ConfigError(f"dids.{did}: bad menu name {menu!r}")
-    if not _NAME_RE.match(cfg.default_menu):
+    if not _NAME_RE.fullmatch(cfg.default_menu):
         raise ConfigError(f"default_menu: bad menu name {cfg.default_menu!r}")
     ids: set[str] = set()
     for i, ag in enumerate(cfg.agents):
-        if not _EXTEN_RE.match(ag.id):
+        if not _EXTEN_RE.fullmatch(ag.id):
             raise ConfigError(f"agents[{i}].id: digits only, got {ag.id!r}")
         if ag.id in ids:
             raise ConfigError(f"agents[{i}].id: duplicate agent {ag.id!r}")
@@ -501,11 +501,11 @@ def validate(cfg: Config) -> None:
         for q in ag.queues:
             if q not in names:
                 raise ConfigError(f"agents[{i}].queues: unknown queue {q!r}")
-        if ag.password and (len(ag.password) > 64 or not re.match(r"^[A-Za-z0-9_.~+=@%^-]+$", ag.password)):
+        if ag.password and (len(ag.password) > 64 or not re.fullmatch(r"[A-Za-z0-9_.~+=@%^-]+", ag.password)):
             raise ConfigError(f"agents[{i}].password: 1-64 letters, digits or _.~+=@%^- only")
-        if ag.mobile and not _EXTEN_RE.match(ag.mobile):
+        if ag.mobile and not _EXTEN_RE.fullmatch(ag.mobile):
             raise ConfigError(f"agents[{i}].mobile: digits only (the number as the trunk dials it), got {ag.mobile!r}")
-        if ag.contact and not re.match(r"^sips?:[A-Za-z0-9_.-]+@[A-Za-z0-9_.:\[\]-]+$", ag.contact):
+        if ag.contact and not re.fullmatch(r"sips?:[A-Za-z0-9_.-]+@[A-Za-z0-9_.:\[\]-]+", ag.contact):
             raise ConfigError(f"agents[{i}].contact: expected sip:user@host:port, got {ag.contact!r}")
 
 

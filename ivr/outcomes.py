@@ -97,7 +97,7 @@ class Outcomes:
     async def by_phone(self, s: AgiSession) -> None:
         """AGI ``disposition/<code>``: an agent dialled *7<code> from their phone."""
         code = s.route_arg
-        m = _ENDPOINT_RE.match(s.env.channel)
+        m = _ENDPOINT_RE.fullmatch(s.env.channel)
         lang = self.cfg.languages[0] if self.cfg.languages else "en"
         saved = False
         try:
@@ -213,7 +213,7 @@ class PhoneLogin:
 
     async def run(self, s: AgiSession) -> None:
         action = s.route_arg
-        m = _ENDPOINT_RE.match(s.env.channel)
+        m = _ENDPOINT_RE.fullmatch(s.env.channel)
         agent_id = m.group(1) if m else ""
         agent = self.roster.agents.get(agent_id)
         langs = [x for x in (agent.languages if agent else ()) if x in self.cfg.languages]

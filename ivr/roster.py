@@ -85,11 +85,11 @@ def check_profile(cfg: Config, data: Mapping[str, Any], *, partial: bool) -> dic
                 raise RosterError(f"queues: unknown queue {bad[0]!r} (queues: {', '.join(cfg.queue_names())})")
             out[key] = tuple(dict.fromkeys(value))
         elif key == "languages":
-            if not isinstance(value, list) or not all(isinstance(x, str) and _LANG_RE.match(x) for x in value):
+            if not isinstance(value, list) or not all(isinstance(x, str) and _LANG_RE.fullmatch(x) for x in value):
                 raise RosterError("languages: expected a list of language codes like 'en'")
             out[key] = tuple(dict.fromkeys(value))
         elif key == "mobile":
-            if not isinstance(value, str) or (value and not re.match(r"^[0-9]{3,20}$", value)):
+            if not isinstance(value, str) or (value and not re.fullmatch(r"[0-9]{3,20}", value)):
                 raise RosterError("mobile: digits only, as the trunk dials it (empty to remove)")
             out[key] = value
         elif key == "penalty":
@@ -210,7 +210,7 @@ class Roster:
         if agent_id is None:
             agent_id = await self._next_id()
         agent_id = str(agent_id)
-        if not _ID_RE.match(agent_id):
+        if not _ID_RE.fullmatch(agent_id):
             raise RosterError(f"id: 2-20 digits (the SIP user name), got {agent_id!r}")
         if agent_id in self.agents:
             raise RosterError(f"id: agent {agent_id} exists already")

@@ -136,7 +136,7 @@ class CampaignKeys:
     """Key builder for one campaign's contacts (see the module docstring)."""
 
     def __init__(self, prefix: str, cid: str) -> None:
-        if not _ID_RE.match(cid):
+        if not _ID_RE.fullmatch(cid):
             raise ValueError(f"campaign id: lower-case letters, digits and -, got {cid!r}")
         self.base = b = f"{prefix}:campaign:{cid}"
         self.due, self.numbers, self.seq, self.summary = f"{b}:due", f"{b}:numbers", f"{b}:seq", f"{b}:import"
@@ -373,7 +373,7 @@ async def import_csv(redis: aioredis.Redis, keys_prefix: str, cid: str,
     row as CSV (line, reason, number). Raises ContactsError if the file as a whole is unusable.
     """
     k = CampaignKeys(keys_prefix, cid)
-    bad = [p for p in allowed_prefixes if not _PREFIX_RE.match(p)]
+    bad = [p for p in allowed_prefixes if not _PREFIX_RE.fullmatch(p)]
     if bad:
         raise ContactsError(f"allowed_prefixes: {bad[0]!r} is not an E.164 prefix like +44")
     if default_lang not in languages:

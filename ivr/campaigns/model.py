@@ -96,7 +96,7 @@ class Campaign:
 
 
 def _time(key: str, value: Any) -> datetime.time:
-    m = _TIME_RE.match(str(value))
+    m = _TIME_RE.fullmatch(str(value))
     if not m:
         raise CampaignError(f"{key}: expected HH:MM, got {value!r}")
     return datetime.time(int(m[1]), int(m[2]))
@@ -119,7 +119,7 @@ def parse_campaign(data: Mapping[str, Any], *, queues: frozenset[str] | None = N
     if unknown:
         raise CampaignError(f"{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
     cid = data.get("id")
-    if not isinstance(cid, str) or not _ID_RE.match(cid):
+    if not isinstance(cid, str) or not _ID_RE.fullmatch(cid):
         raise CampaignError("id: lower-case letters, digits and - (up to 40), e.g. flights-nov25")
     kw: dict[str, Any] = {"id": cid, "name": str(data.get("name", ""))[:100]}
     message = data.get("message", {"en": "notice-cancelled"})
@@ -130,11 +130,11 @@ def parse_campaign(data: Mapping[str, Any], *, queues: frozenset[str] | None = N
     for lang, prompt in message.items():
         if lang not in languages:
             raise CampaignError(f"message.{lang}: unknown language (configured: {', '.join(languages)})")
-        if not isinstance(prompt, str) or not _PROMPT_RE.match(prompt):
+        if not isinstance(prompt, str) or not _PROMPT_RE.fullmatch(prompt):
             raise CampaignError(f"message.{lang}: bad prompt name {prompt!r}")
     kw["message"] = dict(message)
     if "machine_message" in data:
-        if not _PROMPT_RE.match(str(data["machine_message"])):
+        if not _PROMPT_RE.fullmatch(str(data["machine_message"])):
             raise CampaignError(f"machine_message: bad prompt name {data['machine_message']!r}")
         kw["machine_message"] = str(data["machine_message"])
     if "options" in data:
@@ -178,7 +178,7 @@ def parse_campaign(data: Mapping[str, Any], *, queues: frozenset[str] | None = N
         kw["priority"] = int(_number("priority", data["priority"], 0, 100))
     if "allowed_prefixes" in data:
         prefixes = data["allowed_prefixes"]
-        if not isinstance(prefixes, list) or not all(isinstance(x, str) and _PREFIX_RE.match(x) for x in prefixes):
+        if not isinstance(prefixes, list) or not all(isinstance(x, str) and _PREFIX_RE.fullmatch(x) for x in prefixes):
             raise CampaignError("allowed_prefixes: a list of E.164 prefixes like ['+44', '+98']")
         kw["allowed_prefixes"] = tuple(prefixes)
     if "hourly_cap" in data:

@@ -126,7 +126,7 @@ class NoticeHandler:
                 create = service.create if service is not None else self.store.refunds.create
                 group = (contact.get("group") or "").strip().lower()
                 rec = await create(booking, caller=number, lang=ctx.lang, source="notice", call_uid=ctx.uid,
-                                   group=group if GROUP_RE.match(group) else "")
+                                   group=group if GROUP_RE.fullmatch(group) else "")
                 reference = rec["reference"]
                 await self.engine.play(s, ctx, ("refund-created",))
                 await s.say_digits(reference)

@@ -209,7 +209,7 @@ class MenuEngine:
         prompts start. A prompt path the dialplan could misread (anything but letters, digits and ``_./-``)
         is played here first instead, as any other prompt."""
         files = self.files(ctx, names)
-        if not all(_SAFE_PATH.match(f) for f in files):
+        if not all(_SAFE_PATH.fullmatch(f) for f in files):
             for f in files:
                 await session.stream_file(f)
             files = []

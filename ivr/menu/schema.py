@@ -118,7 +118,7 @@ def _check_prompts(source: str, nid: str, line: int, value: Any, key: str = "pro
     if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
         raise _node_error(source, nid, line, f"{key} must be a prompt name or a list of names")
     for p in value:
-        if not _PROMPT_RE.match(p):
+        if not _PROMPT_RE.fullmatch(p):
             raise _node_error(source, nid, line, f"{key}: bad prompt name {p!r} (letters, digits, - _ / only)")
     return tuple(value)
 
@@ -161,7 +161,7 @@ def _check_hours(source: str, nid: str, line: int, value: Any) -> Mapping[int, t
         a, b = _DAYS.index(first), _DAYS.index(last or first)
         days = list(range(a, b + 1)) if a <= b else list(range(a, 7)) + list(range(0, b + 1))
         for r in [ranges] if isinstance(ranges, str) else ranges:
-            m = _RANGE_RE.match(str(r))
+            m = _RANGE_RE.fullmatch(str(r))
             if not m:
                 raise _node_error(source, nid, line, f"open: bad time range {r!r} (use HH:MM-HH:MM)")
             start, end = int(m[1]) * 60 + int(m[2]), int(m[3]) * 60 + int(m[4])
@@ -177,7 +177,7 @@ def _validate_node(source: str, nid: str, raw: Any, queues: frozenset[str] | Non
     if not isinstance(raw, dict):
         raise MenuError(f"{source}: node {nid!r}: expected a mapping, got {type(raw).__name__}")
     line = int(raw.pop("__line__", 0))
-    if not _ID_RE.match(nid):
+    if not _ID_RE.fullmatch(nid):
         raise _node_error(source, nid, line, "node ids are letters, digits, _ and - (starting with a letter)")
     kind = raw.get("type")
     if kind not in NODE_FIELDS:
@@ -215,7 +215,7 @@ def _validate_node(source: str, nid: str, raw: Any, queues: frozenset[str] | Non
                     raise _node_error(source, nid, line, f"option {k!r}: target must be a name, got {target!r}")
             value = MappingProxyType(value)
         elif key == "reason":
-            if not isinstance(value, str) or not _REASON_RE.match(value):
+            if not isinstance(value, str) or not _REASON_RE.fullmatch(value):
                 raise _node_error(source, nid, line, f"reason must be a lower-case name like refund_status, got {value!r}")
         elif key == "repeat_key":
             if str(value) not in _OPTION_KEYS:
@@ -231,7 +231,7 @@ def _validate_node(source: str, nid: str, raw: Any, queues: frozenset[str] | Non
             if not isinstance(value, dict) or not value:
                 raise _node_error(source, nid, line, "values must be a mapping of NAME: value")
             for k, v in value.items():
-                if not _VAR_RE.match(str(k)) or not isinstance(v, (str, int, float)):
+                if not _VAR_RE.fullmatch(str(k)) or not isinstance(v, (str, int, float)):
                     raise _node_error(source, nid, line, f"values: bad entry {k!r}: {v!r}")
                 if isinstance(v, str) and any(c in v for c in FORBIDDEN_IN_VALUES):
                     raise _node_error(source, nid, line, f"values: {k!r} has characters not allowed in a value")
@@ -252,7 +252,7 @@ def _validate_node(source: str, nid: str, raw: Any, queues: frozenset[str] | Non
             if value not in VALIDATORS:
                 raise _node_error(source, nid, line, f"unknown validator {value!r} (known: {', '.join(sorted(VALIDATORS))})")
         elif key == "save_as":
-            if not isinstance(value, str) or not _VAR_RE.match(value):
+            if not isinstance(value, str) or not _VAR_RE.fullmatch(value):
                 raise _node_error(source, nid, line, f"save_as must be a variable name, got {value!r}")
         elif key == "params":
             if not isinstance(value, dict) or not all(isinstance(v, str) and TEMPLATE_RE.fullmatch(v)
@@ -312,7 +312,7 @@ def parse_menu(text: str, source: str, queues: frozenset[str] | None = None,
     if unknown:
         raise MenuError(f"{source}: unknown top-level key {sorted(unknown)[0]!r}")
     name = data.get("name") or Path(source).stem
-    if not isinstance(name, str) or not _ID_RE.match(name):
+    if not isinstance(name, str) or not _ID_RE.fullmatch(name):
         raise MenuError(f"{source}: name must be an identifier, got {name!r}")
     nodes_raw = data.get("nodes")
     if not isinstance(nodes_raw, dict) or len(nodes_raw) <= 1:

@@ -155,4 +155,4 @@ def format_part(template: str, values: Mapping[str, Any]) -> str:
 
 def safe_prompt_name(name: str) -> str | None:
     """A prompt name built from outside data is used only if it is a plain lower-case name."""
-    return name if _SAFE_PROMPT_PART.match(name) else None
+    return name if _SAFE_PROMPT_PART.fullmatch(name) else None

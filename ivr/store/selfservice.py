@@ -28,7 +28,7 @@ _DIGITS = re.compile(r"^[0-9]{1,20}$")
 
 
 def _check_digits(name: str, value: str, lo: int = 1, hi: int = 20) -> str:
-    if not _DIGITS.match(value or "") or not lo <= len(value) <= hi:
+    if not _DIGITS.fullmatch(value or "") or not lo <= len(value) <= hi:
         raise ValueError(f"{name}: expected {lo}-{hi} digits, got {value!r}")
     return value
 
@@ -45,9 +45,9 @@ class RefundStore:
         _check_digits("booking", booking, 4, 12)
         if caller:
             _check_digits("caller", caller, 3, 20)
-        if amount and not _AMOUNT.match(amount):
+        if amount and not _AMOUNT.fullmatch(amount):
             raise ValueError(f"amount: expected a number like 120 or 120.50, got {amount!r}")
-        if group and not GROUP_RE.match(group):
+        if group and not GROUP_RE.fullmatch(group):
             raise ValueError(f"group: lower-case letters, digits, _ and - (at most 32), got {group!r}")
         n = await self.redis.incr(self.keys.refund_seq)
         ref = str(REFUND_REF_START + n)
