@@ -16,6 +16,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from ..store.redis_store import ROLES
+from .clientip import ClientAddress
 
 if TYPE_CHECKING:
     from ..controller import Controller
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONTROLLER = web.AppKey("controller", object)
+CLIENT_ADDRESS = web.AppKey("client_address", ClientAddress)
 ROLE_RANK = {r: i for i, r in enumerate(ROLES)}
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 DASHBOARD_PATHS = ("/", "/dashboard")
@@ -62,30 +64,9 @@ async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamR
     try:
         if request.path not in PUBLIC:
             needed = getattr(handler, "required_role", "admin")
-            auth = request.headers.get("Authorization", "")
-            token = auth[7:].strip() if auth.startswith("Bearer ") else ""
-            if not token and request.path == "/api/v1/stream":   # EventSource cannot send headers
-                token = request.query.get("token", "")
-            if not token:
-                return json_error(401, "missing bearer token (Authorization: Bearer <token>)")
-            ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
-            address = request.remote or "unknown"
-            api = ctl.cfg.api
-            failures, left = await ctl.store.auth_failures(address)
-            if failures >= api.auth_fail_limit:
-                resp = json_error(429, f"too many failed logins from {address}: try again in {left or 1} s")
-                resp.headers["Retry-After"] = str(left or 1)
-                return resp
-            info = await ctl.store.verify_token(token)
-            if info is None:
-                count = await ctl.store.auth_failed(address, api.auth_fail_window)
-                # one line per failure in a fixed form, for fail2ban (docs/api.md gives the filter)
-                log.warning("API authentication failure from %s (%d in window) on %s %s",
-                            address, count, request.method, request.path)
-                return json_error(401, "unknown token")
-            if ROLE_RANK.get(info.get("role", ""), -1) < ROLE_RANK[needed]:
-                return json_error(403, f"this needs the {needed} role; token {info.get('name')!r} has {info.get('role')!r}")
-            request["auth"] = info
+            refused = await _authenticate(request, needed)
+            if refused is not None:
+                return refused
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status >= 400:
@@ -97,6 +78,46 @@ async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamR
     except Exception:
         log.exception("API error on %s %s", request.method, request.path)
         return json_error(500, "internal error (logged)")
+
+
+def client_address(request: web.Request) -> str:
+    """The address failed logins are counted against (the trusted proxy's header, else the peer)."""
+    resolver: ClientAddress = request.app[CLIENT_ADDRESS]
+    return resolver.resolve(request.remote, request.headers.get(resolver.header))
+
+
+async def _authenticate(request: web.Request, needed: str) -> web.Response | None:
+    """Check the bearer token; None when it may go on (``request["auth"]`` set), else the refusal.
+
+    A valid token is checked first and always accepted: only failures are counted, against the client's
+    address, so a locked-out address (or a shared proxy) never shuts out the supervisors and Prometheus.
+    Tokens are 256-bit random values: the limit keeps guessers' noise down, it is not what makes them safe.
+    """
+    auth = request.headers.get("Authorization", "")
+    token = auth[7:].strip() if auth.startswith("Bearer ") else ""
+    if not token and request.path == "/api/v1/stream":   # EventSource cannot send headers
+        token = request.query.get("token", "")
+    if not token:
+        return json_error(401, "missing bearer token (Authorization: Bearer <token>)")
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    info = await ctl.store.verify_token(token)
+    if info is None:
+        api = ctl.cfg.api
+        address = client_address(request)
+        failures, left = await ctl.store.auth_failures(address)
+        if failures >= api.auth_fail_limit:
+            resp = json_error(429, f"too many failed logins from {address}: try again in {left or 1} s")
+            resp.headers["Retry-After"] = str(left or 1)
+            return resp
+        count = await ctl.store.auth_failed(address, api.auth_fail_window)
+        # one line per failure in a fixed form, for fail2ban (docs/fail2ban/ivr-api.conf)
+        log.warning("API authentication failure from %s (%d in window) on %s %s",
+                    address, count, request.method, request.path)
+        return json_error(401, "unknown token")
+    if ROLE_RANK.get(info.get("role", ""), -1) < ROLE_RANK[needed]:
+        return json_error(403, f"this needs the {needed} role; token {info.get('name')!r} has {info.get('role')!r}")
+    request["auth"] = info
+    return None
 
 
 async def health(request: web.Request) -> web.Response:
@@ -783,6 +804,9 @@ async def openapi(request: web.Request) -> web.Response:
 def build_app(controller: "Controller") -> web.Application:
     app = web.Application(middlewares=[errors_and_auth], client_max_size=1024 * 1024)
     app[CONTROLLER] = controller
+    api_cfg = controller.cfg.api if controller is not None else None
+    app[CLIENT_ADDRESS] = (ClientAddress.from_config(api_cfg.trusted_proxies, api_cfg.client_ip_header)
+                           if api_cfg is not None else ClientAddress())
     app.router.add_get("/health", health)
     app.router.add_get("/api/v1/openapi.json", openapi)
     for path in DASHBOARD_PATHS:
