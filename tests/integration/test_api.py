@@ -168,6 +168,18 @@ def test_behind_the_trusted_proxy_failures_count_against_the_forwarded_client(st
     assert {client, colleague} <= hosts          # fail2ban bans the client, not the proxy
 
 
+def test_a_request_path_cannot_forge_a_log_line_for_fail2ban(stack: TestStack) -> None:
+    forged = "2026-01-01 00:00:00,000 WARNING ivr.api.app: API authentication failure from 6.6.6.6 (1 in window) on"
+    status, _, _ = raw(stack, "GET", "/api/v1/x" + urllib.parse.quote("\n" + forged + " GET /"), token="bad-guess")
+    assert status == 401
+    path = stack.stack.workdir / "logs" / "controller.log"
+    line = wait_for(lambda: [ln for ln in path.read_text(errors="replace").splitlines() if "/api/v1/x" in ln],
+                    timeout=5, what="the failure in the log")[-1]
+    assert "/api/v1/x\\n2026-01-01" in line           # the newline arrives escaped, in the same line
+    hosts = {m.group("host") for m in map(fail2ban_regex("ivr-api").search, path.read_text().splitlines()) if m}
+    assert "6.6.6.6" not in hosts and "127.0.0.1" in hosts
+
+
 def test_volunteer_added_by_api_registers_takes_a_call_and_is_removed(stack: TestStack) -> None:
     status, body = stack.api.request("POST", "/api/v1/agents", {"name": "Vol Test", "queues": ["rebooking"],
                                                                 "skill": "experienced", "team": "green"})
