@@ -2,7 +2,8 @@
 
 Every route but ``/health`` and the dashboard's static files (``/``, ``/dashboard``,
 ``/static/dashboard.js|css``: they hold no data) needs ``Authorization: Bearer <token>``;
-tokens are stored hashed in Redis with a role (viewer < supervisor < admin).
+tokens are stored hashed in Redis with a role (viewer < supervisor < admin). ``/health`` answers
+only up or down without a token, its detail with one.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 DASHBOARD_PATHS = ("/", "/dashboard")
 # the only files served from /static/ (exact names: no directory listing, no other file of the package)
 STATIC_FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
-PUBLIC = {"/health", "/api/v1/openapi.json", *DASHBOARD_PATHS, *(f"/static/{name}" for name in STATIC_FILES)}
+HEALTH = "/health"
+PUBLIC = {HEALTH, "/api/v1/openapi.json", *DASHBOARD_PATHS, *(f"/static/{name}" for name in STATIC_FILES)}
 # The dashboard loads its script and style from /static/ (no inline code), talks only to this origin.
 DASHBOARD_CSP = "; ".join([
     "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self' data:",
@@ -65,6 +67,10 @@ async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamR
         if request.path not in PUBLIC:
             needed = getattr(handler, "required_role", "admin")
             refused = await _authenticate(request, needed)
+            if refused is not None:
+                return refused
+        elif request.path == HEALTH and "Authorization" in request.headers:   # the detail: a viewer's
+            refused = await _authenticate(request, "viewer")
             if refused is not None:
                 return refused
         return await handler(request)
@@ -121,9 +127,13 @@ async def _authenticate(request: web.Request, needed: str) -> web.Response | Non
 
 
 async def health(request: web.Request) -> web.Response:
+    """Up or down for anyone (200 / 503 and the status word); with a viewer token, the detail (AMI's last
+    error, menu errors, counters), which says too much about the system to be public."""
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
     h = await ctl.health()
-    return web.json_response(h, status=200 if h["status"] == "ok" else 503)
+    body = h if "auth" in request else {"status": h["status"]}
+    return web.json_response(body, status=200 if h["status"] == "ok" else 503,
+                             headers={"Cache-Control": "no-store"})
 
 
 @requires("viewer")
@@ -807,7 +817,7 @@ def build_app(controller: "Controller") -> web.Application:
     api_cfg = controller.cfg.api if controller is not None else None
     app[CLIENT_ADDRESS] = (ClientAddress.from_config(api_cfg.trusted_proxies, api_cfg.client_ip_header)
                            if api_cfg is not None else ClientAddress())
-    app.router.add_get("/health", health)
+    app.router.add_get(HEALTH, health)
     app.router.add_get("/api/v1/openapi.json", openapi)
     for path in DASHBOARD_PATHS:
         app.router.add_get(path, dashboard)

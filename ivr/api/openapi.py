@@ -52,8 +52,9 @@ def body(properties: dict[str, Any], required: list[str] | None = None, *, extra
 
 # (method, path) -> summary, tag, and optionally query parameters, a request body, extra responses
 OPS: dict[tuple[str, str], dict[str, Any]] = {
-    ("GET", "/health"): {"tag": "system", "summary": "Liveness and dependencies (Redis, AMI, AGI, menus, records); "
-                         "503 when degraded"},
+    ("GET", "/health"): {"tag": "system", "summary": "Up or down: 200 {\"status\": \"ok\"} or 503 "
+                         "{\"status\": \"degraded\"}; with a viewer token (or higher), the detail: Redis, AMI "
+                         "(last error), AGI, menus (errors), records, balancing"},
     ("GET", "/"): {"tag": "dashboard", "summary": "The live dashboard page (holds no data: sign in with a token)",
                    "content": "text/html"},
     ("GET", "/dashboard"): {"tag": "dashboard", "summary": "The live dashboard page (same as /)", "content": "text/html"},

@@ -42,9 +42,18 @@ class FakeStore:
         return count + 1
 
 
+DETAIL = {"status": "degraded", "node": "n1", "ami": {"connected": False, "last_error": "auth failed for ivr@10.1.2.3"},
+          "menus": {"loaded": ["main"], "errors": ["sales.yaml: /srv/ivr/dialplans/sales.yaml: bad node"]}}
+
+
 def controller(**api: Any) -> SimpleNamespace:
     cfg = from_mapping({"api": {"auth_fail_limit": 3, "auth_fail_window": 60, **api}}, env={})
-    return SimpleNamespace(cfg=cfg, store=FakeStore())
+    ctl = SimpleNamespace(cfg=cfg, store=FakeStore(), detail=dict(DETAIL, status="ok"))
+
+    async def health() -> dict[str, Any]:
+        return dict(ctl.detail)
+    ctl.health = health
+    return ctl
 
 
 @pytest.fixture
@@ -125,3 +134,23 @@ async def test_behind_a_proxy_a_forged_left_part_of_the_header_is_not_read(behin
 def test_client_address(peer: str, header: str | None, expected: str) -> None:
     resolver = ClientAddress.from_config(["127.0.0.1", "10.0.0.0/24"], "X-Forwarded-For")
     assert resolver.resolve(peer, header) == expected
+
+
+async def test_health_without_a_token_says_only_up_or_down(direct) -> None:
+    client, ctl = direct
+    async with client.get("/health") as resp:
+        assert resp.status == 200 and await resp.json() == {"status": "ok"}
+    ctl.detail = dict(DETAIL)
+    async with client.get("/health") as resp:
+        assert resp.status == 503 and await resp.json() == {"status": "degraded"}
+        assert resp.headers["Cache-Control"] == "no-store"
+
+
+async def test_health_with_a_token_gives_the_detail(direct) -> None:
+    client, ctl = direct
+    ctl.detail = dict(DETAIL)
+    async with client.get("/health", headers={"Authorization": f"Bearer {VALID}"}) as resp:
+        assert resp.status == 503 and await resp.json() == DETAIL
+    async with client.get("/health", headers={"Authorization": "Bearer guess"}) as resp:
+        assert resp.status == 401 and "last_error" not in await resp.text()
+    assert ctl.store.failures["127.0.0.1"][0] == 1       # a wrong token here counts like anywhere else
