@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from ..store.redis_store import ROLES
 from .clientip import ClientAddress
+from .live import LiveFeed
 
 if TYPE_CHECKING:
     from ..controller import Controller
@@ -26,12 +27,14 @@ log = logging.getLogger(__name__)
 
 CONTROLLER = web.AppKey("controller", object)
 CLIENT_ADDRESS = web.AppKey("client_address", ClientAddress)
+LIVE_FEED = web.AppKey("live_feed", LiveFeed)
 ROLE_RANK = {r: i for i, r in enumerate(ROLES)}
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 DASHBOARD_PATHS = ("/", "/dashboard")
 # the only files served from /static/ (exact names: no directory listing, no other file of the package)
 STATIC_FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 HEALTH = "/health"
+STREAM = "/api/v1/stream"
 PUBLIC = {HEALTH, "/api/v1/openapi.json", *DASHBOARD_PATHS, *(f"/static/{name}" for name in STATIC_FILES)}
 # The dashboard loads its script and style from /static/ (no inline code), talks only to this origin.
 DASHBOARD_CSP = "; ".join([
@@ -101,8 +104,12 @@ async def _authenticate(request: web.Request, needed: str) -> web.Response | Non
     """
     auth = request.headers.get("Authorization", "")
     token = auth[7:].strip() if auth.startswith("Bearer ") else ""
-    if not token and request.path == "/api/v1/stream":   # EventSource cannot send headers
-        token = request.query.get("token", "")
+    if request.path == STREAM and not token:    # EventSource cannot send headers: a ticket in the URL instead
+        if "token" in request.query:
+            return json_error(401, "a token in the URL is refused (it ends up in logs): POST /api/v1/stream/ticket "
+                                   "with it, then open /api/v1/stream?ticket=...")
+        if "ticket" in request.query:
+            return await _stream_ticket(request, needed)
     if not token:
         return json_error(401, "missing bearer token (Authorization: Bearer <token>)")
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
@@ -120,6 +127,20 @@ async def _authenticate(request: web.Request, needed: str) -> web.Response | Non
         log.warning("API authentication failure from %s (%d in window) on %s %s",
                     address, count, request.method, request.path)
         return json_error(401, "unknown token")
+    if ROLE_RANK.get(info.get("role", ""), -1) < ROLE_RANK[needed]:
+        return json_error(403, f"this needs the {needed} role; token {info.get('name')!r} has {info.get('role')!r}")
+    request["auth"] = info
+    return None
+
+
+async def _stream_ticket(request: web.Request, needed: str) -> web.Response | None:
+    """Spend the stream ticket of the query string. A wrong one is not counted as a failed login: tickets are
+    256-bit random values good for 30 s, and a browser that reconnects with a spent one must not lock its
+    address out."""
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    info = await ctl.store.take_stream_ticket(request.query["ticket"][:200])
+    if info is None:
+        return json_error(401, "unknown, used or expired stream ticket: ask POST /api/v1/stream/ticket for another")
     if ROLE_RANK.get(info.get("role", ""), -1) < ROLE_RANK[needed]:
         return json_error(403, f"this needs the {needed} role; token {info.get('name')!r} has {info.get('role')!r}")
     request["auth"] = info
@@ -748,30 +769,45 @@ async def audit(request: web.Request) -> web.Response:
 
 
 async def _live_picture(ctl: "Controller") -> dict[str, Any]:
-    """What /api/v1/live answers and /api/v1/stream sends each second."""
+    """What /api/v1/live answers and /api/v1/stream sends each second (built once a second for all: LiveFeed)."""
     data = ctl.live()
-    data["callbacks_pending"] = len(await ctl.store.callbacks.pending(1000))
+    data["callbacks_pending"] = await ctl.store.callbacks.pending_count()
     data["campaigns"] = await ctl.dialer.list()
     return data
 
 
 @requires("viewer")
 async def live(request: web.Request) -> web.Response:
+    _, text = await request.app[LIVE_FEED].snapshot()
+    return web.Response(text=text, content_type="application/json")
+
+
+@requires("viewer")
+async def stream_ticket(request: web.Request) -> web.Response:
+    """A ticket for one event stream (``GET /api/v1/stream?ticket=``), good for 30 s: EventSource cannot send
+    the Authorization header, and a token in a URL would end up in proxy and browser logs."""
+    from ..store.redis_store import STREAM_TICKET_TTL
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
-    return web.json_response(await _live_picture(ctl))
+    ticket = await ctl.store.create_stream_ticket(request["auth"], STREAM_TICKET_TTL)
+    return web.json_response({"ticket": ticket, "expires_in": STREAM_TICKET_TTL,
+                              "stream": f"{STREAM}?ticket={ticket}"}, status=201,
+                             headers={"Cache-Control": "no-store"})
 
 
 @requires("viewer")
 async def stream(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: the live picture once a second (EventSource; token as ?token=)."""
+    """Server-sent events: the live picture once a second (EventSource: ``?ticket=`` from
+    POST /api/v1/stream/ticket; other clients can send the Authorization header)."""
     import asyncio
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    feed = request.app[LIVE_FEED]
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                        "X-Accel-Buffering": "no"})
     await resp.prepare(request)
     try:
         while not ctl.stopping.is_set():
-            await resp.write(f"data: {json.dumps(await _live_picture(ctl))}\n\n".encode())
+            _, text = await feed.snapshot()
+            await resp.write(f"data: {text}\n\n".encode())
             await asyncio.sleep(1.0)
     except (ConnectionResetError, asyncio.CancelledError):
         pass
@@ -817,6 +853,7 @@ def build_app(controller: "Controller") -> web.Application:
     api_cfg = controller.cfg.api if controller is not None else None
     app[CLIENT_ADDRESS] = (ClientAddress.from_config(api_cfg.trusted_proxies, api_cfg.client_ip_header)
                            if api_cfg is not None else ClientAddress())
+    app[LIVE_FEED] = LiveFeed(lambda: _live_picture(controller))
     app.router.add_get(HEALTH, health)
     app.router.add_get("/api/v1/openapi.json", openapi)
     for path in DASHBOARD_PATHS:
@@ -825,7 +862,8 @@ def build_app(controller: "Controller") -> web.Application:
         app.router.add_get(f"/static/{name}", static_file)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/live", live)
-    app.router.add_get("/api/v1/stream", stream)
+    app.router.add_get(STREAM, stream)
+    app.router.add_post("/api/v1/stream/ticket", stream_ticket)
     app.router.add_get("/api/v1/queues", queues)
     app.router.add_get("/api/v1/calls", calls)
     app.router.add_get("/api/v1/calls/{uid}", call)

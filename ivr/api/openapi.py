@@ -65,9 +65,14 @@ OPS: dict[tuple[str, str], dict[str, Any]] = {
                           "content": "text/plain"},
     ("GET", "/api/v1/live"): {"tag": "live", "summary": "Everything the dashboard shows: queues with estimates, "
                               "agents, tiers, campaigns, callbacks pending, hourly history"},
-    ("GET", "/api/v1/stream"): {"tag": "live", "summary": "The live picture as server-sent events, once a second",
-                                "query": [q("token", STR, "the token, for EventSource clients that cannot send "
-                                            "headers")], "content": "text/event-stream"},
+    ("GET", "/api/v1/stream"): {"tag": "live", "summary": "The live picture as server-sent events, once a second; "
+                                "EventSource clients (no headers) pass a ticket from POST /api/v1/stream/ticket, "
+                                "a token in the URL is refused",
+                                "query": [q("ticket", STR, "a stream ticket (used once, within 30 s), instead of "
+                                            "the Authorization header")], "content": "text/event-stream"},
+    ("POST", "/api/v1/stream/ticket"): {"tag": "live", "summary": "A ticket that opens one event stream within "
+                                        "30 s (stored hashed, used once): {ticket, expires_in, stream}; changes "
+                                        "nothing else", "created": True},
     ("GET", "/api/v1/queues"): {"tag": "live", "summary": "Queues from AMI: members (state, paused, penalty, "
                                 "in call) and waiting callers (position, wait)"},
     ("GET", "/api/v1/balance"): {"tag": "live", "summary": "The balancing loop: overflow tiers, wait estimates, "

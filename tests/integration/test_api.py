@@ -180,6 +180,36 @@ def test_a_request_path_cannot_forge_a_log_line_for_fail2ban(stack: TestStack) -
     assert "6.6.6.6" not in hosts and "127.0.0.1" in hosts
 
 
+def test_the_event_stream_opens_with_a_single_use_ticket_not_a_token_in_the_url(stack: TestStack) -> None:
+    viewer = create_token(stack, "stream-viewer", "viewer")
+    status, headers, body = raw(stack, "POST", "/api/v1/stream/ticket", token=viewer)
+    assert status == 201 and headers["Cache-Control"] == "no-store"
+    ticket = json.loads(body)["ticket"]
+
+    def first_line(query: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(stack.info["api"] + "/api/v1/stream" + query, timeout=15) as resp:
+                return resp.status, resp.readline()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+    status, line = first_line(f"?ticket={ticket}")
+    assert status == 200 and line.startswith(b"data: {")
+    status, body = first_line(f"?ticket={ticket}")
+    assert status == 401 and b"unknown, used or expired stream ticket" in body
+    status, body = first_line(f"?token={viewer}")
+    assert status == 401 and b"a token in the URL is refused" in body
+    # only the ticket's hash is in Redis, and it expires
+    import redis as redis_sync
+    client = redis_sync.Redis.from_url(stack.stack.config().redis.url, decode_responses=True)
+    try:
+        fresh = json.loads(raw(stack, "POST", "/api/v1/stream/ticket", token=viewer)[2])["ticket"]
+        keys = [k for k in client.scan_iter(match="*streamticket*")]
+        assert keys and not any(fresh in k for k in keys)
+        assert all(0 < client.ttl(k) <= 30 for k in keys)
+    finally:
+        client.close()
+
+
 def test_volunteer_added_by_api_registers_takes_a_call_and_is_removed(stack: TestStack) -> None:
     status, body = stack.api.request("POST", "/api/v1/agents", {"name": "Vol Test", "queues": ["rebooking"],
                                                                 "skill": "experienced", "team": "green"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from types import SimpleNamespace
 from typing import Any, AsyncIterator
@@ -9,7 +10,8 @@ from typing import Any, AsyncIterator
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from ivr.api.app import build_app
+from ivr.api.app import LIVE_FEED, build_app
+from ivr.api.live import LiveFeed
 from ivr.api.clientip import ClientAddress
 from ivr.config import from_mapping
 from ivr.store.redis_store import _hash_token
@@ -24,10 +26,20 @@ class FakeStore:
         self.tokens = {_hash_token(VALID): {"name": "sup", "role": "supervisor"}}
         self.failures: dict[str, tuple[int, float]] = {}
         self.verified = 0
+        self.tickets: dict[str, tuple[dict[str, Any], float]] = {}
 
     async def verify_token(self, token: str) -> dict[str, Any] | None:
         self.verified += 1
         return self.tokens.get(_hash_token(token))
+
+    async def create_stream_ticket(self, info: dict[str, Any], ttl: int) -> str:
+        ticket = f"ticket-{len(self.tickets)}"
+        self.tickets[_hash_token(ticket)] = ({"name": info["name"], "role": info["role"]}, time.time() + ttl)
+        return ticket
+
+    async def take_stream_ticket(self, ticket: str) -> dict[str, Any] | None:
+        info, until = self.tickets.pop(_hash_token(ticket), (None, 0.0))
+        return info if until > time.time() else None
 
     async def auth_failures(self, address: str) -> tuple[int, int]:
         count, until = self.failures.get(address, (0, 0.0))
@@ -154,3 +166,65 @@ async def test_health_with_a_token_gives_the_detail(direct) -> None:
     async with client.get("/health", headers={"Authorization": "Bearer guess"}) as resp:
         assert resp.status == 401 and "last_error" not in await resp.text()
     assert ctl.store.failures["127.0.0.1"][0] == 1       # a wrong token here counts like anywhere else
+
+
+async def first_event(client: TestClient, url: str, **kw: Any) -> tuple[int, str]:
+    async with client.get(url, **kw) as resp:
+        if resp.status != 200:
+            return resp.status, (await resp.json())["error"]
+        assert resp.headers["Content-Type"] == "text/event-stream"
+        return resp.status, (await resp.content.readline()).decode()
+
+
+@pytest.fixture
+async def streaming() -> AsyncIterator[tuple[TestClient, SimpleNamespace]]:
+    ctl = controller()
+
+    async def picture() -> dict[str, Any]:
+        return {"queues": {}, "agents": []}
+    ctl.stopping = asyncio.Event()
+    app = build_app(ctl)  # type: ignore[arg-type]
+    app[LIVE_FEED] = LiveFeed(picture)
+    async with TestClient(TestServer(app)) as client:
+        yield client, ctl
+    ctl.stopping.set()
+
+
+async def test_the_stream_opens_with_a_ticket_once(streaming) -> None:
+    client, ctl = streaming
+    async with client.post("/api/v1/stream/ticket", headers={"Authorization": f"Bearer {VALID}"}) as resp:
+        assert resp.status == 201 and resp.headers["Cache-Control"] == "no-store"
+        body = await resp.json()
+    ticket = body["ticket"]
+    assert body["expires_in"] == 30 and body["stream"] == f"/api/v1/stream?ticket={ticket}"
+    assert VALID not in str(ctl.store.tickets)
+    status, event = await first_event(client, f"/api/v1/stream?ticket={ticket}")
+    assert status == 200 and event.startswith("data: {")
+    status, error = await first_event(client, f"/api/v1/stream?ticket={ticket}")      # used once
+    assert status == 401 and "unknown, used or expired stream ticket" in error
+    assert ctl.store.failures == {}       # a spent ticket is not a failed login
+
+
+async def test_a_ticket_expires(streaming) -> None:
+    client, ctl = streaming
+    ticket = await ctl.store.create_stream_ticket({"name": "sup", "role": "supervisor"}, ttl=0)
+    assert (await first_event(client, f"/api/v1/stream?ticket={ticket}"))[0] == 401
+
+
+async def test_a_token_in_the_url_is_refused(streaming) -> None:
+    client, ctl = streaming
+    status, error = await first_event(client, f"/api/v1/stream?token={VALID}")
+    assert status == 401 and "a token in the URL is refused" in error
+    status, error = await first_event(client, "/api/v1/stream")
+    assert status == 401 and "missing bearer token" in error
+    status, event = await first_event(client, "/api/v1/stream", headers={"Authorization": f"Bearer {VALID}"})
+    assert status == 200 and event.startswith("data: ")     # clients that can send headers still may
+
+
+async def test_a_stream_ticket_needs_a_token(streaming) -> None:
+    client, ctl = streaming
+    async with client.post("/api/v1/stream/ticket") as resp:
+        assert resp.status == 401
+    async with client.post("/api/v1/stream/ticket", headers={"Authorization": "Bearer guess"}) as resp:
+        assert resp.status == 401
+    assert ctl.store.tickets == {}
