@@ -204,7 +204,9 @@ OPS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/v1/campaigns/{cid}/pause"): {"tag": "campaigns", "summary": "Pause (calls in progress finish)"},
     ("POST", "/api/v1/campaigns/{cid}/stop"): {"tag": "campaigns", "summary": "Stop for good"},
     ("GET", "/api/v1/campaigns/{cid}/export"): {"tag": "campaigns", "summary": "Every contact with status, "
-                                                "attempts and outcome, as CSV", "content": "text/csv"},
+                                                "attempts and outcome, as CSV (text cells that would start a "
+                                                "spreadsheet formula, numbers like +44... too, begin with ')",
+                                                "content": "text/csv"},
 }
 
 ERROR = {"$ref": "#/components/schemas/Error"}
