@@ -127,6 +127,11 @@ async def _authenticate(request: web.Request, needed: str) -> web.Response | Non
         log.warning("API authentication failure from %s (%d in window) on %s %s",
                     address, count, request.method, request.path)
         return json_error(401, "unknown token")
+    return _grant(request, info, needed)
+
+
+def _grant(request: web.Request, info: dict[str, Any], needed: str) -> web.Response | None:
+    """403 when the token's role is below ``needed``; else the request goes on as that token."""
     if ROLE_RANK.get(info.get("role", ""), -1) < ROLE_RANK[needed]:
         return json_error(403, f"this needs the {needed} role; token {info.get('name')!r} has {info.get('role')!r}")
     request["auth"] = info
@@ -141,10 +146,7 @@ async def _stream_ticket(request: web.Request, needed: str) -> web.Response | No
     info = await ctl.store.take_stream_ticket(request.query["ticket"][:200])
     if info is None:
         return json_error(401, "unknown, used or expired stream ticket: ask POST /api/v1/stream/ticket for another")
-    if ROLE_RANK.get(info.get("role", ""), -1) < ROLE_RANK[needed]:
-        return json_error(403, f"this needs the {needed} role; token {info.get('name')!r} has {info.get('role')!r}")
-    request["auth"] = info
-    return None
+    return _grant(request, info, needed)
 
 
 async def health(request: web.Request) -> web.Response:

@@ -138,6 +138,7 @@ async def test_the_picture_counts_pending_callbacks_with_one_zcard() -> None:
 
     async def campaigns() -> list[dict[str, Any]]:
         return []
+    callbacks = CallbackStore(Redis(), Keys("ivr"))  # type: ignore[arg-type]
     ctl = SimpleNamespace(live=lambda: {"queues": {}}, dialer=SimpleNamespace(list=campaigns),
-                          store=SimpleNamespace(callbacks=CallbackStore(Redis(), Keys("ivr"))))  # type: ignore[arg-type]
+                          store=SimpleNamespace(callbacks=callbacks))
     assert (await _live_picture(ctl))["callbacks_pending"] == 1234  # type: ignore[arg-type]
