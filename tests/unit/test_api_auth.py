@@ -228,3 +228,15 @@ async def test_a_stream_ticket_needs_a_token(streaming) -> None:
     async with client.post("/api/v1/stream/ticket", headers={"Authorization": "Bearer guess"}) as resp:
         assert resp.status == 401
     assert ctl.store.tickets == {}
+
+
+async def test_health_with_a_token_while_redis_is_down_says_up_or_down(direct) -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    client, ctl = direct
+    ctl.detail = dict(DETAIL)
+
+    async def unreachable(token: str) -> None:
+        raise RedisConnectionError("Connection refused")
+    ctl.store.verify_token = unreachable
+    async with client.get("/health", headers={"Authorization": f"Bearer {VALID}"}) as resp:
+        assert resp.status == 503 and await resp.json() == {"status": "degraded"}
