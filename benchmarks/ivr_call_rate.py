@@ -268,6 +268,7 @@ class Bench:
         self.stack = Stack(workdir)
         self.sipp: Sipp | None = None
         self.api = ""
+        self.token = ""
         self.asterisk_conf = workdir / "asterisk" / "etc" / "asterisk.conf"
         self.extensions_conf = workdir / "asterisk" / "etc" / "extensions.conf"
         self.controller_log = workdir / "logs" / "controller.log"
@@ -292,7 +293,7 @@ class Bench:
             self.stack.init(extra={"asterisk": {"rtp_start": rtp_start, "rtp_end": rtp_start + 2 * self.rtp_pairs - 1}})
         self.up = True   # from here on, stop() runs down() whatever happens
         info = self.stack.up(timeout=60)
-        self.api = info["api"]
+        self.api, self.token = info["api"], info["token"]
         health = self.health()
         if "bench" not in health.get("menus", {}).get("loaded", []):
             raise BenchError(f"the controller did not load the bench menu: {health.get('menus')}")
@@ -323,7 +324,8 @@ class Bench:
             return None
 
     def health(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.api + "/health", timeout=5) as resp:
+        req = urllib.request.Request(self.api + "/health", headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(req, timeout=5) as resp:
             return json.loads(resp.read())
 
     def channels(self) -> int:

@@ -193,8 +193,7 @@ class Load:
         return None if n is None else n - sockets_to(pid, self.redis_port)
 
     def health(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.api + "/health", timeout=10) as resp:
-            return json.loads(resp.read())
+        return self.get("/health")   # the detail needs a token
 
     # ------------------------------------------------------------------ callers
     def start_callers(self) -> int:

@@ -76,6 +76,8 @@ class ApiConfig:
     port: int = 15080
     auth_fail_limit: int = 20       # unknown tokens from one address within the window before it is refused (429)
     auth_fail_window: int = 300     # seconds; the count starts at the first failure
+    trusted_proxies: tuple[str, ...] = ()        # addresses/networks of reverse proxies in front of the API
+    client_ip_header: str = "X-Forwarded-For"    # where a trusted proxy puts the client's address
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,6 +449,14 @@ def validate(cfg: Config) -> None:
     b = cfg.balance
     if cfg.api.auth_fail_limit < 1 or cfg.api.auth_fail_window < 1:
         raise ConfigError("api.auth_fail_limit: api.auth_fail_limit and api.auth_fail_window must be at least 1")
+    for i, proxy in enumerate(cfg.api.trusted_proxies):
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"api.trusted_proxies[{i}]: expected an IP address or network, got {proxy!r}") from None
+    if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", cfg.api.client_ip_header):
+        raise ConfigError(f"api.client_ip_header: expected a header name like X-Forwarded-For, "
+                          f"got {cfg.api.client_ip_header!r}")
     if b.interval <= 0:
         raise ConfigError("balance.interval: must be above 0")
     if not 0 < b.close_wait_s <= b.open_wait_s:

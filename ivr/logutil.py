@@ -1,10 +1,18 @@
 """Log-rate limiting: a fault that repeats (Redis down, AMI flapping, bad frames) logs a line now and
-then with a count of what it left out, never a line (or a traceback) per occurrence."""
+then with a count of what it left out, never a line (or a traceback) per occurrence.
+
+The line format: one record is one line, always. Request paths, caller numbers, SIP headers and exception
+messages come from outside; a newline among them would start a line of the caller's choosing, one that
+fail2ban (docs/fail2ban/) would read as a failed login from any address it names. The formatter escapes
+every control character of the finished record (a traceback too: ``\n`` between its lines), so no field
+can forge a line whatever logs it.
+"""
 
 from __future__ import annotations
 
 import logging
 import logging.handlers
+import re
 import threading
 import time
 from typing import Any, Callable
@@ -42,9 +50,25 @@ class RateLimit:
         logger.log(level, msg, *args)
 
 
+# C0 controls, DEL, C1 controls, and the Unicode line and paragraph separators (str.splitlines breaks there)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_one(m: re.Match[str]) -> str:
+    ch = m.group()
+    return _NAMED.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written as an escape (``\n``, ``\x1b``, ``\u2028``)."""
+    return _CONTROL.sub(_escape_one, text) if _CONTROL.search(text) else text
+
+
 class CallLogFormatter(logging.Formatter):
     """The controller's line format, ``2026-11-26 04:12:13,343 INFO name: message``, with the
-    date-and-time part formatted once a second instead of once a line."""
+    date-and-time part formatted once a second instead of once a line, and every control character of
+    the record escaped (one record, one line: see the top of this module)."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -57,6 +81,9 @@ class CallLogFormatter(logging.Formatter):
             self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(record.created))
             self._second = second
         return f"{self._stamp},{int(record.msecs):03d}"
+
+    def format(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().format(record))
 
 
 class BufferedWatchedFileHandler(logging.handlers.WatchedFileHandler):

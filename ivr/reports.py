@@ -32,7 +32,6 @@ outbound_attempts   campaign attempts, and ``outbound.<outcome>`` per outcome
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 import time
@@ -43,6 +42,8 @@ from typing import Any, Iterable, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import redis.asyncio as aioredis
+
+from . import csvsafe
 
 REPEAT_WINDOW_S = 24 * 3600
 QUEUE_OUTCOMES = ("answered", "abandoned", "left_queue")
@@ -245,7 +246,7 @@ def columns(rows: list[dict[str, Any]]) -> list[str]:
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
     out = io.StringIO()
-    w = csv.DictWriter(out, fieldnames=columns(rows), restval=0, lineterminator="\n")
+    w = csvsafe.DictWriter(out, fieldnames=columns(rows), restval=0, lineterminator="\n")
     w.writeheader()
     for r in rows:
         w.writerow({k: ("" if v is None else v) for k, v in r.items()})

@@ -19,6 +19,7 @@ reads the roster every tick; nothing here talks to Asterisk.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import hmac
@@ -45,6 +46,12 @@ EDITABLE = ("name", "skill", "team", "tier", "queues", "languages", "penalty", "
 PIN_ROUNDS = 100_000
 PIN_TRIES = 5          # wrong PINs before phone login is refused ...
 PIN_LOCK_S = 600       # ... for this long
+PIN_HASH_THREADS = 2   # PINs hashed at once (each in a worker thread): a flood of *81 tries waits its turn
+
+
+def pin_digest(pin: str, salt: bytes, rounds: int = PIN_ROUNDS) -> bytes:
+    """PBKDF2-SHA256 of a PIN: tens of milliseconds of CPU, on purpose (run it off the event loop)."""
+    return hashlib.pbkdf2_hmac("sha256", pin.encode(), salt, rounds)
 
 
 class RosterError(ValueError):
@@ -112,6 +119,7 @@ class Roster:
         self.changed_at = 0.0
         # called after an agent is added or removed (writes the SIP accounts, reloads res_pjsip)
         self.on_accounts_changed: Callable[[], Awaitable[None]] | None = None
+        self._hashing = asyncio.Semaphore(PIN_HASH_THREADS)
 
     def _key(self, agent_id: str) -> str:
         return f"{self.store.keys.prefix}:agent:{agent_id}"
@@ -169,7 +177,7 @@ class Roster:
         if not (pin.isascii() and pin.isdigit() and 4 <= len(pin) <= 8):
             raise RosterError("pin: 4-8 digits")
         salt = os.urandom(16)
-        digest = hashlib.pbkdf2_hmac("sha256", pin.encode(), salt, PIN_ROUNDS)
+        digest = await self._pin_digest(pin, salt, PIN_ROUNDS)
         await self.store.redis.hset(self._key(agent_id), "pin", f"pbkdf2${PIN_ROUNDS}${salt.hex()}${digest.hex()}")
         await self.store.audit(by or "api", "agent.pin", agent_id, None, "set")
 
@@ -184,8 +192,7 @@ class Roster:
         if int(await self.store.redis.get(fails_key) or 0) >= PIN_TRIES:
             return False
         _, rounds, salt, digest = stored.split("$")
-        ok = hmac.compare_digest(hashlib.pbkdf2_hmac("sha256", pin.encode(), bytes.fromhex(salt), int(rounds)).hex(),
-                                 digest)
+        ok = hmac.compare_digest((await self._pin_digest(pin, bytes.fromhex(salt), int(rounds))).hex(), digest)
         if ok:
             await self.store.redis.delete(fails_key)
         else:
@@ -194,6 +201,12 @@ class Roster:
                 p.expire(fails_key, PIN_LOCK_S)
                 await p.execute()
         return ok
+
+    async def _pin_digest(self, pin: str, salt: bytes, rounds: int) -> bytes:
+        """pin_digest in a worker thread (hashlib lets go of the GIL meanwhile): the event loop, and every call
+        it carries, goes on while a PIN is hashed."""
+        async with self._hashing:
+            return await asyncio.to_thread(pin_digest, pin, salt, rounds)
 
     # ------------------------------------------------------------ supervisor changes
     async def add(self, data: Mapping[str, Any], by: str = "") -> tuple[AgentConfig, str]:

@@ -396,8 +396,10 @@ class Stack:
             out["config_error"] = str(exc)
             return out
         url = f"http://{cfg.api.host}:{cfg.api.port}/health"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
+        token = self.secrets().get("api_token", "") if self.secrets_path.exists() else ""
+        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+        try:   # with the stack's token /health answers the detail (AMI, AGI, records), without it only up/down
+            with urllib.request.urlopen(req, timeout=2) as resp:
                 out["health"] = json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             out["health"] = json.loads(exc.read() or b"{}")

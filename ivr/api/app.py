@@ -2,7 +2,8 @@
 
 Every route but ``/health`` and the dashboard's static files (``/``, ``/dashboard``,
 ``/static/dashboard.js|css``: they hold no data) needs ``Authorization: Bearer <token>``;
-tokens are stored hashed in Redis with a role (viewer < supervisor < admin).
+tokens are stored hashed in Redis with a role (viewer < supervisor < admin). ``/health`` answers
+only up or down without a token, its detail with one.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from ..store.redis_store import ROLES
+from .clientip import ClientAddress
+from .live import LiveFeed
 
 if TYPE_CHECKING:
     from ..controller import Controller
@@ -23,12 +26,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONTROLLER = web.AppKey("controller", object)
+CLIENT_ADDRESS = web.AppKey("client_address", ClientAddress)
+LIVE_FEED = web.AppKey("live_feed", LiveFeed)
 ROLE_RANK = {r: i for i, r in enumerate(ROLES)}
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 DASHBOARD_PATHS = ("/", "/dashboard")
 # the only files served from /static/ (exact names: no directory listing, no other file of the package)
 STATIC_FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
-PUBLIC = {"/health", "/api/v1/openapi.json", *DASHBOARD_PATHS, *(f"/static/{name}" for name in STATIC_FILES)}
+HEALTH = "/health"
+STREAM = "/api/v1/stream"
+PUBLIC = {HEALTH, "/api/v1/openapi.json", *DASHBOARD_PATHS, *(f"/static/{name}" for name in STATIC_FILES)}
 # The dashboard loads its script and style from /static/ (no inline code), talks only to this origin.
 DASHBOARD_CSP = "; ".join([
     "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self' data:",
@@ -62,30 +69,16 @@ async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamR
     try:
         if request.path not in PUBLIC:
             needed = getattr(handler, "required_role", "admin")
-            auth = request.headers.get("Authorization", "")
-            token = auth[7:].strip() if auth.startswith("Bearer ") else ""
-            if not token and request.path == "/api/v1/stream":   # EventSource cannot send headers
-                token = request.query.get("token", "")
-            if not token:
-                return json_error(401, "missing bearer token (Authorization: Bearer <token>)")
-            ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
-            address = request.remote or "unknown"
-            api = ctl.cfg.api
-            failures, left = await ctl.store.auth_failures(address)
-            if failures >= api.auth_fail_limit:
-                resp = json_error(429, f"too many failed logins from {address}: try again in {left or 1} s")
-                resp.headers["Retry-After"] = str(left or 1)
-                return resp
-            info = await ctl.store.verify_token(token)
-            if info is None:
-                count = await ctl.store.auth_failed(address, api.auth_fail_window)
-                # one line per failure in a fixed form, for fail2ban (docs/api.md gives the filter)
-                log.warning("API authentication failure from %s (%d in window) on %s %s",
-                            address, count, request.method, request.path)
-                return json_error(401, "unknown token")
-            if ROLE_RANK.get(info.get("role", ""), -1) < ROLE_RANK[needed]:
-                return json_error(403, f"this needs the {needed} role; token {info.get('name')!r} has {info.get('role')!r}")
-            request["auth"] = info
+            refused = await _authenticate(request, needed)
+            if refused is not None:
+                return refused
+        elif request.path == HEALTH and "Authorization" in request.headers:   # the detail: a viewer's
+            try:
+                refused = await _authenticate(request, "viewer")
+            except RedisError:      # no token can be checked: up or down is all there is to say
+                refused = None
+            if refused is not None:
+                return refused
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status >= 400:
@@ -99,10 +92,74 @@ async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamR
         return json_error(500, "internal error (logged)")
 
 
+def client_address(request: web.Request) -> str:
+    """The address failed logins are counted against (the trusted proxy's header, else the peer)."""
+    resolver: ClientAddress = request.app[CLIENT_ADDRESS]
+    return resolver.resolve(request.remote, request.headers.get(resolver.header))
+
+
+async def _authenticate(request: web.Request, needed: str) -> web.Response | None:
+    """Check the bearer token; None when it may go on (``request["auth"]`` set), else the refusal.
+
+    A valid token is checked first and always accepted: only failures are counted, against the client's
+    address, so a locked-out address (or a shared proxy) never shuts out the supervisors and Prometheus.
+    Tokens are 256-bit random values: the limit keeps guessers' noise down, it is not what makes them safe.
+    """
+    auth = request.headers.get("Authorization", "")
+    token = auth[7:].strip() if auth.startswith("Bearer ") else ""
+    if request.path == STREAM and not token:    # EventSource cannot send headers: a ticket in the URL instead
+        if "token" in request.query:
+            return json_error(401, "a token in the URL is refused (it ends up in logs): POST /api/v1/stream/ticket "
+                                   "with it, then open /api/v1/stream?ticket=...")
+        if "ticket" in request.query:
+            return await _stream_ticket(request, needed)
+    if not token:
+        return json_error(401, "missing bearer token (Authorization: Bearer <token>)")
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    info = await ctl.store.verify_token(token)
+    if info is None:
+        api = ctl.cfg.api
+        address = client_address(request)
+        failures, left = await ctl.store.auth_failures(address)
+        if failures >= api.auth_fail_limit:
+            resp = json_error(429, f"too many failed logins from {address}: try again in {left or 1} s")
+            resp.headers["Retry-After"] = str(left or 1)
+            return resp
+        count = await ctl.store.auth_failed(address, api.auth_fail_window)
+        # one line per failure in a fixed form, for fail2ban (docs/fail2ban/ivr-api.conf)
+        log.warning("API authentication failure from %s (%d in window) on %s %s",
+                    address, count, request.method, request.path)
+        return json_error(401, "unknown token")
+    return _grant(request, info, needed)
+
+
+def _grant(request: web.Request, info: dict[str, Any], needed: str) -> web.Response | None:
+    """403 when the token's role is below ``needed``; else the request goes on as that token."""
+    if ROLE_RANK.get(info.get("role", ""), -1) < ROLE_RANK[needed]:
+        return json_error(403, f"this needs the {needed} role; token {info.get('name')!r} has {info.get('role')!r}")
+    request["auth"] = info
+    return None
+
+
+async def _stream_ticket(request: web.Request, needed: str) -> web.Response | None:
+    """Spend the stream ticket of the query string. A wrong one is not counted as a failed login: tickets are
+    256-bit random values good for 30 s, and a browser that reconnects with a spent one must not lock its
+    address out."""
+    ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    info = await ctl.store.take_stream_ticket(request.query["ticket"][:200])
+    if info is None:
+        return json_error(401, "unknown, used or expired stream ticket: ask POST /api/v1/stream/ticket for another")
+    return _grant(request, info, needed)
+
+
 async def health(request: web.Request) -> web.Response:
+    """Up or down for anyone (200 / 503 and the status word); with a viewer token, the detail (AMI's last
+    error, menu errors, counters), which says too much about the system to be public."""
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
     h = await ctl.health()
-    return web.json_response(h, status=200 if h["status"] == "ok" else 503)
+    body = h if "auth" in request else {"status": h["status"]}
+    return web.json_response(body, status=200 if h["status"] == "ok" else 503,
+                             headers={"Cache-Control": "no-store"})
 
 
 @requires("viewer")
@@ -717,30 +774,45 @@ async def audit(request: web.Request) -> web.Response:
 
 
 async def _live_picture(ctl: "Controller") -> dict[str, Any]:
-    """What /api/v1/live answers and /api/v1/stream sends each second."""
+    """What /api/v1/live answers and /api/v1/stream sends each second (built once a second for all: LiveFeed)."""
     data = ctl.live()
-    data["callbacks_pending"] = len(await ctl.store.callbacks.pending(1000))
+    data["callbacks_pending"] = await ctl.store.callbacks.pending_count()
     data["campaigns"] = await ctl.dialer.list()
     return data
 
 
 @requires("viewer")
 async def live(request: web.Request) -> web.Response:
+    _, text = await request.app[LIVE_FEED].snapshot()
+    return web.Response(text=text, content_type="application/json")
+
+
+@requires("viewer")
+async def stream_ticket(request: web.Request) -> web.Response:
+    """A ticket for one event stream (``GET /api/v1/stream?ticket=``), good for 30 s: EventSource cannot send
+    the Authorization header, and a token in a URL would end up in proxy and browser logs."""
+    from ..store.redis_store import STREAM_TICKET_TTL
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
-    return web.json_response(await _live_picture(ctl))
+    ticket = await ctl.store.create_stream_ticket(request["auth"], STREAM_TICKET_TTL)
+    return web.json_response({"ticket": ticket, "expires_in": STREAM_TICKET_TTL,
+                              "stream": f"{STREAM}?ticket={ticket}"}, status=201,
+                             headers={"Cache-Control": "no-store"})
 
 
 @requires("viewer")
 async def stream(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: the live picture once a second (EventSource; token as ?token=)."""
+    """Server-sent events: the live picture once a second (EventSource: ``?ticket=`` from
+    POST /api/v1/stream/ticket; other clients can send the Authorization header)."""
     import asyncio
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
+    feed = request.app[LIVE_FEED]
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                        "X-Accel-Buffering": "no"})
     await resp.prepare(request)
     try:
         while not ctl.stopping.is_set():
-            await resp.write(f"data: {json.dumps(await _live_picture(ctl))}\n\n".encode())
+            _, text = await feed.snapshot()
+            await resp.write(f"data: {text}\n\n".encode())
             await asyncio.sleep(1.0)
     except (ConnectionResetError, asyncio.CancelledError):
         pass
@@ -783,7 +855,11 @@ async def openapi(request: web.Request) -> web.Response:
 def build_app(controller: "Controller") -> web.Application:
     app = web.Application(middlewares=[errors_and_auth], client_max_size=1024 * 1024)
     app[CONTROLLER] = controller
-    app.router.add_get("/health", health)
+    api_cfg = controller.cfg.api if controller is not None else None
+    app[CLIENT_ADDRESS] = (ClientAddress.from_config(api_cfg.trusted_proxies, api_cfg.client_ip_header)
+                           if api_cfg is not None else ClientAddress())
+    app[LIVE_FEED] = LiveFeed(lambda: _live_picture(controller))
+    app.router.add_get(HEALTH, health)
     app.router.add_get("/api/v1/openapi.json", openapi)
     for path in DASHBOARD_PATHS:
         app.router.add_get(path, dashboard)
@@ -791,7 +867,8 @@ def build_app(controller: "Controller") -> web.Application:
         app.router.add_get(f"/static/{name}", static_file)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/live", live)
-    app.router.add_get("/api/v1/stream", stream)
+    app.router.add_get(STREAM, stream)
+    app.router.add_post("/api/v1/stream/ticket", stream_ticket)
     app.router.add_get("/api/v1/queues", queues)
     app.router.add_get("/api/v1/calls", calls)
     app.router.add_get("/api/v1/calls/{uid}", call)

@@ -52,8 +52,9 @@ def body(properties: dict[str, Any], required: list[str] | None = None, *, extra
 
 # (method, path) -> summary, tag, and optionally query parameters, a request body, extra responses
 OPS: dict[tuple[str, str], dict[str, Any]] = {
-    ("GET", "/health"): {"tag": "system", "summary": "Liveness and dependencies (Redis, AMI, AGI, menus, records); "
-                         "503 when degraded"},
+    ("GET", "/health"): {"tag": "system", "summary": "Up or down: 200 {\"status\": \"ok\"} or 503 "
+                         "{\"status\": \"degraded\"}; with a viewer token (or higher), the detail: Redis, AMI "
+                         "(last error), AGI, menus (errors), records, balancing"},
     ("GET", "/"): {"tag": "dashboard", "summary": "The live dashboard page (holds no data: sign in with a token)",
                    "content": "text/html"},
     ("GET", "/dashboard"): {"tag": "dashboard", "summary": "The live dashboard page (same as /)", "content": "text/html"},
@@ -64,9 +65,14 @@ OPS: dict[tuple[str, str], dict[str, Any]] = {
                           "content": "text/plain"},
     ("GET", "/api/v1/live"): {"tag": "live", "summary": "Everything the dashboard shows: queues with estimates, "
                               "agents, tiers, campaigns, callbacks pending, hourly history"},
-    ("GET", "/api/v1/stream"): {"tag": "live", "summary": "The live picture as server-sent events, once a second",
-                                "query": [q("token", STR, "the token, for EventSource clients that cannot send "
-                                            "headers")], "content": "text/event-stream"},
+    ("GET", "/api/v1/stream"): {"tag": "live", "summary": "The live picture as server-sent events, once a second; "
+                                "EventSource clients (no headers) pass a ticket from POST /api/v1/stream/ticket, "
+                                "a token in the URL is refused",
+                                "query": [q("ticket", STR, "a stream ticket (used once, within 30 s), instead of "
+                                            "the Authorization header")], "content": "text/event-stream"},
+    ("POST", "/api/v1/stream/ticket"): {"tag": "live", "summary": "A ticket that opens one event stream within "
+                                        "30 s (stored hashed, used once): {ticket, expires_in, stream}; changes "
+                                        "nothing else", "created": True},
     ("GET", "/api/v1/queues"): {"tag": "live", "summary": "Queues from AMI: members (state, paused, penalty, "
                                 "in call) and waiting callers (position, wait)"},
     ("GET", "/api/v1/balance"): {"tag": "live", "summary": "The balancing loop: overflow tiers, wait estimates, "
@@ -198,7 +204,9 @@ OPS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/v1/campaigns/{cid}/pause"): {"tag": "campaigns", "summary": "Pause (calls in progress finish)"},
     ("POST", "/api/v1/campaigns/{cid}/stop"): {"tag": "campaigns", "summary": "Stop for good"},
     ("GET", "/api/v1/campaigns/{cid}/export"): {"tag": "campaigns", "summary": "Every contact with status, "
-                                                "attempts and outcome, as CSV", "content": "text/csv"},
+                                                "attempts and outcome, as CSV (text cells that would start a "
+                                                "spreadsheet formula, numbers like +44... too, begin with ')",
+                                                "content": "text/csv"},
 }
 
 ERROR = {"$ref": "#/components/schemas/Error"}

@@ -54,6 +54,8 @@ import redis.asyncio as aioredis
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 from phonenumbers.timezone import time_zones_for_geographical_number, time_zones_for_number
 
+from .. import csvsafe
+
 STATUSES = ("pending", "dnc", "in_progress", "done", "failed", "optout", "reached")
 LANGUAGES = ("en", "fa", "zh")
 EXPORT_COLUMNS = ("n", "number", "name", "lang", "tz", "status", "attempts", "last_outcome", "keypress", "updated")
@@ -395,7 +397,7 @@ async def import_csv(redis: aioredis.Redis, keys_prefix: str, cid: str,
         lines, bytes_read, owned = _open(path_or_file)
         batches = _batches(lines, batch, opts)
         err_fh = open(errors_path, "w", newline="", encoding="utf-8") if errors_path else None
-        err_csv = csv.writer(err_fh) if err_fh else None
+        err_csv = csvsafe.Writer(err_fh) if err_fh else None
         if err_csv:
             err_csv.writerow(["line", "reason", "number"])
         nxt = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
@@ -453,7 +455,7 @@ async def export_csv(redis: aioredis.Redis, keys_prefix: str, cid: str, out_file
     """Write every contact (n = 1..seq, ``batch`` per round trip) as CSV to a text file; returns how many."""
     k = CampaignKeys(keys_prefix, cid)
     last = int(_s(await redis.get(k.seq)) or 0)
-    w = csv.writer(out_file)
+    w = csvsafe.Writer(out_file)     # names, numbers: text from outside, never a spreadsheet formula
     w.writerow(EXPORT_COLUMNS)
     written = 0
     for first in range(1, last + 1, batch):

@@ -9,6 +9,7 @@ caller's channel.
 | {p}:call:{uid}            | hash   | call record being built (caller, menu, queue, wait, ...)  |
 | {p}:calls                 | stream | finished call records (one entry per call), capped        |
 | {p}:tokens                | hash   | sha256(token) -> JSON {name, role, created}               |
+| {p}:streamticket:{sha}    | string | sha256(stream ticket) -> JSON {name, role}; 30 s, used once |
 | {p}:banner:{lang}         | string | live crisis banner text or prompt for one language       |
 | {p}:audit                 | stream | who changed what, when, old and new value                 |
 | {p}:refund:seq            | string | last refund reference number (INCR)                       |
@@ -41,6 +42,9 @@ class Keys:
     @property
     def tokens(self) -> str:
         return f"{self.prefix}:tokens"
+
+    def stream_ticket(self, digest: str) -> str:
+        return f"{self.prefix}:streamticket:{digest}"
 
     def auth_failures(self, address: str) -> str:
         return f"{self.prefix}:authfail:{address}"

@@ -98,6 +98,7 @@ FINISH_SHA = script_sha(FINISH_LUA)
 WRITE_SHA = script_sha(WRITE_LUA)
 SCRIPTS = {FINISH_SHA: FINISH_LUA, WRITE_SHA: WRITE_LUA}
 ROLES = ("viewer", "supervisor", "admin")
+STREAM_TICKET_TTL = 30   # seconds a stream ticket stays good (it is used within a second by the dashboard)
 
 
 def _hash_token(token: str) -> str:
@@ -292,6 +293,20 @@ class Store:
 
     async def verify_token(self, token: str) -> dict[str, Any] | None:
         raw = await self.redis.hget(self.keys.tokens, _hash_token(token))
+        return json.loads(raw) if raw else None
+
+    async def create_stream_ticket(self, info: Mapping[str, Any], ttl: int = STREAM_TICKET_TTL) -> str:
+        """A ticket that opens one event stream within ``ttl`` seconds as the token ``info`` describes (its name
+        and role); only its hash is stored. The token itself never has to go into a URL."""
+        ticket = secrets.token_urlsafe(32)
+        await self.redis.set(self.keys.stream_ticket(_hash_token(ticket)),
+                             json.dumps({"name": info.get("name"), "role": info.get("role")}), ex=ttl)
+        return ticket
+
+    async def take_stream_ticket(self, ticket: str) -> dict[str, Any] | None:
+        """The name and role a stream ticket was issued for, or None (unknown, used or expired); it is spent
+        by this call (GETDEL: two connections can never share one)."""
+        raw = await self.redis.getdel(self.keys.stream_ticket(_hash_token(ticket)))
         return json.loads(raw) if raw else None
 
     async def auth_failures(self, address: str) -> tuple[int, int]:

@@ -206,6 +206,10 @@ class CallbackStore:
             p.hset(self.keys.callback(cb_id), "call_uid_back", call_uid)
             await p.execute()
 
+    async def pending_count(self) -> int:
+        """How many callbacks wait (one ZCARD, whatever their number)."""
+        return int(await self.redis.zcard(self.keys.callbacks_pending))
+
     async def pending(self, limit: int = 100) -> list[dict[str, Any]]:
         ids = await self.redis.zrange(self.keys.callbacks_pending, 0, limit - 1)
         out = []

@@ -122,7 +122,9 @@ TEST_AGENTS = {
 }
 # Quick thresholds so a flood of a dozen callers opens the overflow tier within seconds.
 # A short lock-out window so the rate-limit test does not lock the other tests out for minutes.
-TEST_API = {"auth_fail_limit": 10, "auth_fail_window": 4}
+# Loopback is the test stack's "reverse proxy": requests naming a client in X-Forwarded-For count against it.
+TEST_API = {"auth_fail_limit": 10, "auth_fail_window": 4, "trusted_proxies": ["127.0.0.1"],
+            "client_ip_header": "X-Forwarded-For"}
 # decision calls at any hour (the customers' phones are SIPp, no machines), medical workers approved by policy
 TEST_REFUNDS = {"notice_window": "00:00-23:59", "notice_amd": False, "notice_cps": 5,
                 "auto_approve_groups": ["medical"], "auto_approve_max": 500}

@@ -107,7 +107,7 @@ def test_no_request_input_gives_a_500(stack: TestStack) -> None:
     assert stack.api.get("/health")["status"] == "ok"
 
 
-def failures(stack: TestStack) -> int:
+def failures(stack: TestStack, address: str = "127.0.0.1") -> int:
     import asyncio
 
     from ivr.store.redis_store import Store
@@ -115,7 +115,7 @@ def failures(stack: TestStack) -> int:
     async def count() -> int:
         store = Store.from_url(stack.stack.config().redis.url)
         try:
-            return (await store.auth_failures("127.0.0.1"))[0]
+            return (await store.auth_failures(address))[0]
         finally:
             await store.close()
     return asyncio.run(count())
@@ -129,17 +129,86 @@ def test_failed_logins_are_rate_limited_per_address(stack: TestStack) -> None:
     status, headers, body = raw(stack, "GET", "/api/v1/live", token="guess-again")
     assert status == 429 and 1 <= int(headers["Retry-After"]) <= cfg.auth_fail_window
     assert "too many failed logins from 127.0.0.1" in json.loads(body)["error"]
-    # while locked out, even a valid token is refused: the answer gives nothing away
-    assert raw(stack, "GET", "/api/v1/live", token=stack.api.token)[0] == 429
+    # a valid token is checked first: a locked-out address never shuts out a supervisor (or Prometheus)
+    assert raw(stack, "GET", "/api/v1/live", token=stack.api.token)[0] == 200
+    assert raw(stack, "GET", "/metrics", token=stack.api.token)[0] == 200
+    assert failures(stack) == cfg.auth_fail_limit   # successes and refusals while locked out count nothing
     # public routes stay open
     assert raw(stack, "GET", "/health")[0] == 200
-    wait_for(lambda: raw(stack, "GET", "/api/v1/live", token=stack.api.token)[0] == 200,
+    wait_for(lambda: raw(stack, "GET", "/api/v1/live", token="guess-after")[0] == 401,
              timeout=cfg.auth_fail_window + 2, what="the lock-out window to end")
     log = (stack.stack.workdir / "logs" / "controller.log").read_text(errors="replace")
     assert re.search(r"WARNING ivr\.api\.app: API authentication failure from 127\.0\.0\.1 \(\d+ in window\)", log)
     hosts = {m.group("host") for m in map(fail2ban_regex("ivr-api").search, log.splitlines()) if m}
     assert hosts == {"127.0.0.1"}   # the filter shipped in docs/fail2ban matches those lines
     assert "guess-" not in log   # tokens are never logged
+
+
+def test_behind_the_trusted_proxy_failures_count_against_the_forwarded_client(stack: TestStack) -> None:
+    cfg = stack.stack.config().api
+    assert "127.0.0.1" in cfg.trusted_proxies    # the test stack treats loopback as its reverse proxy
+    client, colleague = "203.0.113.7", "198.51.100.20"
+    wait_for(lambda: failures(stack, client) == failures(stack) == 0, timeout=cfg.auth_fail_window + 2,
+             what="earlier failures to expire")
+
+    def guess(token: str, address: str) -> int:
+        req = urllib.request.Request(stack.info["api"] + "/api/v1/live", headers={
+            "Authorization": f"Bearer {token}", cfg.client_ip_header: address})
+        try:
+            with urllib.request.urlopen(req, timeout=15) as resp:
+                return resp.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+    statuses = [guess(f"guess-{i}", client) for i in range(cfg.auth_fail_limit + 1)]
+    assert statuses == [401] * cfg.auth_fail_limit + [429]
+    assert guess("typo", colleague) == 401       # the proxy's other clients are not locked out
+    assert guess(stack.api.token, client) == 200
+    assert failures(stack) == 0                  # nothing counted against the proxy itself
+    log = (stack.stack.workdir / "logs" / "controller.log").read_text(errors="replace")
+    hosts = {m.group("host") for m in map(fail2ban_regex("ivr-api").search, log.splitlines()) if m}
+    assert {client, colleague} <= hosts          # fail2ban bans the client, not the proxy
+
+
+def test_a_request_path_cannot_forge_a_log_line_for_fail2ban(stack: TestStack) -> None:
+    forged = "2026-01-01 00:00:00,000 WARNING ivr.api.app: API authentication failure from 6.6.6.6 (1 in window) on"
+    status, _, _ = raw(stack, "GET", "/api/v1/x" + urllib.parse.quote("\n" + forged + " GET /"), token="bad-guess")
+    assert status == 401
+    path = stack.stack.workdir / "logs" / "controller.log"
+    line = wait_for(lambda: [ln for ln in path.read_text(errors="replace").splitlines() if "/api/v1/x" in ln],
+                    timeout=5, what="the failure in the log")[-1]
+    assert "/api/v1/x\\n2026-01-01" in line           # the newline arrives escaped, in the same line
+    hosts = {m.group("host") for m in map(fail2ban_regex("ivr-api").search, path.read_text().splitlines()) if m}
+    assert "6.6.6.6" not in hosts and "127.0.0.1" in hosts
+
+
+def test_the_event_stream_opens_with_a_single_use_ticket_not_a_token_in_the_url(stack: TestStack) -> None:
+    viewer = create_token(stack, "stream-viewer", "viewer")
+    status, headers, body = raw(stack, "POST", "/api/v1/stream/ticket", token=viewer)
+    assert status == 201 and headers["Cache-Control"] == "no-store"
+    ticket = json.loads(body)["ticket"]
+
+    def first_line(query: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(stack.info["api"] + "/api/v1/stream" + query, timeout=15) as resp:
+                return resp.status, resp.readline()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+    status, line = first_line(f"?ticket={ticket}")
+    assert status == 200 and line.startswith(b"data: {")
+    status, body = first_line(f"?ticket={ticket}")
+    assert status == 401 and b"unknown, used or expired stream ticket" in body
+    status, body = first_line(f"?token={viewer}")
+    assert status == 401 and b"a token in the URL is refused" in body
+    # only the ticket's hash is in Redis, and it expires
+    import redis as redis_sync
+    client = redis_sync.Redis.from_url(stack.stack.config().redis.url, decode_responses=True)
+    try:
+        fresh = json.loads(raw(stack, "POST", "/api/v1/stream/ticket", token=viewer)[2])["ticket"]
+        keys = [k for k in client.scan_iter(match="*streamticket*")]
+        assert keys and not any(fresh in k for k in keys)
+        assert all(0 < client.ttl(k) <= 30 for k in keys)
+    finally:
+        client.close()
 
 
 def test_volunteer_added_by_api_registers_takes_a_call_and_is_removed(stack: TestStack) -> None:

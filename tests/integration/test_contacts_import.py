@@ -89,8 +89,8 @@ async def test_import_reports_stores_dedupes_and_exports(r: aioredis.Redis, csv_
     assert report.rows == report.imported + report.dnc + report.merged + report.rejected
     with open(tmp_path / "errors.csv", newline="", encoding="utf-8") as fh:
         assert list(csv.reader(fh)) == [["line", "reason", "number"]] + [
-            [str(line), reason, number] for (line, reason), number in zip(EXPECTED_ERRORS, [
-                "12345", "+86 138 1234 5678", "+44 20 7946 0959", "+33 1 42 68 53 00", "+1 415 555 0134"])]
+            [str(line), reason, number] for (line, reason), number in zip(EXPECTED_ERRORS, [   # ' : text, no formula
+                "12345", "'+86 138 1234 5678", "'+44 20 7946 0959", "'+33 1 42 68 53 00", "'+1 415 555 0134"])]
     assert [rows for rows, _ in calls] == [3, 6, 9, 11]
     assert calls[-1][1] == csv_path.stat().st_size
 
@@ -123,10 +123,10 @@ async def test_import_reports_stores_dedupes_and_exports(r: aioredis.Redis, csv_
     assert await contacts.export_csv(r, P, "c1", out, batch=2) == 5
     exported = list(csv.DictReader(io.StringIO(out.getvalue())))
     assert list(exported[0]) == list(contacts.EXPORT_COLUMNS)
-    assert [(e["n"], e["number"], e["name"], e["status"]) for e in exported] == [
-        ("1", "+12125550123", "Alice", "pending"), ("2", "+442079460958", "Carol", "pending"),
-        ("3", "+989121234567", "Dariush", "dnc"), ("4", "+8613812345679", "Wang", "pending"),
-        ("5", "+14155550135", "Heidi", "pending")]
+    assert [(e["n"], e["number"], e["name"], e["status"]) for e in exported] == [   # ' : text, never a formula
+        ("1", "'+12125550123", "Alice", "pending"), ("2", "'+442079460958", "Carol", "pending"),
+        ("3", "'+989121234567", "Dariush", "dnc"), ("4", "'+8613812345679", "Wang", "pending"),
+        ("5", "'+14155550135", "Heidi", "pending")]
     assert all(e["last_outcome"] == e["keypress"] == e["updated"] == "" and e["attempts"] == "0" for e in exported)
     again = await contacts.import_csv(r, P, "c2", io.StringIO(out.getvalue(), newline=""))
     assert (again.imported, again.dnc, again.merged, again.rejected) == (4, 1, 0, 0)

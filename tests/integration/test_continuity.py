@@ -62,8 +62,10 @@ def test_a_dropped_caller_calling_back_is_answered_before_those_who_came_after(s
         line = wait_for(lambda: (w := waiting(stack, "rebooking")) and len(w) == 3 and w, timeout=20,
                         what="A back in rebooking")
         assert [x["callerid"] for x in sorted(line, key=lambda x: x["position"])] == [a, b, c], line
-        live = stack.api.get("/api/v1/live")["queues"]["rebooking"]["callers"]
-        assert [x.get("context", {}).get("returning") for x in live if x["callerid"] == a] == [True]
+        # the live picture is built once a second for every reader: up to a second behind /api/v1/queues
+        live = wait_for(lambda: [x for x in stack.api.get("/api/v1/live")["queues"]["rebooking"]["callers"]
+                                 if x["callerid"] == a], timeout=3, what="A in the live picture")
+        assert [x.get("context", {}).get("returning") for x in live] == [True]
         assert stack.api.get(f"/api/v1/callers/{a}")["kept_place"] is None    # used up by this call
         open_dashboard(browser, stack, stack.api.token)                        # the supervisor sees it too
         tag = wait_for(lambda: css(browser, f'[data-queue="rebooking"] li[data-caller="{a}"] .tag'), timeout=10,
@@ -255,8 +257,10 @@ def test_a_flagged_caller_goes_ahead_of_those_waiting(stack: TestStack) -> None:
         line = wait_for(lambda: (w := waiting(stack, "rebooking")) and len(w) == 3 and w, timeout=30,
                         what="the flagged caller in rebooking")
         assert [c["callerid"] for c in sorted(line, key=lambda c: c["position"])] == [flagged, x, y], line
-        live = stack.api.get("/api/v1/live")["queues"]["rebooking"]["callers"]
-        assert [c.get("context", {}).get("group") for c in live if c["callerid"] == flagged] == ["medical"]
+        # the live picture is built once a second for every reader: up to a second behind /api/v1/queues
+        live = wait_for(lambda: [c for c in stack.api.get("/api/v1/live")["queues"]["rebooking"]["callers"]
+                                 if c["callerid"] == flagged], timeout=3, what="the caller in the live picture")
+        assert [c.get("context", {}).get("group") for c in live] == ["medical"]
         for proc in procs:
             assert stack.sipp.finish(proc, timeout=90).ok
     finally:

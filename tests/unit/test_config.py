@@ -265,6 +265,10 @@ def test_env_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"asterisk": "yes"}, "asterisk: expected a mapping"),
         ({"agi": {"port": 99999}}, "agi.port: port must be 1-65535"),
         ({"api": {"port": -1}}, "api.port: port must be 1-65535"),
+        ({"api": {"trusted_proxies": ["10.0.0.1", "proxy.example"]}}, "api.trusted_proxies[1]: expected an IP"),
+        ({"api": {"trusted_proxies": "10.0.0.0/33"}}, "api.trusted_proxies[0]: expected an IP"),
+        ({"api": {"client_ip_header": "X-Forwarded-For: 1.2.3.4"}}, "api.client_ip_header: expected a header"),
+        ({"api": {"client_ip_header": ""}}, "api.client_ip_header: expected a header"),
         ({"redis": {"url": "http://x"}}, "redis.url:"),
         ({"balance": {"interval": 0}}, "balance.interval: must be above 0"),
         ({"log_level": "chatty"}, "log_level:"),
@@ -391,3 +395,12 @@ def test_bug_write_secrets_existing_file_is_world_readable_during_write(
     monkeypatch.setattr(config_mod.yaml, "safe_dump", spying_dump)
     write_secrets(p, {"ami_secret": "abc"})
     assert modes_while_writing == [0o600]
+
+
+def test_trusted_proxies_from_the_file_and_the_environment() -> None:
+    cfg = from_mapping({"api": {"trusted_proxies": ["10.0.0.5", "fd00::/64"], "client_ip_header": "X-Real-IP"}},
+                       env={})
+    assert cfg.api.trusted_proxies == ("10.0.0.5", "fd00::/64") and cfg.api.client_ip_header == "X-Real-IP"
+    env = {"IVR_API_TRUSTED_PROXIES": "127.0.0.1, 10.1.0.0/16"}
+    assert from_mapping({}, env=env).api.trusted_proxies == ("127.0.0.1", "10.1.0.0/16")
+    assert from_mapping({}, env={}).api.trusted_proxies == ()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ivr.logutil import BufferedWatchedFileHandler, CallLogFormatter
+from ivr.logutil import BufferedWatchedFileHandler, CallLogFormatter, escape_controls
 
 
 @pytest.fixture
@@ -76,3 +76,46 @@ def test_close_writes_what_is_buffered(tmp_path: Path) -> None:
     handler.emit(logging.LogRecord("x", logging.INFO, "", 0, "last words", (), None))
     handler.close()
     assert "last words" in (tmp_path / "c.log").read_text()
+
+
+FORGED = "2026-11-26 04:12:13,343 WARNING ivr.api.app: API authentication failure from 6.6.6.6 (1 in window) on GET /"
+
+
+def test_no_logged_field_can_forge_a_line_fail2ban_reads(tmp_path: Path) -> None:
+    """A request path with a newline (``/x%0A...``, percent-decoded by the server) logged by the API: each
+    record stays one line, and the shipped fail2ban filter finds only the real failure's address."""
+    from tests.integration.harness import fail2ban_regex
+
+    path = tmp_path / "controller.log"
+    handler = BufferedWatchedFileHandler(str(path))
+    handler.setFormatter(CallLogFormatter())
+    log = logging.getLogger("ivr.api.app")
+    saved = (log.handlers[:], log.propagate, log.level)
+    log.handlers[:], log.propagate = [handler], False
+    log.setLevel(logging.INFO)
+    forged_path = f"/x\n{FORGED}"
+    try:
+        log.warning("API authentication failure from %s (%d in window) on %s %s", "127.0.0.1", 1, "GET",
+                    forged_path)                                   # the real failure, with the forged path
+        log.error("API error on %s %s", "GET", forged_path)       # any line that carries request text
+        log.info("call %s: caller %s", "1.2", f"555\r{FORGED}\u2028{FORGED}\x85{FORGED}")
+        try:
+            raise ValueError(f"bad path {forged_path}")
+        except ValueError:
+            log.exception("API error on %s %s", "GET", "/y")     # the traceback too
+    finally:
+        handler.close()
+        log.handlers[:], log.propagate, log.level = saved[0], saved[1], saved[2]
+    lines = path.read_text(encoding="utf-8").split("\n")[:-1]
+    assert len(lines) == 4                                         # one line per record
+    regex = fail2ban_regex("ivr-api")
+    hosts = [m.group("host") for m in map(regex.search, lines) if m]
+    assert hosts == ["127.0.0.1"]                                  # the real failure still matches, once
+    assert regex.search(FORGED) and regex.search(FORGED.split(" ", 2)[2])   # with or without its date
+    assert "\\n2026-11-26" in lines[0] and "Traceback (most recent call last):\\n" in lines[3]
+
+
+def test_escape_controls() -> None:
+    assert escape_controls("plain é 中") == "plain é 中"
+    assert escape_controls("a\nb\rc\td\x00e\x1b[31m\x7f\x85\u2028\u2029") == \
+        "a\\nb\\rc\\td\\x00e\\x1b[31m\\x7f\\x85\\u2028\\u2029"

@@ -1,6 +1,8 @@
 /* ivr supervisor dashboard: vanilla JS, no dependencies.
  *
- * Data: an EventSource on /api/v1/stream?token=... (the JSON of /api/v1/live once a second).
+ * Data: an EventSource on /api/v1/stream?ticket=... (the JSON of /api/v1/live once a second). The token
+ * never goes into a URL: each connection first asks POST /api/v1/stream/ticket (with the bearer token)
+ * for a ticket that is good for one connection within 30 s.
  * Actions: POST /api/v1/agents/{id}/pause|unpause|login|logout with "Authorization: Bearer".
  * Every piece of server data goes into the page through textContent or setAttribute, never innerHTML.
  */
@@ -157,11 +159,35 @@
     if (retryTimer) { clearTimeout(retryTimer); retryTimer = null; }
   }
 
-  function connect() {
+  // A ticket opens one stream: the browser's own reconnection would present a spent one, so on any error the
+  // stream is closed and a new ticket asked for (which also tells a refused token from a server that is away).
+  async function connect() {
     disconnect();
     if (!token) return;
     setConn(lastMessageAt ? 'reconnecting' : 'connecting', lastMessageAt ? 'reconnecting…' : 'connecting…');
-    const es = new EventSource(`/api/v1/stream?token=${encodeURIComponent(token)}`);
+    const asked = token;
+    let resp;
+    try {
+      resp = await fetch('/api/v1/stream/ticket', { method: 'POST', headers: { Authorization: `Bearer ${asked}` },
+                                                    cache: 'no-store' });
+    } catch (e) {
+      if (token === asked) scheduleRetry('the server is not reachable');
+      return;
+    }
+    if (token !== asked || source || retryTimer) return;   // signed out, in again, or connected meanwhile
+    if (resp.status === 401) {
+      signOut(`Token not accepted: ${await readError(resp)}`);
+      return;
+    }
+    if (!resp.ok) {
+      scheduleRetry(`the server answered ${resp.status}: ${await readError(resp)}`);
+      return;
+    }
+    let ticket;
+    try { ticket = (await resp.json()).ticket; } catch (e) { ticket = null; }
+    if (token !== asked || source || retryTimer) return;
+    if (typeof ticket !== 'string') { scheduleRetry('no stream ticket in the answer'); return; }
+    const es = new EventSource(`/api/v1/stream?ticket=${encodeURIComponent(ticket)}`);
     source = es;
     es.onopen = () => { retryDelay = 2000; };
     es.onmessage = (ev) => {
@@ -174,33 +200,10 @@
     };
     es.onerror = () => {
       if (source !== es) return;
-      if (es.readyState === EventSource.CONNECTING) {       // the browser retries by itself
-        setConn('reconnecting', 'reconnecting…');
-        return;
-      }
-      // CLOSED: the server answered with something else than a stream (401/403/5xx); find out what.
+      es.close();
       source = null;
-      probe();
+      scheduleRetry('');
     };
-  }
-
-  async function probe() {
-    const probed = token;
-    let resp;
-    try {
-      resp = await fetch('/api/v1/live', { headers: { Authorization: `Bearer ${probed}` }, cache: 'no-store' });
-    } catch (e) {
-      if (token === probed) scheduleRetry('the server is not reachable');
-      return;
-    }
-    if (token !== probed) return;           // signed out (or in again) meanwhile
-    if (resp.status === 401) {
-      const body = await readError(resp);
-      signOut(`Token not accepted: ${body}`);
-      return;
-    }
-    if (resp.ok) { scheduleRetry(''); return; }
-    scheduleRetry(`the server answered ${resp.status}: ${await readError(resp)}`);
   }
 
   function scheduleRetry(reason) {
