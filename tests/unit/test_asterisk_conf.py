@@ -183,6 +183,16 @@ def test_pjsip_endpoint_aor_auth_per_agent(rendered: tuple[Config, AsteriskDirs,
     assert names.count("1001") == 2 and names.count("1002") == 2
 
 
+def test_trunk_is_identified_by_address_only(rendered: tuple[Config, AsteriskDirs, list[Path]]) -> None:
+    _, dirs, _ = rendered
+    secs = conf_sections(read(dirs, "pjsip.conf"))
+    trunk = section(secs, "trunk", "endpoint")
+    assert trunk["identify_by"] == "ip"          # a From user "trunk" never selects it
+    assert "auth" not in trunk                    # no inbound auth: the address is all that admits it
+    # username first: agents' phones on the trunk's address (loopback, a SIP proxy) stay agents
+    assert section(secs, "global")["endpoint_identifier_order"] == "username,ip"
+
+
 def test_pjsip_ipv6_bind_is_bracketed(tmp_path: Path) -> None:
     dirs = AsteriskDirs.under(tmp_path / "etc", tmp_path / "state")
     render(make_config(asterisk={"sip_host": "::1", "sip_port": 5080}), dirs, {"ami_secret": AMI_SECRET})
