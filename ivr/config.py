@@ -58,6 +58,8 @@ class AsteriskConfig:
     modules_dir: str = "/usr/lib/asterisk/modules"
     max_calls: int = 2000
     conf_dir: str = ""             # Asterisk's config directory (pjsip_volunteers.conf is written there)
+    ctl_config: str = ""           # asterisk.conf whose control socket reloads res_pjsip (default: conf_dir's)
+    ctl_group: str = ""            # group that may use the control socket (astctlgroup, mode 0660); empty: 0600
     qualify_frequency: int = 30    # seconds between OPTIONS pings to registered agent phones (0: off)
     codecs: tuple[str, ...] = ("ulaw", "alaw")   # agent phones; g722 and opus where the modules exist
 
@@ -400,6 +402,10 @@ def validate(cfg: Config) -> None:
                           "IVR_ASTERISK_TRUNK_PASSWORD)")
     if a.trunk_register and not (a.trunk_uri and a.trunk_username):
         raise ConfigError("asterisk.trunk_register: needs trunk_uri and trunk_username")
+    if a.ctl_group and not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", a.ctl_group):
+        raise ConfigError(f"asterisk.ctl_group: a Unix group name, got {a.ctl_group!r}")
+    if a.ctl_config and not os.path.isabs(a.ctl_config):
+        raise ConfigError(f"asterisk.ctl_config: an absolute path to asterisk.conf, got {a.ctl_config!r}")
     if not 0 <= a.qualify_frequency <= 3600:
         raise ConfigError("asterisk.qualify_frequency: 0 (off) to 3600 seconds")
     bad = [c for c in a.codecs if c not in AGENT_CODECS]

@@ -83,7 +83,7 @@ class Controller:
         self.ami = AmiClient(a.ami_host, a.ami_port, a.ami_username, a.ami_secret,
                              on_event=self._on_ami_event, on_connected=self._resync)
         self.roster = Roster(cfg, self.store)
-        self.provisioner = SipProvisioner(cfg, self.ami)
+        self.provisioner = SipProvisioner(cfg)
         self.roster.on_accounts_changed = self._apply_accounts
         self.router.register("agent", PhoneLogin(cfg, self.roster, self.prompts,
                                                  wake=lambda: self.balance.wake()).run)

@@ -94,8 +94,21 @@ def test_secrets_are_private_and_not_in_the_config(stack: TestStack) -> None:
              for line in manager.splitlines() if line.startswith(("read =", "write ="))}
     forbidden = {"system", "command", "all", "dialplan"}
     assert not (perms["read"] | perms["write"]) & forbidden
-    # config: write only, for the res_pjsip reload that applies agents added at run time
-    assert "config" not in perms["read"] and "config" in perms["write"]
+    # no config either (UpdateConfig could rewrite manager.conf itself): volunteers' accounts are
+    # reloaded over the control socket
+    assert "config" not in perms["read"] | perms["write"]
+
+
+def test_live_ami_user_has_no_config_right_and_the_control_socket_is_private(stack: TestStack) -> None:
+    cfg = stack.stack.config()
+    out = stack.stack._asterisk_cli(f"manager show user {cfg.asterisk.ami_username}")
+    assert out.returncode == 0, out.stderr
+    rights = {k.strip(): {p.strip() for p in v.split(",")} for k, _, v in
+              (ln.partition(":") for ln in out.stdout.splitlines()) if k.strip() in ("read perm", "write perm")}
+    assert rights["write perm"] == {"call", "agent", "originate", "reporting"}, out.stdout
+    assert "config" not in rights["read perm"] | rights["write perm"]
+    ctl = stack.stack.asterisk_state / "run" / "asterisk.ctl"
+    assert os.stat(ctl).st_mode & 0o777 == 0o600
 
 
 def test_ami_user_has_no_command_or_system_rights(stack: TestStack) -> None:

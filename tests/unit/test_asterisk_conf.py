@@ -131,13 +131,26 @@ def test_manager_conf_loopback_secret_and_least_rights(rendered: tuple[Config, A
     assert [n for n, _ in secs] == ["general", cfg.asterisk.ami_username]
 
 
-def test_config_write_only_when_agents_can_be_added_at_run_time(tmp_path: Path) -> None:
+def test_no_config_write_even_when_agents_can_be_added_at_run_time(tmp_path: Path) -> None:
+    # config would allow UpdateConfig of manager.conf itself; volunteers' accounts are reloaded over the
+    # control socket instead (ivr/provision.py)
     cfg = make_config(asterisk={"conf_dir": str(tmp_path / "etc")})
     dirs = AsteriskDirs.under(tmp_path / "etc", tmp_path / "state")
     render(cfg, dirs, {"ami_secret": AMI_SECRET})
     user = section(conf_sections(read(dirs, "manager.conf")), cfg.asterisk.ami_username)
-    assert set(user["write"].split(",")) == {"call", "agent", "originate", "reporting", "config"}
+    assert set(user["write"].split(",")) == {"call", "agent", "originate", "reporting"}
+    assert "config" not in user["read"].split(",")
     assert "#tryinclude pjsip_volunteers.conf" in read(dirs, "pjsip.conf")
+
+
+def test_control_socket_is_private_unless_a_group_is_named(tmp_path: Path) -> None:
+    dirs = AsteriskDirs.under(tmp_path / "etc", tmp_path / "state")
+    render(make_config(asterisk={"conf_dir": str(tmp_path / "etc")}), dirs, {"ami_secret": AMI_SECRET})
+    files = section(conf_sections(read(dirs, "asterisk.conf")), "files")
+    assert files == {"astctlpermissions": "0600"}
+    render(make_config(asterisk={"ctl_group": "ivr"}), dirs, {"ami_secret": AMI_SECRET})
+    files = section(conf_sections(read(dirs, "asterisk.conf")), "files")
+    assert files == {"astctlgroup": "ivr", "astctlpermissions": "0660"}
 
 
 def test_runtime_accounts_use_digest_credentials_not_passwords() -> None:
