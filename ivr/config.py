@@ -84,6 +84,7 @@ class ApiConfig:
 class RedisConfig:
     url: str = "redis://127.0.0.1:16379/0"
     prefix: str = "ivr"
+    password: str = ""   # from secrets.yaml (redis_password) or IVR_REDIS_PASSWORD, never the config file
 
 
 @dataclass(frozen=True, slots=True)
@@ -532,6 +533,7 @@ def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = No
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {p}: expected a mapping at the top level")
         data = loaded or {}
+        _no_redis_password_in(data, p)
         if secrets_path is None:
             candidate = p.parent / "secrets.yaml"
             secrets_path = candidate if candidate.exists() else None
@@ -543,7 +545,25 @@ def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = No
                     data["asterisk"] = {}
                 if isinstance(data["asterisk"], dict):
                     data["asterisk"].setdefault(key, secrets[key])
+        if secrets.get("redis_password"):
+            if data.get("redis") is None:
+                data["redis"] = {}
+            if isinstance(data["redis"], dict):
+                data["redis"].setdefault("password", secrets["redis_password"])
     return from_mapping(data, env)
+
+
+def _no_redis_password_in(data: Mapping[str, Any], path: Path) -> None:
+    """The Redis password belongs in secrets.yaml or the environment: refuse it in the config file."""
+    redis = data.get("redis")
+    if not isinstance(redis, Mapping):
+        return
+    if redis.get("password"):
+        raise ConfigError(f"redis.password: not in {path.name}; put it in secrets.yaml (redis_password) "
+                          "or IVR_REDIS_PASSWORD")
+    if re.match(r"^[a-z]+://[^/@]*:[^/@]+@", str(redis.get("url") or "")):
+        raise ConfigError(f"redis.url: no password in {path.name}; put it in secrets.yaml (redis_password) "
+                          "or IVR_REDIS_PASSWORD")
 
 
 def load_secrets(path: str | os.PathLike[str]) -> dict[str, str]:

@@ -49,7 +49,7 @@ class Controller:
     def __init__(self, cfg: Config, store: Store | None = None) -> None:
         self.cfg = cfg
         self.started_at = time.time()
-        self.store = store or Store.from_url(cfg.redis.url, cfg.redis.prefix)
+        self.store = store or Store.from_config(cfg.redis)
         self.state = CallCenterState()
         self.recorder = CallRecorder(self.store, inbound=frozenset(number for number, _ in cfg.routes()))
         self.metrics = Metrics()

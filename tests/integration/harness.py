@@ -144,7 +144,7 @@ def create_token(stack: "TestStack", name: str, role: str) -> str:
     from ivr.store.redis_store import Store
 
     async def create() -> str:
-        store = Store.from_url(stack.stack.config().redis.url)
+        store = Store.from_config(stack.stack.config().redis)
         try:
             return await store.create_token(name, role)
         finally:
