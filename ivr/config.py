@@ -189,6 +189,8 @@ class Config:
     prompts_dir: str = str(PROJECT_ROOT / "audio_prompts" / "build")
     default_menu: str = "main"
     fallback_queue: str = "support"
+    # seconds a caller waits in the fallback queue (controller unreachable) before a callback offer / apology
+    fallback_timeout: int = 600
     languages: tuple[str, ...] = ("en", "fa", "zh")
     log_level: str = "INFO"
     asterisk: AsteriskConfig = field(default_factory=AsteriskConfig)
@@ -334,7 +336,8 @@ def from_mapping(data: Mapping[str, Any] | None, env: Mapping[str, str] | None =
             section = data.setdefault(parts[0], {})
             if isinstance(section, dict) and parts[1] in {f.name for f in dataclasses.fields(_SECTIONS[parts[0]])}:
                 section[parts[1]] = value
-        elif var[4:].lower() in ("node", "log_level", "default_menu", "fallback_queue", "dialplans_dir", "prompts_dir"):
+        elif var[4:].lower() in ("node", "log_level", "default_menu", "fallback_queue", "fallback_timeout",
+                                 "dialplans_dir", "prompts_dir"):
             data[var[4:].lower()] = value
 
     top_fields = {f.name: f for f in dataclasses.fields(Config)}
@@ -475,6 +478,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"queues[{i}].strategy: expected one of {', '.join(QUEUE_STRATEGIES)}, got {q.strategy!r}")
         if q.timeout < 1:
             raise ConfigError(f"queues[{i}].timeout: must be at least 1 second")
+    if not 5 <= cfg.fallback_timeout <= 86400:
+        raise ConfigError(f"fallback_timeout: expected 5 to 86400 seconds, got {cfg.fallback_timeout}")
     if cfg.fallback_queue not in names:
         raise ConfigError(f"fallback_queue: {cfg.fallback_queue!r} is not one of the queues ({', '.join(sorted(names))})")
     for code, label in cfg.dispositions:

@@ -75,6 +75,7 @@ class Controller:
         self.router = AgiRouter()
         self.router.register("menu", self.engine.run)
         self.router.register("survey", self.engine.run_survey)
+        self.router.register("fallback", self.engine.run_fallback)
         self.router.register("disposition", self.outcomes.by_phone)
         self.agi = AgiServer(self.router, cfg.agi.host, cfg.agi.port,
                              read_timeout=cfg.agi.read_timeout, max_connections=cfg.agi.max_connections)

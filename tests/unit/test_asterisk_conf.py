@@ -249,7 +249,9 @@ def test_queues_conf_one_section_per_queue(rendered: tuple[Config, AsteriskDirs,
     names = [n for n, _ in secs]
     assert names == ["general", *cfg.queue_names()]
     assert names.count("general") == 1
-    assert section(secs, "general")["persistentmembers"] == "no"
+    # members survive an Asterisk restart (astdb): the queues are not empty while the controller is away
+    assert section(secs, "general")["persistentmembers"] == "yes"
+    assert all("member" not in section(secs, q) for q in cfg.queue_names())   # none static: all reconciled
     support = section(secs, "support")
     assert support["strategy"] == "ringall" and support["timeout"] == "15" and support["servicelevel"] == "20"
     assert section(secs, "refunds")["strategy"] == "rrmemory"
@@ -289,13 +291,29 @@ def test_extensions_fallback_when_agi_fails_or_ivr_next_is_empty(
     assert entry[agi - 1] == "same => n,Answer()"
     route = dialplan(text, "ivr-route")
     fb = route.index("exten => fallback,1,Set(IVR_FALLBACK=1)")
-    assert route[fb + 1] == "same => n,Queue(${IVR_FALLBACK_QUEUE},c)"
+    assert route[fb + 1] == "same => n,Set(IVR_FALLBACK_SINCE=${EPOCH})"
+    # never held forever: the fallback queue has a timeout, then the controller once more, then a message
+    assert globals_["IVR_FALLBACK_TIMEOUT"] == str(cfg.fallback_timeout) == "600"
+    assert route[fb + 2] == "same => n,Queue(${IVR_FALLBACK_QUEUE},c,,,${IVR_FALLBACK_TIMEOUT})"
+    assert route[fb + 3] == 'same => n,GotoIf($["${QUEUESTATUS}" = "CONTINUE"]?done)'
+    assert route[fb + 5] == f"same => n,AGI(${{IVR_AGI}}/fallback/{cfg.default_menu})"
+    assert route[fb + 6] == 'same => n,GotoIf($["${IVR_NEXT}" = "hangup"]?hangup,1)'
+    assert route[fb + 7] == f"same => n,Playback({cfg.prompts_dir}/fallback-sorry)"
+    assert route[fb + 9] == "same => n(done),Hangup()"
+    for lang in cfg.languages:
+        assert (Path(cfg.prompts_dir).parent / lang / "fallback-sorry.txt").exists()
+        assert (Path(cfg.prompts_dir).parent / lang / "fallback-offer.txt").exists()
 
 
 def test_extensions_fallback_queue_follows_config(tmp_path: Path) -> None:
     dirs = AsteriskDirs.under(tmp_path / "etc", tmp_path / "state")
     render(make_config(fallback_queue="refunds"), dirs, {"ami_secret": AMI_SECRET})
     assert section(conf_sections(read(dirs, "extensions.conf")), "globals")["IVR_FALLBACK_QUEUE"] == "refunds"
+    render(make_config(fallback_timeout=45), dirs, {"ami_secret": AMI_SECRET})
+    assert section(conf_sections(read(dirs, "extensions.conf")), "globals")["IVR_FALLBACK_TIMEOUT"] == "45"
+    from ivr.config import ConfigError
+    with pytest.raises(ConfigError, match="fallback_timeout"):
+        make_config(fallback_timeout=0)
 
 
 def test_extensions_inbound_extension_runs_default_menu(tmp_path: Path) -> None:
