@@ -87,12 +87,12 @@ def rss_mb(pid: int | None) -> float:
     return 0.0
 
 
-async def dial_times(url: str, prefix: str, cid: str) -> tuple[list[float], dict[int, int]]:
+async def dial_times(url: str, prefix: str, cid: str, password: str = "") -> tuple[list[float], dict[int, int]]:
     """When each contact was dialled, and how many attempts each contact had (from Redis)."""
     import redis.asyncio as aioredis
 
     from ivr.campaigns.contacts import CampaignKeys
-    r = aioredis.from_url(url, decode_responses=True)
+    r = aioredis.from_url(url, decode_responses=True, password=password or None)
     k = CampaignKeys(prefix, cid)
     try:
         total = int(await r.get(k.seq) or 0)
@@ -135,7 +135,7 @@ def run_campaign(info: dict[str, Any], cfg: Any, cid: str, cps: float, contacts:
         time.sleep(1.0)
     wall = time.time() - t0
     cpu = {k: round((cpu_seconds(p) - cpu0[k]) / wall * 100, 1) for k, p in pids.items()}
-    times, attempts = asyncio.run(dial_times(cfg.redis.url, cfg.redis.prefix, cid))
+    times, attempts = asyncio.run(dial_times(cfg.redis.url, cfg.redis.prefix, cid, cfg.redis.password))
     span = times[-1] - times[0] if len(times) > 1 else 0.0
     achieved = (len(times) - 1) / span if span > 0 else 0.0
     windows = []

@@ -156,6 +156,7 @@ def render(cfg: Config, dirs: AsteriskDirs, secret_values: Mapping[str, str]) ->
         "sip_bind": _sip_bind(cfg.asterisk.sip_host, cfg.asterisk.sip_port),
         "agi_url": f"agi://{_sip_bind(cfg.agi.host, cfg.agi.port)}",
         "fallback_queue": cfg.fallback_queue,
+        "fallback_timeout": cfg.fallback_timeout,
         "default_menu": cfg.default_menu,
         "routes": cfg.routes(),
     }

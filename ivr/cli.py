@@ -127,7 +127,7 @@ def cmd_banner(args: argparse.Namespace) -> int:
     cfg = load(args.config)
 
     async def run() -> int:
-        store = Store.from_url(cfg.redis.url, cfg.redis.prefix)
+        store = Store.from_config(cfg.redis)
         service = BannerService(store, live_prompts_dir(cfg), cfg.languages)
         try:
             if args.action == "set":
@@ -154,7 +154,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     cfg = load(args.config)
 
     async def run() -> int:
-        store = Store.from_url(cfg.redis.url, cfg.redis.prefix)
+        store = Store.from_config(cfg.redis)
         try:
             if args.action == "create":
                 if args.role not in ROLES or not args.name:
@@ -258,7 +258,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 2
 
     async def run() -> int:
-        store = Store.from_url(cfg.redis.url, cfg.redis.prefix)
+        store = Store.from_config(cfg.redis)
         try:
             data = await reports.report(store.redis, cfg.redis.prefix, start=start, end=end, by=args.by, tz=tz,
                                         sl_target=args.sl_target)
@@ -293,7 +293,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     cfg = load(args.config)
 
     async def run() -> int:
-        store = Store.from_url(cfg.redis.url, cfg.redis.prefix)
+        store = Store.from_config(cfg.redis)
         dialer = Dialer(cfg, store, None)  # type: ignore[arg-type]  (no AMI needed to manage campaigns)
         prefix = store.keys.prefix
         try:

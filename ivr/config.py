@@ -58,6 +58,8 @@ class AsteriskConfig:
     modules_dir: str = "/usr/lib/asterisk/modules"
     max_calls: int = 2000
     conf_dir: str = ""             # Asterisk's config directory (pjsip_volunteers.conf is written there)
+    ctl_config: str = ""           # asterisk.conf whose control socket reloads res_pjsip (default: conf_dir's)
+    ctl_group: str = ""            # group that may use the control socket (astctlgroup, mode 0660); empty: 0600
     qualify_frequency: int = 30    # seconds between OPTIONS pings to registered agent phones (0: off)
     codecs: tuple[str, ...] = ("ulaw", "alaw")   # agent phones; g722 and opus where the modules exist
 
@@ -84,6 +86,7 @@ class ApiConfig:
 class RedisConfig:
     url: str = "redis://127.0.0.1:16379/0"
     prefix: str = "ivr"
+    password: str = ""   # from secrets.yaml (redis_password) or IVR_REDIS_PASSWORD, never the config file
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +191,8 @@ class Config:
     prompts_dir: str = str(PROJECT_ROOT / "audio_prompts" / "build")
     default_menu: str = "main"
     fallback_queue: str = "support"
+    # seconds a caller waits in the fallback queue (controller unreachable) before a callback offer / apology
+    fallback_timeout: int = 600
     languages: tuple[str, ...] = ("en", "fa", "zh")
     log_level: str = "INFO"
     asterisk: AsteriskConfig = field(default_factory=AsteriskConfig)
@@ -333,7 +338,8 @@ def from_mapping(data: Mapping[str, Any] | None, env: Mapping[str, str] | None =
             section = data.setdefault(parts[0], {})
             if isinstance(section, dict) and parts[1] in {f.name for f in dataclasses.fields(_SECTIONS[parts[0]])}:
                 section[parts[1]] = value
-        elif var[4:].lower() in ("node", "log_level", "default_menu", "fallback_queue", "dialplans_dir", "prompts_dir"):
+        elif var[4:].lower() in ("node", "log_level", "default_menu", "fallback_queue", "fallback_timeout",
+                                 "dialplans_dir", "prompts_dir"):
             data[var[4:].lower()] = value
 
     top_fields = {f.name: f for f in dataclasses.fields(Config)}
@@ -402,6 +408,10 @@ def validate(cfg: Config) -> None:
                           "IVR_ASTERISK_TRUNK_PASSWORD)")
     if a.trunk_register and not (a.trunk_uri and a.trunk_username):
         raise ConfigError("asterisk.trunk_register: needs trunk_uri and trunk_username")
+    if a.ctl_group and not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", a.ctl_group):
+        raise ConfigError(f"asterisk.ctl_group: a Unix group name, got {a.ctl_group!r}")
+    if a.ctl_config and not os.path.isabs(a.ctl_config):
+        raise ConfigError(f"asterisk.ctl_config: an absolute path to asterisk.conf, got {a.ctl_config!r}")
     if not 0 <= a.qualify_frequency <= 3600:
         raise ConfigError("asterisk.qualify_frequency: 0 (off) to 3600 seconds")
     bad = [c for c in a.codecs if c not in AGENT_CODECS]
@@ -478,6 +488,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"queues[{i}].strategy: expected one of {', '.join(QUEUE_STRATEGIES)}, got {q.strategy!r}")
         if q.timeout < 1:
             raise ConfigError(f"queues[{i}].timeout: must be at least 1 second")
+    if not 5 <= cfg.fallback_timeout <= 86400:
+        raise ConfigError(f"fallback_timeout: expected 5 to 86400 seconds, got {cfg.fallback_timeout}")
     if cfg.fallback_queue not in names:
         raise ConfigError(f"fallback_queue: {cfg.fallback_queue!r} is not one of the queues ({', '.join(sorted(names))})")
     for code, label in cfg.dispositions:
@@ -536,6 +548,7 @@ def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = No
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {p}: expected a mapping at the top level")
         data = loaded or {}
+        _no_redis_password_in(data, p)
         if secrets_path is None:
             candidate = p.parent / "secrets.yaml"
             secrets_path = candidate if candidate.exists() else None
@@ -547,7 +560,25 @@ def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = No
                     data["asterisk"] = {}
                 if isinstance(data["asterisk"], dict):
                     data["asterisk"].setdefault(key, secrets[key])
+        if secrets.get("redis_password"):
+            if data.get("redis") is None:
+                data["redis"] = {}
+            if isinstance(data["redis"], dict):
+                data["redis"].setdefault("password", secrets["redis_password"])
     return from_mapping(data, env)
+
+
+def _no_redis_password_in(data: Mapping[str, Any], path: Path) -> None:
+    """The Redis password belongs in secrets.yaml or the environment: refuse it in the config file."""
+    redis = data.get("redis")
+    if not isinstance(redis, Mapping):
+        return
+    if redis.get("password"):
+        raise ConfigError(f"redis.password: not in {path.name}; put it in secrets.yaml (redis_password) "
+                          "or IVR_REDIS_PASSWORD")
+    if re.match(r"^[a-z]+://[^/@]*:[^/@]+@", str(redis.get("url") or "")):
+        raise ConfigError(f"redis.url: no password in {path.name}; put it in secrets.yaml (redis_password) "
+                          "or IVR_REDIS_PASSWORD")
 
 
 def load_secrets(path: str | os.PathLike[str]) -> dict[str, str]:

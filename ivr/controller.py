@@ -49,7 +49,7 @@ class Controller:
     def __init__(self, cfg: Config, store: Store | None = None) -> None:
         self.cfg = cfg
         self.started_at = time.time()
-        self.store = store or Store.from_url(cfg.redis.url, cfg.redis.prefix)
+        self.store = store or Store.from_config(cfg.redis)
         self.state = CallCenterState()
         self.recorder = CallRecorder(self.store, inbound=frozenset(number for number, _ in cfg.routes()))
         self.metrics = Metrics()
@@ -75,6 +75,7 @@ class Controller:
         self.router = AgiRouter()
         self.router.register("menu", self.engine.run)
         self.router.register("survey", self.engine.run_survey)
+        self.router.register("fallback", self.engine.run_fallback)
         self.router.register("disposition", self.outcomes.by_phone)
         self.agi = AgiServer(self.router, cfg.agi.host, cfg.agi.port,
                              read_timeout=cfg.agi.read_timeout, max_connections=cfg.agi.max_connections)
@@ -83,7 +84,7 @@ class Controller:
         self.ami = AmiClient(a.ami_host, a.ami_port, a.ami_username, a.ami_secret,
                              on_event=self._on_ami_event, on_connected=self._resync)
         self.roster = Roster(cfg, self.store)
-        self.provisioner = SipProvisioner(cfg, self.ami)
+        self.provisioner = SipProvisioner(cfg)
         self.roster.on_accounts_changed = self._apply_accounts
         self.router.register("agent", PhoneLogin(cfg, self.roster, self.prompts,
                                                  wake=lambda: self.balance.wake()).run)

@@ -79,7 +79,7 @@ def _seed_refund(cfg: Any, booking: str) -> None:
     from .store.redis_store import Store
 
     async def seed() -> None:
-        store = Store.from_url(cfg.redis.url, cfg.redis.prefix)
+        store = Store.from_config(cfg.redis)
         try:
             if not await store.refunds.by_booking(booking):
                 await store.refunds.create(booking, source="demo")

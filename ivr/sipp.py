@@ -413,16 +413,19 @@ class Sipp:
         path.write_text(xml, encoding="ascii")
         return path
 
-    def _common(self, port: int, media_port: int) -> list[str]:
-        return ["-i", "127.0.0.1", "-p", str(port), "-mi", "127.0.0.1", "-mp", str(media_port),
+    def _common(self, port: int, media_port: int, source: str = "127.0.0.1") -> list[str]:
+        _check_loopback(source)
+        return ["-i", source, "-p", str(port), "-mi", "127.0.0.1", "-mp", str(media_port),
                 "-nostdin", "-trace_err", "-max_socket", "4096"]
 
     def call_args(self, script: CallerScript, *, extension: str, caller: str | None = None, calls: int = 1,
                   rate: float = 1.0, concurrent: int | None = None, timeout_s: int = 120,
-                  rate_period_ms: int = 1000, caller_prefix: str | None = None) -> list[str]:
+                  rate_period_ms: int = 1000, caller_prefix: str | None = None,
+                  source: str = "127.0.0.1") -> list[str]:
         """SIPp arguments for ``calls`` callers. With a ``caller`` number every call comes from it; without,
         each call has its own number (``caller_prefix``, random by default, + SIPp's call number), as in a
-        real surge: the controller recognises repeat and returning callers by number (ivr/continuity.py)."""
+        real surge: the controller recognises repeat and returning callers by number (ivr/continuity.py).
+        ``source`` is the loopback address the calls come from (127.0.0.2 is not the test trunk's)."""
         xml = script.xml(self.workdir / "pcap")
         if caller is None:
             caller = caller_prefix or f"55{random.randint(10_000, 99_999)}"
@@ -436,7 +439,7 @@ class Sipp:
                 "-timeout", f"{timeout_s}s", "-timeout_error", "-recv_timeout", f"{timeout_s * 1000}",
                 "-error_file", str(self.workdir / f"err-{port}.log"),
                 "-trace_stat", "-stf", str(self.workdir / f"stat-{port}.csv"), "-fd", "1",
-                *self._common(port, mport)]
+                *self._common(port, mport, source)]
         if concurrent:
             argv += ["-l", str(concurrent)]
         return argv

@@ -85,6 +85,10 @@ def pick_port_base(start: int, stop: int, step: int = 2000, rtp_pairs: int = 1) 
 def start_scratch_redis(workdir: Path, attempts: int = 5) -> tuple[subprocess.Popen[bytes], int]:
     """A bare redis-server on a free loopback port, without persistence, for tests and benchmarks.
 
+    It has no password: it is only for store tests and import benchmarks that fill it with generated
+    data and stop it; no controller is ever pointed at it (a stack's Redis is started by ``Stack.up``
+    with the password from secrets.yaml).
+
     Returns the process (the caller terminates it) and its port; raises StackError if none starts.
     """
     import redis as redis_sync
@@ -178,7 +182,7 @@ class Stack:
             self.config_path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
         secrets = load_secrets(self.secrets_path) if self.secrets_path.exists() else {}
         changed = False
-        for key in ("ami_secret", "api_token"):
+        for key in ("ami_secret", "api_token", "redis_password"):
             if not secrets.get(key):
                 secrets[key] = asterisk_conf.new_secret(32)
                 changed = True
@@ -284,12 +288,33 @@ class Stack:
             "workdir": str(self.workdir),
         }
 
+    def _redis_conf(self, port: int, password: str) -> Path:
+        """The Redis config file (0600, in the 0700 data folder): the password is in it, never on a
+        command line that every local user can read in /proc."""
+        def quoted(v: str) -> str:
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        self.redis_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.redis_dir, 0o700)
+        path = self.redis_dir / "redis.conf"
+        text = "\n".join([
+            "# written by `ivr up` from secrets.yaml (redis_password); rewritten on every start",
+            f"port {port}", "bind 127.0.0.1", "protected-mode yes", f"dir {quoted(str(self.redis_dir))}",
+            "appendonly yes", "appendfsync everysec", 'save ""', "daemonize no", 'logfile ""',
+            f"requirepass {quoted(password)}", ""])
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return path
+
     def _start_redis(self, cfg: Config, deadline: float) -> None:
         port = self._redis_port(cfg)
-        self._spawn("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.redis_dir),
-                              "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-                              "--daemonize", "no", "--protected-mode", "yes", "--logfile", ""], "redis.log")
-        while not self._redis_ping(port):
+        password = cfg.redis.password
+        if not password:
+            raise StackError(f"no Redis password: {self.secrets_path} has no redis_password (run `ivr up` "
+                             "with a fresh workdir, or add one)")
+        self._spawn("redis", ["redis-server", str(self._redis_conf(port, password))], "redis.log")
+        while not self._redis_ping(port, password):
             if self._read_pid("redis") is None:
                 raise StackError(f"Redis did not start on port {port}:\n{_tail(self.logs / 'redis.log')}")
             if time.monotonic() > deadline:
@@ -297,18 +322,30 @@ class Stack:
             time.sleep(0.05)
         import redis as redis_sync  # registered here so the token works before the controller is up
 
-        client = redis_sync.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+        client = redis_sync.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=5)
         from .store.redis_store import _hash_token
         client.hset(f"{cfg.redis.prefix}:tokens", _hash_token(self.secrets()["api_token"]),
                     json.dumps({"name": "admin", "role": "admin", "created": time.time()}))
         client.close()
 
     @staticmethod
-    def _redis_ping(port: int) -> bool:
+    def _redis_ping(port: int, password: str) -> bool:
+        def resp(*args: str) -> bytes:
+            parts = [f"*{len(args)}\r\n".encode()]
+            for a in args:
+                b = a.encode()
+                parts.append(b"$%d\r\n%s\r\n" % (len(b), b))
+            return b"".join(parts)
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
+                s.sendall(resp("AUTH", password) + resp("PING"))
+                got = b""
+                while got.count(b"\r\n") < 2:
+                    chunk = s.recv(64)
+                    if not chunk:
+                        break
+                    got += chunk
+                return got == b"+OK\r\n+PONG\r\n"
         except OSError:
             return False
 

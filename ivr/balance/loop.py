@@ -1,7 +1,8 @@
 """The live balancing loop: snapshot -> decide() -> apply, about once a second.
 
 A thin shell around the pure policy. It builds a ``Snapshot`` from the live
-state (AMI) and the roster (Redis), calls ``decide()``, and applies the actions
+state (AMI) and the roster (read from Redis at start, held in memory), calls
+``decide()``, and applies the actions
 over AMI by reconciling desired against actual membership: an action is only
 sent for a difference, a member just added is not added again while its
 QueueMemberAdded event is on the way, and nothing runs until AMI has resynced
@@ -11,6 +12,7 @@ after a (re)connect. Every action is logged with its reason and counted.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -133,17 +135,27 @@ class BalanceLoop:
 
     # ---------------------------------------------------------------- apply
     async def tick(self) -> Decision | None:
+        """One step. Queue membership first: it needs only AMI and the roster held in memory, so queues an
+        Asterisk restart left empty get their agents back even while Redis is down. Then the callbacks,
+        which are read from Redis (a Redis error there leaves the membership applied)."""
         if not self.ami.connected:
             return None
         t0 = time.perf_counter()
         now = time.time()
-        callbacks = await self._pending_callbacks() if self._pending_callbacks else []
-        decision = decide(self.snapshot(now, callbacks), self.policy)
+        decision = decide(self.snapshot(now), self.policy)
         self.tiers = dict(decision.tiers)
         self._pending = {k: t for k, t in self._pending.items() if now - t < PENDING_S}
         for action in decision.actions:
             await self._apply(action, now)
         self.last_decision = decision
+        callbacks = await self._pending_callbacks() if self._pending_callbacks else []
+        if callbacks:
+            dispatch = tuple(a for a in decide(self.snapshot(now, callbacks), self.policy).actions
+                             if a.kind == "dispatch_callback")
+            for action in dispatch:
+                await self._apply(action, now)
+            decision = dataclasses.replace(decision, actions=decision.actions + dispatch)
+            self.last_decision = decision
         self.ticks += 1
         self.last_tick_ms = (time.perf_counter() - t0) * 1000
         return decision

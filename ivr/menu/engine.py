@@ -125,6 +125,30 @@ class MenuEngine:
         log.info("call %s: survey of menu %s", ctx.uid, menu.name)
         await self._walk(session, ctx, menu.survey)
 
+    async def run_fallback(self, session: AgiSession) -> None:
+        """AGI handler for ``fallback/<menu>``: the fallback queue's timeout passed (the controller was away, or
+        nobody could answer): offer a callback that keeps the caller's place from when they joined it
+        (IVR_FALLBACK_SINCE). Declined, or no answer: the dialplan apologises and hangs up."""
+        from .nodes import fallback_offer
+
+        menu = self._menu(session.route_arg or "main")
+        ctx = self._context(session, menu)
+        since = await session.get_variable("IVR_FALLBACK_SINCE")
+        try:
+            joined = float(since or "")
+        except ValueError:
+            joined = ctx.started
+        ctx.started = min(ctx.started, max(ctx.started - 86400, joined))
+        queue = self.services.fallback_queue or ""
+        ctx.queue, ctx.reason = queue, "callback"
+        ctx.path.append("fallback-timeout")
+        log.info("call %s: not answered in fallback queue %s since %.0f: the controller is back", ctx.uid, queue,
+                 ctx.started)
+        stored = await fallback_offer(self, session, ctx, queue)
+        await self.sink.save(ctx.uid, {"fallback_timeout": "1",
+                                       "ivr_outcome": ctx.outcome if stored else "fallback_timeout",
+                                       **({"vars": json.dumps(ctx.vars)} if ctx.vars else {})})
+
     def _menu(self, name: str) -> Menu:
         menu = self.menus.get(name)
         if menu is None:

@@ -295,11 +295,9 @@ async def _set_language(s: AgiSession, ctx: CallContext, lang: str) -> None:
         await s.set_variable("CHANNEL(language)", lang)
 
 
-async def _callback(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
-    """Confirm (or enter) the number to call back, store the request, keep the caller's place."""
-    queue = node.get("queue") or ctx.queue or engine.services.fallback_queue
+async def confirm_number(engine: MenuEngine, s: AgiSession, ctx: CallContext) -> str:
+    """The number to call back: the caller ID confirmed with 1, or one keyed in (three tries); '' if none."""
     number = ctx.callerid if VALIDATORS["phone"](ctx.callerid) else ""
-    confirmed = False
     for _ in range(3):
         if not number:
             digits = await engine.ask(s, ctx, ("enter-number",), 10.0, max_digits=15)
@@ -312,10 +310,40 @@ async def _callback(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: N
         digit = await engine.play(s, ctx, ("callback-number-is",), "12") or await s.say_digits(number, "12") \
             or await engine.ask(s, ctx, ("callback-confirm",), 5.0)
         if digit == "1":
-            confirmed = True
-            break
+            return number
         if digit == "2":
             number = ""
+    return ""
+
+
+async def fallback_offer(engine: MenuEngine, s: AgiSession, ctx: CallContext, queue: str) -> bool:
+    """A caller the fallback queue did not serve in time: offer a callback that keeps their place (from
+    ``ctx.started``). True when it is stored and handed back (IVR_NEXT=hangup with the confirmation);
+    otherwise the dialplan apologises and hangs up."""
+    if engine.services.callbacks is None:
+        return False
+    if await engine.ask(s, ctx, ("fallback-offer",), 6.0) != "1":
+        log.info("call %s: fallback queue timed out; callback offer declined", ctx.uid)
+        return False
+    number = await confirm_number(engine, s, ctx)
+    if not number:
+        log.info("call %s: fallback queue timed out; callback number not confirmed", ctx.uid)
+        return False
+    record = await engine.services.callbacks.request(number, queue=queue, lang=ctx.lang, call_uid=ctx.uid,
+                                                     joined_at=ctx.started, caller=ctx.callerid)
+    ctx.vars["callback_id"] = str(record["id"])
+    ctx.outcome = "callback_requested"
+    log.info("call %s: fallback queue timed out; callback %s stored for %s (queue %s, place since %.0f)", ctx.uid,
+             record["id"], number, queue, ctx.started)
+    await engine.hand_back(s, ctx, ("callback-booked",), {"IVR_NEXT": "hangup"})
+    return True
+
+
+async def _callback(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+    """Confirm (or enter) the number to call back, store the request, keep the caller's place."""
+    queue = node.get("queue") or ctx.queue or engine.services.fallback_queue
+    number = await confirm_number(engine, s, ctx)
+    confirmed = bool(number)
     if not confirmed or engine.services.callbacks is None:
         log.info("call %s: callback not confirmed; the caller goes to %s", ctx.uid, queue)
         ctx.path.append("callback-not-confirmed")

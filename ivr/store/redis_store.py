@@ -10,7 +10,7 @@ import hashlib
 import json
 import secrets
 import time
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
@@ -18,6 +18,9 @@ from redis.exceptions import DataError, NoScriptError
 
 from .keys import Keys
 from .selfservice import CallbackStore, RefundStore, SurveyStore
+
+if TYPE_CHECKING:
+    from ..config import RedisConfig
 
 try:
     import hiredis
@@ -151,13 +154,21 @@ class Store:
         self.surveys = SurveyStore(client, self.keys)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "ivr") -> "Store":
+    def from_url(cls, url: str, prefix: str = "ivr", password: str = "") -> "Store":
+        """A store on the Redis at ``url``; ``password`` (if any) is sent with AUTH on every connection."""
         extra: dict[str, Any] = {}
         if hiredis is not None and url.startswith("redis://"):
             extra["connection_class"] = HiredisPackedConnection
+        if password:
+            extra["password"] = password
         client = aioredis.from_url(url, decode_responses=True, socket_connect_timeout=2,
                                    socket_timeout=5, health_check_interval=15, retry_on_timeout=True, **extra)
         return cls(client, prefix)
+
+    @classmethod
+    def from_config(cls, rc: "RedisConfig") -> "Store":
+        """A store for the ``redis`` section of the config (URL, key prefix, password)."""
+        return cls.from_url(rc.url, rc.prefix, rc.password)
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -146,7 +146,7 @@ def create_token(stack: "TestStack", name: str, role: str) -> str:
     from ivr.store.redis_store import Store
 
     async def create() -> str:
-        store = Store.from_url(stack.stack.config().redis.url)
+        store = Store.from_config(stack.stack.config().redis)
         try:
             return await store.create_token(name, role)
         finally:
@@ -154,7 +154,8 @@ def create_token(stack: "TestStack", name: str, role: str) -> str:
     return asyncio.run(create())
 
 
-def start_test_stack(workdir: Path) -> TestStack:
+def start_test_stack(workdir: Path, extra: dict[str, Any] | None = None) -> TestStack:
+    """Start the test stack in ``workdir``; ``extra`` adds top-level config keys (e.g. fallback_timeout)."""
     require_tools()
     base = pick_port_base()
     agent_ports = {aid: free_port() for aid in TEST_AGENTS}
@@ -177,7 +178,7 @@ def start_test_stack(workdir: Path) -> TestStack:
                                                    "qualify_frequency": 5,
                                                    "outbound_callerid": "5550100"},
                                       "dids": {SHORT_MENU_DID: "short", BROKEN_MENU_DID: "nosuchmenu",
-                                               OUTCOMES_MENU_DID: "outcomes"}})
+                                               OUTCOMES_MENU_DID: "outcomes"}, **(extra or {})})
     info = stack.up(timeout=60)
     api = Api(info["api"], info["token"])
     sipp = Sipp(target_port=int(info["sip"].rsplit(":", 1)[1]), workdir=workdir / "sipp")

@@ -113,7 +113,7 @@ def failures(stack: TestStack, address: str = "127.0.0.1") -> int:
     from ivr.store.redis_store import Store
 
     async def count() -> int:
-        store = Store.from_url(stack.stack.config().redis.url)
+        store = Store.from_config(stack.stack.config().redis)
         try:
             return (await store.auth_failures(address))[0]
         finally:

@@ -174,7 +174,8 @@ def test_places_history_and_sweep_in_redis(stack: TestStack) -> None:
     takes it once, an unused place becomes a callback with the same place in line, history is capped."""
 
     async def run() -> None:
-        store = Store.from_url(stack.stack.config().redis.url, "ctest")
+        rc = stack.stack.config().redis
+        store = Store.from_url(rc.url, "ctest", rc.password)
         await store.redis.delete(*(await store.redis.keys("ctest:*")) or ["ctest:none"])
         c = Continuity(ContinuityConfig(window=60, callback_dropped=True, history=3), store)
         try:

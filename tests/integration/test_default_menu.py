@@ -62,7 +62,7 @@ def records_for(stack: TestStack, caller: str) -> list[dict]:
 
 def store_for(stack: TestStack) -> Store:
     cfg = stack.stack.config()
-    return Store.from_url(cfg.redis.url, cfg.redis.prefix)
+    return Store.from_config(cfg.redis)
 
 
 def create_refund(stack: TestStack, booking: str) -> dict:

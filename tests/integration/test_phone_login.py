@@ -58,7 +58,7 @@ def test_pins_are_hashed_and_guessing_is_throttled(stack: TestStack) -> None:
 
     async def run() -> None:
         cfg = stack.stack.config()
-        store = Store.from_url(cfg.redis.url, cfg.redis.prefix)
+        store = Store.from_config(cfg.redis)
         roster = Roster(cfg, store)
         try:
             await roster.set_pin("1005", "24680", by="test")

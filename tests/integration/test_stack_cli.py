@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from ivr.stack import Stack, _pid_alive, _port_in_use
@@ -94,8 +96,58 @@ def test_secrets_are_private_and_not_in_the_config(stack: TestStack) -> None:
              for line in manager.splitlines() if line.startswith(("read =", "write ="))}
     forbidden = {"system", "command", "all", "dialplan"}
     assert not (perms["read"] | perms["write"]) & forbidden
-    # config: write only, for the res_pjsip reload that applies agents added at run time
-    assert "config" not in perms["read"] and "config" in perms["write"]
+    # no config either (UpdateConfig could rewrite manager.conf itself): volunteers' accounts are
+    # reloaded over the control socket
+    assert "config" not in perms["read"] | perms["write"]
+
+
+def test_the_stack_redis_refuses_clients_without_the_password(stack: TestStack) -> None:
+    import redis as redis_sync
+
+    wd = stack.stack.workdir
+    cfg = stack.stack.config()
+    port = int(cfg.redis.url.rsplit(":", 1)[1].split("/")[0])
+    password = yaml.safe_load((wd / "secrets.yaml").read_text())["redis_password"]
+    assert len(password) >= 32 and cfg.redis.password == password
+    # no password: every command is refused (as a local user with redis-cli would see it)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        for command in (b"PING", f"HGETALL {cfg.redis.prefix}:tokens".encode(), b"CONFIG GET requirepass"):
+            sock.sendall(command + b"\r\n")
+            assert sock.recv(256).startswith(b"-NOAUTH Authentication required"), command
+    anonymous = redis_sync.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+    try:
+        with pytest.raises(redis_sync.AuthenticationError):
+            anonymous.hgetall(f"{cfg.redis.prefix}:tokens")
+    finally:
+        anonymous.close()
+    # a wrong password is refused too; the right one works
+    with pytest.raises(redis_sync.AuthenticationError):
+        redis_sync.Redis(host="127.0.0.1", port=port, password="guess", socket_timeout=5).ping()
+    assert redis_sync.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=5).ping()
+    # the password is in no command line, log or config file, only in 0600 files
+    pid = int((wd / "pids" / "redis.pid").read_text())
+    assert password.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    for name in ("ivr.yaml", "logs/controller.log", "logs/redis.log"):
+        assert password not in (wd / name).read_text(errors="replace"), name
+    assert os.stat(wd / "redis" / "redis.conf").st_mode & 0o077 == 0
+    assert os.stat(wd / "redis").st_mode & 0o077 == 0
+    # the CLI reads the password from secrets.yaml beside the config: a token it makes works on the API
+    made = ivr("token", "create", "--config", str(wd / "ivr.yaml"), "--name", "redis-pw-cli", "--role", "viewer")
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip().splitlines()[-1]
+    assert stack.api.request("GET", "/api/v1/queues", token=token)[0] == 200
+
+
+def test_live_ami_user_has_no_config_right_and_the_control_socket_is_private(stack: TestStack) -> None:
+    cfg = stack.stack.config()
+    out = stack.stack._asterisk_cli(f"manager show user {cfg.asterisk.ami_username}")
+    assert out.returncode == 0, out.stderr
+    rights = {k.strip(): {p.strip() for p in v.split(",")} for k, _, v in
+              (ln.partition(":") for ln in out.stdout.splitlines()) if k.strip() in ("read perm", "write perm")}
+    assert rights["write perm"] == {"call", "agent", "originate", "reporting"}, out.stdout
+    assert "config" not in rights["read perm"] | rights["write perm"]
+    ctl = stack.stack.asterisk_state / "run" / "asterisk.ctl"
+    assert os.stat(ctl).st_mode & 0o777 == 0o600
 
 
 def test_ami_user_has_no_command_or_system_rights(stack: TestStack) -> None:

@@ -131,13 +131,26 @@ def test_manager_conf_loopback_secret_and_least_rights(rendered: tuple[Config, A
     assert [n for n, _ in secs] == ["general", cfg.asterisk.ami_username]
 
 
-def test_config_write_only_when_agents_can_be_added_at_run_time(tmp_path: Path) -> None:
+def test_no_config_write_even_when_agents_can_be_added_at_run_time(tmp_path: Path) -> None:
+    # config would allow UpdateConfig of manager.conf itself; volunteers' accounts are reloaded over the
+    # control socket instead (ivr/provision.py)
     cfg = make_config(asterisk={"conf_dir": str(tmp_path / "etc")})
     dirs = AsteriskDirs.under(tmp_path / "etc", tmp_path / "state")
     render(cfg, dirs, {"ami_secret": AMI_SECRET})
     user = section(conf_sections(read(dirs, "manager.conf")), cfg.asterisk.ami_username)
-    assert set(user["write"].split(",")) == {"call", "agent", "originate", "reporting", "config"}
+    assert set(user["write"].split(",")) == {"call", "agent", "originate", "reporting"}
+    assert "config" not in user["read"].split(",")
     assert "#tryinclude pjsip_volunteers.conf" in read(dirs, "pjsip.conf")
+
+
+def test_control_socket_is_private_unless_a_group_is_named(tmp_path: Path) -> None:
+    dirs = AsteriskDirs.under(tmp_path / "etc", tmp_path / "state")
+    render(make_config(asterisk={"conf_dir": str(tmp_path / "etc")}), dirs, {"ami_secret": AMI_SECRET})
+    files = section(conf_sections(read(dirs, "asterisk.conf")), "files")
+    assert files == {"astctlpermissions": "0600"}
+    render(make_config(asterisk={"ctl_group": "ivr"}), dirs, {"ami_secret": AMI_SECRET})
+    files = section(conf_sections(read(dirs, "asterisk.conf")), "files")
+    assert files == {"astctlgroup": "ivr", "astctlpermissions": "0660"}
 
 
 def test_runtime_accounts_use_digest_credentials_not_passwords() -> None:
@@ -183,6 +196,16 @@ def test_pjsip_endpoint_aor_auth_per_agent(rendered: tuple[Config, AsteriskDirs,
     assert names.count("1001") == 2 and names.count("1002") == 2
 
 
+def test_trunk_is_identified_by_address_only(rendered: tuple[Config, AsteriskDirs, list[Path]]) -> None:
+    _, dirs, _ = rendered
+    secs = conf_sections(read(dirs, "pjsip.conf"))
+    trunk = section(secs, "trunk", "endpoint")
+    assert trunk["identify_by"] == "ip"          # a From user "trunk" never selects it
+    assert "auth" not in trunk                    # no inbound auth: the address is all that admits it
+    # username first: agents' phones on the trunk's address (loopback, a SIP proxy) stay agents
+    assert section(secs, "global")["endpoint_identifier_order"] == "username,ip"
+
+
 def test_pjsip_ipv6_bind_is_bracketed(tmp_path: Path) -> None:
     dirs = AsteriskDirs.under(tmp_path / "etc", tmp_path / "state")
     render(make_config(asterisk={"sip_host": "::1", "sip_port": 5080}), dirs, {"ami_secret": AMI_SECRET})
@@ -226,7 +249,9 @@ def test_queues_conf_one_section_per_queue(rendered: tuple[Config, AsteriskDirs,
     names = [n for n, _ in secs]
     assert names == ["general", *cfg.queue_names()]
     assert names.count("general") == 1
-    assert section(secs, "general")["persistentmembers"] == "no"
+    # members survive an Asterisk restart (astdb): the queues are not empty while the controller is away
+    assert section(secs, "general")["persistentmembers"] == "yes"
+    assert all("member" not in section(secs, q) for q in cfg.queue_names())   # none static: all reconciled
     support = section(secs, "support")
     assert support["strategy"] == "ringall" and support["timeout"] == "15" and support["servicelevel"] == "20"
     assert section(secs, "refunds")["strategy"] == "rrmemory"
@@ -266,13 +291,29 @@ def test_extensions_fallback_when_agi_fails_or_ivr_next_is_empty(
     assert entry[agi - 1] == "same => n,Answer()"
     route = dialplan(text, "ivr-route")
     fb = route.index("exten => fallback,1,Set(IVR_FALLBACK=1)")
-    assert route[fb + 1] == "same => n,Queue(${IVR_FALLBACK_QUEUE},c)"
+    assert route[fb + 1] == "same => n,Set(IVR_FALLBACK_SINCE=${EPOCH})"
+    # never held forever: the fallback queue has a timeout, then the controller once more, then a message
+    assert globals_["IVR_FALLBACK_TIMEOUT"] == str(cfg.fallback_timeout) == "600"
+    assert route[fb + 2] == "same => n,Queue(${IVR_FALLBACK_QUEUE},c,,,${IVR_FALLBACK_TIMEOUT})"
+    assert route[fb + 3] == 'same => n,GotoIf($["${QUEUESTATUS}" = "CONTINUE"]?done)'
+    assert route[fb + 5] == f"same => n,AGI(${{IVR_AGI}}/fallback/{cfg.default_menu})"
+    assert route[fb + 6] == 'same => n,GotoIf($["${IVR_NEXT}" = "hangup"]?hangup,1)'
+    assert route[fb + 7] == f"same => n,Playback({cfg.prompts_dir}/fallback-sorry)"
+    assert route[fb + 9] == "same => n(done),Hangup()"
+    for lang in cfg.languages:
+        assert (Path(cfg.prompts_dir).parent / lang / "fallback-sorry.txt").exists()
+        assert (Path(cfg.prompts_dir).parent / lang / "fallback-offer.txt").exists()
 
 
 def test_extensions_fallback_queue_follows_config(tmp_path: Path) -> None:
     dirs = AsteriskDirs.under(tmp_path / "etc", tmp_path / "state")
     render(make_config(fallback_queue="refunds"), dirs, {"ami_secret": AMI_SECRET})
     assert section(conf_sections(read(dirs, "extensions.conf")), "globals")["IVR_FALLBACK_QUEUE"] == "refunds"
+    render(make_config(fallback_timeout=45), dirs, {"ami_secret": AMI_SECRET})
+    assert section(conf_sections(read(dirs, "extensions.conf")), "globals")["IVR_FALLBACK_TIMEOUT"] == "45"
+    from ivr.config import ConfigError
+    with pytest.raises(ConfigError, match="fallback_timeout"):
+        make_config(fallback_timeout=0)
 
 
 def test_extensions_inbound_extension_runs_default_menu(tmp_path: Path) -> None:

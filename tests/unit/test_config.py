@@ -154,6 +154,20 @@ def test_env_wins_over_secrets_file(tmp_path: Path) -> None:
     assert cfg.asterisk.ami_secret == "from-env"
 
 
+def test_redis_password_from_secrets_or_env_never_the_config_file(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path / "ivr.yaml", {"redis": {"url": "redis://127.0.0.1:16379/0"}})
+    write_secrets(tmp_path / "secrets.yaml", {"ami_secret": "a", "redis_password": "r3dis"})
+    assert load(path, env=NO_ENV).redis.password == "r3dis"
+    assert load(path, env={"IVR_REDIS_PASSWORD": "from-env"}).redis.password == "from-env"
+    assert "r3dis" not in (tmp_path / "ivr.yaml").read_text()
+    write_yaml(tmp_path / "ivr.yaml", {"redis": {"password": "in-file"}})
+    with pytest.raises(ConfigError, match=r"redis\.password: not in ivr\.yaml.*secrets\.yaml.*IVR_REDIS_PASSWORD"):
+        load(path, env=NO_ENV)
+    write_yaml(tmp_path / "ivr.yaml", {"redis": {"url": "redis://:in-url@127.0.0.1:16379/0"}})
+    with pytest.raises(ConfigError, match=r"redis\.url: no password in ivr\.yaml"):
+        load(path, env=NO_ENV)
+
+
 def test_load_missing_file_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"config file .*nope\.yaml: cannot read it"):
         load(tmp_path / "nope.yaml", env=NO_ENV)

@@ -1113,3 +1113,44 @@ async def test_the_last_prompts_are_handed_to_the_dialplan(prompts: PromptLibrar
     fake = ScriptedAsterisk([(gd(P, "main-menu", 3000, 1), "200 result=2"), handed_back(SUPPORT, P, "please-hold")])
     await run_call(engine_for(menu(text), prompts, World()), fake)
     assert fake.commands == fake.expected
+
+
+# ================================================= fallback queue timed out
+
+
+async def run_fallback(engine: MenuEngine, fake: ScriptedAsterisk, **kw: Any) -> None:
+    await engine.run_fallback(make_session(fake, script="fallback/t", **kw))
+
+
+async def test_fallback_timeout_offers_a_callback_that_keeps_the_place(prompts: PromptLibrary, P: str) -> None:
+    world = World()
+    since = f"{time.time() - 620:.3f}"      # joined the fallback queue before its timeout
+    fake = ScriptedAsterisk([
+        ('GET VARIABLE "IVR_FALLBACK_SINCE"', f"200 result=1 ({since})"),
+        (gd(P, "fallback-offer", 6000, 1), "200 result=1"),
+        (sf(P, "callback-number-is", "12"), PLAYED),
+        (f'SAY DIGITS "{CALLER}" "12"', EXEC_OK),
+        (gd(P, "callback-confirm", 5000, 1), "200 result=1"),
+        bye(P, "callback-booked")])
+    await run_fallback(engine_for(menu(OFFER_MENU), prompts, world), fake)
+    assert fake.commands == fake.expected
+    (cb,) = world.callbacks.requests
+    # the fallback queue, and the place in line from when the caller joined it
+    assert (cb["number"], cb["queue"], cb["call_uid"]) == (CALLER, "support", UID)
+    assert cb["place"] == float(since)
+    (_, fields), = world.sink.saved
+    assert fields["fallback_timeout"] == "1" and fields["ivr_outcome"] == "callback_requested"
+
+
+@pytest.mark.parametrize("answer", ["2", ""])
+async def test_fallback_timeout_offer_declined_leaves_the_apology_to_the_dialplan(
+        answer: str, prompts: PromptLibrary, P: str) -> None:
+    world = World()
+    fake = ScriptedAsterisk([
+        ('GET VARIABLE "IVR_FALLBACK_SINCE"', "200 result=0"),
+        (gd(P, "fallback-offer", 6000, 1), f"200 result={answer}" if answer else TIMEOUT)])
+    await run_fallback(engine_for(menu(OFFER_MENU), prompts, world), fake)
+    assert fake.commands == fake.expected      # no IVR_NEXT: the dialplan plays fallback-sorry and hangs up
+    assert world.callbacks.requests == []
+    (_, fields), = world.sink.saved
+    assert fields["ivr_outcome"] == "fallback_timeout"

@@ -47,3 +47,12 @@ def test_store_uses_it_for_tcp_urls_only() -> None:
     assert tcp.redis.connection_pool.connection_class is HiredisPackedConnection
     unix = Store.from_url("unix:///tmp/redis.sock")
     assert unix.redis.connection_pool.connection_class is not HiredisPackedConnection
+
+
+def test_the_password_goes_to_every_connection() -> None:
+    from ivr.config import RedisConfig
+    from ivr.store.redis_store import Store
+
+    store = Store.from_config(RedisConfig(url="redis://127.0.0.1:6379/0", prefix="p", password="pw"))
+    assert store.redis.connection_pool.connection_kwargs["password"] == "pw" and store.keys.prefix == "p"
+    assert "password" not in Store.from_url("redis://127.0.0.1:6379/0").redis.connection_pool.connection_kwargs

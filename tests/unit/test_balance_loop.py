@@ -1,0 +1,59 @@
+"""The live balancing loop's tick against a fake AMI: queue membership is applied before anything is read
+from Redis, so queues an Asterisk restart emptied get their agents back while Redis is down."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from ivr.balance.loop import BalanceLoop
+from ivr.config import from_mapping
+from ivr.roster import Roster
+from ivr.state import CallCenterState
+
+
+class FakeAmi:
+    connected = True
+
+    def __init__(self) -> None:
+        self.actions: list[tuple[str, dict[str, Any]]] = []
+        self.ready = asyncio.Event()
+        self.ready.set()
+
+    async def action(self, name: str, fields: dict[str, Any], timeout: float = 10) -> dict[str, Any]:
+        self.actions.append((name, dict(fields)))
+        return {"Response": "Success"}
+
+
+def loop_with(pending: Any) -> tuple[BalanceLoop, FakeAmi]:
+    cfg = from_mapping({"agents": [{"id": "1001", "queues": ["support"], "logged_in": True},
+                                   {"id": "1002", "queues": ["support"], "logged_in": False}]}, {})
+    ami = FakeAmi()
+    roster = Roster(cfg, store=None)  # type: ignore[arg-type]   # the roster in memory: no Redis read
+    return BalanceLoop(cfg, CallCenterState(), ami, roster, pending_callbacks=pending), ami  # type: ignore[arg-type]
+
+
+def test_members_are_added_even_when_redis_is_down() -> None:
+    async def redis_down() -> list[dict[str, Any]]:
+        raise RedisConnectionError("Connection refused")
+
+    loop, ami = loop_with(redis_down)
+    with pytest.raises(RedisConnectionError):
+        asyncio.run(loop.tick())
+    assert [(n, f["Queue"], f["Interface"]) for n, f in ami.actions] == [("QueueAdd", "support", "PJSIP/1001")]
+
+
+def test_callbacks_are_dispatched_after_the_membership() -> None:
+    order: list[str] = []
+
+    async def pending() -> list[dict[str, Any]]:
+        order.append(f"redis read after {len(ami.actions)} AMI action(s)")
+        return []
+
+    loop, ami = loop_with(pending)
+    decision = asyncio.run(loop.tick())
+    assert order == ["redis read after 1 AMI action(s)"]
+    assert decision is not None and [a.kind for a in decision.actions] == ["add_member"]
