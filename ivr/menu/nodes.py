@@ -295,19 +295,42 @@ async def _set_language(s: AgiSession, ctx: CallContext, lang: str) -> None:
         await s.set_variable("CHANNEL(language)", lang)
 
 
+async def _allowed(engine: MenuEngine, ctx: CallContext, number: str) -> bool:
+    """May the line call this number back? (the outbound guard, without using up its hourly caps: the
+    dispatcher counts the dial itself). A refusal is logged, counted and audited by the guard."""
+    verdict = await engine.services.outbound.check(number, "callback", count=False, ref=f"call {ctx.uid}")
+    return bool(verdict.ok)
+
+
 async def _callback(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
-    """Confirm (or enter) the number to call back, store the request, keep the caller's place."""
+    """Confirm (or enter) the number to call back, store the request, keep the caller's place.
+
+    Only a number the outbound guard allows is offered or stored: a typed number it refuses is answered
+    with ``callback-number-refused``, then the caller's own number is offered if the guard allows that,
+    else the caller goes to the queue."""
     queue = node.get("queue") or ctx.queue or engine.services.fallback_queue
-    number = ctx.callerid if VALIDATORS["phone"](ctx.callerid) else ""
+    if engine.services.callbacks is None or engine.services.outbound is None:
+        log.info("call %s: callbacks are not available; the caller goes to %s", ctx.uid, queue)
+        ctx.path.append("callback-unavailable")
+        return await _queue(engine, s, ctx, Node(node.id, "queue", node.line, {"queue": queue}))
+    own = ctx.callerid if VALIDATORS["phone"](ctx.callerid) and await _allowed(engine, ctx, ctx.callerid) else ""
+    number = own
     confirmed = False
     for _ in range(3):
         if not number:
             digits = await engine.ask(s, ctx, ("enter-number",), 10.0, max_digits=15)
-            if VALIDATORS["phone"](digits):
-                number = digits
-            else:
+            if not VALIDATORS["phone"](digits):
                 await engine.play(s, ctx, ("invalid",) if digits else ("no-input",))
                 continue
+            if not await _allowed(engine, ctx, digits):
+                log.info("call %s: callback to a typed number refused by the outbound guard", ctx.uid)
+                ctx.path.append("callback-number-refused")
+                await engine.play(s, ctx, ("callback-number-refused",))
+                if not own:
+                    break
+                number = own
+            else:
+                number = digits
         # 1 or 2 may be pressed as soon as the caller recognises (or not) the number
         digit = await engine.play(s, ctx, ("callback-number-is",), "12") or await s.say_digits(number, "12") \
             or await engine.ask(s, ctx, ("callback-confirm",), 5.0)
@@ -316,7 +339,7 @@ async def _callback(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: N
             break
         if digit == "2":
             number = ""
-    if not confirmed or engine.services.callbacks is None:
+    if not confirmed:
         log.info("call %s: callback not confirmed; the caller goes to %s", ctx.uid, queue)
         ctx.path.append("callback-not-confirmed")
         return await _queue(engine, s, ctx, Node(node.id, "queue", node.line, {"queue": queue}))
