@@ -249,7 +249,8 @@ class Dialer:
                 await p.execute()
             return
         purpose = "refund" if cid == self.cfg.refunds.notice_campaign else "campaign"
-        verdict = await self.guard.check(number, purpose, narrower=c.allowed_prefixes, ref=f"campaign {cid} contact {n}")
+        verdict = await self.guard.check(number, purpose, narrower=c.allowed_prefixes,
+                                         ref=f"campaign {cid} contact {n}")
         if not verdict.ok:
             if verdict.retry_later:   # a cap: at the next clock hour; Redis away: in a minute
                 when = (time.time() // 3600 + 1) * 3600 if verdict.reason.startswith("cap_") else time.time() + 60
