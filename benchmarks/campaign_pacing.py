@@ -117,7 +117,7 @@ def run_campaign(info: dict[str, Any], cfg: Any, cid: str, cps: float, contacts:
         "id": cid, "name": cid, "message": {"en": "notice-cancelled"}, "amd": False,
         "window": {"start": "00:00", "end": "23:59"}, "max_attempts": 1, "ring_timeout": 10,
         "pacing": {"cps": cps, "max_channels": max_channels, "max_transfers": 0},
-        "allowed_prefixes": ["+1202"], "hourly_cap": 100_000})
+        "allowed_prefixes": ["+1202"], "hourly_cap": 10_000})
     csv = "number,name,booking\n" + "".join(f"{n},Customer {i},{100000 + i}\n" for i, n in enumerate(contacts))
     report = api(info, "POST", f"/api/v1/campaigns/{cid}/contacts", raw=csv.encode(), ctype="text/csv")
     if report["imported"] != len(contacts):

@@ -6,7 +6,9 @@ too), Originate (always Async, tracked by its ActionID until the
 OriginateResponse) through the trunk into ``ivr-callback``, which tells the
 customer who is calling and puts them in the queue with priority. No answer,
 busy or failure puts the request back in line with a growing back-off, up to
-``max_attempts``.
+``max_attempts``. Every dial passes the outbound guard first (ivr/outbound.py):
+a number it refuses is closed with the reason (a cap counts as an attempt and is
+tried again later), and the number dialled is the E.164 form the guard approved.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from redis.exceptions import RedisError
 from .ami import names as ev
 from .ami.client import AmiClient, AmiError
 from .config import Config
+from .outbound import OutboundGuard
 from .prompts.library import PromptLibrary
 from .store.selfservice import CallbackStore
 
@@ -44,8 +47,9 @@ class CallbackDispatcher:
     """Dials callbacks the balancing loop hands over."""
 
     def __init__(self, cfg: Config, ami: AmiClient, callbacks: CallbackStore, prompts: PromptLibrary,
-                 max_attempts: int = 3) -> None:
+                 guard: OutboundGuard, max_attempts: int = 3) -> None:
         self.cfg = cfg
+        self.guard = guard
         self.ami = ami
         self.callbacks = callbacks
         self.prompts = prompts
@@ -54,6 +58,7 @@ class CallbackDispatcher:
         self.answered = 0
         self.failed = 0
         self.skipped = 0
+        self.refused = 0
         self.continuity: Any = None   # ivr.continuity.Continuity: no callback to someone on a call with us
 
     @property
@@ -83,9 +88,22 @@ class CallbackDispatcher:
                     return
             except RedisError as exc:
                 log.warning("callback %s: caller state unknown (Redis: %s); dialling anyway", callback_id, exc)
+        attempts = int(rec.get("attempts") or 0) + 1
+        verdict = await self.guard.check(number, "callback", ref=callback_id)
+        if not verdict.ok:
+            self.refused += 1
+            why = f"refused: {verdict.reason}"
+            if not verdict.retry_later:
+                await self.callbacks.close(callback_id, "refused", why)
+            elif attempts < self.max_attempts:
+                await self.callbacks.finish(callback_id, why, retry_at=time.time() + RETRY_BACKOFF_S[
+                    min(attempts - 1, len(RETRY_BACKOFF_S) - 1)])
+            else:
+                await self.callbacks.finish(callback_id, why)
+            return
         prompt = self.prompts.path(lang, "callback-intro") or self.prompts.path(lang, "please-hold") or "beep"
         fields = {
-            "Channel": dial_string(self.cfg, number), "Context": "ivr-callback", "Exten": "s", "Priority": 1,
+            "Channel": dial_string(self.cfg, verdict.digits), "Context": "ivr-callback", "Exten": "s", "Priority": 1,
             "Async": "true", "Timeout": RING_TIMEOUT_S * 1000,
             "CallerID": self.cfg.asterisk.outbound_callerid or "ivr",
             "Variable": [f"IVR_QUEUE={rec.get('queue') or queue}", f"IVR_PROMPT={prompt}",
@@ -93,8 +111,7 @@ class CallbackDispatcher:
                          f"IVR_CALLBACK_NUMBER={number}"],
         }
         self.dialled += 1
-        log.info("callback %s: dialling %s for queue %s (attempt %d)", callback_id, number, queue,
-                 int(rec.get("attempts") or 0) + 1)
+        log.info("callback %s: dialling %s for queue %s (attempt %d)", callback_id, number, queue, attempts)
         outcome = "failed"
         try:
             result = await self.ami.action(ev.ORIGINATE, fields, as_list=None, timeout=RING_TIMEOUT_S + 15)
@@ -104,7 +121,6 @@ class CallbackDispatcher:
                 outcome = "answered" if final.get("Response") == "Success" else REASONS.get(final.get("Reason", ""), "failed")
         except AmiError as exc:
             log.warning("callback %s: originate failed: %s", callback_id, exc)
-        attempts = int(rec.get("attempts") or 0) + 1
         if outcome == "answered":
             self.answered += 1
             uid = final.get("Uniqueid", "") if final is not None else ""

@@ -180,7 +180,24 @@ class RefundsConfig:
     notice_amd: bool = True
     notice_queue: str = ""                      # "3: an agent" from the decision call (empty: refunds if
                                                 # configured, else fallback_queue)
-    allowed_prefixes: tuple[str, ...] = ()      # destinations the decision calls may go to (empty: any)
+    allowed_prefixes: tuple[str, ...] = ()      # narrows outbound.allowed_prefixes for decision calls (empty:
+                                                # outbound.allowed_prefixes alone)
+
+
+OUTBOUND_TYPES = ("fixed_line", "mobile", "fixed_line_or_mobile", "toll_free", "premium_rate", "shared_cost", "voip",
+                  "personal_number", "pager", "uan", "voicemail", "satellite", "international_network")
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundConfig:
+    """The outbound guard every call through the trunk passes (see ivr/outbound.py and docs/security.md)."""
+
+    allowed_prefixes: tuple[str, ...] = ()      # E.164 prefixes calls may go to, e.g. +44, +1202 (empty: none)
+    allowed_types: tuple[str, ...] = ("fixed_line", "mobile", "fixed_line_or_mobile")   # phonenumbers types
+    per_number_hourly: int = 3                   # calls to one number per clock hour, all nodes together
+    global_hourly: int = 2000                    # calls through the trunk per clock hour, all nodes together
+    default_region: str = ""                     # numbers without + are national numbers of this region (e.g.
+                                                 # GB); empty: continuity.region, else international digits
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +219,7 @@ class Config:
     balance: BalanceConfig = field(default_factory=BalanceConfig)
     continuity: ContinuityConfig = field(default_factory=ContinuityConfig)
     refunds: RefundsConfig = field(default_factory=RefundsConfig)
+    outbound: OutboundConfig = field(default_factory=OutboundConfig)
     queues: tuple[QueueConfig, ...] = (
         QueueConfig("support"),
         QueueConfig("refunds"),
@@ -319,6 +337,7 @@ _SECTIONS: dict[str, type] = {
     "balance": BalanceConfig,
     "continuity": ContinuityConfig,
     "refunds": RefundsConfig,
+    "outbound": OutboundConfig,
 }
 
 
@@ -431,6 +450,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"refunds.notice_queue: {r.notice_queue!r} is not a configured queue")
     if not 0.1 <= r.notice_cps <= 50 or not 1 <= r.notice_max_attempts <= 10 or r.auto_approve_max < 0:
         raise ConfigError("refunds: notice_cps 0.1-50, notice_max_attempts 1-10, auto_approve_max >= 0")
+    _validate_outbound(cfg.outbound)
     c = cfg.continuity
     for key, value, hi in (("window", c.window, 86400), ("min_wait", c.min_wait, 3600),
                            ("notice_hours", c.notice_hours, 24 * 30), ("repeat_hours", c.repeat_hours, 24 * 30),
@@ -529,6 +549,29 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"agents[{i}].mobile: digits only (the number as the trunk dials it), got {ag.mobile!r}")
         if ag.contact and not re.fullmatch(r"sips?:[A-Za-z0-9_.-]+@[A-Za-z0-9_.:\[\]-]+", ag.contact):
             raise ConfigError(f"agents[{i}].contact: expected sip:user@host:port, got {ag.contact!r}")
+
+
+_E164_PREFIX_RE = re.compile(r"\+[1-9][0-9]{0,14}")
+
+
+def _validate_outbound(o: OutboundConfig) -> None:
+    for i, prefix in enumerate(o.allowed_prefixes):
+        if not _E164_PREFIX_RE.fullmatch(prefix):
+            raise ConfigError(f"outbound.allowed_prefixes[{i}]: expected an E.164 prefix like +44 or +1202, "
+                              f"got {prefix!r}")
+    for i, kind in enumerate(o.allowed_types):
+        if kind not in OUTBOUND_TYPES:
+            raise ConfigError(f"outbound.allowed_types[{i}]: expected one of {', '.join(OUTBOUND_TYPES)}, "
+                              f"got {kind!r}")
+    if not 1 <= o.per_number_hourly <= 100:
+        raise ConfigError(f"outbound.per_number_hourly: expected 1 to 100, got {o.per_number_hourly}")
+    if not 1 <= o.global_hourly <= 1_000_000:
+        raise ConfigError(f"outbound.global_hourly: expected 1 to 1000000, got {o.global_hourly}")
+    if o.default_region:
+        import phonenumbers
+
+        if o.default_region.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ConfigError(f"outbound.default_region: unknown region {o.default_region!r} (two letters, e.g. GB)")
 
 
 def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None,

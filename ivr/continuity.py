@@ -129,6 +129,9 @@ class Continuity:
         self._remembering = False
         # is this Uniqueid a channel on Asterisk now? (set by the controller from its AMI state)
         self.channel_alive: Callable[[str], bool] | None = None
+        # ivr.outbound.OutboundGuard (set by the controller): a number it refuses is not made a callback
+        self.guard: Any = None
+        self.callbacks_refused = 0
 
     # ---------------------------------------------------------------- keys
     def _k(self, number: str, part: str = "") -> str:
@@ -436,6 +439,9 @@ class Continuity:
                 digits = number.lstrip("+")
                 if await self.busy(number):
                     continue    # they are on a call with us: nothing to call back
+                if self.guard is not None and not (await self.guard.check(number, "continuity", count=False)).ok:
+                    self.callbacks_refused += 1     # the guard logged, counted and audited it
+                    continue
                 rec = await callbacks.request(digits, queue=drop["queue"], lang=drop.get("lang") or "en",
                                               call_uid=drop.get("uid", ""), joined_at=float(drop["place_since"]),
                                               caller=digits)

@@ -33,6 +33,7 @@ from .menu.schema import MenuSet
 from .menu.services import RefundsBackend
 from .prompts.library import PromptLibrary
 from .metrics import Metrics
+from .outbound import OutboundGuard
 from .records import CallRecorder
 from .balance.loop import BalanceLoop
 from .provision import SipProvisioner
@@ -53,7 +54,9 @@ class Controller:
         self.state = CallCenterState()
         self.recorder = CallRecorder(self.store, inbound=frozenset(number for number, _ in cfg.routes()))
         self.metrics = Metrics()
+        self.guard = OutboundGuard(cfg, self.store, self.metrics)   # every call out through the trunk
         self.continuity = Continuity(cfg.continuity, self.store)
+        self.continuity.guard = self.guard
         self.continuity.channel_alive = lambda uid: not self.ami.connected or uid in self.state.channels
         self.recorder.on_finished = self._call_finished
         self.backends = {"refunds": RefundsBackend(self.store)}
@@ -67,7 +70,7 @@ class Controller:
                                   banner=self.banner.get, fallback_queue=cfg.fallback_queue,
                                   continuity=self.continuity if cfg.continuity.enabled else None,
                                   queue_position=self.queue_position,
-                                  repeat_priority=cfg.continuity.repeat_priority)
+                                  repeat_priority=cfg.continuity.repeat_priority, outbound=self.guard)
         self.outcomes = Outcomes(cfg, self.store, self.prompts)
         services.outcomes = self.outcomes
         self.engine = MenuEngine(self.menus, self.prompts, self.recorder,
@@ -83,22 +86,23 @@ class Controller:
         a = cfg.asterisk
         self.ami = AmiClient(a.ami_host, a.ami_port, a.ami_username, a.ami_secret,
                              on_event=self._on_ami_event, on_connected=self._resync)
-        self.roster = Roster(cfg, self.store)
+        self.roster = Roster(cfg, self.store, self.guard)
         self.provisioner = SipProvisioner(cfg)
         self.roster.on_accounts_changed = self._apply_accounts
         self.router.register("agent", PhoneLogin(cfg, self.roster, self.prompts,
                                                  wake=lambda: self.balance.wake()).run)
-        self.dispatcher = CallbackDispatcher(cfg, self.ami, self.store.callbacks, self.prompts)
-        self.dialer = Dialer(cfg, self.store, self.ami)
+        self.dispatcher = CallbackDispatcher(cfg, self.ami, self.store.callbacks, self.prompts, self.guard)
+        self.dialer = Dialer(cfg, self.store, self.ami, self.guard)
         self.dispatcher.continuity = self.dialer.continuity = self.continuity if cfg.continuity.enabled else None
-        self.refunds = RefundService(cfg, self.store, self.dialer, self.continuity.key)
+        self.refunds = RefundService(cfg, self.store, self.dialer, self.continuity.key, self.guard)
         self.backends["refunds"].service = self.refunds
         self.dialer.store_metric = lambda cid, outcome: self.metrics.campaign_attempts.labels(cid, outcome).inc()
         self.router.register("notice", NoticeHandler(self.engine, self.dialer, self.store, self.refunds).run)
         self.balance = BalanceLoop(cfg, self.state, self.ami, self.roster,
                                    pending_callbacks=self.dispatcher.pending,
                                    dispatch_callback=self.dispatcher.dispatch,
-                                   campaigns=lambda: list(self.dialer.running), set_pace=self.dialer.set_pace)
+                                   campaigns=lambda: list(self.dialer.running), set_pace=self.dialer.set_pace,
+                                   guard=self.guard)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.stopping = asyncio.Event()
@@ -230,6 +234,10 @@ class Controller:
         for err in errors:
             log.error("menu error: %s", err)
         log.info("prompts: %d files under %s", len(self.prompts), self.cfg.prompts_dir)
+        if self.cfg.outbound.allowed_prefixes:
+            log.info("%s", self.guard.describe())
+        else:
+            log.warning("%s", self.guard.describe())
         await self.recorder.start()
         await self.agi.start()
         await self.ami.start()

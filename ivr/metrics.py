@@ -35,6 +35,8 @@ class Metrics:
         self.agents = Gauge("ivr_queue_agents", "Queue members by state", ["queue", "state"], registry=r)
         self.campaign_attempts = Counter("ivr_campaign_attempts_total", "Outbound attempts by outcome",
                                          ["campaign", "outcome"], registry=r)
+        self.outbound_refused = Counter("ivr_outbound_refused_total", "Calls out refused by the outbound guard",
+                                        ["purpose", "reason"], registry=r)
         self.surveys = Counter("ivr_survey_answers_total", "Post-call survey answers", ["score"], registry=r)
         self.history: "OrderedDict[int, dict[str, float]]" = OrderedDict()
 

@@ -14,6 +14,8 @@ module adds what happens around a decision:
   request for booking 3 1 4 1 5 9: its status is now: approved" in their language, and can press 3 for
   an agent or 1 to hear it again. A customer who calls in meanwhile is marked reached and not called
   (ivr/continuity.py); the IVR tells them the status at any time;
+* **the outbound guard** (ivr/outbound.py): a number it refuses gets no call, and the request says why;
+  ``refunds.allowed_prefixes`` narrows ``outbound.allowed_prefixes`` further for these calls;
 * **audit**: who decided what, when, from which status, with their note (``{p}:audit`` and the
   request's own history).
 """
@@ -28,6 +30,7 @@ from redis.exceptions import RedisError
 from .campaigns import contacts
 from .campaigns.model import CampaignError, parse_campaign
 from .config import Config
+from .outbound import OutboundGuard
 from .store.redis_store import Store
 
 log = logging.getLogger(__name__)
@@ -36,8 +39,10 @@ MAX_BULK = 1000
 
 
 class RefundService:
-    def __init__(self, cfg: Config, store: Store, dialer: Any, number_key: Callable[[str], str]) -> None:
+    def __init__(self, cfg: Config, store: Store, dialer: Any, number_key: Callable[[str], str],
+                 guard: OutboundGuard | None = None) -> None:
         self.cfg = cfg
+        self.guard = guard or OutboundGuard(cfg, store)
         self.rc = cfg.refunds
         self.store = store
         self.dialer = dialer
@@ -133,6 +138,10 @@ class RefundService:
                                         languages=tuple(self.cfg.languages))
         if isinstance(checked, contacts.RowError):
             return f"not notified: {checked.reason}"
+        verdict = await self.guard.check(checked.number, "refund", count=False, narrower=self.rc.allowed_prefixes,
+                                         ref=f"refund {rec['reference']}")
+        if not verdict.ok:     # the dialer would refuse it too: say so on the request now
+            return f"not notified: refused by the outbound guard ({verdict.reason})"
         try:
             cid = await self.ensure_campaign()
         except CampaignError as exc:

@@ -32,6 +32,7 @@ import time
 from typing import Any, Awaitable, Callable, Mapping
 
 from .config import SKILLS, AgentConfig, Config
+from .outbound import OutboundGuard
 from .store.redis_store import Store
 
 log = logging.getLogger(__name__)
@@ -109,9 +110,10 @@ def check_profile(cfg: Config, data: Mapping[str, Any], *, partial: bool) -> dic
 class Roster:
     """Agents from the config and from Redis, login state from Redis (cached; written through)."""
 
-    def __init__(self, cfg: Config, store: Store) -> None:
+    def __init__(self, cfg: Config, store: Store, guard: OutboundGuard | None = None) -> None:
         self.cfg = cfg
         self.store = store
+        self.guard = guard or OutboundGuard(cfg, store)   # an agent's mobile is a call out through the trunk
         self.configured: dict[str, AgentConfig] = {a.id: a for a in cfg.agents}
         self.agents: dict[str, AgentConfig] = dict(self.configured)
         self.logged_in: dict[str, bool] = {a.id: a.logged_in for a in cfg.agents}
@@ -216,6 +218,7 @@ class Roster:
         (Redis keeps only the digest credential).
         """
         profile = check_profile(self.cfg, data, partial=False)
+        await self._check_mobile(profile.get("mobile", ""), str(data.get("id", "new agent")))
         profile.setdefault("tier", "volunteer")
         profile.setdefault("skill", "novice")
         profile.setdefault("queues", tuple(self.cfg.queue_names()))
@@ -248,6 +251,7 @@ class Roster:
         fields = check_profile(self.cfg, changes, partial=True)
         if not fields:
             raise RosterError(f"nothing to change (fields: {', '.join(EDITABLE)})")
+        await self._check_mobile(fields.get("mobile", ""), agent_id)
         old = self.agents[agent_id]
         new = dataclasses.replace(old, **fields)
         profile = {k: list(getattr(new, k)) if isinstance(getattr(new, k), tuple) else getattr(new, k)
@@ -264,6 +268,14 @@ class Roster:
         await self.store.audit(by or "api", "agent.update", agent_id,
                                {k: _plain(getattr(old, k)) for k in fields}, {k: _plain(v) for k, v in fields.items()})
         return new
+
+    async def _check_mobile(self, mobile: str, agent_id: str) -> None:
+        """A mobile the outbound guard refuses is refused here, at set time (400 from the API)."""
+        if mobile:
+            verdict = await self.guard.check(mobile, "agent_mobile", count=False, ref=f"agent {agent_id}")
+            if not verdict.ok:
+                raise RosterError(f"mobile: refused by the outbound guard ({verdict.reason}): see outbound.* in "
+                                  "the configuration")
 
     async def remove(self, agent_id: str, by: str = "") -> None:
         """Remove an agent added at run time, with its SIP account (config agents: edit the file)."""

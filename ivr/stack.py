@@ -27,6 +27,10 @@ import yaml
 from . import asterisk_conf
 from .config import Config, ConfigError, load, load_secrets, write_secrets
 
+# What a private stack may dial out: its "carrier" is SIPp on loopback, and the test and demo customers are
+# +1 202 numbers (the 555-01xx fictional range, and the benchmarks' 2XX exchanges). A real deployment lists
+# its own destinations in ``outbound:`` (no section: nothing is dialled out).
+STACK_OUTBOUND = {"allowed_prefixes": ["+1202"], "per_number_hourly": 20, "global_hourly": 100_000}
 PORT_OFFSETS = {"sip": 60, "ami": 38, "agi": 73, "api": 80, "redis": 1379, "rtp_start": 5000, "rtp_end": 5999}
 SERVICES = ("redis", "asterisk", "controller")
 
@@ -164,7 +168,9 @@ class Stack:
             data: dict[str, Any] = {}
             if self.config_path.exists():
                 data = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
-            if port_base is not None or not data:
+            else:
+                data["outbound"] = dict(STACK_OUTBOUND)
+            if port_base is not None or set(data) <= {"outbound"}:
                 p = ports_for(port_base or 15000)
                 data.setdefault("asterisk", {}).update(
                     sip_port=p["sip"], ami_port=p["ami"], rtp_start=p["rtp_start"], rtp_end=p["rtp_end"])

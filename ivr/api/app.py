@@ -453,9 +453,10 @@ async def agent_coach(request: web.Request) -> web.Response:
         return json_error(409, f"agent {agent_id} is not on a call: there is nothing to coach")
     if ctl.state.on_a_call(coach.interface):
         return json_error(409, f"coach {coach_id} is on a call of their own")
-    try:
+    from ..outbound import internal_channel
+    try:   # the coach's own phone: an endpoint of ours, never the trunk (no outbound guard needed)
         await ctl.ami.action(ev.ORIGINATE, {
-            "Channel": coach.interface, "Context": "ivr-coach", "Exten": "s", "Priority": 1, "Async": "true",
+            "Channel": internal_channel(coach), "Context": "ivr-coach", "Exten": "s", "Priority": 1, "Async": "true",
             "Timeout": 30000, "CallerID": f"Coach {agent_id} <{agent_id}>",
             "Variable": [f"IVR_SPY={agent.interface}", f"IVR_SPY_OPTS={COACH_MODES[mode]}"]}, timeout=10)
     except AmiError as exc:

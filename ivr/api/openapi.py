@@ -35,7 +35,8 @@ AGENT_FIELDS = {
     "queues": STRS, "languages": {"type": "array", "items": LANG},
     "penalty": {"type": "integer", "minimum": 0, "maximum": 100},
     "mobile": {"type": "string", "pattern": "^([0-9]{3,20})?$",
-               "description": "reached through the trunk while the SIP phone is unreachable (press 1 to accept)"},
+               "description": "reached through the trunk while the SIP phone is unreachable (press 1 to accept); "
+                              "a number the outbound guard refuses is answered with 400 naming the reason"},
 }
 
 

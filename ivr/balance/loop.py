@@ -26,7 +26,7 @@ from ..config import Config
 from ..logutil import RateLimit
 from ..roster import Roster
 from ..state import CallCenterState
-from .policy import (AgentView, CallbackView, Decision, Policy, QueueView, Snapshot, TierState,
+from .policy import (Action, AgentView, CallbackView, Decision, Policy, QueueView, Snapshot, TierState,
                      decide)
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ UNREACHABLE_STATES = frozenset({"UNAVAILABLE", "INVALID"})
 
 SL_WINDOW_S = 1800.0
 PENDING_S = 5.0
+MOBILE_RECHECK_S = 60.0   # agents' mobiles are checked against the outbound guard this often (DNC, config)
 
 CallbackDispatch = Callable[[str, str], Awaitable[None]]
 
@@ -52,7 +53,7 @@ class BalanceLoop:
                  pending_callbacks: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
                  dispatch_callback: CallbackDispatch | None = None,
                  campaigns: Callable[[], list[str]] | None = None,
-                 set_pace: Callable[[str, float], None] | None = None) -> None:
+                 set_pace: Callable[[str, float], None] | None = None, guard: Any = None) -> None:
         self.cfg = cfg
         self.state = state
         self.ami = ami
@@ -74,6 +75,9 @@ class BalanceLoop:
         self.last_decision: Decision | None = None
         self.last_tick_ms = 0.0
         self._wake = asyncio.Event()
+        # ivr.outbound.OutboundGuard: a mobile is a queue member only while the guard allows it (None: never)
+        self.guard = guard
+        self.mobiles: dict[str, tuple[bool, float]] = {}   # mobile number -> (allowed, checked at)
 
     # ------------------------------------------------------------- AMI feed
     def on_event(self, e: Any) -> None:
@@ -112,7 +116,7 @@ class BalanceLoop:
         agents = {}
         trunk = bool(self.cfg.asterisk.trunk_uri)
         for a in self.roster.agents.values():
-            fallback = a.mobile_interface if trunk else ""
+            fallback = a.mobile_interface if trunk and self.mobile_allowed(a.mobile) else ""
             live = [q.members[i] for q in self.state.queues.values() for i in (a.interface, fallback)
                     if i and i in q.members]
             device = self.state.devices.get(a.interface)   # from DeviceStateChange: known in or out of a queue
@@ -133,11 +137,39 @@ class BalanceLoop:
                         callbacks_in_progress=self.callbacks_in_progress,
                         campaigns=tuple(self._campaigns()) if self._campaigns else ())
 
+    def mobile_allowed(self, mobile: str) -> bool:
+        hit = self.mobiles.get(mobile) if mobile else None
+        return bool(hit and hit[0])
+
+    async def check_mobiles(self, now: float) -> None:
+        """Ask the outbound guard about every agent's mobile (again after MOBILE_RECHECK_S); a refusal is
+        reported when it starts, and a refused mobile still in a queue is taken out."""
+        if self.guard is None:
+            return
+        for a in list(self.roster.agents.values()):
+            hit = self.mobiles.get(a.mobile) if a.mobile else None
+            if not a.mobile or (hit is not None and now - hit[1] < MOBILE_RECHECK_S):
+                continue
+            verdict = await self.guard.check(a.mobile, "agent_mobile", count=False, ref=f"agent {a.id}",
+                                             report=False)
+            if verdict.reason == "unavailable":   # Redis away: as it was (a new mobile: not yet), asked again soon
+                self.mobiles[a.mobile] = (bool(hit and hit[0]), now - MOBILE_RECHECK_S + 5.0)
+                continue
+            if not verdict.ok and (hit is None or hit[0]):
+                await self.guard.report_refusal(a.mobile, verdict, "agent_mobile", f"agent {a.id}")
+            self.mobiles[a.mobile] = (verdict.ok, now)
+            if not verdict.ok:
+                for q in list(self.state.queues.values()):
+                    if a.mobile_interface in q.members:
+                        await self._apply(Action("remove_member", "mobile refused by the outbound guard",
+                                                 queue=q.name, interface=a.mobile_interface), now)
+
     # ---------------------------------------------------------------- apply
     async def tick(self) -> Decision | None:
-        """One step. Queue membership first: it needs only AMI and the roster held in memory, so queues an
-        Asterisk restart left empty get their agents back even while Redis is down. Then the callbacks,
-        which are read from Redis (a Redis error there leaves the membership applied)."""
+        """One step. Queue membership first: it needs only AMI, the roster held in memory and the outbound
+        guard's last verdicts on agents' mobiles, so queues an Asterisk restart left empty get their agents
+        back even while Redis is down. Then the mobiles are asked about again and the callbacks read, both
+        from Redis (a Redis error there leaves the membership applied)."""
         if not self.ami.connected:
             return None
         t0 = time.perf_counter()
@@ -148,6 +180,7 @@ class BalanceLoop:
         for action in decision.actions:
             await self._apply(action, now)
         self.last_decision = decision
+        await self.check_mobiles(now)     # the guard reads Redis: after membership (cached verdicts) is applied
         callbacks = await self._pending_callbacks() if self._pending_callbacks else []
         if callbacks:
             dispatch = tuple(a for a in decide(self.snapshot(now, callbacks), self.policy).actions
@@ -166,6 +199,12 @@ class BalanceLoop:
             return
         try:
             if a.kind == "add_member":
+                if a.interface.startswith("Local/") and not any(
+                        x.mobile_interface == a.interface and self.mobile_allowed(x.mobile)
+                        for x in self.roster.agents.values()):
+                    log.warning("balance: %s not added to %s: not a mobile the outbound guard allows", a.interface,
+                                a.queue)
+                    return
                 agent = next((x for x in self.roster.agents.values() if a.interface in x.interfaces), None)
                 await self.ami.action(ev.QUEUE_ADD, {
                     "Queue": a.queue, "Interface": a.interface, "Penalty": a.penalty, "Paused": "false",

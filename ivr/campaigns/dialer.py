@@ -32,6 +32,7 @@ from ..ami import names as ev
 from ..ami.client import AmiClient, AmiError
 from ..config import Config
 from ..logutil import RateLimit
+from ..outbound import OutboundGuard
 from ..store.redis_store import Store
 from . import contacts
 from .model import Campaign, campaign_from_dict
@@ -76,8 +77,9 @@ class Running:
 class Dialer:
     """Runs every campaign in state ``running``; one dialer per deployment (the leader)."""
 
-    def __init__(self, cfg: Config, store: Store, ami: AmiClient) -> None:
+    def __init__(self, cfg: Config, store: Store, ami: AmiClient, guard: OutboundGuard | None = None) -> None:
         self.cfg = cfg
+        self.guard = guard or OutboundGuard(cfg, store)   # every contact dialled passes it
         self.store = store
         self.redis = store.redis
         self.prefix = store.keys.prefix
@@ -246,6 +248,20 @@ class Dialer:
                 p.zadd(self._k(cid, "due"), {n: when})
                 await p.execute()
             return
+        purpose = "refund" if cid == self.cfg.refunds.notice_campaign else "campaign"
+        verdict = await self.guard.check(number, purpose, narrower=c.allowed_prefixes,
+                                         ref=f"campaign {cid} contact {n}")
+        if not verdict.ok:
+            if verdict.retry_later:   # a cap: at the next clock hour; Redis away: in a minute
+                when = (time.time() // 3600 + 1) * 3600 if verdict.reason.startswith("cap_") else time.time() + 60
+                async with self.redis.pipeline(transaction=True) as p:
+                    p.zrem(self._k(cid, "leases"), n)
+                    p.zadd(self._k(cid, "due"), {n: when})
+                    await p.execute()
+            else:
+                await self._close(cid, n, "dnc" if verdict.reason == "dnc" else "failed",
+                                  last_outcome=f"refused: {verdict.reason}", updated=str(time.time()))
+            return
         attempt = int(contact.get("attempts") or 0) + 1
         code = account_code(cid, n, attempt)
         await contacts.set_status(self.redis, self.prefix, cid, int(n), "in_progress", attempts=str(attempt),
@@ -255,7 +271,7 @@ class Dialer:
         r.active.add(code)
         r.dialled += 1
         lang = contact.get("lang") or c.default_lang
-        digits = number.lstrip("+")
+        digits = verdict.digits
         fields = {
             "Channel": f"PJSIP/trunk/sip:{digits}@{self.cfg.asterisk.trunk_uri.split(':', 1)[1]}",
             "Context": "ivr-notice", "Exten": "s", "Priority": 1, "Async": "true",

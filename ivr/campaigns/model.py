@@ -20,6 +20,8 @@ _ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 _PROMPT_RE = re.compile(r"^[A-Za-z0-9_-]{1,60}$")
 _TIME_RE = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 _PREFIX_RE = re.compile(r"^\+[1-9][0-9]{0,5}$")
+# a campaign's own ceiling; the deployment's outbound.global_hourly caps every call out together
+MAX_HOURLY_CAP = 10_000
 
 
 class CampaignError(ValueError):
@@ -182,7 +184,7 @@ def parse_campaign(data: Mapping[str, Any], *, queues: frozenset[str] | None = N
             raise CampaignError("allowed_prefixes: a list of E.164 prefixes like ['+44', '+98']")
         kw["allowed_prefixes"] = tuple(prefixes)
     if "hourly_cap" in data:
-        kw["hourly_cap"] = int(_number("hourly_cap", data["hourly_cap"], 1, 100_000))
+        kw["hourly_cap"] = int(_number("hourly_cap", data["hourly_cap"], 1, MAX_HOURLY_CAP))
     if "queue" in data:
         if queues is not None and data["queue"] not in queues:
             raise CampaignError(f"queue: {data['queue']!r} is not a configured queue")
@@ -201,5 +203,9 @@ def parse_campaign(data: Mapping[str, Any], *, queues: frozenset[str] | None = N
 
 
 def campaign_from_dict(d: Mapping[str, Any]) -> Campaign:
-    """Rebuild a stored campaign (the output of ``Campaign.to_dict``)."""
+    """Rebuild a stored campaign (the output of ``Campaign.to_dict``); a cap stored before the ceiling was
+    lowered is brought down to it."""
+    cap = d.get("hourly_cap")
+    if isinstance(cap, (int, float)) and not isinstance(cap, bool) and cap > MAX_HOURLY_CAP:
+        d = {**d, "hourly_cap": MAX_HOURLY_CAP}
     return parse_campaign(d)

@@ -55,6 +55,7 @@ class EngineServices:
     queue_position: Callable[[str, float], int | None] = lambda queue, since: None
     repeat_priority: int = 0               # queue priority of repeat callers (continuity.repeat_priority)
     outcomes: Any = None                   # ivr.outcomes.Outcomes: feedback recordings, poor surveys
+    outbound: Any = None                   # ivr.outbound.OutboundGuard (None: no callback is offered)
 
 
 @dataclass(slots=True)

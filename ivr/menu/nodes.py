@@ -295,17 +295,36 @@ async def _set_language(s: AgiSession, ctx: CallContext, lang: str) -> None:
         await s.set_variable("CHANNEL(language)", lang)
 
 
+async def _allowed(engine: MenuEngine, ctx: CallContext, number: str) -> bool:
+    """May the line call this number back? (the outbound guard, without using up its hourly caps: the
+    dispatcher counts the dial itself). A refusal is logged, counted and audited by the guard."""
+    verdict = await engine.services.outbound.check(number, "callback", count=False, ref=f"call {ctx.uid}")
+    return bool(verdict.ok)
+
+
 async def confirm_number(engine: MenuEngine, s: AgiSession, ctx: CallContext) -> str:
-    """The number to call back: the caller ID confirmed with 1, or one keyed in (three tries); '' if none."""
-    number = ctx.callerid if VALIDATORS["phone"](ctx.callerid) else ""
+    """The number to call back: the caller ID confirmed with 1, or one keyed in (three tries); '' if none.
+
+    Only a number the outbound guard allows is offered or returned: a typed number it refuses is answered
+    with ``callback-number-refused``, then the caller's own number is offered if the guard allows that,
+    else '' (nothing is stored)."""
+    own = ctx.callerid if VALIDATORS["phone"](ctx.callerid) and await _allowed(engine, ctx, ctx.callerid) else ""
+    number = own
     for _ in range(3):
         if not number:
             digits = await engine.ask(s, ctx, ("enter-number",), 10.0, max_digits=15)
-            if VALIDATORS["phone"](digits):
-                number = digits
-            else:
+            if not VALIDATORS["phone"](digits):
                 await engine.play(s, ctx, ("invalid",) if digits else ("no-input",))
                 continue
+            if not await _allowed(engine, ctx, digits):
+                log.info("call %s: callback to a typed number refused by the outbound guard", ctx.uid)
+                ctx.path.append("callback-number-refused")
+                await engine.play(s, ctx, ("callback-number-refused",))
+                if not own:
+                    return ""
+                number = own
+            else:
+                number = digits
         # 1 or 2 may be pressed as soon as the caller recognises (or not) the number
         digit = await engine.play(s, ctx, ("callback-number-is",), "12") or await s.say_digits(number, "12") \
             or await engine.ask(s, ctx, ("callback-confirm",), 5.0)
@@ -316,11 +335,15 @@ async def confirm_number(engine: MenuEngine, s: AgiSession, ctx: CallContext) ->
     return ""
 
 
+def _callbacks_ready(engine: MenuEngine) -> bool:
+    return engine.services.callbacks is not None and engine.services.outbound is not None
+
+
 async def fallback_offer(engine: MenuEngine, s: AgiSession, ctx: CallContext, queue: str) -> bool:
     """A caller the fallback queue did not serve in time: offer a callback that keeps their place (from
     ``ctx.started``). True when it is stored and handed back (IVR_NEXT=hangup with the confirmation);
     otherwise the dialplan apologises and hangs up."""
-    if engine.services.callbacks is None:
+    if not _callbacks_ready(engine):
         return False
     if await engine.ask(s, ctx, ("fallback-offer",), 6.0) != "1":
         log.info("call %s: fallback queue timed out; callback offer declined", ctx.uid)
@@ -342,9 +365,12 @@ async def fallback_offer(engine: MenuEngine, s: AgiSession, ctx: CallContext, qu
 async def _callback(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
     """Confirm (or enter) the number to call back, store the request, keep the caller's place."""
     queue = node.get("queue") or ctx.queue or engine.services.fallback_queue
+    if not _callbacks_ready(engine):
+        log.info("call %s: callbacks are not available; the caller goes to %s", ctx.uid, queue)
+        ctx.path.append("callback-unavailable")
+        return await _queue(engine, s, ctx, Node(node.id, "queue", node.line, {"queue": queue}))
     number = await confirm_number(engine, s, ctx)
-    confirmed = bool(number)
-    if not confirmed or engine.services.callbacks is None:
+    if not number:
         log.info("call %s: callback not confirmed; the caller goes to %s", ctx.uid, queue)
         ctx.path.append("callback-not-confirmed")
         return await _queue(engine, s, ctx, Node(node.id, "queue", node.line, {"queue": queue}))

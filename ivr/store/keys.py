@@ -21,6 +21,9 @@ caller's channel.
 | {p}:callback:{id}         | hash   | callback request: number, queue, lang, status, attempts   |
 | {p}:callbacks:pending     | zset   | callback id -> the time the caller first joined (their place) |
 | {p}:surveys               | stream | post-call survey answers (uid, menu, queue, agent, score) |
+| {p}:dnc                   | set    | do-not-call numbers (E.164), for every call out           |
+| {p}:outbound:{hour}       | string | calls out counted in that UTC hour (YYYYMMDDHH), all nodes |
+| {p}:outbound:{hour}:{n}   | string | calls out to E.164 number n counted in that hour          |
 """
 
 from __future__ import annotations
@@ -87,3 +90,13 @@ class Keys:
     @property
     def surveys(self) -> str:
         return f"{self.prefix}:surveys"
+
+    @property
+    def dnc(self) -> str:
+        return f"{self.prefix}:dnc"
+
+    def outbound_hour(self, hour: str) -> str:
+        return f"{self.prefix}:outbound:{hour}"
+
+    def outbound_number(self, hour: str, number: str) -> str:
+        return f"{self.prefix}:outbound:{hour}:{number}"

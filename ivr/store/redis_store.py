@@ -17,6 +17,7 @@ from redis.asyncio.connection import Connection
 from redis.exceptions import DataError, NoScriptError
 
 from .keys import Keys
+from .outbound import OutboundStore
 from .selfservice import CallbackStore, RefundStore, SurveyStore
 
 if TYPE_CHECKING:
@@ -152,6 +153,7 @@ class Store:
         self.refunds = RefundStore(client, self.keys)
         self.callbacks = CallbackStore(client, self.keys)
         self.surveys = SurveyStore(client, self.keys)
+        self.outbound = OutboundStore(client, self.keys)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "ivr", password: str = "") -> "Store":

@@ -10,7 +10,7 @@ from .harness import TestStack, wait_for
 
 
 def test_callback_is_dialled_when_an_agent_is_free_and_bridged(stack: TestStack) -> None:
-    number = "5557123"
+    number = "12025550123"     # a real-looking +1 202 number: the stack's outbound guard allows +1202
     steps = [("pause", 800), ("dtmf", "1"), ("pause", 500), ("dtmf", "#"), ("pause", 700), ("dtmf", "9"),
              ("pause", 4500), ("dtmf", "1")]
     res = stack.sipp.call(CallerScript(steps=steps, end="wait_bye", wait_bye_ms=60_000),

@@ -53,7 +53,9 @@ def cases(lang: str, booking_known: str, booking_new: str, prompts: Path | None 
 
 
 def caller_number(lang: str, case: str) -> str:
-    return f"5550{list(LANG_KEYS).index(lang)}{sorted(cases('en', '1', '1')).index(case):02d}0"
+    """A valid +1 202 555 7xx0-9xx0 number per branch and language (no other test's campaign notifies these):
+    the callback branch's number is dialled, and the stack's outbound guard allows only valid +1202 numbers."""
+    return f"1202555{7 + list(LANG_KEYS).index(lang)}{sorted(cases('en', '1', '1')).index(case):02d}0"
 
 
 def records_for(stack: TestStack, caller: str) -> list[dict]:

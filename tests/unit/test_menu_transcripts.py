@@ -34,7 +34,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncIterator, Iterable, Mapping
 
 import pytest
 
@@ -44,6 +44,7 @@ from ivr.config import PROJECT_ROOT, Config
 from ivr.menu.engine import EngineServices, MenuEngine
 from ivr.menu.schema import MenuSet
 from ivr.menu.services import LookupFailed
+from ivr.outbound import Verdict
 from ivr.prompts.library import PromptLibrary
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "agi"
@@ -103,6 +104,20 @@ class FakeCallbacks:
         return record
 
 
+class FakeOutbound:
+    """OutboundGuard stand-in: allows every number but those in ``refuse``; remembers what it was asked."""
+
+    def __init__(self, refuse: Iterable[str] = ()) -> None:
+        self.refuse = set(refuse)
+        self.checks: list[tuple[str, str, bool]] = []
+
+    async def check(self, number: str, purpose: str, *, count: bool = True, **kw: Any) -> Verdict:
+        self.checks.append((number, purpose, count))
+        if number in self.refuse:
+            return Verdict(False, "+" + number, "type_premium_rate", "premium_rate")
+        return Verdict(True, "+" + number, "", "mobile")
+
+
 class FakeSurveys:
     """SurveyStore stand-in with the same ``record`` signature."""
 
@@ -136,6 +151,7 @@ class World:
     refunds: FakeRefunds = field(default_factory=FakeRefunds)
     callbacks: FakeCallbacks = field(default_factory=FakeCallbacks)
     surveys: FakeSurveys = field(default_factory=FakeSurveys)
+    outbound: FakeOutbound = field(default_factory=FakeOutbound)
     sink: FakeSink = field(default_factory=FakeSink)
     estimates: dict[str, float | None] = field(default_factory=dict)
     banner_path: str | None = None
@@ -152,7 +168,8 @@ class World:
 
     def services(self, **overrides: Any) -> EngineServices:
         kw: dict[str, Any] = dict(backends={"refunds": self.refunds}, callbacks=self.callbacks,
-                                  surveys=self.surveys, estimate_wait=self.estimate_wait, banner=self.banner)
+                                  surveys=self.surveys, estimate_wait=self.estimate_wait, banner=self.banner,
+                                  outbound=self.outbound)
         kw.update(overrides)
         return EngineServices(**kw)
 
