@@ -111,15 +111,15 @@ def test_asterisk_restarted_while_the_controller_is_down_answers_or_tells_every_
         presses += [("dtmf", "1"), ("pause", 1300)] * 14   # 1 takes the offer, the next 1 confirms the number
         joined = time.time()
         proc = ts.sipp.start_calls(CallerScript(steps=presses, end="wait_bye", wait_bye_ms=30_000),
-                                   extension=BROKEN_MENU_DID, caller="5557803", timeout_s=90)
+                                   extension=BROKEN_MENU_DID, caller="12025557803", timeout_s=90)
         try:
             log = ts.stack.logs / "controller.log"
             line = wait_for(lambda: [ln for ln in log.read_text(errors="replace").splitlines()
-                                     if "fallback queue timed out; callback" in ln and "5557803" in ln],
+                                     if "fallback queue timed out; callback" in ln and "12025557803" in ln],
                             timeout=75, what="the callback stored after the fallback timeout")[0]
             cb_id = re.search(r"callback (\S+) stored", line).group(1)   # type: ignore[union-attr]
             status, cb = ts.api.request("GET", f"/api/v1/callbacks/{cb_id}")
-            assert status == 200 and cb["queue"] == "support" and cb["number"] == "5557803", cb
+            assert status == 200 and cb["queue"] == "support" and cb["number"] == "12025557803", cb
             assert joined - 1 <= float(cb["place"]) <= joined + 8, (joined, cb)   # the place from joining
             ts.sipp.finish(proc, timeout=60)             # Asterisk ends the call: nobody is left on hold
         finally:

@@ -117,7 +117,7 @@ def test_the_per_number_cap_holds_a_dial_back(stack: TestStack) -> None:
     cfg = stack.stack.config()
 
     async def use_up_the_hour() -> None:
-        store = Store.from_url(cfg.redis.url, cfg.redis.prefix)
+        store = Store.from_config(cfg.redis)
         try:
             await store.redis.set(store.keys.outbound_number(hour_of(), number), cfg.outbound.per_number_hourly,
                                   ex=7200)
