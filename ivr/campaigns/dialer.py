@@ -63,6 +63,7 @@ TICK_S = 0.1
 BUSY_DEFER_S = 300.0      # a contact on a call with us is tried again this much later
 OUTCOME_RETRY_S = 600.0   # how long an outcome waits in memory for Redis to come back
 STATES = ("draft", "running", "paused", "stopped", "done")
+CLOSED = ("reached", "done", "failed", "optout", "dnc")   # contact statuses that are never dialled
 
 
 def account_code(cid: str, n: str, attempt: int) -> str:
@@ -265,7 +266,7 @@ class Dialer:
             await self.redis.zrem(self._k(cid, "leases"), n)
             return
         number = contact.get("number", "")
-        if contact.get("status") == "reached":     # called in while it was being claimed
+        if contact.get("status") in CLOSED:   # called in while it was being claimed, or closed by a late outcome
             await self.redis.zrem(self._k(cid, "leases"), n)
             return
         if self.continuity is not None and await self.continuity.busy(number):
@@ -402,6 +403,11 @@ class Dialer:
             extra["keypress"] = keypress
         if outcome in FINAL_ACTIONS:
             await self._close(cid, n, FINAL_ACTIONS[outcome], **extra)
+        elif contact.get("status") in CLOSED:   # e.g. "unknown" after the notice stored the callee's choice
+            log.warning("campaign %s: contact %s: outcome %s of attempt %d came after the contact was closed (%s): "
+                        "ignored", cid, n, outcome, attempt, contact["status"])
+            await self.redis.zrem(self._k(cid, "leases"), n)
+            return
         elif attempt < c.max_attempts:
             when = time.time() + float(c.retry.get(outcome, c.retry.get("failed", 1800)))
             await contacts.set_status(self.redis, self.prefix, cid, int(n), "pending", **extra)
@@ -421,8 +427,12 @@ class Dialer:
         """Hook for metrics (set by the controller)."""
 
     async def _close(self, cid: str, n: str, status: str, **fields: str) -> None:
+        """Close a contact; a retry planned for it (an outcome taken for failed before the real one) goes too."""
         await contacts.set_status(self.redis, self.prefix, cid, int(n), status, **fields)
-        await self.redis.zrem(self._k(cid, "leases"), n)
+        async with self.redis.pipeline(transaction=True) as p:
+            p.zrem(self._k(cid, "leases"), n)
+            p.zrem(self._k(cid, "due"), n)
+            await p.execute()
 
     # ------------------------------------------------------------ recovery
     async def recover(self) -> dict[str, int]:

@@ -112,3 +112,42 @@ async def test_callback_recovery_errors_are_retried_and_shown(store: Store) -> N
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_an_outcome_that_closes_a_contact_cancels_the_retry_planned_before_it(store: Store) -> None:
+    """AMI drops while a notice rings: the Originate fails ("failed", a retry is planned), but the call goes
+    on in Asterisk, is answered, and the notice stores the callee's choice for the same attempt. The
+    contact is closed and is not dialled again."""
+    from ivr.campaigns.dialer import Running
+
+    cid = "t-late"
+    code = account_code(cid, "1", 1)
+    dialer = Dialer(Config(), store, ScriptedAmi())  # type: ignore[arg-type]
+    campaign = campaign_from_dict({"id": cid, "name": cid, "message": {"en": "notice-cancelled"},
+                                   "window": {"start": "00:00", "end": "23:59"}, "allowed_prefixes": ["+1"]})
+    await dialer.create(campaign)
+    n, _ = await contacts.add_contact(store.redis, "t", cid, contacts.Contact(
+        number="+12025550100", lang="en", tz="America/New_York", line=1))
+    await store.redis.zrem(f"t:campaign:{cid}:due", n)
+    await store.redis.zadd(f"t:campaign:{cid}:leases", {str(n): 1e12})
+    await contacts.set_status(store.redis, "t", cid, n, "in_progress", attempts="1", attempt_id=code)
+
+    await dialer.finish_attempt(cid, str(n), 1, "failed")
+    assert await store.redis.zscore(f"t:campaign:{cid}:due", str(n)) is not None
+    await dialer.finish_attempt(cid, str(n), 1, "refund", keypress="1")
+    rec = await contacts.contact(store.redis, "t", cid, n)
+    assert rec is not None and (rec["status"], rec["last_outcome"]) == ("done", "refund")
+    assert await store.redis.zscore(f"t:campaign:{cid}:due", str(n)) is None
+    # the other order: the failure is reported after the outcome that closed the contact
+    await dialer.finish_attempt(cid, str(n), 1, "unknown")
+    rec = await contacts.contact(store.redis, "t", cid, n)
+    assert rec is not None and (rec["status"], rec["last_outcome"]) == ("done", "refund")
+    assert await store.redis.zscore(f"t:campaign:{cid}:due", str(n)) is None
+
+    # a closed contact that still finds its way to the dialler (an entry left in due) is not dialled
+    await store.redis.zadd(f"t:campaign:{cid}:leases", {str(n): 1e12})
+    r = Running(campaign)
+    await dialer._dial(cid, r, str(n), f"t:campaign:{cid}:hour:test")
+    rec = await contacts.contact(store.redis, "t", cid, n)
+    assert rec is not None and rec["status"] == "done" and rec["attempts"] == "1" and not r.active
+    assert await store.redis.zcard(f"t:campaign:{cid}:leases") == 0
