@@ -214,3 +214,28 @@ async def test_every_end_of_a_claim_releases_its_lease(store: Store) -> None:
     statuses = [(await store.callbacks.get(i))["status"] for i in ids]
     assert statuses == ["done", "pending", "pending", "reached"]
     assert [(await store.callbacks.get(i))["attempts"] for i in ids] == ["1", "1", "0", "0"]
+
+
+async def test_an_outcome_lost_to_a_redis_error_leaves_a_claim_that_is_recovered(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from ivr.store.selfservice import SETTLE_LUA
+
+    cb = await store.callbacks.request("5550109", queue="support", joined_at=1000.0)
+    assert await store.callbacks.claim(cb["id"], node="ivr1")
+    real = store.callbacks._script
+
+    def redis_gone(lua: str) -> object:
+        if lua == SETTLE_LUA:
+            raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+        return real(lua)
+    monkeypatch.setattr(store.callbacks, "_script", redis_gone)
+    with pytest.raises(RedisConnectionError):
+        await store.callbacks.finish(cb["id"], "no answer", retry_at=time.time() + 60)
+    monkeypatch.undo()
+    # Redis is back: the claim is no longer held by anyone, and the next recovery round finds it
+    orphans = await store.callbacks.orphans("ivr1")
+    assert list(orphans) == [cb["id"]]
+    assert await store.callbacks.recover(orphans, live=set()) == {cb["id"]: "requeued"}
+    assert await _in_line(store) == [(cb["id"], 1000.0)]
