@@ -230,9 +230,8 @@ class CallbackStore:
         already took it. The record comes back with its ``lease`` token."""
         token = uuid.uuid4().hex
         now = time.time()
-        raw = await self._script(CLAIM_LUA)(keys=[self.keys.callbacks_pending, self.keys.callbacks_leases,
-                                      self.keys.callback(cb_id)],
-                                args=[cb_id, now + lease_s, token, node, now])
+        keys = [self.keys.callbacks_pending, self.keys.callbacks_leases, self.keys.callback(cb_id)]
+        raw = await self._script(CLAIM_LUA)(keys=keys, args=[cb_id, now + lease_s, token, node, now])
         if not raw:
             return None
         self.held[cb_id] = token
@@ -246,10 +245,9 @@ class CallbackStore:
         if token is None:
             token = self.held.pop(cb_id, "")
         flat = [x for kv in fields.items() for x in kv]
-        return int(await self._script(SETTLE_LUA)(keys=[self.keys.callback(cb_id), self.keys.callbacks_pending,
-                                            self.keys.callbacks_leases],
-                                      args=[cb_id, token, "1" if requeue else "0", "1" if count else "0",
-                                            time.time(), *flat]))
+        keys = [self.keys.callback(cb_id), self.keys.callbacks_pending, self.keys.callbacks_leases]
+        args = [cb_id, token, "1" if requeue else "0", "1" if count else "0", time.time(), *flat]
+        return int(await self._script(SETTLE_LUA)(keys=keys, args=args))
 
     async def finish(self, cb_id: str, outcome: str, *, retry_at: float | None = None) -> None:
         """Record an attempt: ``retry_at`` puts it back in line (same place), else it is closed."""
@@ -292,22 +290,22 @@ class CallbackStore:
 
     async def renew(self, cb_id: str, token: str, lease_s: float = LEASE_S) -> bool:
         """Extend a lease (only while ``token`` still holds it)."""
-        return bool(await self._script(RENEW_LUA)(keys=[self.keys.callbacks_leases, self.keys.callback(cb_id)],
-                                      args=[cb_id, token, time.time() + lease_s]))
+        keys = [self.keys.callbacks_leases, self.keys.callback(cb_id)]
+        return bool(await self._script(RENEW_LUA)(keys=keys, args=[cb_id, token, time.time() + lease_s]))
 
     async def recover(self, orphans: dict[str, str], live: Collection[str],
                       lease_s: float = LEASE_S) -> dict[str, str]:
         """Settle orphaned claims (from ``orphans``): one whose call is still up (its id in ``live``) keeps
         its lease a while longer (``still_live``); the others go back in line at their place, to be dialled
         again at once, without counting an attempt (whether it rang is not known): ``requeued``. A claim
-        settled or renewed meanwhile by its holder is left alone (``settled``)."""
+        its holder settled meanwhile is left alone (``settled``); the holder's own outcome coming after a
+        requeue is ignored (its token no longer holds the callback)."""
         out = {}
         for cb_id, token in orphans.items():
             if cb_id in live:
                 done = await self.renew(cb_id, token, lease_s)
                 out[cb_id] = "still_live" if done else "settled"
                 continue
-            self.held.pop(cb_id, None)
             now = time.time()
             done = await self._settle_claim(cb_id, requeue=True, count=False, token=token, status="pending",
                                             not_before=str(now), last_outcome="unknown", updated=str(now),

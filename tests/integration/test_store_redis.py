@@ -239,3 +239,17 @@ async def test_an_outcome_lost_to_a_redis_error_leaves_a_claim_that_is_recovered
     assert list(orphans) == [cb["id"]]
     assert await store.callbacks.recover(orphans, live=set()) == {cb["id"]: "requeued"}
     assert await _in_line(store) == [(cb["id"], 1000.0)]
+
+
+async def test_a_dial_of_this_process_that_outlived_its_lease_cannot_settle_after_recovery(store: Store) -> None:
+    cb = await store.callbacks.request("5550110", queue="support", joined_at=1000.0)
+    assert await store.callbacks.claim(cb["id"], node="ivr1", lease_s=1)
+    orphans = await store.callbacks.orphans("ivr1", now=time.time() + 2)    # held here, but run out
+    assert list(orphans) == [cb["id"]]
+    assert await store.callbacks.recover(orphans, live=set()) == {cb["id"]: "requeued"}
+    other = Store(store.redis, "t")
+    assert await other.callbacks.claim(cb["id"], node="ivr2")                # dialled again by another node
+    await store.callbacks.finish(cb["id"], "no answer", retry_at=time.time() + 60)   # the stuck dial ends
+    rec = await store.callbacks.get(cb["id"])
+    assert rec["status"] == "dialling" and rec["lease_node"] == "ivr2" and rec["attempts"] == "0"
+    assert await _in_line(store) == []
