@@ -159,8 +159,8 @@ class CallbackDispatcher:
                 self.recovered += 1
                 log.warning("callback %s: claim recovered (its dial never ended here): back in line at its place",
                             cb_id)
-            elif what == "still_live":
-                log.info("callback %s: claim recovered, its call is still up: left alone", cb_id)
+            elif what == "still_live":   # asked again every round while that call lasts
+                log.debug("callback %s: orphaned claim whose call is still up: left alone", cb_id)
         return done
 
     async def run(self, every: float = RECOVER_EVERY_S) -> None:
