@@ -9,10 +9,18 @@ busy or failure puts the request back in line with a growing back-off, up to
 ``max_attempts``. Every dial passes the outbound guard first (ivr/outbound.py):
 a number it refuses is closed with the reason (a cap counts as an attempt and is
 tried again later), and the number dialled is the E.164 form the guard approved.
+
+The claim is a lease in Redis (ivr/store/selfservice.py), never a promise kept
+in memory: ``run`` settles, at start and then every few seconds, the claims
+whose holder is gone. The call of each dial carries the AccountCode
+``cb:<id>`` so recovery can tell a callback still ringing or talking (left
+alone until its channel is gone) from one that is not up any more (back in line
+at the caller's place).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -22,6 +30,7 @@ from redis.exceptions import RedisError
 from .ami import names as ev
 from .ami.client import AmiClient, AmiError
 from .config import Config
+from .logutil import RateLimit
 from .outbound import OutboundGuard
 from .prompts.library import PromptLibrary
 from .store.selfservice import CallbackStore
@@ -31,6 +40,8 @@ log = logging.getLogger(__name__)
 RETRY_BACKOFF_S = (60.0, 300.0, 900.0)
 BUSY_RETRY_S = 120.0
 RING_TIMEOUT_S = 30
+RECOVER_EVERY_S = 5.0
+ACCOUNT_PREFIX = "cb:"
 # OriginateResponse Reason codes (enum ast_control_frame_type): 4 answered, 5 busy, 3 no answer / ringing, 8 congestion
 REASONS = {"0": "failed", "1": "hung up", "3": "no answer", "4": "answered", "5": "busy", "8": "congestion"}
 
@@ -41,6 +52,11 @@ def dial_string(cfg: Config, number: str) -> str:
         raise ValueError(f"callback number must be digits, got {number!r}")
     host = cfg.asterisk.trunk_uri.split(":", 1)[1]
     return f"PJSIP/trunk/sip:{number}@{host}"
+
+
+def account_code(callback_id: str) -> str:
+    """The AccountCode of a callback's call (how recovery finds its channel)."""
+    return f"{ACCOUNT_PREFIX}{callback_id}"
 
 
 class CallbackDispatcher:
@@ -59,6 +75,10 @@ class CallbackDispatcher:
         self.failed = 0
         self.skipped = 0
         self.refused = 0
+        self.recovered = 0
+        self.recover_errors = 0
+        self.last_recover_error = ""
+        self._unreachable = RateLimit(10.0)
         self.continuity: Any = None   # ivr.continuity.Continuity: no callback to someone on a call with us
 
     @property
@@ -69,7 +89,7 @@ class CallbackDispatcher:
         return await self.callbacks.pending(200) if self.enabled else []
 
     async def dispatch(self, callback_id: str, queue: str) -> None:
-        rec = await self.callbacks.claim(callback_id)
+        rec = await self.callbacks.claim(callback_id, node=self.cfg.node)
         if rec is None:
             return
         number, lang = rec["number"], rec.get("lang") or "en"
@@ -104,7 +124,7 @@ class CallbackDispatcher:
         prompt = self.prompts.path(lang, "callback-intro") or self.prompts.path(lang, "please-hold") or "beep"
         fields = {
             "Channel": dial_string(self.cfg, verdict.digits), "Context": "ivr-callback", "Exten": "s", "Priority": 1,
-            "Async": "true", "Timeout": RING_TIMEOUT_S * 1000,
+            "Async": "true", "Timeout": RING_TIMEOUT_S * 1000, "Account": account_code(callback_id),
             "CallerID": self.cfg.asterisk.outbound_callerid or "ivr",
             "Variable": [f"IVR_QUEUE={rec.get('queue') or queue}", f"IVR_PROMPT={prompt}",
                          f"IVR_CALLBACK={callback_id}", f"CHANNEL(language)={lang}",
@@ -138,3 +158,46 @@ class CallbackDispatcher:
             self.failed += 1
             await self.callbacks.finish(callback_id, outcome)
             log.warning("callback %s: %s not reached after %d attempts (%s)", callback_id, number, attempts, outcome)
+
+    # ------------------------------------------------------------ recovery
+    async def recover(self) -> dict[str, str]:
+        """Settle the claims nobody holds any more (see the module docstring); callback id -> what was done.
+        Raises AmiError or RedisError when the live channels or Redis cannot be read (nothing is changed)."""
+        orphans = await self.callbacks.orphans(self.cfg.node)
+        if not orphans:
+            return {}
+        channels = await self.ami.list_action(ev.CORE_SHOW_CHANNELS, timeout=20)
+        live = {code[len(ACCOUNT_PREFIX):] for c in channels
+                if (code := str(c.get("AccountCode", ""))).startswith(ACCOUNT_PREFIX)}
+        done = await self.callbacks.recover(orphans, live)
+        for cb_id, what in done.items():
+            if what == "requeued":
+                self.recovered += 1
+                log.warning("callback %s: claim recovered (its dial never ended here): back in line at its place",
+                            cb_id)
+            elif what == "still_live":   # asked again every round while that call lasts
+                log.debug("callback %s: orphaned claim whose call is still up: left alone", cb_id)
+        return done
+
+    async def run(self, every: float = RECOVER_EVERY_S) -> None:
+        """Recover orphaned claims once AMI is up, then every ``every`` seconds; failures are retried."""
+        delay = every
+        while True:
+            await self.ami.ready.wait()
+            try:
+                await self.recover()
+                delay = every
+                self.last_recover_error = ""
+            except asyncio.CancelledError:
+                raise
+            except (AmiError, RedisError, OSError) as exc:
+                self.recover_errors += 1
+                self.last_recover_error = str(exc)[:200]
+                self._unreachable.log(log, logging.WARNING, "callback recovery failed (%s); retrying", exc)
+                delay = min(delay * 2, 60.0)
+            except Exception as exc:
+                self.recover_errors += 1
+                self.last_recover_error = str(exc)[:200]
+                log.exception("callback recovery failed")
+                delay = min(delay * 2, 60.0)
+            await asyncio.sleep(delay)

@@ -213,6 +213,7 @@ class Controller:
         """Full state rebuild on every (re)connect, before anything acts."""
         t0 = time.perf_counter()
         started = time.time()
+        asked = time.monotonic()
         queue_status = await ami.list_action(ev.QUEUE_STATUS, timeout=20)
         channels = await ami.list_action(ev.CORE_SHOW_CHANNELS, timeout=20)
         try:
@@ -223,6 +224,7 @@ class Controller:
         self.state.resync(queue_status, channels, devices)
         self.recorder.adopt([uid for q in self.state.queues.values() for uid in q.callers])
         self.recorder.reconcile(set(self.state.channels), before=started)
+        self.dialer.reconcile(channels, since=asked)
         log.info("resync: %d queues, %d waiting callers, %d channels in %.0f ms",
                  len(self.state.queues), sum(len(q.callers) for q in self.state.queues.values()),
                  len(self.state.channels), (time.perf_counter() - t0) * 1000)
@@ -247,6 +249,7 @@ class Controller:
         self._tasks.append(asyncio.create_task(self.balance.run(), name="balance"))
         if cfg_has_trunk(self.cfg):
             self._tasks.append(asyncio.create_task(self.dialer.run(), name="dialer"))
+            self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="callback-recovery"))
         self._tasks.append(asyncio.create_task(self._watch_menus(), name="menu-watch"))
         if self.cfg.continuity.enabled:
             self._tasks.append(asyncio.create_task(self.continuity.run_sweeper(self.store.callbacks),
@@ -340,6 +343,9 @@ class Controller:
                         "last_tick_ms": round(self.balance.last_tick_ms, 2),
                         "actions": self.balance.actions_by_kind,
                         "tiers_open": sorted(q for q, t in self.balance.tiers.items() if t.open)},
+            "dialer": self.dialer.health(),
+            "callbacks": {"recovered": self.dispatcher.recovered, "recover_errors": self.dispatcher.recover_errors,
+                          "last_recover_error": self.dispatcher.last_recover_error},
         }
 
 

@@ -13,6 +13,13 @@ On start, ``recover()`` looks at every lease: never dialled -> back to due;
 dialled and still on a live channel (AMI shows its AccountCode) -> left alone;
 dialled and gone -> outcome ``unknown``, retried after its back-off like any
 other outcome. A second call to the same person only ever comes from a retry rule.
+A recovery that fails (Redis or AMI unreachable at start) is tried again with a
+growing back-off; nothing is dialled until it has run.
+
+Channel slots (``max_channels``) are held in memory from the dial until the
+call's Hangup event. A Hangup sent while AMI was away is never seen, so every
+AMI resync calls ``reconcile``: a slot whose channel is not in Asterisk's list
+and whose Originate is not waiting for its response is free again.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from redis.exceptions import RedisError
@@ -57,6 +64,7 @@ TICK_S = 0.1
 BUSY_DEFER_S = 300.0      # a contact on a call with us is tried again this much later
 OUTCOME_RETRY_S = 600.0   # how long an outcome waits in memory for Redis to come back
 STATES = ("draft", "running", "paused", "stopped", "done")
+CLOSED = ("reached", "done", "failed", "optout", "dnc")   # contact statuses that are never dialled
 
 
 def account_code(cid: str, n: str, attempt: int) -> str:
@@ -68,7 +76,7 @@ class Running:
     campaign: Campaign
     tokens: float = 0.0
     pace: float = 1.0
-    active: set[str] = field(default_factory=set)       # account codes of calls in flight
+    active: dict[str, float] = field(default_factory=dict)   # account codes of calls in flight -> when taken
     transfers: int = 0
     dialled: int = 0
     last: float = field(default_factory=time.monotonic)
@@ -89,6 +97,11 @@ class Dialer:
         self.causes: dict[str, str] = {}       # account code -> Q.850 cause of its Hangup
         self.errors = 0
         self._unreachable = RateLimit(10.0)
+        self.originating: set[str] = set()     # account codes whose Originate awaits its OriginateResponse
+        self.recovered = False                 # recover() has run since the start
+        self.recover_errors = 0
+        self.last_recover_error = ""
+        self.slots_reclaimed = 0
         self.continuity: Any = None            # ivr.continuity.Continuity: callers on a call are not dialled
 
     # ------------------------------------------------------------------ keys
@@ -139,8 +152,7 @@ class Dialer:
 
     # ------------------------------------------------------------ the loop
     async def run(self) -> None:
-        await self.ami.ready.wait()
-        await self.recover()
+        await self._recover_until_done()
         refreshed = 0.0
         while True:
             try:
@@ -161,6 +173,52 @@ class Dialer:
                 log.exception("dialer: tick failed")
                 await asyncio.sleep(1.0)
             await asyncio.sleep(TICK_S)
+
+    async def _recover_until_done(self, first_delay: float = 1.0, max_delay: float = 30.0) -> None:
+        """recover() once AMI is up, again and again (growing back-off) until it succeeds."""
+        delay = first_delay
+        while True:
+            await self.ami.ready.wait()
+            try:
+                await self.recover()
+                self.recovered, self.last_recover_error = True, ""
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.recover_errors += 1
+                self.last_recover_error = str(exc)[:200]
+                if isinstance(exc, (RedisError, OSError, AmiError)):
+                    self._unreachable.log(log, logging.WARNING, "dialer recovery failed (%s); retrying in %.0fs",
+                                          exc, delay)
+                else:
+                    log.exception("dialer recovery failed; retrying in %.0fs", delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)
+
+    def reconcile(self, channels: Iterable[Mapping[str, Any]], since: float) -> int:
+        """After an AMI resync: free the slots of calls whose channel is gone (``channels``: CoreShowChannels)
+        unless their Originate is still waiting or they were taken at or after ``since`` (monotonic time the
+        channel list was asked for). Returns how many slots were freed."""
+        live = {str(c.get("AccountCode", "")) for c in channels}
+        freed = 0
+        for cid, r in self.running.items():
+            for code, taken in list(r.active.items()):
+                if code in live or code in self.originating or taken >= since:
+                    continue
+                del r.active[code]
+                freed += 1
+                log.warning("campaign %s: call %s ended while AMI was away (its Hangup was not seen): slot freed",
+                            cid, code)
+        self.slots_reclaimed += freed
+        return freed
+
+    def health(self) -> dict[str, Any]:
+        """What /health shows of the dialer."""
+        return {"recovered": self.recovered, "recover_errors": self.recover_errors,
+                "last_recover_error": self.last_recover_error, "errors": self.errors,
+                "slots_reclaimed": self.slots_reclaimed,
+                "active": {cid: len(r.active) for cid, r in self.running.items()}}
 
     async def _refresh(self) -> None:
         """Follow campaign state changes made through the API or the CLI (or another node)."""
@@ -210,7 +268,7 @@ class Dialer:
             await self.redis.zrem(self._k(cid, "leases"), n)
             return
         number = contact.get("number", "")
-        if contact.get("status") == "reached":     # called in while it was being claimed
+        if contact.get("status") in CLOSED:   # called in while it was being claimed, or closed by a late outcome
             await self.redis.zrem(self._k(cid, "leases"), n)
             return
         if self.continuity is not None and await self.continuity.busy(number):
@@ -268,7 +326,8 @@ class Dialer:
                                   dialled_at=str(time.time()), attempt_id=code)
         await self.redis.incr(hour_key)
         await self.redis.expire(hour_key, 7200)
-        r.active.add(code)
+        r.active[code] = time.monotonic()
+        self.originating.add(code)
         r.dialled += 1
         lang = contact.get("lang") or c.default_lang
         digits = verdict.digits
@@ -281,7 +340,8 @@ class Dialer:
                          f"CHANNEL(language)={lang}", f"IVR_AMD={'1' if c.amd else '0'}"],
         }
         log.info("campaign %s: dialling contact %s (attempt %d)", cid, n, attempt)
-        asyncio.create_task(self._originate(cid, r, n, attempt, code, fields, c.ring_timeout + 15))
+        task = asyncio.create_task(self._originate(cid, r, n, attempt, code, fields, c.ring_timeout + 15))
+        task.add_done_callback(lambda _t: self.originating.discard(code))
 
     async def _originate(self, cid: str, r: Running, n: str, attempt: int, code: str, fields: dict[str, Any],
                          timeout: float) -> None:
@@ -305,7 +365,7 @@ class Dialer:
             log.warning("campaign %s: contact %s: originate failed: %s", cid, n, exc)
             outcome = "failed"
         if outcome is not None:
-            r.active.discard(code)
+            r.active.pop(code, None)
             self.causes.pop(code, None)
             await self.record_outcome(cid, n, attempt, outcome)
 
@@ -341,7 +401,7 @@ class Dialer:
                 cid = code.split(":")[1]
                 r = self.running.get(cid)
                 if r is not None:
-                    r.active.discard(code)
+                    r.active.pop(code, None)
 
     # ------------------------------------------------------------ outcomes
     async def finish_attempt(self, cid: str, n: str, attempt: int, outcome: str, keypress: str = "") -> None:
@@ -359,6 +419,11 @@ class Dialer:
             extra["keypress"] = keypress
         if outcome in FINAL_ACTIONS:
             await self._close(cid, n, FINAL_ACTIONS[outcome], **extra)
+        elif contact.get("status") in CLOSED:   # e.g. "unknown" after the notice stored the callee's choice
+            log.warning("campaign %s: contact %s: outcome %s of attempt %d came after the contact was closed (%s): "
+                        "ignored", cid, n, outcome, attempt, contact["status"])
+            await self.redis.zrem(self._k(cid, "leases"), n)
+            return
         elif attempt < c.max_attempts:
             when = time.time() + float(c.retry.get(outcome, c.retry.get("failed", 1800)))
             await contacts.set_status(self.redis, self.prefix, cid, int(n), "pending", **extra)
@@ -378,8 +443,12 @@ class Dialer:
         """Hook for metrics (set by the controller)."""
 
     async def _close(self, cid: str, n: str, status: str, **fields: str) -> None:
+        """Close a contact; a retry planned for it (an outcome taken for failed before the real one) goes too."""
         await contacts.set_status(self.redis, self.prefix, cid, int(n), status, **fields)
-        await self.redis.zrem(self._k(cid, "leases"), n)
+        async with self.redis.pipeline(transaction=True) as p:
+            p.zrem(self._k(cid, "leases"), n)
+            p.zrem(self._k(cid, "due"), n)
+            await p.execute()
 
     # ------------------------------------------------------------ recovery
     async def recover(self) -> dict[str, int]:
@@ -403,7 +472,8 @@ class Dialer:
                     summary["answered"] += 1
                 elif code in live:
                     summary["still_live"] += 1
-                    self.running.setdefault(cid, Running((await self.get(cid))[0])).active.add(code)  # type: ignore[index]
+                    r = self.running.setdefault(cid, Running((await self.get(cid))[0]))  # type: ignore[index]
+                    r.active.setdefault(code, time.monotonic())
                 else:
                     await self.finish_attempt(cid, str(n), int(contact.get("attempts") or 1), "unknown")
                     summary["unknown"] += 1
@@ -412,10 +482,9 @@ class Dialer:
         return summary
 
     async def _live_account_codes(self) -> set[str]:
-        try:
-            channels = await self.ami.list_action(ev.CORE_SHOW_CHANNELS, timeout=20)
-        except AmiError:
-            return set()
+        """Account codes of the campaign calls up now; AmiError when AMI cannot say (then nothing is settled:
+        taking "no answer" for "nothing is live" would dial again people who are on the line)."""
+        channels = await self.ami.list_action(ev.CORE_SHOW_CHANNELS, timeout=20)
         return {c.get("AccountCode", "") for c in channels if c.get("AccountCode", "").startswith("c:")}
 
 

@@ -20,6 +20,7 @@ caller's channel.
 | {p}:callback:seq          | string | last callback id (INCR)                                   |
 | {p}:callback:{id}         | hash   | callback request: number, queue, lang, status, attempts   |
 | {p}:callbacks:pending     | zset   | callback id -> the time the caller first joined (their place) |
+| {p}:callbacks:leases      | zset   | callback id claimed for dialling -> when its lease runs out   |
 | {p}:surveys               | stream | post-call survey answers (uid, menu, queue, agent, score) |
 | {p}:dnc                   | set    | do-not-call numbers (E.164), for every call out           |
 | {p}:outbound:{hour}       | string | calls out counted in that UTC hour (YYYYMMDDHH), all nodes |
@@ -86,6 +87,10 @@ class Keys:
     @property
     def callbacks_pending(self) -> str:
         return f"{self.prefix}:callbacks:pending"
+
+    @property
+    def callbacks_leases(self) -> str:
+        return f"{self.prefix}:callbacks:leases"
 
     @property
     def surveys(self) -> str:

@@ -3,19 +3,33 @@
 These are the records the IVR creates by itself (self-service): a refund
 request with a reference the caller hears, a callback that keeps the caller's
 place (ordered by when they first joined), a post-call survey score. Writes
-that must not half-happen use MULTI/EXEC.
+that must not half-happen use MULTI/EXEC or one Lua script.
+
+A callback being dialled is never only in memory: the claim moves it from the
+pending line to a lease (expiry time) in one script, and every end of the
+attempt (answered, retry, postponed, closed) takes the lease off in the same
+script that writes the outcome. A claim whose holder died (SIGKILL, a stop in
+the middle of a dial, a Redis error on the way out) is found again: its lease
+runs out, or it carries this node's name without this process holding it.
+Recovery puts it back in line at the caller's original place unless its call
+is still up, and a late outcome from a holder that lost its lease is ignored,
+so two nodes never dial the same callback at once.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
-from typing import Any
+import uuid
+from typing import Any, Collection
 
 import redis.asyncio as aioredis
 
 from .keys import Keys
+
+log = logging.getLogger(__name__)
 
 REFUND_STATUSES = ("received", "approved", "rejected", "paid")
 # the decisions an approver may take from each status (rejected may be reversed on appeal; paid is final)
@@ -25,6 +39,43 @@ _AMOUNT = re.compile(r"^[0-9]{1,9}(\.[0-9]{1,2})?$")
 GROUP_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
 REFUND_REF_START = 1_000_000
 _DIGITS = re.compile(r"^[0-9]{1,20}$")
+LEASE_S = 120.0   # a claim for dialling; longer than a whole attempt (ring timeout + the OriginateResponse wait)
+
+# KEYS: pending, leases, the callback; ARGV: id, lease end, token, node, now. A pending id with no record
+# (damaged data) is dropped, not claimed.
+CLAIM_LUA = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return false end
+if redis.call('EXISTS', KEYS[3]) == 0 then return false end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[3], 'status', 'dialling', 'dialled_at', ARGV[5], 'lease', ARGV[3], 'lease_node', ARGV[4])
+return redis.call('HGETALL', KEYS[3])
+"""
+# KEYS: the callback, pending, leases; ARGV: id, lease token ('' = whoever holds it), '1' back in line,
+# '1' count an attempt, now, then field/value pairs. Returns the attempts so far (at least 1 so a caller
+# can tell it from) 0: the lease is no longer that token's (nothing written), -1: no such callback.
+SETTLE_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  return -1
+end
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'lease') ~= ARGV[2] then return 0 end
+local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0') or 0
+if ARGV[4] == '1' then attempts = attempts + 1 end
+if #ARGV > 5 then redis.call('HSET', KEYS[1], unpack(ARGV, 6)) end
+redis.call('HSET', KEYS[1], 'attempts', attempts)
+redis.call('HDEL', KEYS[1], 'lease', 'lease_node')
+redis.call('ZREM', KEYS[3], ARGV[1])
+if ARGV[3] == '1' then
+  redis.call('ZADD', KEYS[2], tonumber(redis.call('HGET', KEYS[1], 'place') or '') or tonumber(ARGV[5]), ARGV[1])
+end
+return math.max(attempts, 1)
+"""
+# KEYS: leases, the callback; ARGV: id, token, new lease end
+RENEW_LUA = """
+if redis.call('HGET', KEYS[2], 'lease') ~= ARGV[2] then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+"""
 
 
 def _check_digits(name: str, value: str, lo: int = 1, hi: int = 20) -> str:
@@ -139,10 +190,22 @@ class RefundStore:
 
 
 class CallbackStore:
-    """Callback requests; pending ones are ordered by the caller's original place in line."""
+    """Callback requests; pending ones are ordered by the caller's original place in line.
+
+    A callback taken for dialling moves from ``pending`` to ``leases`` in one step (CLAIM_LUA) and comes
+    off ``leases`` when the attempt is settled (``finish``, ``postpone``, ``close``). Claims nobody holds
+    any more are found by ``orphans`` and settled by ``recover`` (see the module docstring).
+    """
 
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
         self.redis, self.keys = client, keys
+        self.held: dict[str, str] = {}     # callback id -> lease token of the claims this process is dialling
+        self._scripts: dict[str, Any] = {}
+
+    def _script(self, lua: str) -> Any:
+        if lua not in self._scripts:    # registered on first use (redis-py reloads it after SCRIPT FLUSH)
+            self._scripts[lua] = self.redis.register_script(lua)
+        return self._scripts[lua]
 
     async def request(self, number: str, *, queue: str, lang: str = "en", call_uid: str = "",
                       joined_at: float | None = None, caller: str = "") -> dict[str, Any]:
@@ -162,41 +225,93 @@ class CallbackStore:
         raw = await self.redis.hgetall(self.keys.callback(cb_id))
         return dict(raw) if raw else None
 
-    async def claim(self, cb_id: str) -> dict[str, Any] | None:
-        """Take a pending callback for dialling; None if another node (or tick) already took it."""
-        if not await self.redis.zrem(self.keys.callbacks_pending, cb_id):
+    async def claim(self, cb_id: str, *, node: str = "", lease_s: float = LEASE_S) -> dict[str, Any] | None:
+        """Take a pending callback for dialling under a lease of ``lease_s``; None if another node (or tick)
+        already took it. The record comes back with its ``lease`` token."""
+        token = uuid.uuid4().hex
+        now = time.time()
+        keys = [self.keys.callbacks_pending, self.keys.callbacks_leases, self.keys.callback(cb_id)]
+        raw = await self._script(CLAIM_LUA)(keys=keys, args=[cb_id, now + lease_s, token, node, now])
+        if not raw:
             return None
-        await self.redis.hset(self.keys.callback(cb_id), mapping={"status": "dialling",
-                                                                    "dialled_at": str(time.time())})
-        return await self.get(cb_id)
+        self.held[cb_id] = token
+        return dict(zip(raw[::2], raw[1::2]))
+
+    async def _settle_claim(self, cb_id: str, *, requeue: bool, count: bool, token: str | None = None,
+                            **fields: str) -> int:
+        """Write the end of a claim; the lease goes, the callback back in line at its place if ``requeue``.
+        Returns the attempts so far, 0 when the claim was no longer ours (recovered meanwhile: nothing
+        written), -1 when there is no such callback."""
+        if token is None:
+            token = self.held.pop(cb_id, "")
+        flat = [x for kv in fields.items() for x in kv]
+        keys = [self.keys.callback(cb_id), self.keys.callbacks_pending, self.keys.callbacks_leases]
+        args = [cb_id, token, "1" if requeue else "0", "1" if count else "0", time.time(), *flat]
+        return int(await self._script(SETTLE_LUA)(keys=keys, args=args))
 
     async def finish(self, cb_id: str, outcome: str, *, retry_at: float | None = None) -> None:
         """Record an attempt: ``retry_at`` puts it back in line (same place), else it is closed."""
-        rec = await self.get(cb_id) or {}
-        attempts = int(rec.get("attempts") or 0) + 1
-        async with self.redis.pipeline(transaction=True) as p:
-            fields = {"attempts": str(attempts), "last_outcome": outcome, "updated": str(time.time())}
-            if retry_at is not None:
-                fields.update(status="pending", not_before=str(retry_at))
-                p.zadd(self.keys.callbacks_pending, {cb_id: float(rec.get("place") or time.time())})
-            else:
-                fields.update(status="done" if outcome == "answered" else "failed")
-            p.hset(self.keys.callback(cb_id), mapping=fields)
-            await p.execute()
+        fields = {"last_outcome": outcome, "updated": str(time.time())}
+        if retry_at is not None:
+            fields.update(status="pending", not_before=str(retry_at))
+        else:
+            fields.update(status="done" if outcome == "answered" else "failed")
+        if not await self._settle_claim(cb_id, requeue=retry_at is not None, count=True, **fields):
+            log.warning("callback %s: late outcome %s ignored (its claim was recovered meanwhile)", cb_id, outcome)
 
     async def postpone(self, cb_id: str, until: float, why: str) -> None:
         """Put a claimed callback back in line (same place) without counting an attempt."""
-        rec = await self.get(cb_id) or {}
-        async with self.redis.pipeline(transaction=True) as p:
-            p.hset(self.keys.callback(cb_id), mapping={"status": "pending", "not_before": str(until),
-                                                        "last_outcome": why, "updated": str(time.time())})
-            p.zadd(self.keys.callbacks_pending, {cb_id: float(rec.get("place") or time.time())})
-            await p.execute()
+        await self._settle_claim(cb_id, requeue=True, count=False, status="pending", not_before=str(until),
+                                 last_outcome=why, updated=str(time.time()))
 
     async def close(self, cb_id: str, status: str, why: str) -> None:
         """Close a claimed callback without dialling it (e.g. ``reached``: the caller got through meanwhile)."""
-        await self.redis.hset(self.keys.callback(cb_id), mapping={"status": status, "last_outcome": why,
-                                                                    "updated": str(time.time())})
+        await self._settle_claim(cb_id, requeue=False, count=False, status=status, last_outcome=why,
+                                 updated=str(time.time()))
+
+    # ------------------------------------------------------------ leases
+    async def orphans(self, node: str, now: float | None = None) -> dict[str, str]:
+        """Claims nobody is dialling any more (id -> lease token): leases that ran out, and ``node``'s own
+        that this process does not hold (left by an earlier run of the node, or by a dial that failed)."""
+        now = time.time() if now is None else now
+        leases = await self.redis.zrange(self.keys.callbacks_leases, 0, -1, withscores=True)
+        if not leases:
+            return {}
+        async with self.redis.pipeline(transaction=False) as p:
+            for cb_id, _ in leases:
+                p.hmget(self.keys.callback(cb_id), "lease", "lease_node")
+            holders = await p.execute()
+        out = {}
+        for (cb_id, until), (token, holder) in zip(leases, holders):
+            mine = bool(token) and self.held.get(cb_id) == token
+            if until <= now or (holder == node and not mine):
+                out[cb_id] = token or ""
+        return out
+
+    async def renew(self, cb_id: str, token: str, lease_s: float = LEASE_S) -> bool:
+        """Extend a lease (only while ``token`` still holds it)."""
+        keys = [self.keys.callbacks_leases, self.keys.callback(cb_id)]
+        return bool(await self._script(RENEW_LUA)(keys=keys, args=[cb_id, token, time.time() + lease_s]))
+
+    async def recover(self, orphans: dict[str, str], live: Collection[str],
+                      lease_s: float = LEASE_S) -> dict[str, str]:
+        """Settle orphaned claims (from ``orphans``): one whose call is still up (its id in ``live``) keeps
+        its lease a while longer (``still_live``); the others go back in line at their place, to be dialled
+        again at once, without counting an attempt (whether it rang is not known): ``requeued``. A claim
+        its holder settled meanwhile is left alone (``settled``); the holder's own outcome coming after a
+        requeue is ignored (its token no longer holds the callback)."""
+        out = {}
+        for cb_id, token in orphans.items():
+            if cb_id in live:
+                done = await self.renew(cb_id, token, lease_s)
+                out[cb_id] = "still_live" if done else "settled"
+                continue
+            now = time.time()
+            done = await self._settle_claim(cb_id, requeue=True, count=False, token=token, status="pending",
+                                            not_before=str(now), last_outcome="unknown", updated=str(now),
+                                            recovered_at=str(now))
+            out[cb_id] = "requeued" if done > 0 else "settled"
+        return out
 
     async def mark_call(self, call_uid: str, cb_id: str, ttl: int = 30 * 86400) -> None:
         """Tag the call record of an answered callback (reports keep it apart from inbound calls)."""

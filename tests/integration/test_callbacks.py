@@ -35,3 +35,78 @@ def test_callback_is_dialled_when_an_agent_is_free_and_bridged(stack: TestStack)
     log = (stack.stack.logs / "controller.log").read_text()
     assert "balance: dispatch_callback support" in log
     assert f"callback {cb_id}: {number} answered, in queue support" in log
+
+
+def _request_callback(stack: TestStack, number: str, queue: str, place: float) -> str:
+    """A callback request as the IVR stores it (keeping the caller's place from ``place``)."""
+    import asyncio
+
+    from ivr.store.redis_store import Store
+
+    async def request() -> str:
+        cfg = stack.stack.config()
+        store = Store.from_url(cfg.redis.url, cfg.redis.prefix)
+        try:
+            return str((await store.callbacks.request(number, queue=queue, joined_at=place))["id"])
+        finally:
+            await store.close()
+    return asyncio.run(request())
+
+
+def _drop_callback(stack: TestStack, cb_id: str) -> None:
+    import asyncio
+
+    from ivr.store.redis_store import Store
+
+    async def drop() -> None:
+        cfg = stack.stack.config()
+        store = Store.from_url(cfg.redis.url, cfg.redis.prefix)
+        try:
+            await store.redis.zrem(store.keys.callbacks_pending, cb_id)
+            await store.redis.hset(store.keys.callback(cb_id), "status", "failed")
+        finally:
+            await store.close()
+    asyncio.run(drop())
+
+
+def test_a_callback_being_dialled_when_the_controller_is_killed_is_dialled_again_after_restart(
+        stack: TestStack) -> None:
+    """SIGKILL of the controller while it dials a callback (the customer's phone rings: last digit 7 rings
+    until cancelled): after the restart the callback is not dialled again while that call still rings,
+    then it is dialled again, keeping the caller's place, and it stays in line afterwards."""
+    import os
+    import signal
+    import time
+
+    from ivr.callbacks import RING_TIMEOUT_S
+
+    number = "5557187"
+    place = round(time.time() - 600, 3)
+    invites = lambda: stack.sipp.invites_received(stack.customer_port).get(number, 0)  # noqa: E731
+    before = invites()
+    cb_id = _request_callback(stack, number, "support", place)
+    try:
+        wait_for(lambda: invites() == before + 1, timeout=30, what="the callback to be dialled")
+        first_at = time.monotonic()
+        assert stack.api.get(f"/api/v1/callbacks/{cb_id}")["status"] == "dialling"
+        pid = int((stack.stack.pids / "controller.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+        (stack.stack.pids / "controller.pid").unlink(missing_ok=True)
+        stack.stack.restart_controller()
+
+        # dialled again after the restart, but only once the first call stopped ringing (never two at once)
+        wait_for(lambda: invites() >= before + 2, timeout=RING_TIMEOUT_S + 45, interval=0.2,
+                 what="the callback to be dialled again after the restart")
+        assert time.monotonic() - first_at >= RING_TIMEOUT_S - 2, time.monotonic() - first_at
+        assert invites() == before + 2
+        # the second call is not answered either: back in line, still at the caller's first place
+        cb = wait_for(lambda: (c := stack.api.get(f"/api/v1/callbacks/{cb_id}"))["status"] == "pending" and c,
+                      timeout=RING_TIMEOUT_S + 20, what="the callback back in line")
+        assert float(cb["place"]) == place and cb["last_outcome"] == "no answer", cb
+        line = [c["id"] for c in stack.api.get("/api/v1/callbacks")["callbacks"]]
+        assert cb_id in line
+        log = (stack.stack.logs / "controller.log").read_text()
+        assert f"callback {cb_id}: claim recovered" in log
+    finally:
+        _drop_callback(stack, cb_id)

@@ -155,6 +155,7 @@ class CuttingProxy:
         self.open: list[socket.socket] = []
         self.lock = threading.Lock()
         self.closed = False
+        self.refusing = False     # while set, every new connection is closed at once (AMI "down")
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -163,6 +164,9 @@ class CuttingProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            if self.refusing:
+                client.close()
+                continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
             except OSError:
@@ -267,6 +271,67 @@ def test_ami_cut_again_and_again_through_a_proxy(tmp_path: Path, monkeypatch: py
         assert rec["outcome"] == "answered", rec
         time.sleep(2)
         assert health()["tasks"] <= before["tasks"] + 2, (before["tasks"], health()["tasks"])
+    finally:
+        proxy.close()
+        stop_test_stack(ts)
+
+
+def test_campaign_goes_on_after_hangups_missed_during_an_ami_outage(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A campaign with 2 channels has both calls answered when AMI goes away (a proxy cuts the session and
+    refuses new ones) until both calls have ended: their Hangup events are never seen. After the
+    reconnect the resync frees the two slots (their channels are gone) and the campaign dials the rest
+    instead of staying "running" with every slot taken."""
+    from .test_campaigns import campaign, contacts_of, csv_body, post_csv
+
+    ts = start_test_stack(tmp_path / "slots")
+    proxy = CuttingProxy(int(ts.info["ami"].rsplit(":", 1)[1]))
+    try:
+        api = ts.api
+
+        def health() -> dict:
+            return api.request("GET", "/health")[1]
+        pid_file = ts.stack.pids / "controller.pid"
+        old_pid = int(pid_file.read_text())
+        os.kill(old_pid, signal.SIGTERM)
+        wait_for(lambda: not _pid_alive(old_pid), timeout=15, what="the controller to stop")
+        pid_file.unlink(missing_ok=True)
+        monkeypatch.setenv("IVR_ASTERISK_AMI_PORT", str(proxy.port))
+        ts.stack.restart_controller()
+        wait_for(lambda: health().get("status") == "ok", timeout=20, what="the controller up through the proxy")
+
+        cid = "t-slots"
+        rows = [(f"+1202555{4000 + i:04d}", f"Slots {i}", f"{720000 + i}") for i in range(14) if i % 10 <= 3]
+        assert api.request("POST", "/api/v1/campaigns",
+                           campaign(cid, pacing={"cps": 5, "max_channels": 2, "max_transfers": 1}))[0] == 201
+        assert post_csv(ts, cid, csv_body(rows))["imported"] == len(rows)
+
+        def active() -> int:
+            return next(c["active"] for c in api.get("/api/v1/campaigns")["campaigns"] if c["id"] == cid)
+        api.post(f"/api/v1/campaigns/{cid}/start")
+        wait_for(lambda: active() == 2, timeout=15, interval=0.05, what="two calls in flight")
+        time.sleep(1.0)     # both answered (the phones answer 0.3 s after ringing, press 1 after 1.5 s)
+        proxy.refusing = True
+        assert proxy.cut() >= 1
+        wait_for(lambda: not health()["ami"]["connected"], timeout=10, what="the controller to see AMI gone")
+
+        def ended() -> bool:   # both calls over: their outcomes (stored over FastAGI) are in, nothing in progress
+            counts = api.get(f"/api/v1/campaigns/{cid}")["counts"]
+            return counts.get("done", 0) >= 2 and counts.get("in_progress", 0) == 0
+        wait_for(ended, timeout=30, what="the two calls to end while AMI is away")
+        time.sleep(1.0)
+        proxy.refusing = False
+        wait_for(lambda: (h := health())["ami"]["connected"] and h["status"] == "ok", timeout=30,
+                 what="AMI back")
+
+        done = wait_for(lambda: (c := api.get(f"/api/v1/campaigns/{cid}"))["state"] == "done" and c,
+                        timeout=60, interval=0.5, what="the campaign to dial the rest and finish")
+        assert done["counts"]["done"] == len(rows), done["counts"]
+        c = contacts_of(ts, cid)
+        invites = ts.sipp.invites_received(ts.customer_port)
+        for number, row in c.items():
+            assert row["status"] == "done" and invites.get(number.lstrip("+"), 0) == int(row["attempts"]) == 1, row
+        assert health()["dialer"]["slots_reclaimed"] >= 2
     finally:
         proxy.close()
         stop_test_stack(ts)
