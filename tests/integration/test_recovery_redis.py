@@ -84,7 +84,7 @@ async def test_callback_claims_of_a_killed_run_are_recovered_once_their_call_is_
     ami = ScriptedAmi(AmiError("no AMI connection for CoreShowChannels"),
                       [{"Channel": "PJSIP/trunk-00000003", "AccountCode": f"cb:{cb['id']}"}], [])
     restarted = Store(store.redis, "t")
-    dispatcher = CallbackDispatcher(Config(), ami, restarted.callbacks, None)  # type: ignore[arg-type]
+    dispatcher = CallbackDispatcher(Config(), ami, restarted.callbacks, None, None)  # type: ignore[arg-type]  # recovery dials nothing: no prompts, no guard
     with pytest.raises(AmiError):
         await dispatcher.recover()
     assert await store.redis.zcard(store.keys.callbacks_pending) == 0   # unknown: left as it was
@@ -99,7 +99,7 @@ async def test_callback_recovery_errors_are_retried_and_shown(store: Store) -> N
     cb = await store.callbacks.request("5550108", queue="support", joined_at=1000.0)
     assert await Store(store.redis, "t").callbacks.claim(cb["id"], node="ivr1")
     ami = ScriptedAmi(AmiError("no AMI connection for CoreShowChannels"), [])
-    dispatcher = CallbackDispatcher(Config(), ami, store.callbacks, None)  # type: ignore[arg-type]
+    dispatcher = CallbackDispatcher(Config(), ami, store.callbacks, None, None)  # type: ignore[arg-type]  # recovery dials nothing: no prompts, no guard
     task = asyncio.create_task(dispatcher.run(every=0.01))
     try:
         for _ in range(100):

@@ -288,7 +288,7 @@ class FakeCallbackStore:
                     "status": "pending"}
         self.events: list[tuple[Any, ...]] = []
 
-    async def claim(self, cb_id: str) -> dict[str, Any]:
+    async def claim(self, cb_id: str, node: str = "") -> dict[str, Any]:
         return dict(self.rec)
 
     async def close(self, cb_id: str, status: str, why: str) -> None:
