@@ -1,8 +1,13 @@
 from __future__ import annotations
 
-from typing import Iterator
+import shutil
+from pathlib import Path
+from typing import AsyncIterator, Iterator
 
 import pytest
+
+from ivr.stack import start_scratch_redis
+from ivr.store.redis_store import Store
 
 from .harness import TestStack, start_test_stack, stop_test_stack
 
@@ -14,3 +19,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestStack]:
         yield ts
     finally:
         stop_test_stack(ts)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A Store on a scratch Redis of its own (no password, no persistence), stopped after the test."""
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed: run `bash scripts/install.sh` first")
+    proc, port = start_scratch_redis(tmp_path)
+    s = Store.from_url(f"redis://127.0.0.1:{port}/0", "t")
+    try:
+        yield s
+    finally:
+        await s.close()
+        proc.terminate()
+        proc.wait(timeout=10)

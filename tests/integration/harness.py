@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -133,7 +134,6 @@ TEST_BALANCE = {"open_wait_s": 8, "close_wait_s": 4, "min_open_s": 6, "sl_min_ca
 
 def fail2ban_regex(name: str) -> "re.Pattern[str]":
     """The failregex of docs/fail2ban/<name>.conf, with <HOST> as fail2ban expands it (an address)."""
-    import re
     text = (PROJECT_ROOT / "docs" / "fail2ban" / f"{name}.conf").read_text(encoding="utf-8")
     regex = re.search(r"^failregex = (.+)$", text, re.M).group(1)  # type: ignore[union-attr]
     return re.compile(regex.replace("<HOST>", r"(?P<host>[0-9a-fA-F:.]+)"))

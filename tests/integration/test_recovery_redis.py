@@ -4,9 +4,7 @@ list the live calls (then nothing is settled: a call that may be up is never tak
 from __future__ import annotations
 
 import asyncio
-import shutil
-from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -16,22 +14,7 @@ from ivr.campaigns import contacts
 from ivr.campaigns.dialer import Dialer, account_code
 from ivr.campaigns.model import campaign_from_dict
 from ivr.config import Config
-from ivr.stack import start_scratch_redis
 from ivr.store.redis_store import Store
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed: run `bash scripts/install.sh` first")
-    proc, port = start_scratch_redis(tmp_path)
-    s = Store.from_url(f"redis://127.0.0.1:{port}/0", "t")
-    try:
-        yield s
-    finally:
-        await s.close()
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 class ScriptedAmi:

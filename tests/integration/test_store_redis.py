@@ -4,29 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import time
-from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 
-from ivr.stack import start_scratch_redis
 from ivr.store.redis_store import Store
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed: run `bash scripts/install.sh` first")
-    proc, port = start_scratch_redis(tmp_path)
-    s = Store.from_url(f"redis://127.0.0.1:{port}/0", "t")
-    try:
-        yield s
-    finally:
-        await s.close()
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 async def test_finish_writes_once_and_appends_the_merged_record_once(store: Store) -> None:

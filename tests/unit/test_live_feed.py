@@ -13,7 +13,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from ivr.api.app import LIVE_FEED, build_app
 from ivr.api.live import LiveFeed
 from ivr.config import from_mapping
-from ivr.store.redis_store import _hash_token
 
 TOKEN = "viewer-token"
 

@@ -14,7 +14,6 @@ from ivr.balance.loop import BalanceLoop
 from ivr.callbacks import CallbackDispatcher
 from ivr.campaigns.model import MAX_HOURLY_CAP, CampaignError, campaign_from_dict, parse_campaign
 from ivr.config import AgentConfig, ConfigError, from_mapping
-from ivr.menu.engine import MenuEngine
 from ivr.metrics import Metrics
 from ivr.outbound import OutboundGuard, Policy, Verdict, internal_channel, judge, mask
 from ivr.prompts.library import PromptLibrary
