@@ -14,6 +14,7 @@ import urllib.request
 from typing import Any
 
 import pytest
+import redis as redis_sync
 
 from ivr.sipp import CallerScript, free_port
 
@@ -200,8 +201,8 @@ def test_the_event_stream_opens_with_a_single_use_ticket_not_a_token_in_the_url(
     status, body = first_line(f"?token={viewer}")
     assert status == 401 and b"a token in the URL is refused" in body
     # only the ticket's hash is in Redis, and it expires
-    import redis as redis_sync
-    client = redis_sync.Redis.from_url(stack.stack.config().redis.url, decode_responses=True)
+    rc = stack.stack.config().redis
+    client = redis_sync.Redis.from_url(rc.url, password=rc.password or None, decode_responses=True)
     try:
         fresh = json.loads(raw(stack, "POST", "/api/v1/stream/ticket", token=viewer)[2])["ticket"]
         keys = [k for k in client.scan_iter(match="*streamticket*")]
