@@ -78,7 +78,7 @@ def test_a_reload_already_running_is_waited_out(tmp_path: Path) -> None:
 
 
 def test_a_hung_asterisk_times_out_and_is_killed(tmp_path: Path) -> None:
-    ctl = AsteriskCtl(str(fake_asterisk(tmp_path, "sleep 30")), str(tmp_path / "asterisk.conf"), timeout=0.5)
+    ctl = AsteriskCtl(str(fake_asterisk(tmp_path, "exec sleep 30")), str(tmp_path / "asterisk.conf"), timeout=0.5)
     with pytest.raises(ProvisionError, match="did not answer"):
         asyncio.run(ctl.run("module reload res_pjsip.so"))
 
