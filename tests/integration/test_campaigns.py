@@ -41,8 +41,9 @@ def contacts_of(stack: TestStack, cid: str) -> dict[str, dict]:
     req = urllib.request.Request(f"{stack.api.base}/api/v1/campaigns/{cid}/export",
                                  headers={"Authorization": f"Bearer {stack.api.token}"})
     with urllib.request.urlopen(req, timeout=30) as resp:
-        # the export writes numbers as text ('+1202...: no spreadsheet formula); the key is the number itself
-        return {r["number"].removeprefix("'"): r for r in csv.DictReader(io.StringIO(resp.read().decode()))}
+        # the export writes numbers as text ('+1202...: no spreadsheet formula); read back as the number itself
+        rows = [{**r, "number": r["number"].removeprefix("'")} for r in csv.DictReader(io.StringIO(resp.read().decode()))]
+        return {r["number"]: r for r in rows}
 
 
 def run_to_done(stack: TestStack, cid: str, timeout: float = 120) -> dict:
