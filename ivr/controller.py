@@ -17,6 +17,7 @@ from aiohttp import web
 
 from . import __version__
 from .agi.server import AgiRouter, AgiServer
+from .aiotasks import cancel_and_wait
 from .ami import names as ev
 from .ami.client import AmiClient, AmiError
 from .config import Config
@@ -290,9 +291,7 @@ class Controller:
 
     async def stop(self) -> None:
         log.info("controller stopping")
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)   # a cancel the Redis client swallows is repeated (ivr/aiotasks.py)
         if self._runner is not None:
             await self._runner.cleanup()
         await self.agi.stop()
