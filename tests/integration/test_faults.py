@@ -17,7 +17,7 @@ import pytest
 from ivr.sipp import CallerScript
 from ivr.stack import _pid_alive
 
-from .harness import start_test_stack, stop_test_stack, wait_for
+from .harness import TestStack, start_test_stack, stop_test_stack, wait_for
 
 
 def test_asterisk_restart_mid_surge(tmp_path: Path) -> None:
@@ -213,6 +213,20 @@ def _rss_mb(pid: int) -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _controller_through(ts: TestStack, proxy: "CuttingProxy", monkeypatch: pytest.MonkeyPatch) -> int:
+    """Restart the stack's controller with its AMI going through ``proxy``; returns its new pid once healthy."""
+    pid_file = ts.stack.pids / "controller.pid"
+    old_pid = int(pid_file.read_text())
+    os.kill(old_pid, signal.SIGTERM)
+    wait_for(lambda: not _pid_alive(old_pid), timeout=15, what="the controller to stop")
+    pid_file.unlink(missing_ok=True)
+    monkeypatch.setenv("IVR_ASTERISK_AMI_PORT", str(proxy.port))
+    ts.stack.restart_controller()
+    wait_for(lambda: ts.api.request("GET", "/health")[1].get("status") == "ok", timeout=20,
+             what="the controller up through the proxy")
+    return int(pid_file.read_text())
+
+
 def test_ami_cut_again_and_again_through_a_proxy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The controller talks to the real Asterisk through a proxy that cuts the AMI session every second for
     40 s: reconnects slow down (bounded back-off), the log stays short, memory and tasks do not grow; when
@@ -224,16 +238,7 @@ def test_ami_cut_again_and_again_through_a_proxy(tmp_path: Path, monkeypatch: py
 
         def health() -> dict:
             return api.request("GET", "/health")[1]
-        # the controller again, this time through the proxy
-        pid_file = ts.stack.pids / "controller.pid"
-        old_pid = int(pid_file.read_text())
-        os.kill(old_pid, signal.SIGTERM)
-        wait_for(lambda: not _pid_alive(old_pid), timeout=15, what="the controller to stop")
-        pid_file.unlink(missing_ok=True)
-        monkeypatch.setenv("IVR_ASTERISK_AMI_PORT", str(proxy.port))
-        ts.stack.restart_controller()
-        pid = int(pid_file.read_text())
-        wait_for(lambda: health().get("status") == "ok", timeout=20, what="the controller up through the proxy")
+        pid = _controller_through(ts, proxy, monkeypatch)   # the controller again, this time through the proxy
         assert proxy.accepts == 1
         time.sleep(3)
         before = health()
@@ -291,14 +296,7 @@ def test_campaign_goes_on_after_hangups_missed_during_an_ami_outage(tmp_path: Pa
 
         def health() -> dict:
             return api.request("GET", "/health")[1]
-        pid_file = ts.stack.pids / "controller.pid"
-        old_pid = int(pid_file.read_text())
-        os.kill(old_pid, signal.SIGTERM)
-        wait_for(lambda: not _pid_alive(old_pid), timeout=15, what="the controller to stop")
-        pid_file.unlink(missing_ok=True)
-        monkeypatch.setenv("IVR_ASTERISK_AMI_PORT", str(proxy.port))
-        ts.stack.restart_controller()
-        wait_for(lambda: health().get("status") == "ok", timeout=20, what="the controller up through the proxy")
+        _controller_through(ts, proxy, monkeypatch)
 
         cid = "t-slots"
         rows = [(f"+1202555{4000 + i:04d}", f"Slots {i}", f"{720000 + i}") for i in range(14) if i % 10 <= 3]
