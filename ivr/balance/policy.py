@@ -74,6 +74,7 @@ class CallbackView:
     queue: str
     place: float                         # when the caller first joined (their place in line)
     not_before: float = 0.0              # retry back-off
+    due: float = math.inf                # when the promise the caller heard runs out (inf: no promise)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,7 @@ class Policy:
     experienced_penalty_on_simple: int = 1
     volunteer_penalty: int = 2           # volunteers take calls after core agents
     max_callbacks_in_flight: int = 5
+    callback_urgent_s: float = 900.0     # a callback this close to its promise takes the next free agent
     campaign_slow_wait_s: float = 30.0   # outbound at half pace above this inbound wait
     campaign_pause_wait_s: float = 90.0  # and paused above this
 
@@ -277,18 +279,33 @@ def _why_not(snap: Snapshot, interface: str, queue: str, tiers: Mapping[str, Tie
 
 
 def _callbacks(snap: Snapshot, p: Policy) -> list[Action]:
-    """Dispatch callbacks (oldest place first) into idle capacity that waiting callers do not need."""
-    spare = {name: max(0, q.free - q.waiting) for name, q in snap.queues.items()}
+    """Dispatch callbacks: first the ones whose promise runs out within ``callback_urgent_s`` (earliest
+    due first) into any free agent of their queue, even while callers wait: a promise made is owed;
+    then the others (oldest place first) into idle capacity that waiting callers do not need."""
     budget = max(0, p.max_callbacks_in_flight - snap.callbacks_in_progress)
+    free = {name: q.free for name, q in snap.queues.items()}
+    out = []
+    ready = [cb for cb in snap.callbacks if cb.not_before <= snap.now]
+    urgent = sorted((cb for cb in ready if cb.due - snap.now <= p.callback_urgent_s), key=lambda c: (c.due, c.place, c.id))
+    for cb in urgent:
+        if budget <= 0:
+            break
+        if free.get(cb.queue, 0) <= 0:
+            continue
+        free[cb.queue] -= 1
+        budget -= 1
+        out.append(Action("dispatch_callback", f"promise runs out in {max(0.0, cb.due - snap.now):.0f}s: next free "
+                          f"agent of {cb.queue}", queue=cb.queue, callback_id=cb.id))
+    taken = {a.callback_id for a in out}
+    spare = {name: max(0, free[name] - q.waiting) for name, q in snap.queues.items()}
     if any(q.idle for q in snap.queues.values()):
         # an idle agent who serves several queues counts once, after every waiting caller
         idle_agents = len(frozenset().union(*(q.idle for q in snap.queues.values())))
-        budget = min(budget, max(0, idle_agents - sum(q.waiting for q in snap.queues.values())))
-    out = []
-    for cb in sorted(snap.callbacks, key=lambda c: (c.place, c.id)):
+        budget = min(budget, max(0, idle_agents - len(out) - sum(q.waiting for q in snap.queues.values())))
+    for cb in sorted(ready, key=lambda c: (c.place, c.id)):
         if budget <= 0:
             break
-        if cb.not_before > snap.now or spare.get(cb.queue, 0) <= 0:
+        if cb.id in taken or spare.get(cb.queue, 0) <= 0:
             continue
         spare[cb.queue] -= 1
         budget -= 1

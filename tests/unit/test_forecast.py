@@ -78,3 +78,17 @@ def test_outlook_from_hours_starts_with_the_rest_of_this_hour():
     assert len(out) == 14 and out[-1].arrivals_per_s == pytest.approx(23 * 0.5 / 3600)
     with pytest.raises(ValueError):
         outlook_from_hours(0, [1.0], arrivals)
+
+
+def test_a_callback_near_its_promise_takes_the_next_free_agent_even_while_callers_wait():
+    from ivr.balance.policy import CallbackView, Policy, QueueView, Snapshot, decide
+    q = QueueView("refunds", waiting=3, free=1, serving=4, members={"PJSIP/a": 0}, idle=frozenset({"PJSIP/a"}))
+    cbs = (CallbackView("old", "refunds", place=10.0, due=5000.0), CallbackView("due", "refunds", place=50.0, due=1500.0))
+    acts = [a for a in decide(Snapshot(1000.0, {"refunds": q}, {}, callbacks=cbs), Policy()).actions
+            if a.kind == "dispatch_callback"]
+    assert [a.callback_id for a in acts] == ["due"]                 # 500 s left < 900 s: owed, callers or not
+    assert "promise runs out in 500s" in acts[0].reason
+    # not urgent yet: waiting callers come first, as before
+    later = (CallbackView("due", "refunds", place=50.0, due=3000.0),)
+    assert not [a for a in decide(Snapshot(1000.0, {"refunds": q}, {}, callbacks=later), Policy()).actions
+                if a.kind == "dispatch_callback"]
