@@ -36,14 +36,21 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
+from . import forecast
+from .erlang import average_speed_of_answer
+from .menu_mix import CALLBACK as ROUTE_CALLBACK, QUEUE as ROUTE_QUEUE, SELF_SERVICE, Route, check_shares, load_routes
 from .policy import (SKILL_EXPERIENCED, SKILL_NOVICE, TIER_CORE, TIER_VOLUNTEER, AgentView, CallbackView,
-                     Policy, QueueView, Snapshot, TierState, decide, estimated_wait)
+                     Policy, QueueView, Snapshot, TierState, decide, estimated_wait, shared_callers)
 
 MODES = ("static", "balanced")
 WAITING, ANSWERED, ABANDONED, CALLBACK, DROPPED = "waiting", "answered", "abandoned", "callback", "dropped"
-_LOGIN, _LOGOUT, _ARRIVE, _END, _ABANDON, _CB_ANSWER, _DROP = range(7)
+SELF_SERVED, NOTIFIED, IN_MENU = "self_service", "notified", "in_menu"
+_LOGIN, _LOGOUT, _ARRIVE, _END, _ABANDON, _CB_ANSWER, _DROP, _JOIN, _NOTICE = range(9)
 DEFAULT_AHT = 180.0               # the live loop's AHT until a queue has 5 answered calls
-DEFAULT_PROFILE = Path(__file__).resolve().parents[2] / "profiles" / "default.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_PROFILE = ROOT / "profiles" / "crisis-day.yaml"
+NOTICE_CAMPAIGN = "notice"
+RATE_WINDOW_S = 900.0             # the live arrival rate the promise uses: joins over the last 15 min
 
 
 @dataclass
@@ -63,9 +70,10 @@ class Profile:
     retry_after_s: float = 600.0
     sl_target_s: float = 20.0
     sl_window_s: float = 1800.0             # as ivr.balance.loop.SL_WINDOW_S
-    callback_threshold_s: float = 300.0
+    callback_threshold_s: float | str | None = None   # offer above this estimated wait, or "auto"
+                                            # (None: the menu's callback_over; 300 s without a menu)
     callback_accept: float = 0.4
-    callback_promise_s: float = 7200.0
+    callback_promise_s: float | str = "auto"   # what the caller is promised: seconds, or "auto" (forecast)
     callback_ring_s: float = 15.0           # dispatch -> customer answers (the dialling in flight)
     tick_s: float = 1.0
     drop_share: float = 0.0                 # share of callers whose call drops while they wait
@@ -75,20 +83,83 @@ class Profile:
     keep_window_s: float = 600.0            # continuity.window: the place is kept this long
     place_keeping: bool = True              # continuity on (the default) or off
     policy: dict[str, Any] = field(default_factory=dict)      # overrides of Policy fields
+    # the controller's menu (section ``menu``): callers choose a branch of the real menu
+    menu_file: str = ""                     # a menu in dialplans/ (empty: no menu, callers pick ``queues``)
+    menu_branches: dict[str, float] = field(default_factory=dict)      # branch (option's node) -> share
+    menu_self_service: dict[str, float] = field(default_factory=dict)  # branch -> share who finish there
+    menu_ivr_s: float = 30.0                # time in the menu before the queue (language, message, choice)
+    menu_self_service_s: float = 90.0       # time a self-service call takes (booking entry, read-out)
+    menu_enabled: bool = True               # self-service on (controller mode); off: those branches queue
+    callback_forecast: str = "plan"         # what the promise looks ahead with: plan (the roster and the
+                                            # hourly forecast) or live (the live picture held)
+    callback_answer: float = 1.0            # share of called-back customers who answer
+    # a notice campaign before the wave (section ``notices``, controller mode only)
+    notices_enabled: bool = False
+    notices_contacts: int = 0               # customers the campaign dials (affected bookings with a phone)
+    notices_reach: float = 0.0              # share of the day's callers who are among those contacts
+    notices_start: float = 0.0              # hours of the day the dialler works [start, end)
+    notices_end: float = 24.0
+    notices_per_hour: float = 0.0           # dials an hour at full pace
+    notices_answer: float = 0.6             # share of dials answered
+    notices_no_call: float = 0.0            # share of notified callers who then do not call
+    notices_agent: float = 0.0              # share of answered notices that press for an agent
+    notices_queue: str = ""                 # where those transfers queue
+    notices_max_transfers: int = 2          # transfers in the queues or with agents at once (Pacing.max_transfers)
+    notices_ring_s: float = 20.0            # dial to answer
+    notices_message_s: float = 30.0         # the notice message before the key
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Profile:
         """Build from the YAML layout (sections ``handle``, ``patience``, ``callback``, ``roster``)."""
         known, flat = {f.name for f in fields(cls)}, dict(d)
-        for section in ("handle", "patience", "callback", "drop"):      # handle: {mean_s: 171} -> handle_mean_s
-            for k, v in (flat.pop(section, None) or {}).items():
-                flat[k if k in known else f"{section}_{k}"] = v
+        for section in ("handle", "patience", "callback", "drop", "menu", "notices"):   # handle: {mean_s: 171}
+            for k, v in (flat.pop(section, None) or {}).items():                       # -> handle_mean_s
+                name = {("menu", "file"): "menu_file", ("menu", "branches"): "menu_branches",
+                        ("menu", "self_service"): "menu_self_service", ("menu", "ivr_s"): "menu_ivr_s",
+                        ("menu", "self_service_s"): "menu_self_service_s", ("menu", "enabled"): "menu_enabled"
+                        }.get((section, k), k if k in known and section not in ("menu", "notices") else f"{section}_{k}")
+                flat[name] = v
         roster = flat.pop("roster", None) or {}
         flat.setdefault("core", roster.get("core", []))
         flat.setdefault("volunteers", roster.get("volunteers") or {})
+        if flat.get("menu_file"):
+            flat.setdefault("queues", {})
         if set(flat) - known:
             raise ValueError(f"unknown profile keys: {sorted(set(flat) - known)}")
-        return cls(**flat)
+        p = cls(**flat)
+        for name in ("callback_threshold_s", "callback_promise_s"):
+            v = getattr(p, name)
+            if v != "auto" and not isinstance(v, (int, float)) and not (v is None and name == "callback_threshold_s"):
+                raise ValueError(f"{name.replace('_', '.', 1)}: a number of seconds or 'auto', got {v!r}")
+        if p.callback_forecast not in ("plan", "live"):
+            raise ValueError(f"callback.forecast: plan or live, got {p.callback_forecast!r}")
+        if p.menu_file:
+            check_shares(p.routes(), p.menu_branches)
+            unknown = sorted(set(p.menu_self_service) - {b for b, r in p.routes().items() if r.kind == SELF_SERVICE})
+            if unknown:
+                raise ValueError(f"menu.self_service: {unknown} are not self-service branches of {p.menu_file}")
+        if p.notices_enabled and p.notices_queue not in p.queue_names():
+            raise ValueError(f"notices.queue: {p.notices_queue!r} is not a queue of the profile ({p.queue_names()})")
+        return p
+
+    def routes(self) -> dict[str, Route]:
+        """The menu's branches (``menu.file``), walked once per profile."""
+        cached = self.__dict__.get("_routes")
+        if cached is None:
+            path = Path(self.menu_file)
+            cached = self.__dict__["_routes"] = load_routes(path if path.is_absolute() else ROOT / path)
+        return cached
+
+    def queue_names(self) -> list[str]:
+        if not self.menu_file:
+            return list(self.queues)
+        return sorted({r.queue for r in self.routes().values()} | set(self.queues))
+
+    def self_service_share(self) -> float:
+        """Share of callers who finish in the menu (controller mode, self-service on)."""
+        if not self.menu_file or not self.menu_enabled:
+            return 0.0
+        return sum(share * self.menu_self_service.get(b, 0.0) for b, share in self.menu_branches.items())
 
     def make_policy(self) -> Policy:
         return Policy(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.policy.items()})
@@ -123,6 +194,18 @@ class Caller:
     root: Caller | None = None    # the caller's first call (None: this is it)
     last: Caller | None = None    # on the first call: the caller's latest call
     waited_before: float = 0.0    # time waited in earlier calls that dropped
+    branch: str = ""              # the menu branch chosen (menu profiles)
+    kind: str = ROUTE_QUEUE       # where that branch ends: queue, self_service or callback
+    u_ss: float = 1.0             # finishes in self-service if this draw < the branch's share
+    u_reach: float = 1.0          # is among the notice campaign's contacts if this draw < notices.reach
+    u_no_call: float = 1.0        # once notified, does not call if this draw < notices.no_call
+    join: float = -1.0            # when the caller joined the queue (-1: not yet; the wait counts from here)
+    transfer: bool = False        # a notice's "talk to an agent" transfer, not an inbound call
+    promise: float | None = None  # the callback promise the caller heard (s from the request)
+    cb_req: float = 0.0           # when the callback was requested
+    est_erlc: float = math.nan    # Erlang C's ASA for the line at the caller's join
+    est_shared: float = math.nan  # the policy's estimate counting the other queues' callers for the same agents
+    est_stay: float = math.nan    # ... of whom only the share who stayed lately (the others give up first)
 
     def __post_init__(self) -> None:
         if self.place < 0:
@@ -144,6 +227,7 @@ class Agent:
     idle_since: float = 0.0
     calls: list[tuple[float, float]] = field(default_factory=list)
     on: list[list[float]] = field(default_factory=list)       # logged-in intervals
+    on_transfer: bool = False     # the call in progress is a notice's transfer
 
     def view(self) -> AgentView:
         return AgentView(self.id, self.interface, self.skill, self.team, self.tier, self.queues,
@@ -186,18 +270,26 @@ def _lognormal(rng: random.Random, mean: float, cv: float) -> float:
 
 def make_callers(p: Profile, seed: int, h0: int, h1: int) -> list[Caller]:
     """Non-homogeneous Poisson arrivals, one random stream per hour (a window sees the day's callers);
-    drops and recalls from a second stream per hour (the same whatever the mode or place keeping)."""
-    names, shares, out = list(p.queues), list(p.queues.values()), []
+    drops and recalls from a second stream per hour, the menu's draws from a third (the same callers
+    whatever the mode, place keeping, self-service or notices)."""
+    routes = p.routes() if p.menu_file else {}
+    names, shares = ((list(p.menu_branches), list(p.menu_branches.values())) if routes
+                     else (list(p.queues), list(p.queues.values())))
+    out: list[Caller] = []
     for h in range(h0, h1):
         rng, rate, t = random.Random(f"{seed}:{h}"), p.arrivals_per_hour[h] / 3600.0, h * 3600.0
-        drops = random.Random(f"{seed}:{h}:drops")
+        drops, menu = random.Random(f"{seed}:{h}:drops"), random.Random(f"{seed}:{h}:menu")
         while rate > 0:
             t += rng.expovariate(rate)
             if t >= (h + 1) * 3600.0:
                 break
-            c = Caller(len(out), rng.choices(names, shares)[0], t, rng.expovariate(1.0 / p.patience_mean_s),
+            pick = rng.choices(names, shares)[0]
+            c = Caller(len(out), routes[pick].queue if routes else pick, t, rng.expovariate(1.0 / p.patience_mean_s),
                        _lognormal(rng, p.handle_mean_s, p.handle_cv),
                        _lognormal(rng, p.handle_mean_s, p.handle_cv), rng.random())
+            if routes:
+                c.branch, c.kind = pick, routes[pick].kind
+                c.u_ss, c.u_reach, c.u_no_call = menu.random(), menu.random(), menu.random()
             if p.drop_share > 0:
                 u, after, u_recall = drops.random(), drops.expovariate(1.0 / p.drop_after_s), drops.random()
                 recall, patience = drops.expovariate(1.0 / p.recall_after_s), drops.expovariate(1.0 / p.patience_mean_s)
@@ -223,13 +315,30 @@ class Simulation:
         self.callers, self.agents = make_callers(p, self.seed, self.h0, self.h1), build_roster(p)
         self.by_if = {a.interface: a for a in self.agents}
         self.views = {a.id: a.view() for a in self.agents}     # AgentViews, rebuilt only on change
-        self.queues = {n: QState(n) for n in p.queues}
+        self.queues = {n: QState(n) for n in p.queue_names()}
         self.tiers: dict[str, TierState] = {}
         self.tier_log: list[tuple[float, str, str]] = []
         self.pending: dict[str, Caller] = {}                   # callbacks not made yet
         self.cb_in_progress = self.decisions = self.seq = 0
         self.runtime_s = self._now = 0.0
         self.heap: list[tuple[float, int, int, Any]] = []
+        self.menu = bool(p.menu_file) and mode == "balanced"   # callers walk the menu (controller only)
+        self.joins: deque[float] = deque()                     # queue joins of the last RATE_WINDOW_S
+        self.left: deque[tuple[float, bool]] = deque()         # (when, answered) of callers who left a queue
+        self.talk = 0.0
+        self.n_answered = 0
+        self.plan_agents, self.plan_arrivals = self._plan()
+        # the notice campaign: its contacts in dialling order (a caller among them, or None: a customer
+        # who would not have called), dialled at the policy's pace while transfers leave room
+        self.notices = mode == "balanced" and p.notices_enabled and p.notices_per_hour > 0
+        self.notice_rng = random.Random(f"{self.seed}:notices")
+        self.contacts: list[Caller | None] = []
+        if self.notices:
+            reached: list[Caller | None] = [c for c in self.callers if c.u_reach < p.notices_reach]
+            self.contacts = reached + [None] * max(0, p.notices_contacts - len(reached))
+            self.notice_rng.shuffle(self.contacts)
+        self.notice_i, self.notice_credit, self.notice_pace = 0, 0.0, 1.0
+        self.transfers_in_flight = self.notices_dialled = self.notices_answered = 0
         for c in self.callers:
             self._push(c.t, _ARRIVE, c)
         for a in self.agents:
@@ -246,7 +355,7 @@ class Simulation:
     def run(self) -> Simulation:
         t0 = time.perf_counter()
         handlers = (self._login, self._logout, self._arrive, self._end_call, self._abandon, self._cb_answer,
-                    self._drop)
+                    self._drop, self._join, self._notice)
         next_tick = self.start if self.mode == "balanced" else math.inf
         while True:
             t_ev = self.heap[0][0] if self.heap else math.inf
@@ -287,16 +396,61 @@ class Simulation:
             for q in a.queues:
                 self.queues[q].members.pop(a.interface, None)
 
+    def _plan(self) -> tuple[list[float], list[float]]:
+        """The hourly plan the promise looks ahead with: agents on shift (novices count 1/novice_factor)
+        and the calls that will need an agent (the self-service share taken out in controller mode)."""
+        agents = [0.0] * 24
+        for a in self.agents:
+            w = 1.0 / self.p.novice_factor if a.skill == SKILL_NOVICE else 1.0
+            for s, e in a.shifts:
+                for h in range(24):
+                    agents[h] += w * _overlap(s, e, h * 3600.0, (h + 1) * 3600.0) / 3600.0
+        share = 1.0 - (self.p.self_service_share() if self.mode == "balanced" else 0.0)
+        return agents, [x * share for x in self.p.arrivals_per_hour]
+
     def _arrive(self, c: Caller, now: float) -> None:
-        q = self.queues[c.queue]
-        c.est, c.est_ast = estimated_wait(self._queue_view(q, now)), float(q.holdtime)
-        returning = c.place < c.t    # back at their place: straight to the queue, no menu, no offer
-        if self.mode == "balanced" and not returning and c.est > self.p.callback_threshold_s:
-            c.cb_offered = True
-            if c.u_cb < self.p.callback_accept:
-                c.outcome = CALLBACK
-                self.pending[str(c.id)] = c
+        """A call comes in: with the menu (controller), self-service may finish it; the others join a
+        queue after the menu. Static callers and callers back at their place go straight to the queue."""
+        if c.outcome == NOTIFIED:                                # the notice answered it: no call
+            return
+        returning = c.place < c.t
+        if not self.menu or returning or c.transfer:
+            self._join(c, now)
+            return
+        delay = self.p.menu_ivr_s
+        if c.kind == SELF_SERVICE and self.p.menu_enabled:
+            if c.u_ss < self.p.menu_self_service.get(c.branch, 0.0):
+                c.outcome, c.join = SELF_SERVED, now
                 return
+            delay += self.p.menu_self_service_s               # tried, then pressed 0 for an agent
+        c.outcome = IN_MENU
+        self._push(now + delay, _JOIN, c)
+
+    def _join(self, c: Caller, now: float) -> None:
+        q = self.queues[c.queue]
+        c.outcome, c.join = WAITING, now
+        views = {n: self._queue_view(o, now) for n, o in self.queues.items()}
+        c.est, c.est_ast = estimated_wait(views[q.name]), float(q.holdtime)
+        c.est_shared = estimated_wait(views[q.name], shared_callers(q.name, views))
+        c.est_stay = estimate_with_leavers(views[q.name], shared_callers(q.name, views), self._stay_share(now))
+        c.est_erlc = self._erlang_c(now)
+        self.joins.append(now)
+        returning = c.place < c.t    # back at their place: straight to the queue, no menu, no offer
+        if self.mode == "balanced" and not returning and not c.transfer:
+            asked = self.menu and c.kind == ROUTE_CALLBACK               # pressed 9: asks for one
+            over = self._offer_over(c)
+            if asked or over is not None:
+                promise = self._promise(now)
+                # the estimate the caller hears: app_queue's holdtime once it has 5 answers (it measures
+                # best on the crisis day: docs/crisis-day.md), the policy's before
+                spoken = c.est_ast if q.n_answered >= 5 else c.est
+                offered = asked or forecast.offer_callback(spoken, promise, over)
+                if offered and not asked:
+                    c.cb_offered = True
+                if asked or (offered and c.u_cb < self.p.callback_accept):
+                    c.outcome, c.promise, c.cb_req = CALLBACK, promise.seconds, now
+                    self.pending[str(c.id)] = c
+                    return
         if returning:   # Queue()'s position: behind the callers whose place is older
             i = next((i for i, o in enumerate(q.line) if o.place > c.place), len(q.line))
             q.line.insert(i, c)
@@ -308,11 +462,82 @@ class Simulation:
             self._push(now + c.drop_at, _DROP, c)
         self._route(q)
 
+    def _offer_over(self, c: Caller) -> float | str | None:
+        """The callback offer threshold: the profile's, else the queue node's ``callback_over``."""
+        if self.p.callback_threshold_s is not None:
+            return self.p.callback_threshold_s
+        if self.menu and c.branch:
+            return self.p.routes()[c.branch].callback_over
+        return 300.0
+
+    def _promise(self, now: float) -> forecast.Promise:
+        """What a caller asking for a callback now is told: a fixed promise, or the forecast's."""
+        if self.p.callback_promise_s != "auto":
+            return forecast.Promise(float(self.p.callback_promise_s), None, "fixed")
+        while self.joins and self.joins[0] < now - RATE_WINDOW_S:
+            self.joins.popleft()
+        agents = sum(1.0 / self.p.novice_factor if a.skill == SKILL_NOVICE else 1.0
+                     for a in self.agents if a.logged_in)
+        aht = self.talk / self.n_answered if self.n_answered >= 5 else DEFAULT_AHT
+        outlook = (forecast.outlook_from_hours(now, self.plan_agents, self.plan_arrivals)
+                   if self.p.callback_forecast == "plan" else ())
+        return forecast.callback_promise(
+            waiting=sum(q.waiting for q in self.queues.values()), callbacks_ahead=len(self.pending) + self.cb_in_progress,
+            aht=aht, agents=agents, arrivals_per_s=len(self.joins) / RATE_WINDOW_S, outlook=outlook)
+
+    def _stay_share(self, now: float) -> float:
+        """Share of the callers who left the queue lately (30 min) by being answered, not by giving up."""
+        while self.left and self.left[0][0] < now - self.p.sl_window_s:
+            self.left.popleft()
+        n = len(self.left)
+        return 1.0 if n < 10 else sum(ok for _, ok in self.left) / n
+
+    def _erlang_c(self, now: float) -> float:
+        """Erlang C's ASA for the whole line now (measured arrival rate, AHT and agents logged in)."""
+        while self.joins and self.joins[0] < now - RATE_WINDOW_S:
+            self.joins.popleft()
+        agents = sum(1 for a in self.agents if a.logged_in)
+        aht = self.talk / self.n_answered if self.n_answered >= 5 else DEFAULT_AHT
+        traffic = len(self.joins) / RATE_WINDOW_S * aht
+        if agents == 0 or traffic >= agents:
+            return math.inf
+        return average_speed_of_answer(traffic, agents, aht)
+
+    def _notice(self, entry: Caller | None, now: float) -> None:
+        """A notice was answered (and its message heard): the customer may not call, or press for an agent."""
+        self.notices_answered += 1
+        future = entry is not None and entry.t > now and entry.outcome == WAITING
+        if future and entry.u_no_call < self.p.notices_no_call:    # type: ignore[union-attr]
+            entry.outcome = NOTIFIED                               # type: ignore[union-attr]
+        if self.notice_rng.random() < self.p.notices_agent:
+            r = Caller(len(self.callers), self.p.notices_queue, now,
+                       self.notice_rng.expovariate(1.0 / self.p.patience_mean_s),
+                       _lognormal(self.notice_rng, self.p.handle_mean_s, self.p.handle_cv), 0.0, 1.0, transfer=True)
+            self.callers.append(r)
+            self.transfers_in_flight += 1
+            if future and entry.outcome == WAITING:                # type: ignore[union-attr]
+                entry.outcome = NOTIFIED                           # type: ignore[union-attr]  (talked to us already)
+            self._join(r, now)
+
+    def _dial_notices(self, now: float) -> None:
+        p = self.p
+        if not (p.notices_start * 3600.0 <= now < p.notices_end * 3600.0) or self.notice_i >= len(self.contacts):
+            return
+        self.notice_credit = min(5.0, self.notice_credit + p.notices_per_hour / 3600.0 * self.tick * self.notice_pace)
+        while self.notice_credit >= 1.0 and self.notice_i < len(self.contacts) \
+                and self.transfers_in_flight < p.notices_max_transfers:
+            self.notice_credit -= 1.0
+            entry = self.contacts[self.notice_i]
+            self.notice_i += 1
+            self.notices_dialled += 1
+            if self.notice_rng.random() < p.notices_answer:
+                self._push(now + p.notices_ring_s + p.notices_message_s, _NOTICE, entry)
+
     def _drop(self, c: Caller, now: float) -> None:
         """The call is cut while waiting; the caller may call again (and, with place keeping, get their place)."""
         if c.outcome != WAITING:
             return
-        c.outcome, c.wait = DROPPED, now - c.t
+        c.outcome, c.wait = DROPPED, now - c.join
         self.queues[c.queue].waiting -= 1
         if not math.isfinite(c.recall_after) or now + c.recall_after >= self.end:
             return
@@ -325,14 +550,22 @@ class Simulation:
         self._push(t, _ARRIVE, r)
 
     def _abandon(self, c: Caller, now: float) -> None:
-        if c.outcome != WAITING:
+        if c.outcome != WAITING or c.join < 0:
             return
-        c.outcome, c.wait = ABANDONED, now - c.t
+        c.outcome, c.wait = ABANDONED, now - c.join
         self.queues[c.queue].waiting -= 1
+        self.left.append((now, False))
+        if c.transfer:
+            self.transfers_in_flight -= 1
+            return
         if self.p.retry_share > 0 and self.rng.random() < self.p.retry_share:
+            # the same person calls again, for an agent this time (the menu again, but no self-service)
             r = Caller(len(self.callers), c.queue, now + self.rng.expovariate(1.0 / self.p.retry_after_s),
-                       self.rng.expovariate(1.0 / self.p.patience_mean_s), c.handle, c.cb_handle, c.u_cb, c.attempt + 1)
+                       self.rng.expovariate(1.0 / self.p.patience_mean_s), c.handle, c.cb_handle, c.u_cb, c.attempt + 1,
+                       root=c.root or c, waited_before=c.waited_before + c.wait, branch=c.branch,
+                       u_reach=c.u_reach, u_no_call=c.u_no_call)
             if r.t < self.end:
+                r.root.last = r  # type: ignore[union-attr]
                 self.callers.append(r)
                 self._push(r.t, _ARRIVE, r)
 
@@ -347,6 +580,11 @@ class Simulation:
 
     def _end_call(self, a: Agent, now: float) -> None:
         self.queues[a.current].talk += now - a.calls[-1][0]
+        self.talk += now - a.calls[-1][0]
+        self.n_answered += 1
+        if a.on_transfer:
+            self.transfers_in_flight -= 1
+            a.on_transfer = False
         self._set(a, busy=False, idle_since=now)
         if not a.logged_in:
             a.on[-1][1] = now                                   # worked past the end of the shift
@@ -379,8 +617,10 @@ class Simulation:
         if c.outcome == CALLBACK:
             c.cb_at, hold, handle = now, now - c.cb_join, c.cb_handle
         else:
-            c.outcome, c.wait = ANSWERED, now - c.t
+            c.outcome, c.wait = ANSWERED, now - c.join
             hold, handle = c.wait, c.handle
+            self.left.append((now, True))
+        a.on_transfer = c.transfer
         q.answered.append((now, hold <= self.p.sl_target_s))  # the AgentConnect HoldTime the loop sees
         q.in_target += hold <= self.p.sl_target_s
         q.n_answered += 1
@@ -401,16 +641,19 @@ class Simulation:
         serving = [a for a in map(self.by_if.__getitem__, q.members) if a.logged_in]
         idle = frozenset(a.interface for a in serving if not a.busy)
         self._head(q)                                           # drops the callers who left
-        joined = ([q.prio[0].cb_join] if q.prio else []) + ([q.line[0].t] if q.line else [])
+        joined = ([q.prio[0].cb_join] if q.prio else []) + ([q.line[0].join] if q.line else [])
         aht = q.talk / q.n_answered if q.n_answered >= 5 and q.talk else DEFAULT_AHT
         return QueueView(q.name, q.waiting, now - min(joined) if joined else 0.0, len(q.answered), q.in_target, aht,
                          dict(q.members), len(idle), len(serving), idle)
 
     # -------------------------------------------------------------- the policy
     def _tick(self, now: float) -> None:
+        running = (NOTICE_CAMPAIGN,) if self.notices and self.notice_i < len(self.contacts) else ()
         snap = Snapshot(now, {n: self._queue_view(q, now) for n, q in self.queues.items()}, self.views,
-                        dict(self.tiers), tuple(CallbackView(k, c.queue, c.t) for k, c in self.pending.items()),
-                        self.cb_in_progress)
+                        dict(self.tiers), tuple(CallbackView(k, c.queue, c.place, due=c.cb_req + c.promise
+                                                             if c.promise is not None else math.inf)
+                                                for k, c in self.pending.items()),
+                        self.cb_in_progress, running)
         d = decide(snap, self.policy)
         self.decisions += 1
         self.tiers = dict(d.tiers)
@@ -424,39 +667,58 @@ class Simulation:
                 touched.add(q.name)
             elif act.kind == "remove_member" and q:
                 q.members.pop(act.interface, None)
+            elif act.kind == "campaign_pace" and act.campaign == NOTICE_CAMPAIGN:
+                self.notice_pace = act.pace
         for name in sorted(touched):
             self._route(self.queues[name])
         for act in d.actions:   # dial the customer; once they answer they join the queue with priority
             if act.kind == "dispatch_callback" and act.callback_id in self.pending:
                 self.cb_in_progress += 1
                 self._push(now + self.p.callback_ring_s, _CB_ANSWER, self.pending.pop(act.callback_id))
+        if self.notices:
+            self._dial_notices(now)
 
     # ----------------------------------------------------------------- metrics
     def summary(self, h0: float | None = None, h1: float | None = None) -> dict[str, Any]:
         """Metrics for the callers who arrived in hours [h0, h1) (default: the whole window)."""
         lo, hi = (self.start if h0 is None else h0 * 3600.0), (self.end if h1 is None else h1 * 3600.0)
-        cs = [c for c in self.callers if lo <= c.t < hi]
+        everyone = [c for c in self.callers if lo <= c.t < hi]
+        cs = [c for c in everyone if c.outcome != NOTIFIED]                   # the calls that came in
         ans = [c for c in cs if c.outcome == ANSWERED]
         queued = sorted(c.wait for c in cs if c.outcome in (ANSWERED, ABANDONED))
         cbs = [c for c in cs if c.outcome == CALLBACK]
-        made = [c.cb_at - c.t for c in cbs if c.cb_at is not None]
+        made = [c for c in cbs if c.cb_at is not None]
+        promised = [c for c in made if c.promise is not None]
+        kept = sum(c.cb_at - c.cb_req <= c.promise for c in promised)  # type: ignore[operator]
         n_ab, est = sum(c.outcome == ABANDONED for c in cs), [c for c in ans if math.isfinite(c.est)]
+        erlc = [c for c in ans if math.isfinite(c.est_erlc)]
+        n_ss = sum(c.outcome == SELF_SERVED for c in cs)
         out: dict[str, Any] = {
             "offered": len(cs), "answered": len(ans), "abandoned": n_ab,
             "abandoned_pct": 100.0 * n_ab / len(cs) if cs else 0.0,
-            "waiting_end": sum(c.outcome == WAITING for c in cs), "retries": sum(c.attempt > 1 for c in cs),
+            "waiting_end": sum(c.outcome in (WAITING, IN_MENU) for c in cs), "retries": sum(c.attempt > 1 for c in cs),
             "asa_s": _mean([c.wait for c in ans]),
             "sl_pct": 100.0 * sum(c.wait <= self.p.sl_target_s for c in ans) / len(ans) if ans else 0.0,
             "avg_wait_s": _mean(queued), "p90_wait_s": queued[int(0.9 * (len(queued) - 1))] if queued else 0.0,
+            "self_service": n_ss, "served": len(ans) + n_ss + len(made),
             "cb_offered": sum(c.cb_offered for c in cs), "cb_requested": len(cbs), "cb_made": len(made),
-            "cb_kept": sum(w <= self.p.callback_promise_s for w in made), "cb_pending_end": len(cbs) - len(made),
-            "cb_wait_avg_s": _mean(made),
+            "cb_kept": kept, "cb_kept_pct": 100.0 * kept / len(promised) if promised else 0.0,
+            "cb_no_promise": len(made) - len(promised), "cb_pending_end": len(cbs) - len(made),
+            "cb_wait_avg_s": _mean([c.cb_at - c.cb_req for c in made]),  # type: ignore[operator]
+            "cb_promise_avg_s": _mean([c.promise for c in cbs if c.promise is not None]),  # type: ignore[misc]
+            "notified_no_call": len(everyone) - len(cs), "transfers": sum(c.transfer for c in cs),
             "est_mae_s": _mean([abs(c.est - c.wait) for c in est]), "est_bias_s": _mean([c.est - c.wait for c in est]),
             "est_infinite": len(ans) - len(est), "ast_mae_s": _mean([abs(c.est_ast - c.wait) for c in ans]),
             "ast_bias_s": _mean([c.est_ast - c.wait for c in ans]),
+            "shared_mae_s": _mean([abs(c.est_shared - c.wait) for c in ans if math.isfinite(c.est_shared)]),
+            "shared_bias_s": _mean([c.est_shared - c.wait for c in ans if math.isfinite(c.est_shared)]),
+            "stay_mae_s": _mean([abs(c.est_stay - c.wait) for c in ans if math.isfinite(c.est_stay)]),
+            "stay_bias_s": _mean([c.est_stay - c.wait for c in ans if math.isfinite(c.est_stay)]),
+            "erlc_mae_s": _mean([abs(c.est_erlc - c.wait) for c in erlc]),
+            "erlc_bias_s": _mean([c.est_erlc - c.wait for c in erlc]), "erlc_infinite": len(ans) - len(erlc),
             "agent_hours": sum(_overlap(s, e, lo, hi) for a in self.agents for s, e in a.shifts) / 3600.0}
         # people, not calls: each caller followed from their first call to their last
-        firsts = [c for c in cs if c.root is None]
+        firsts = [c for c in cs if c.root is None and not c.transfer]
         lasts = [c.last or c for c in firsts]
         lost = [c for c in lasts if c.outcome in (ABANDONED, DROPPED)]
         total = [c.waited_before + c.wait for c in lasts if c.outcome in (ANSWERED, ABANDONED, DROPPED)]
@@ -477,6 +739,15 @@ class Simulation:
             busy = sum(_overlap(s, e, lo, hi) for a in grp for s, e in a.calls)
             out[f"occ_{label}_pct"] = min(100.0, 100.0 * busy / on) if on else 0.0
         return out
+
+
+def estimate_with_leavers(q: QueueView, shared_ahead: float, stay: float) -> float:
+    """The policy's estimate with the callers ahead (this queue's and, shared, the other queues')
+    thinned to the share who lately stayed until answered."""
+    ahead = (q.waiting + shared_ahead) * stay + 1 - q.free
+    if ahead <= 0:
+        return 0.0
+    return math.inf if q.serving == 0 else ahead * q.aht / q.serving
 
 
 def _mean(xs: Sequence[float]) -> float:
@@ -510,13 +781,21 @@ ROWS = [("offered", "offered", "{:.0f}"), ("answered", "answered", "{:.0f}"),
         ("abandoned %", "abandoned_pct", "{:.1f}"), ("ASA s", "asa_s", "{:.1f}"),
         ("service level % (20 s)", "sl_pct", "{:.1f}"),
         ("avg wait s", "avg_wait_s", "{:.1f}"), ("p90 wait s", "p90_wait_s", "{:.1f}"),
-        ("waiting at end", "waiting_end", "{:.0f}"), ("callbacks offered", "cb_offered", "{:.0f}"),
+        ("waiting at end", "waiting_end", "{:.0f}"), ("finished in self-service", "self_service", "{:.0f}"),
+        ("served", "served", "{:.0f}"), ("notified, did not call", "notified_no_call", "{:.0f}"),
+        ("notice transfers", "transfers", "{:.0f}"), ("callbacks offered", "cb_offered", "{:.0f}"),
         ("callbacks requested", "cb_requested", "{:.0f}"), ("callbacks made", "cb_made", "{:.0f}"),
-        ("callbacks kept (promise)", "cb_kept", "{:.0f}"), ("callback wait avg s", "cb_wait_avg_s", "{:.0f}"),
+        ("callbacks kept (promise)", "cb_kept", "{:.0f}"), ("callbacks kept %", "cb_kept_pct", "{:.1f}"),
+        ("callbacks pending at end", "cb_pending_end", "{:.0f}"), ("callback promise avg s", "cb_promise_avg_s", "{:.0f}"),
+        ("callback wait avg s", "cb_wait_avg_s", "{:.0f}"),
         ("occupancy core %", "occ_core_pct", "{:.1f}"), ("occupancy volunteer %", "occ_volunteer_pct", "{:.1f}"),
         ("occupancy novice %", "occ_novice_pct", "{:.1f}"), ("estimate MAE s (policy)", "est_mae_s", "{:.1f}"),
         ("estimate bias s (policy)", "est_bias_s", "{:+.1f}"), ("estimate MAE s (Asterisk)", "ast_mae_s", "{:.1f}"),
-        ("estimate bias s (Asterisk)", "ast_bias_s", "{:+.1f}"), ("agent-hours", "agent_hours", "{:.1f}")]
+        ("estimate bias s (Asterisk)", "ast_bias_s", "{:+.1f}"),
+        ("estimate MAE s (shared queues)", "shared_mae_s", "{:.1f}"), ("estimate bias s (shared queues)", "shared_bias_s", "{:+.1f}"),
+        ("estimate MAE s (leavers out)", "stay_mae_s", "{:.1f}"), ("estimate bias s (leavers out)", "stay_bias_s", "{:+.1f}"),
+        ("estimate MAE s (Erlang C)", "erlc_mae_s", "{:.1f}"),
+        ("estimate bias s (Erlang C)", "erlc_bias_s", "{:+.1f}"), ("agent-hours", "agent_hours", "{:.1f}")]
 
 
 def format_table(results: dict[str, dict[str, Any]], title: str) -> str:
@@ -571,10 +850,33 @@ def write_chart(path: str | Path, series: dict[str, list[float]], w: int = 720, 
                            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
 
 
+def apply_variant(p: Profile, *, self_service: bool = True, notices: bool = True,
+                  self_service_share: float | None = None, accept: float | None = None) -> Profile:
+    """Switch the controller's levers on a profile (in place): self-service, notices, the overall
+    self-service share (each branch's share scaled by the same factor) and callback acceptance."""
+    p.menu_enabled = p.menu_enabled and self_service
+    p.notices_enabled = p.notices_enabled and notices
+    if self_service_share is not None:
+        now = p.self_service_share() if p.menu_enabled else 0.0
+        if not 0 <= self_service_share <= 1:
+            raise ValueError("the self-service share must be between 0 and 1")
+        if self_service_share > 0 and now == 0:
+            raise ValueError("the profile has no self-service branch to scale (menu.self_service, or it is off)")
+        f = self_service_share / now if now else 0.0
+        if any(v * f > 1 for v in p.menu_self_service.values()):
+            raise ValueError(f"a self-service share of {self_service_share:.0%} needs a branch above 100 %")
+        p.menu_self_service = {k: v * f for k, v in p.menu_self_service.items()}
+    if accept is not None:
+        if not 0 <= accept <= 1:
+            raise ValueError("the callback acceptance must be between 0 and 1")
+        p.callback_accept = accept
+    return p
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``ivr simulate``: run a profile in static and/or balanced mode and print the comparison."""
     ap = argparse.ArgumentParser(prog="ivr simulate", description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default=str(DEFAULT_PROFILE), help="profile YAML (default: profiles/default.yaml)")
+    ap.add_argument("--profile", default=str(DEFAULT_PROFILE), help="profile YAML (default: profiles/crisis-day.yaml)")
     ap.add_argument("--mode", choices=(*MODES, "both"), default="both")
     ap.add_argument("--seed", type=int, help="override the profile's seed")
     ap.add_argument("--hours", default="0-24", help="window A-B in hours of the day, B exclusive (default 0-24)")
@@ -582,6 +884,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--drops", type=float, help="share of callers whose call drops while waiting (profile's: 0)")
     ap.add_argument("--no-place-keeping", action="store_true",
                     help="dropped callers who call again start at the end of the line (continuity off)")
+    ap.add_argument("--no-self-service", action="store_true", help="the menu's self-service branches lead to agents")
+    ap.add_argument("--no-notices", action="store_true", help="no notice campaign")
+    ap.add_argument("--self-service-share", type=float,
+                    help="share of all callers who finish in self-service (scales the profile's per-branch shares)")
+    ap.add_argument("--accept", type=float, help="share of callers offered a callback who take it (profile's: 0.4)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument("--chart", help="write a PNG of the average wait per hour (red static, blue balanced)")
     args = ap.parse_args(argv)
@@ -598,6 +905,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.drop_share = args.drops
     if args.no_place_keeping:
         p.place_keeping = False
+    try:
+        apply_variant(p, self_service=not args.no_self_service, notices=not args.no_notices,
+                      self_service_share=args.self_service_share, accept=args.accept)
+    except ValueError as exc:
+        ap.error(str(exc))
     res = run_modes(p, MODES if args.mode == "both" else (args.mode,), args.seed, (h0, h1), args.tick)
     if args.chart:
         write_chart(args.chart, {m: r["hourly_avg_wait_s"] for m, r in res["modes"].items()})
