@@ -510,13 +510,19 @@ class Simulation:
         if future and entry.u_no_call < self.p.notices_no_call:    # type: ignore[union-attr]
             entry.outcome = NOTIFIED                               # type: ignore[union-attr]
         if self.notice_rng.random() < self.p.notices_agent:
+            handle = _lognormal(self.notice_rng, self.p.handle_mean_s, self.p.handle_cv)
             r = Caller(len(self.callers), self.p.notices_queue, now,
-                       self.notice_rng.expovariate(1.0 / self.p.patience_mean_s),
-                       _lognormal(self.notice_rng, self.p.handle_mean_s, self.p.handle_cv), 0.0, 1.0, transfer=True)
+                       self.notice_rng.expovariate(1.0 / self.p.patience_mean_s), handle, handle, 1.0, transfer=True)
             self.callers.append(r)
-            self.transfers_in_flight += 1
             if future and entry.outcome == WAITING:                # type: ignore[union-attr]
                 entry.outcome = NOTIFIED                           # type: ignore[union-attr]  (talked to us already)
+            if self.transfers_in_flight >= self.p.notices_max_transfers:
+                # the campaign's transfers are at their cap: the notice books a callback instead
+                promise = self._promise(now)
+                r.outcome, r.promise, r.cb_req, r.join = CALLBACK, promise.seconds, now, now
+                self.pending[str(r.id)] = r
+                return
+            self.transfers_in_flight += 1
             self._join(r, now)
 
     def _dial_notices(self, now: float) -> None:
@@ -620,7 +626,7 @@ class Simulation:
             c.outcome, c.wait = ANSWERED, now - c.join
             hold, handle = c.wait, c.handle
             self.left.append((now, True))
-        a.on_transfer = c.transfer
+        a.on_transfer = c.transfer and c.outcome != CALLBACK      # a transfer turned callback is not one
         q.answered.append((now, hold <= self.p.sl_target_s))  # the AgentConnect HoldTime the loop sees
         q.in_target += hold <= self.p.sl_target_s
         q.n_answered += 1
