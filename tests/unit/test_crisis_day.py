@@ -149,7 +149,7 @@ def test_the_crisis_day_profile_loads_and_its_static_line_is_the_calibrated_one(
     p = load_profile(ROOT / "profiles" / "crisis-day.yaml")
     assert sum(p.arrivals_per_hour) == 3807 and max(p.arrivals_per_hour) == 499
     assert p.handle_mean_s == 171
-    days = [Simulation(p, "static", seed).run().summary() for seed in (1, 2, 3)]   # the calibration's seeds
+    days = [Simulation(p, "static", seed).run().summary() for seed in range(1, 6)]   # the calibration's seeds
     assert all(s["self_service"] == 0 and s["cb_offered"] == 0 and s["notified_no_call"] == 0 for s in days)
-    assert 3807 * 0.95 <= sum(s["answered"] for s in days) / 3 <= 3807 * 1.05
-    assert 171 * 0.85 <= sum(s["asa_s"] for s in days) / 3 <= 171 * 1.15
+    assert 3807 * 0.95 <= sum(s["answered"] for s in days) / 5 <= 3807 * 1.05
+    assert 171 * 0.85 <= sum(s["asa_s"] for s in days) / 5 <= 171 * 1.15
