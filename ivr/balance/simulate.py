@@ -441,9 +441,10 @@ class Simulation:
             over = self._offer_over(c)
             if asked or over is not None:
                 promise = self._promise(now)
-                # the estimate the caller hears: app_queue's holdtime once it has 5 answers (it measures
-                # best on the crisis day: docs/crisis-day.md), the policy's before
-                spoken = c.est_ast if q.n_answered >= 5 else c.est
+                # the offer looks at the larger of app_queue's holdtime (the estimate the caller hears: it
+                # measures best on the crisis day, docs/crisis-day.md) and the policy's, which sees a
+                # queue building before the moving average of past holds does
+                spoken = max(c.est_ast, c.est) if q.n_answered >= 5 else c.est
                 offered = asked or forecast.offer_callback(spoken, promise, over)
                 if offered and not asked:
                     c.cb_offered = True
