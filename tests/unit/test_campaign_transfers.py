@@ -1,0 +1,146 @@
+"""``pacing.max_transfers``: campaign calls sent to the agents are counted from their channel's events
+(reserve at the keypress, QueueCallerJoin, Hangup, an AMI resync's channel list), and the dialler holds
+a campaign's new dials while its transfers are full."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ivr.campaigns.dialer import Dialer, Running
+from ivr.campaigns.model import campaign_from_dict
+from ivr.campaigns.transfers import Transfers
+from ivr.config import Config
+from ivr.store.keys import Keys
+
+
+def _campaign(cid: str = "c1", max_transfers: int = 1, **kw: Any) -> Any:
+    return campaign_from_dict({"id": cid, "name": cid, "message": {"en": "notice-cancelled"},
+                               "pacing": {"cps": 5, "max_channels": 4, "max_transfers": max_transfers}, **kw})
+
+
+def _join(uid: str, code: str, queue: str = "support") -> dict[str, str]:
+    """QueueCallerJoin as Asterisk 16 sends it for an originated campaign call (channel snapshot fields)."""
+    return {"Event": "QueueCallerJoin", "Privilege": "agent,all", "Channel": f"PJSIP/trunk-{uid[-8:]}",
+            "ChannelState": "6", "ChannelStateDesc": "Up", "CallerIDNum": "5550100", "AccountCode": code,
+            "Context": "ivr-route", "Exten": "queue", "Priority": "3", "Uniqueid": uid, "Linkedid": uid,
+            "Queue": queue, "Position": "1", "Count": "1"}
+
+
+def _hangup(uid: str, code: str) -> dict[str, str]:
+    return {"Event": "Hangup", "Channel": f"PJSIP/trunk-{uid[-8:]}", "AccountCode": code, "Uniqueid": uid,
+            "Cause": "16", "Cause-txt": "Normal Clearing"}
+
+
+# ---------------------------------------------------------------- the count
+
+def test_the_keypress_reserves_up_to_max_transfers_and_a_hangup_gives_it_back() -> None:
+    t, c = Transfers(), _campaign(max_transfers=2)
+    assert t.reserve(c, "1700.1", "c:c1:1:1") and t.reserve(c, "1700.2", "c:c1:2:1")
+    assert not t.full(_campaign(max_transfers=3)) and t.full(c)
+    assert not t.reserve(c, "1700.3", "c:c1:3:1")          # full: the notice offers a callback instead
+    assert t.reserve(c, "1700.1", "c:c1:1:1")               # the same channel asking again keeps its own
+    assert t.count("c1") == 2
+    t.on_event(_join("1700.1", "c:c1:1:1"))
+    assert t.calls["1700.1"].joined and t.count("c1") == 2
+    t.on_event(_hangup("1700.9", "c:c1:9:1"))               # another call's hangup changes nothing
+    assert t.count("c1") == 2
+    t.on_event(_hangup("1700.1", "c:c1:1:1"))
+    assert t.count("c1") == 1 and not t.full(c)
+    assert t.reserve(c, "1700.3", "c:c1:3:1")
+
+
+def test_a_join_never_reserved_here_counts_and_other_calls_do_not() -> None:
+    t = Transfers()
+    t.on_event(_join("1700.5", "c:c1:5:2"))                 # e.g. reserved before a controller restart
+    t.on_event(_join("1700.6", ""))                         # an inbound caller
+    t.on_event(_join("1700.7", "cb:42"))                    # a callback
+    assert t.count("c1") == 1 and set(t.calls) == {"1700.5"}
+    assert t.full(_campaign(max_transfers=1))
+
+
+def test_campaigns_are_counted_apart() -> None:
+    t = Transfers()
+    assert t.reserve(_campaign("a"), "1.1", "c:a:1:1")
+    assert t.reserve(_campaign("b"), "1.2", "c:b:1:1")
+    assert (t.count("a"), t.count("b")) == (1, 1)
+
+
+def test_max_transfers_0_sends_nobody_to_the_agents_and_never_holds_the_dials() -> None:
+    t, c = Transfers(), _campaign(max_transfers=0)
+    assert not t.reserve(c, "1.1", "c:c1:1:1") and not t.full(c)
+
+
+def test_a_resync_ends_transfers_whose_channel_is_gone_and_counts_channels_in_queue() -> None:
+    t, c = Transfers(), _campaign(max_transfers=5)
+    asked = time.monotonic()
+    t.reserve(c, "1.1", "c:c1:1:1")        # its Hangup came while AMI was away
+    t.reserve(c, "1.2", "c:c1:2:1")        # still with an agent
+    t.calls["1.1"].since = t.calls["1.2"].since = asked - 30
+    later = Transfers()
+    channels = [{"Channel": "PJSIP/trunk-2", "Uniqueid": "1.2", "AccountCode": "c:c1:2:1", "Application": "Queue"},
+                {"Channel": "PJSIP/trunk-3", "Uniqueid": "1.3", "AccountCode": "c:c1:3:1", "Application": "Queue"},
+                {"Channel": "PJSIP/trunk-4", "Uniqueid": "1.4", "AccountCode": "c:c1:4:1", "Application": "AGI"},
+                {"Channel": "PJSIP/1001-1", "Uniqueid": "1.5", "AccountCode": "", "Application": "Queue"}]
+    t.reserve(c, "1.6", "c:c1:6:1")        # reserved after the list was asked for: not in it yet, kept
+    t.reconcile(channels, since=asked)
+    assert set(t.calls) == {"1.2", "1.3", "1.6"} and t.calls["1.3"].joined
+    later.reconcile(channels, since=asked)  # a fresh controller (after a restart) rebuilds the count
+    assert set(later.calls) == {"1.2", "1.3"}
+
+
+# ---------------------------------------------------------------- the dialler holds
+
+class FakeRedis:
+    """What ``Dialer._pace`` touches; every claim is recorded (and finds nobody)."""
+
+    def __init__(self) -> None:
+        self.claims = 0
+
+    def register_script(self, lua: str) -> Any:
+        async def claim(**_: Any) -> list[str]:
+            self.claims += 1
+            return []
+        return claim
+
+    async def hget(self, key: str, field: str) -> str:
+        return "running"
+
+    async def get(self, key: str) -> str | None:
+        return None
+
+    async def zcard(self, key: str) -> int:
+        return 1
+
+
+class FakeStore:
+    def __init__(self, redis: FakeRedis) -> None:
+        self.redis = redis
+        self.keys = Keys("t")
+
+
+async def test_the_dialler_holds_new_dials_while_the_transfers_are_full_and_resumes_after_the_hangup() -> None:
+    redis = FakeRedis()
+    dialer = Dialer(Config(), FakeStore(redis), object())  # type: ignore[arg-type]
+    c = _campaign(max_transfers=1, priority=7)
+    r = dialer.running["c1"] = Running(c, tokens=3.0)
+    await dialer._pace("c1", r)
+    assert redis.claims == 1 and not r.held
+    assert dialer.transfers.reserve(c, "1700.1", "c:c1:1:1")
+    dialer.on_event(_join("1700.1", "c:c1:1:1"))
+    for _ in range(3):
+        await dialer._pace("c1", r)
+    assert redis.claims == 1 and r.held                      # held: nothing claimed, nobody dialled
+    assert dialer.campaign_views()[0].held and dialer.campaign_views()[0].priority == 7
+    assert dialer.health()["transfers"] == {"c1": 1}
+    dialer.on_event(_hangup("1700.1", "c:c1:1:1"))          # the transfer ended: the caller hung up
+    await dialer._pace("c1", r)
+    assert redis.claims == 2 and not r.held and not dialer.campaign_views()[0].held
+
+
+async def test_a_campaign_without_transfers_to_agents_is_never_held() -> None:
+    redis = FakeRedis()
+    dialer = Dialer(Config(), FakeStore(redis), object())  # type: ignore[arg-type]
+    r = dialer.running["c1"] = Running(_campaign(max_transfers=0), tokens=3.0)
+    await dialer._pace("c1", r)
+    assert redis.claims == 1 and not r.held
