@@ -54,7 +54,7 @@ class BalanceLoop:
                  pending_callbacks: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
                  dispatch_callback: CallbackDispatch | None = None,
                  campaigns: Callable[[], Sequence[str | CampaignView]] | None = None,
-                 set_pace: Callable[[str, float], None] | None = None, guard: Any = None) -> None:
+                 set_pace: Callable[[str, float, str], None] | None = None, guard: Any = None) -> None:
         self.cfg = cfg
         self.state = state
         self.ami = ami
@@ -232,7 +232,7 @@ class BalanceLoop:
                 asyncio.create_task(self._run_callback(a.callback_id, a.queue))
             elif a.kind == "campaign_pace":
                 if self._set_pace is not None:
-                    self._set_pace(a.campaign, a.pace)   # logs only when the pace changes
+                    self._set_pace(a.campaign, a.pace, a.reason)   # logs only when the pace changes
                 return
             self._pending[key] = now
         except AmiError as exc:

@@ -145,16 +145,20 @@ class Dialer:
             found = await self.get(cid)
             if found:
                 counts = await contacts.counts(self.redis, self.prefix, cid)
-                r = self.running.get(cid)
                 out.append({"id": cid, "name": found[0].name, "state": found[1], "counts": counts,
-                            "active": len(r.active) if r else 0, "pace": r.pace if r else None,
-                            "transfers": self.transfers.count(cid), "held": r.held if r else False})
+                            **self.live(cid)})
         return out
 
-    def set_pace(self, cid: str, pace: float) -> None:
+    def live(self, cid: str) -> dict[str, Any]:
+        """What this dialler does for the campaign now: calls in flight, pace, transfers to agents, held."""
+        r = self.running.get(cid)
+        return {"active": len(r.active) if r else 0, "pace": r.pace if r else None,
+                "transfers": self.transfers.count(cid), "held": r.held if r else False}
+
+    def set_pace(self, cid: str, pace: float, reason: str = "") -> None:
         r = self.running.get(cid)
         if r is not None and r.pace != pace:
-            log.info("campaign %s: pace %.0f%%", cid, pace * 100)
+            log.info("campaign %s: pace %.0f%% (%s)", cid, pace * 100, reason or "-")
             r.pace = pace
 
     def campaign_views(self) -> list[CampaignView]:

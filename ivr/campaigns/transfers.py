@@ -90,6 +90,7 @@ class Transfers:
                 log.info("campaign %s: call %s (%s): in queue %s without a reservation: counted", cid, uid, t.code,
                          e.get("Queue", ""))
             t.joined = True
+            log.debug("campaign %s: call %s (%s): joined queue %s", cid, uid, t.code, e.get("Queue", ""))
         elif name == ev.HANGUP and uid in self.calls:
             self._end(uid, f"hangup, cause {e.get('Cause', '')}")
 

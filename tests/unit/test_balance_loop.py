@@ -74,7 +74,7 @@ def test_the_campaign_pace_is_set_once_a_tick_from_the_decision_that_sees_the_ca
     loop, ami = loop_with(pending)
     paces: list[tuple[str, float]] = []
     loop._campaigns = lambda: [CampaignView("flood", priority=1, cps=2.0)]
-    loop._set_pace = lambda cid, pace: paces.append((cid, pace))
+    loop._set_pace = lambda cid, pace, reason: paces.append((cid, pace))
     asyncio.run(loop.tick())
     assert paces == [("flood", 1.0)]
     callbacks.append({"id": "7", "queue": "support", "place": "1", "status": "pending", "due": str(time.time() + 60)})
