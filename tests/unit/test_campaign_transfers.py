@@ -144,3 +144,95 @@ async def test_a_campaign_without_transfers_to_agents_is_never_held() -> None:
     r = dialer.running["c1"] = Running(_campaign(max_transfers=0), tokens=3.0)
     await dialer._pace("c1", r)
     assert redis.claims == 1 and not r.held
+
+
+# ---------------------------------------------------------------- the notice over the cap
+
+class NoticeFakes:
+    """Just what ``NoticeHandler.run`` touches: an AGI session, the engine, the store, the dialler."""
+
+    def __init__(self, campaign: Any, contacts: dict[str, dict[str, str]]) -> None:
+        self.campaign, self.contacts = campaign, contacts
+        self.hsets: list[dict[str, str]] = []
+        self.booked: list[str] = []
+        self.played: list[str] = []
+        self.msets: list[dict[str, str]] = []
+        self.outcomes: list[tuple[str, str]] = []
+        self.transfers = Transfers()
+        self.key = "3"            # what every callee presses
+        self.redis, self.keys, self.sink, self.continuity, self.callbacks = self, Keys("t"), self, None, self
+
+    # store.redis, store.callbacks, the dialler, engine.sink
+    async def hgetall(self, key: str) -> dict[str, str]:
+        return self.contacts.get(key.rsplit(":", 1)[1], {})
+
+    async def hset(self, key: str, mapping: dict[str, str]) -> None:
+        self.hsets.append(mapping)
+
+    async def request(self, number: str, **_: Any) -> None:
+        self.booked.append(number)
+
+    async def get(self, cid: str) -> tuple[Any, str]:
+        return self.campaign, "running"
+
+    async def record_outcome(self, cid: str, n: str, attempt: int, outcome: str, keypress: str = "") -> None:
+        self.outcomes.append((n, outcome))
+
+    def track(self, uid: str) -> None:
+        pass
+
+    async def save(self, uid: str, fields: dict[str, Any]) -> None:
+        pass
+
+    # the engine
+    async def ask(self, s: Any, ctx: Any, names: tuple[str, ...], timeout: float) -> str:
+        return self.key
+
+    async def play(self, s: Any, ctx: Any, names: tuple[str, ...]) -> None:
+        self.played.extend(names)
+
+    async def mset(self, s: Any, values: dict[str, str]) -> None:
+        self.msets.append(values)
+
+    def session(self, n: str, uid: str) -> Any:
+        fakes = self
+
+        class Session:
+            uniqueid, route_arg = uid, fakes.campaign.id
+
+            async def get_variable(self, name: str) -> str:
+                return {"IVR_CONTACT": n, "IVR_ATTEMPT": "1", "AMDSTATUS": ""}.get(name, "")
+
+            async def set_variable(self, name: str, value: str) -> None:
+                pass
+        return Session()
+
+
+async def test_a_callee_who_presses_for_an_agent_while_the_transfers_are_full_is_booked_a_callback() -> None:
+    from ivr.campaigns.notice import NoticeHandler
+
+    c = _campaign(max_transfers=1)
+    fakes = NoticeFakes(c, {"1": {"number": "+12025550001", "lang": "en"}, "2": {"number": "+12025550002"}})
+    handler = NoticeHandler(fakes, fakes, fakes)  # type: ignore[arg-type]
+    await handler.run(fakes.session("1", "1700.1"))
+    assert fakes.msets == [{"IVR_QUEUE": "support", "IVR_PRIORITY": "5", "IVR_NEXT": "queue"}]   # to the agents
+    assert fakes.transfers.count("c1") == 1 and fakes.outcomes == [("1", "agent")]
+    await handler.run(fakes.session("2", "1700.2"))   # presses 3 too while the first is with the agents
+    assert len(fakes.msets) == 1 and fakes.booked == ["12025550002"] and "callback-booked" in fakes.played
+    assert fakes.hsets[-1]["key_action"] == "callback" and fakes.outcomes[-1] == ("2", "callback")
+    fakes.transfers.on_event(_hangup("1700.1", "c:c1:1:1"))   # the first transfer ends: the next gets an agent
+    await handler.run(fakes.session("2", "1700.3"))
+    assert len(fakes.msets) == 2 and fakes.outcomes[-1] == ("2", "agent")
+
+
+async def test_a_refund_without_a_booking_goes_to_an_agent_so_it_takes_a_transfer_too() -> None:
+    from ivr.campaigns.notice import NoticeHandler
+
+    c = _campaign(max_transfers=1)
+    fakes = NoticeFakes(c, {"1": {"number": "+12025550001"}, "2": {"number": "+12025550002"}})
+    fakes.key = "1"   # refund, with no booking on file: an agent takes the request
+    handler = NoticeHandler(fakes, fakes, fakes)  # type: ignore[arg-type]
+    await handler.run(fakes.session("1", "1700.1"))
+    await handler.run(fakes.session("2", "1700.2"))
+    assert fakes.transfers.count("c1") == 1 and len(fakes.msets) == 1 and fakes.booked == ["12025550002"]
+    assert [o for _, o in fakes.outcomes] == ["refund", "callback"]
