@@ -40,8 +40,8 @@ from redis.exceptions import RedisError
 
 from ..ami import names as ev
 from ..ami.client import AmiClient, AmiError
-from ..config import Config
 from ..balance.policy import CampaignView
+from ..config import Config
 from ..logutil import RateLimit
 from ..outbound import OutboundGuard
 from ..store.redis_store import Store
