@@ -236,3 +236,46 @@ async def test_a_refund_without_a_booking_goes_to_an_agent_so_it_takes_a_transfe
     await handler.run(fakes.session("2", "1700.2"))
     assert fakes.transfers.count("c1") == 1 and len(fakes.msets) == 1 and fakes.booked == ["12025550002"]
     assert [o for _, o in fakes.outcomes] == ["refund", "callback"]
+
+
+# ---------------------------------------------------------------- a recorded transfer
+
+def _recorded() -> list[dict[str, Any]]:
+    """The AMI events of one real campaign transfer (Asterisk 16.28, the integration stack): the callee's
+    channel PJSIP/trunk-00000000 (c:t-capture:1:1) joins refunds, agent 1002 answers, talks, hangs up, the
+    callee hangs up; a CoreShowChannels list taken while they talked. The agent's channel carries the same
+    AccountCode (Asterisk copies it), so transfers are counted by the callee's Uniqueid, not the code."""
+    from pathlib import Path
+
+    from ivr.ami.frames import AmiFrameParser
+    data = (Path(__file__).resolve().parent.parent / "fixtures" / "ami_campaign_transfer.txt").read_bytes()
+    return [f.to_dict() for f in AmiFrameParser().feed(data) if not isinstance(f, Exception)]
+
+
+def test_a_recorded_transfer_counts_from_its_join_to_the_callees_hangup_not_the_agents() -> None:
+    frames = _recorded()
+    callee = next(f for f in frames if f.get("Event") == "QueueCallerJoin")
+    uid, code = str(callee["Uniqueid"]), str(callee["AccountCode"])
+    assert code == "c:t-capture:1:1"
+    c = _campaign("t-capture", max_transfers=1)
+    t = Transfers()
+    assert t.reserve(c, uid, code)                     # the notice, at the keypress
+    counts = []
+    for f in frames:
+        if f.get("Event") not in ("CoreShowChannel", "CoreShowChannelsComplete"):
+            t.on_event(f)
+            counts.append((f.get("Event"), f.get("Channel"), t.count("t-capture")))
+    agent_hangup = next(i for i, (e, ch, _) in enumerate(counts) if e == "Hangup" and str(ch).startswith("PJSIP/1002"))
+    callee_hangup = next(i for i, (e, ch, _) in enumerate(counts) if e == "Hangup" and str(ch).startswith("PJSIP/trunk"))
+    assert agent_hangup < callee_hangup
+    assert all(n == 1 for _, _, n in counts[:callee_hangup]), counts   # with the agent too, after the agent left
+    assert counts[callee_hangup][2] == 0 and t.reserve(c, "next", "c:t-capture:2:1")
+
+
+def test_a_recorded_channel_list_counts_the_callee_in_queue_not_the_agents_leg() -> None:
+    channels = [f for f in _recorded() if f.get("Event") == "CoreShowChannel"]
+    assert {f["Application"] for f in channels} == {"Queue", "AppQueue"}
+    t = Transfers()
+    t.reconcile(channels, since=time.monotonic())
+    assert list(t.calls) == [next(f["Uniqueid"] for f in channels if f["Application"] == "Queue")]
+    assert t.count("t-capture") == 1
