@@ -102,7 +102,7 @@ class Controller:
         self.balance = BalanceLoop(cfg, self.state, self.ami, self.roster,
                                    pending_callbacks=self.dispatcher.pending,
                                    dispatch_callback=self.dispatcher.dispatch,
-                                   campaigns=lambda: list(self.dialer.running), set_pace=self.dialer.set_pace,
+                                   campaigns=self.dialer.campaign_views, set_pace=self.dialer.set_pace,
                                    guard=self.guard)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []

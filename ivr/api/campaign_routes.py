@@ -44,7 +44,7 @@ async def get_campaign(request: web.Request) -> web.Response:
     if found is None:
         return json_error(404, f"no campaign {cid!r}")
     counts = await contacts.counts(ctl.store.redis, ctl.store.keys.prefix, cid)
-    return web.json_response({**found[0].to_dict(), "state": found[1], "counts": counts})
+    return web.json_response({**found[0].to_dict(), "state": found[1], "counts": counts, **ctl.dialer.live(cid)})
 
 
 @requires("supervisor")

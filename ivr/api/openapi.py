@@ -193,7 +193,8 @@ OPS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/v1/campaigns"): {"tag": "campaigns", "summary": "Create a campaign (draft) from its definition "
                                     "(see docs/campaigns.md)", "body": body({}, extra=True), "created": True},
     ("GET", "/api/v1/campaigns/{cid}"): {"tag": "campaigns", "summary": "One campaign with progress by status and "
-                                         "outcome"},
+                                         "outcome, and what the dialler does now (`active` calls, `pace`, "
+                                         "`transfers` to agents, `held` by max_transfers)"},
     ("POST", "/api/v1/campaigns/{cid}/contacts"): {"tag": "campaigns", "summary": "Import contacts (CSV body, max "
                                                    "50 MiB); bad rows are reported, the rest imported",
                                                    "query": [q("region", STR, "country of numbers written "

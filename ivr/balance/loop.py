@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import time
 from collections import deque
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Sequence
 
 from redis.exceptions import RedisError
 
@@ -26,8 +27,8 @@ from ..config import Config
 from ..logutil import RateLimit
 from ..roster import Roster
 from ..state import CallCenterState
-from .policy import (Action, AgentView, CallbackView, Decision, Policy, QueueView, Snapshot, TierState,
-                     decide)
+from .policy import (Action, AgentView, CallbackView, CampaignView, Decision, Policy, QueueView, Snapshot,
+                     TierState, decide)
 
 log = logging.getLogger(__name__)
 UNREACHABLE_STATES = frozenset({"UNAVAILABLE", "INVALID"})
@@ -52,8 +53,8 @@ class BalanceLoop:
     def __init__(self, cfg: Config, state: CallCenterState, ami: AmiClient, roster: Roster,
                  pending_callbacks: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
                  dispatch_callback: CallbackDispatch | None = None,
-                 campaigns: Callable[[], list[str]] | None = None,
-                 set_pace: Callable[[str, float], None] | None = None, guard: Any = None) -> None:
+                 campaigns: Callable[[], Sequence[str | CampaignView]] | None = None,
+                 set_pace: Callable[[str, float, str], None] | None = None, guard: Any = None) -> None:
         self.cfg = cfg
         self.state = state
         self.ami = ami
@@ -131,11 +132,14 @@ class BalanceLoop:
                 paused=any(m.paused for m in live), reachable=reachable,
                 busy=any(m.in_call for m in live), fallback_interface=fallback)
         cbs = tuple(CallbackView(id=str(c["id"]), queue=str(c.get("queue", "")), place=float(c.get("place") or 0),
-                                 not_before=float(c.get("not_before") or 0))
+                                 not_before=float(c.get("not_before") or 0), due=float(c.get("due") or math.inf))
                     for c in (callbacks or []) if c.get("status", "pending") == "pending")
+        running = list(self._campaigns()) if self._campaigns else []
+        views = {c.id: c for c in running if isinstance(c, CampaignView)}
         return Snapshot(now=now, queues=queues, agents=agents, tiers=dict(self.tiers), callbacks=cbs,
                         callbacks_in_progress=self.callbacks_in_progress,
-                        campaigns=tuple(self._campaigns()) if self._campaigns else ())
+                        campaigns=tuple(c.id if isinstance(c, CampaignView) else c for c in running),
+                        campaign_views=views)
 
     def mobile_allowed(self, mobile: str) -> bool:
         hit = self.mobiles.get(mobile) if mobile else None
@@ -177,17 +181,24 @@ class BalanceLoop:
         decision = decide(self.snapshot(now), self.policy)
         self.tiers = dict(decision.tiers)
         self._pending = {k: t for k, t in self._pending.items() if now - t < PENDING_S}
+        # the campaigns' pace depends on the callbacks owed too: it is set from the decision that sees them
+        paced_later = self._pending_callbacks is not None
         for action in decision.actions:
-            await self._apply(action, now)
+            if not (paced_later and action.kind == "campaign_pace"):
+                await self._apply(action, now)
+        if paced_later:
+            decision = dataclasses.replace(decision, actions=tuple(a for a in decision.actions
+                                                                   if a.kind != "campaign_pace"))
         self.last_decision = decision
         await self.check_mobiles(now)     # the guard reads Redis: after membership (cached verdicts) is applied
         callbacks = await self._pending_callbacks() if self._pending_callbacks else []
-        if callbacks:
-            dispatch = tuple(a for a in decide(self.snapshot(now, callbacks), self.policy).actions
-                             if a.kind == "dispatch_callback")
-            for action in dispatch:
+        if callbacks or (paced_later and self._campaigns):
+            second = decide(self.snapshot(now, callbacks), self.policy).actions
+            dispatch = tuple(a for a in second if a.kind == "dispatch_callback")
+            for action in dispatch + tuple(a for a in second if a.kind == "campaign_pace"):
                 await self._apply(action, now)
-            decision = dataclasses.replace(decision, actions=decision.actions + dispatch)
+            decision = dataclasses.replace(decision, actions=decision.actions + tuple(
+                a for a in second if a.kind in ("dispatch_callback", "campaign_pace")))
             self.last_decision = decision
         self.ticks += 1
         self.last_tick_ms = (time.perf_counter() - t0) * 1000
@@ -221,7 +232,7 @@ class BalanceLoop:
                 asyncio.create_task(self._run_callback(a.callback_id, a.queue))
             elif a.kind == "campaign_pace":
                 if self._set_pace is not None:
-                    self._set_pace(a.campaign, a.pace)   # logs only when the pace changes
+                    self._set_pace(a.campaign, a.pace, a.reason)   # logs only when the pace changes
                 return
             self._pending[key] = now
         except AmiError as exc:

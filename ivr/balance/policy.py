@@ -16,7 +16,11 @@ What it decides, every tick:
   agents stay free for the complex ones;
 - which callbacks to dispatch now (only into real idle capacity, oldest place
   first, never more than the idle agents left after the waiting callers);
-- how fast outbound campaigns may dial (one capacity budget: inbound first).
+- how fast outbound campaigns may dial: one capacity budget for inbound
+  callers, the callbacks owed and the campaigns' transfers to agents. Inbound
+  waits and callbacks set the share outbound may use (paused while a callback's
+  promise is about to run out, slowed while more callbacks are owed than idle
+  agents can take); that share goes to higher-priority campaigns first.
 Every action carries its reason.
 """
 
@@ -78,6 +82,14 @@ class CallbackView:
 
 
 @dataclass(frozen=True, slots=True)
+class CampaignView:
+    id: str
+    priority: int = 0                    # higher first when the budget is short; equal priorities share
+    cps: float = 1.0                     # its full dialling rate: the unit of the split
+    held: bool = False                   # dials nothing now (its transfers to agents are at max_transfers)
+
+
+@dataclass(frozen=True, slots=True)
 class TierState:
     open: bool = False
     since: float = 0.0                   # when it last opened or closed
@@ -92,6 +104,7 @@ class Snapshot:
     callbacks: tuple[CallbackView, ...] = ()
     callbacks_in_progress: int = 0
     campaigns: tuple[str, ...] = ()
+    campaign_views: Mapping[str, CampaignView] = field(default_factory=dict)   # by id; missing: priority 0, 1/s
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +123,7 @@ class Policy:
     callback_urgent_s: float = 900.0     # a callback this close to its promise takes the next free agent
     campaign_slow_wait_s: float = 30.0   # outbound at half pace above this inbound wait
     campaign_pause_wait_s: float = 90.0  # and paused above this
+    campaign_slow_pace: float = 0.5      # the pace of "slowed" (a long inbound wait, callbacks beyond idle agents)
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,14 +329,82 @@ def _callbacks(snap: Snapshot, p: Policy) -> list[Action]:
 
 
 def _campaign_pace(snap: Snapshot, estimates: Mapping[str, float], p: Policy) -> list[Action]:
+    """How fast each campaign may dial: the outbound budget (``_outbound_budget``) split by priority."""
     if not snap.campaigns:
         return []
+    pace, why = _outbound_budget(snap, estimates, p)
+    return _split_by_priority(snap, pace, why)
+
+
+def _outbound_budget(snap: Snapshot, estimates: Mapping[str, float], p: Policy) -> tuple[float, str]:
+    """The share of the campaigns' full rate the agents can spare now, and why. Inbound callers and the
+    callbacks owed come first; the tightest rule wins (several at the same pace: all their reasons)."""
+    rules: list[tuple[float, str]] = []
     # a queue nobody staffs and nobody waits in is no reason to stop outbound
     worst = max((estimates[n] for n, q in snap.queues.items() if q.waiting > 0 or q.serving > 0), default=0.0)
     if worst > p.campaign_pause_wait_s:
-        pace, why = 0.0, f"inbound wait {_fmt(worst)} > {p.campaign_pause_wait_s:.0f}s: outbound paused"
+        rules.append((0.0, f"inbound wait {_fmt(worst)} > {p.campaign_pause_wait_s:.0f}s: outbound paused"))
     elif worst > p.campaign_slow_wait_s:
-        pace, why = 0.5, f"inbound wait {_fmt(worst)} > {p.campaign_slow_wait_s:.0f}s: outbound at half pace"
-    else:
-        pace, why = 1.0, "inbound calm: outbound at full pace"
-    return [Action("campaign_pace", why, campaign=c, pace=pace) for c in snap.campaigns]
+        rules.append((p.campaign_slow_pace, f"inbound wait {_fmt(worst)} > {p.campaign_slow_wait_s:.0f}s: "
+                      f"outbound at {_pct(p.campaign_slow_pace)} pace"))
+    # a promise made is owed: in back-off or not, such a callback needs the next free agent
+    urgent = [cb for cb in snap.callbacks if cb.due - snap.now <= p.callback_urgent_s]
+    if urgent:
+        first = min(cb.due for cb in urgent) - snap.now
+        rules.append((0.0, f"{len(urgent)} callback(s) due within {p.callback_urgent_s:.0f}s (first in "
+                      f"{max(0.0, first):.0f}s): outbound paused"))
+    owed = len(snap.callbacks)
+    takeable = _callbacks_idle_agents_can_take(snap)
+    if owed > takeable:
+        rules.append((p.campaign_slow_pace, f"{owed} callback(s) owed, idle agents can take {takeable}: "
+                      f"outbound at {_pct(p.campaign_slow_pace)} pace"))
+    if not rules:
+        return 1.0, ("inbound calm: outbound at full pace" if not owed else
+                     f"inbound calm, idle agents take the {owed} callback(s) owed: outbound at full pace")
+    pace = min(r[0] for r in rules)
+    return pace, "; ".join(why for r_pace, why in rules if r_pace == pace)
+
+
+def _callbacks_idle_agents_can_take(snap: Snapshot) -> int:
+    """How many of the pending callbacks idle agents can take now: per queue, its idle agents left after its
+    waiting callers; in all, an idle agent who serves several queues counts once, after every waiting caller."""
+    owed: dict[str, int] = {}
+    for cb in snap.callbacks:
+        owed[cb.queue] = owed.get(cb.queue, 0) + 1
+    takeable = sum(min(n, max(0, snap.queues[q].free - snap.queues[q].waiting))
+                   for q, n in owed.items() if q in snap.queues)
+    if any(q.idle for q in snap.queues.values()):
+        idle_agents = len(frozenset().union(*(q.idle for q in snap.queues.values())))
+        takeable = min(takeable, max(0, idle_agents - sum(q.waiting for q in snap.queues.values())))
+    return takeable
+
+
+def _split_by_priority(snap: Snapshot, pace: float, why: str) -> list[Action]:
+    """The budget (``pace`` of the campaigns' full rates, in calls/s) goes to the highest priority first:
+    each priority gets its full rate before a lower one gets any; campaigns of equal priority share
+    alike (the same fraction of their own rate). A held campaign dials nothing and takes no share."""
+    views = {c: snap.campaign_views.get(c) or CampaignView(c) for c in snap.campaigns}
+    levels = sorted({v.priority for v in views.values()}, reverse=True)
+    if len(levels) <= 1 or pace >= 1.0 or pace <= 0.0:
+        return [Action("campaign_pace", why, campaign=c, pace=pace) for c in snap.campaigns]
+    budget = pace * sum(v.cps for v in views.values() if not v.held)
+    paces: dict[str, tuple[float, str]] = {}
+    for level in levels:
+        group = [c for c in snap.campaigns if views[c].priority == level]
+        rate = sum(views[c].cps for c in group if not views[c].held)
+        share = 1.0 if rate <= 0 else min(1.0, budget / rate)
+        share = round(share, 4)
+        budget = max(0.0, budget - share * rate)
+        if share >= 1.0:
+            note = f"priority {level} first: full pace"
+        elif share > 0.0:
+            note = f"priority {level}: {_pct(share)} pace, the rest of the budget after higher priorities"
+        else:
+            note = f"priority {level}: paused, higher priorities take the budget"
+        for c in group:
+            paces[c] = (share, f"{why}; {note}")
+    return [Action("campaign_pace", paces[c][1], campaign=c, pace=paces[c][0]) for c in snap.campaigns]
+
+
+def _pct(x: float) -> str:
+    return "half" if x == 0.5 else f"{x:.0%}"

@@ -16,6 +16,9 @@ other outcome. A second call to the same person only ever comes from a retry rul
 A recovery that fails (Redis or AMI unreachable at start) is tried again with a
 growing back-off; nothing is dialled until it has run.
 
+Transfers to agents (``max_transfers``) are counted from real events by
+``transfers.Transfers``; while a campaign's are full it dials nobody.
+
 Channel slots (``max_channels``) are held in memory from the dial until the
 call's Hangup event. A Hangup sent while AMI was away is never seen, so every
 AMI resync calls ``reconcile``: a slot whose channel is not in Asterisk's list
@@ -37,12 +40,14 @@ from redis.exceptions import RedisError
 
 from ..ami import names as ev
 from ..ami.client import AmiClient, AmiError
+from ..balance.policy import CampaignView
 from ..config import Config
 from ..logutil import RateLimit
 from ..outbound import OutboundGuard
 from ..store.redis_store import Store
 from . import contacts
 from .model import Campaign, campaign_from_dict
+from .transfers import Transfers
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +82,7 @@ class Running:
     tokens: float = 0.0
     pace: float = 1.0
     active: dict[str, float] = field(default_factory=dict)   # account codes of calls in flight -> when taken
-    transfers: int = 0
+    held: bool = False        # dials nobody: its transfers to agents are at max_transfers
     dialled: int = 0
     last: float = field(default_factory=time.monotonic)
 
@@ -103,6 +108,7 @@ class Dialer:
         self.last_recover_error = ""
         self.slots_reclaimed = 0
         self.continuity: Any = None            # ivr.continuity.Continuity: callers on a call are not dialled
+        self.transfers = Transfers()           # answered calls sent to the agents (max_transfers)
 
     # ------------------------------------------------------------------ keys
     def _k(self, cid: str, part: str = "") -> str:
@@ -139,16 +145,26 @@ class Dialer:
             found = await self.get(cid)
             if found:
                 counts = await contacts.counts(self.redis, self.prefix, cid)
-                r = self.running.get(cid)
                 out.append({"id": cid, "name": found[0].name, "state": found[1], "counts": counts,
-                            "active": len(r.active) if r else 0, "pace": r.pace if r else None})
+                            **self.live(cid)})
         return out
 
-    def set_pace(self, cid: str, pace: float) -> None:
+    def live(self, cid: str) -> dict[str, Any]:
+        """What this dialler does for the campaign now: calls in flight, pace, transfers to agents, held."""
+        r = self.running.get(cid)
+        return {"active": len(r.active) if r else 0, "pace": r.pace if r else None,
+                "transfers": self.transfers.count(cid), "held": r.held if r else False}
+
+    def set_pace(self, cid: str, pace: float, reason: str = "") -> None:
         r = self.running.get(cid)
         if r is not None and r.pace != pace:
-            log.info("campaign %s: pace %.0f%%", cid, pace * 100)
+            log.info("campaign %s: pace %.0f%% (%s)", cid, pace * 100, reason or "-")
             r.pace = pace
+
+    def campaign_views(self) -> list[CampaignView]:
+        """The running campaigns as the balancing policy sees them (priority, full rate, held)."""
+        return [CampaignView(cid, r.campaign.priority, r.campaign.pacing.cps, held=self.transfers.full(r.campaign))
+                for cid, r in self.running.items()]
 
     # ------------------------------------------------------------ the loop
     async def run(self) -> None:
@@ -200,7 +216,9 @@ class Dialer:
         """After an AMI resync: free the slots of calls whose channel is gone (``channels``: CoreShowChannels)
         unless their Originate is still waiting or they were taken at or after ``since`` (monotonic time the
         channel list was asked for). Returns how many slots were freed."""
+        channels = list(channels)
         live = {str(c.get("AccountCode", "")) for c in channels}
+        self.transfers.reconcile(channels, since)
         freed = 0
         for cid, r in self.running.items():
             for code, taken in list(r.active.items()):
@@ -218,7 +236,8 @@ class Dialer:
         return {"recovered": self.recovered, "recover_errors": self.recover_errors,
                 "last_recover_error": self.last_recover_error, "errors": self.errors,
                 "slots_reclaimed": self.slots_reclaimed,
-                "active": {cid: len(r.active) for cid, r in self.running.items()}}
+                "active": {cid: len(r.active) for cid, r in self.running.items()},
+                "transfers": {cid: self.transfers.count(cid) for cid in self.running}}
 
     async def _refresh(self) -> None:
         """Follow campaign state changes made through the API or the CLI (or another node)."""
@@ -241,6 +260,16 @@ class Dialer:
         r.last = now
         state = (await self.redis.hget(self._k(cid), "state")) or "draft"
         if state != "running":
+            return
+        held = self.transfers.full(c)
+        if held != r.held:
+            r.held = held
+            if held:
+                log.info("campaign %s: %d transfers to agents in flight (max_transfers): dialling held", cid,
+                         self.transfers.count(cid))
+            else:
+                log.info("campaign %s: transfers below max_transfers: dialling resumes", cid)
+        if held:
             return
         want = min(int(r.tokens), c.pacing.max_channels - len(r.active))
         if want <= 0:
@@ -391,7 +420,8 @@ class Dialer:
                 delay = min(delay * 2, 5.0)
 
     def on_event(self, e: Any) -> None:
-        """A Hangup of one of our calls frees its channel slot."""
+        """A Hangup of one of our calls frees its channel slot; transfers follow their queue and hangup events."""
+        self.transfers.on_event(e)
         if e.get("Event") == ev.HANGUP:
             code = e.get("AccountCode", "")
             if code.startswith("c:"):

@@ -5,6 +5,13 @@ hears the short voicemail message, a person hears the campaign's message and
 presses a key: 1 refund request (read back its reference), 2 callback, 3 an
 agent now (within the campaign's transfer limit), 9 no more calls (do-not-call
 list). The keypress is recorded as the attempt's outcome.
+
+An agent now takes one of the campaign's ``pacing.max_transfers`` (ivr/campaigns/
+transfers.py). When they are all taken the callee gets the callback path instead
+(booked, "we will call you back, you keep your place"; outcome ``callback``): the
+dialler holds new dials while the transfers are full, but calls already on the
+line when they filled can still choose an agent, and a callee on the line cannot
+be held back like a dial.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from ..menu.schema import Menu
 from ..store.redis_store import Store
 from ..store.selfservice import GROUP_RE, REFUND_STATUSES
 from . import contacts
-from .dialer import Dialer
+from .dialer import Dialer, account_code
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +85,9 @@ class NoticeHandler:
                 action = campaign.options.get(key)
                 if action == "repeat" or action is None:
                     continue
+                if self._needs_agent(action, contact) and not self.dialer.transfers.reserve(
+                        campaign, s.uniqueid, account_code(cid, n, attempt)):
+                    action = "callback"   # the campaign's transfers to agents are full: called back instead
                 outcome = action
                 # recorded before acting: a controller stopped mid-action knows the callee answered
                 await self.store.redis.hset(f"{self.store.keys.prefix}:campaign:{cid}:contact:{n}", mapping={
@@ -115,13 +125,18 @@ class NoticeHandler:
             await s.say_digits(booking)
         await self.engine.play(s, ctx, ("refund-update-status", f"status-{status}"))
 
+    @staticmethod
+    def _needs_agent(action: str | None, contact: dict) -> bool:
+        """The choice ends with an agent: "agent", or a refund without a booking on file (_act)."""
+        return action == "agent" or (action == "refund" and not _booking_ok(contact))
+
     async def _act(self, s: AgiSession, ctx: CallContext, queue: str, action: str, contact: dict) -> str:
         """Carry out the callee's choice; returns the refund reference when one was created."""
         number = contact["number"].lstrip("+")
         reference = ""
         if action == "refund":
             booking = contact.get("booking") or ""
-            if booking.isascii() and booking.isdigit() and 4 <= len(booking) <= 12:
+            if _booking_ok(contact):
                 service = getattr(self, "refunds", None)
                 create = service.create if service is not None else self.store.refunds.create
                 group = (contact.get("group") or "").strip().lower()
@@ -149,3 +164,9 @@ class NoticeHandler:
 
     async def _to_queue(self, s: AgiSession, queue: str) -> None:
         await self.engine.mset(s, {"IVR_QUEUE": queue, "IVR_PRIORITY": "5", "IVR_NEXT": "queue"})
+
+
+def _booking_ok(contact: dict) -> bool:
+    """A booking number a refund request can be made for (else an agent takes the request)."""
+    booking = contact.get("booking") or ""
+    return booking.isascii() and booking.isdigit() and 4 <= len(booking) <= 12

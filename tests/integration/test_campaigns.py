@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 import urllib.request
 
-from .harness import TestStack, wait_for
+from .harness import TEST_AGENTS, TestStack, wait_for
 
 BASE = "+120255501"
 
@@ -179,3 +180,105 @@ def test_a_restarted_redis_neither_loses_nor_double_dials(stack: TestStack) -> N
     assert done["counts"]["done"] == len(rows)
     wait_for(lambda: stack.api.request("GET", "/health")[1].get("status") == "ok", timeout=20,
              what="the controller healthy again")
+
+
+class QueueWatch(threading.Thread):
+    """Samples, every 0.1 s, the campaign's channels in Queue() on the real Asterisk (core show channels
+    concise: application field 5, account code field 8): its transfers in the agent queues, an agent's
+    or not."""
+
+    def __init__(self, stack: TestStack, cid: str) -> None:
+        super().__init__(daemon=True)
+        self.stack, self.cid = stack, cid
+        self.samples: list[tuple[float, list[str]]] = []   # (time, channels of the campaign in Queue())
+        self.halt = threading.Event()
+
+    def queue_channels(self) -> list[tuple[str, str]]:
+        """(channel, account code) of every channel in Queue() now."""
+        out = self.stack.stack._asterisk_cli("core show channels concise").stdout
+        rows = [ln.split("!") for ln in out.splitlines() if ln.count("!") >= 8]
+        return [(r[0], r[8]) for r in rows if r[5] == "Queue"]
+
+    def in_queue(self, prefix: str = "") -> list[str]:
+        """The campaign's channels in Queue() now (``prefix``: others by account code, e.g. cb: callbacks)."""
+        want = prefix or f"c:{self.cid}:"
+        return [chan for chan, code in self.queue_channels() if code.startswith(want)]
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            self.samples.append((time.monotonic(), self.in_queue()))
+            self.halt.wait(0.1)
+
+    def most(self) -> int:
+        return max((len(chans) for _, chans in self.samples), default=0)
+
+
+def swap_agent_phone(stack: TestStack, aid: str, talk_ms: int) -> None:
+    """Put another SIPp phone with this talk time on agent ``aid``'s port."""
+    i = list(TEST_AGENTS).index(aid)
+    stack.sipp.stop(stack.agent_procs[i])
+    stack.agent_procs[i] = stack.sipp.start_agent(stack.agent_ports[aid], talk_ms=talk_ms)
+
+
+def test_max_transfers_holds_the_dials_while_a_transfer_is_with_the_agents(stack: TestStack) -> None:
+    """max_transfers 1: two callees answer at once and both press for an agent; one goes to the queue, the
+    other is booked a callback (never two campaign calls in Queue() at once). While that transfer is with
+    the agent (until the callee hangs up, 20 s after the keypress), a new contact is not dialled though the pace is full; it is dialled once the transfer
+    ends."""
+    cid = "t-transfers"
+    first, second, later = "+12025554000", "+12025554001", "+12025554002"   # 0-3: answer, press 1 (agent)
+    swap_agent_phone(stack, "1002", talk_ms=30_000)   # refunds rings its novice 1002 first (penalty 0)
+    watch = QueueWatch(stack, cid)
+    watch.start()
+    try:
+        assert stack.api.request("POST", "/api/v1/campaigns", campaign(
+            cid, queue="refunds", options={"1": "agent"}, max_attempts=1,
+            pacing={"cps": 5, "max_channels": 4, "max_transfers": 1}))[0] == 201
+        assert post_csv(stack, cid, csv_body([(first, "First", ""), (second, "Second", "")]))["imported"] == 2
+        stack.api.post(f"/api/v1/campaigns/{cid}/start")
+        got = wait_for(lambda: (c := contacts_of(stack, cid)) and all(r["status"] == "done" for r in c.values())
+                       and c, timeout=20, what="both callees to choose")
+        outcomes = {n: r["last_outcome"] for n, r in got.items()}
+        assert sorted(outcomes.values()) == ["agent", "callback"], outcomes
+        assert all(r["keypress"] == "1" for r in got.values())
+        # the transfer is with the agent; the refused callee is called back (agent 1001 is idle), and once
+        # that call is over the pace is full again
+        refused = next(n for n, o in outcomes.items() if o == "callback").lstrip("+")
+        wait_for(lambda: stack.sipp.invites_received(stack.customer_port).get(refused, 0) == 2, timeout=15,
+                 what="the callback to the refused callee")
+        wait_for(lambda: watch.in_queue("cb:"), timeout=15, interval=0.1, what="the callback in the queue")
+        wait_for(lambda: not watch.in_queue("cb:"), timeout=15, interval=0.1, what="the callback to end")
+        view = wait_for(lambda: (v := stack.api.get(f"/api/v1/campaigns/{cid}"))["pace"] == 1.0 and v,
+                        timeout=15, interval=0.2, what="the full pace back")
+        assert view["transfers"] == 1 and view["held"] is True, view
+        assert len(watch.in_queue()) == 1
+
+        # a new contact while the transfer is in flight: not dialled, though the pace is full
+        assert post_csv(stack, cid, csv_body([(later, "Later", "")]))["imported"] == 1
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            v = stack.api.get(f"/api/v1/campaigns/{cid}")
+            assert stack.sipp.invites_received(stack.customer_port).get(later.lstrip("+"), 0) == 0, v
+            assert v["held"] is True and v["transfers"] == 1 and v["pace"] == 1.0, v
+            time.sleep(0.2)
+
+        # the transfer ends (the callee hangs up 20 s after pressing 1): dialling resumes
+        wait_for(lambda: not watch.in_queue(), timeout=20, interval=0.1, what="the transfer to end")
+        ended = time.monotonic()
+        wait_for(lambda: stack.sipp.invites_received(stack.customer_port).get(later.lstrip("+"), 0) == 1,
+                 timeout=10, interval=0.1, what="the held contact to be dialled")
+        resumed = time.monotonic() - ended
+        assert resumed < 5, resumed
+        # and that call may have its transfer now (the cap is free again): it goes to the queue too
+        wait_for(lambda: watch.in_queue(), timeout=15, interval=0.1, what="the new call in the queue")
+        stack.api.post(f"/api/v1/campaigns/{cid}/stop")
+        for chan in watch.in_queue():
+            stack.stack._asterisk_cli(f"channel request hangup {chan}")
+        wait_for(lambda: stack.api.get(f"/api/v1/campaigns/{cid}")["transfers"] == 0, timeout=10,
+                 what="the transfer count back to 0")
+    finally:
+        watch.halt.set()
+        watch.join(5)
+        swap_agent_phone(stack, "1002", talk_ms=2000)
+    assert watch.most() == 1, [s for s in watch.samples if len(s[1]) > 1][:3]
+    assert len(watch.samples) > 100

@@ -57,3 +57,29 @@ def test_callbacks_are_dispatched_after_the_membership() -> None:
     decision = asyncio.run(loop.tick())
     assert order == ["redis read after 1 AMI action(s)"]
     assert decision is not None and [a.kind for a in decision.actions] == ["add_member"]
+
+
+def test_the_campaign_pace_is_set_once_a_tick_from_the_decision_that_sees_the_callbacks() -> None:
+    """A callback whose promise runs out soon pauses the campaigns: the pace comes from the second decision
+    (with the callbacks read from Redis), never first full from the one without them."""
+    import time
+
+    from ivr.balance.policy import CampaignView
+
+    callbacks: list[dict[str, Any]] = []
+
+    async def pending() -> list[dict[str, Any]]:
+        return callbacks
+
+    loop, ami = loop_with(pending)
+    paces: list[tuple[str, float]] = []
+    loop._campaigns = lambda: [CampaignView("flood", priority=1, cps=2.0)]
+    loop._set_pace = lambda cid, pace, reason: paces.append((cid, pace))
+    asyncio.run(loop.tick())
+    assert paces == [("flood", 1.0)]
+    callbacks.append({"id": "7", "queue": "support", "place": "1", "status": "pending", "due": str(time.time() + 60)})
+    paces.clear()
+    decision = asyncio.run(loop.tick())
+    assert paces == [("flood", 0.0)]
+    (act,) = [a for a in decision.actions if a.kind == "campaign_pace"] if decision else []
+    assert "due within 900s" in act.reason
