@@ -424,7 +424,10 @@ class Dialer:
         self.transfers.on_event(e)
         if e.get("Event") == ev.HANGUP:
             code = e.get("AccountCode", "")
-            if code.startswith("c:"):
+            # only the dialled channel's Hangup ends the call: an agent's leg of a transfer inherits the
+            # account code (Uniqueid != Linkedid there), and its end leaves the callee on the line
+            uid, linked = e.get("Uniqueid", ""), e.get("Linkedid", "")
+            if code.startswith("c:") and (not uid or not linked or uid == linked):
                 self.causes[code] = str(e.get("Cause", ""))
                 if len(self.causes) > 10_000:
                     self.causes.pop(next(iter(self.causes)))

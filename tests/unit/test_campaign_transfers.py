@@ -279,3 +279,20 @@ def test_a_recorded_channel_list_counts_the_callee_in_queue_not_the_agents_leg()
     t.reconcile(channels, since=time.monotonic())
     assert list(t.calls) == [next(f["Uniqueid"] for f in channels if f["Application"] == "Queue")]
     assert t.count("t-capture") == 1
+
+
+def test_an_agent_leg_hanging_up_does_not_free_the_callee_s_channel_slot() -> None:
+    """The recorded transfer: the agent's channel carries the callee's account code; only the callee's
+    own Hangup (Uniqueid == Linkedid) frees the campaign's channel slot."""
+    from types import SimpleNamespace
+
+    from ivr.campaigns.dialer import Dialer
+    d = Dialer.__new__(Dialer)
+    d.causes, d.running = {}, {"t-capture": SimpleNamespace(active={"c:t-capture:1:1": 1.0})}
+    d.transfers = SimpleNamespace(on_event=lambda e: None)
+    agent = {"Event": "Hangup", "AccountCode": "c:t-capture:1:1", "Uniqueid": "1796533554.1",
+             "Linkedid": "1796533552.0", "Cause": "16"}
+    d.on_event(agent)
+    assert "c:t-capture:1:1" in d.running["t-capture"].active
+    d.on_event(dict(agent, Uniqueid="1796533552.0"))
+    assert d.running["t-capture"].active == {}
