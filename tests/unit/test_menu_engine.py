@@ -36,7 +36,7 @@ from ivr.store.keys import Keys
 from ivr.store.redis_store import Store
 from ivr.store.selfservice import CallbackStore
 
-from .test_menu_transcripts import LANGUAGES, QUEUES, FakeRefunds, World, prompt_root
+from .test_menu_transcripts import LANGUAGES, QUEUES, FakePromises, FakeRefunds, World, prompt_root
 
 BACKENDS = frozenset({"refunds", "crm", "slow"})
 UID = "1795700000.7"
@@ -687,19 +687,27 @@ def queued_after_estimate(P: str, minutes: int) -> list[tuple[str, Any]]:
             (f'SAY NUMBER "{minutes}" ""', EXEC_OK), handed_back(REBOOKING, P, "minutes")]
 
 
+def promise_said(P: str, minutes: int, lang: str = "en") -> list[tuple[str, str]]:
+    """How a kept callback ends: "we will call you back within" N "minutes" (the last word by the dialplan)."""
+    return [(sf(P, "callback-promise", lang=lang), PLAYED), (f'SAY NUMBER "{minutes}" ""', EXEC_OK),
+            bye(P, "minutes", lang=lang)]
+
+
 async def test_callback_offered_over_the_threshold_and_accepted(prompts: PromptLibrary, P: str) -> None:
-    world = World(estimates={"rebooking": 301.0})
+    world = World(estimates={"rebooking": 301.0}, promises=FakePromises(1200.0))
     fake = ScriptedAsterisk([
         (gd(P, "callback-offer", 5000, 1), "200 result=1"),
         (sf(P, "callback-number-is", "12"), PLAYED),
         (f'SAY DIGITS "{CALLER}" "12"', EXEC_OK),
         (gd(P, "callback-confirm", 5000, 1), "200 result=1"),
-        bye(P, "callback-booked")])
+        *promise_said(P, 20)])
     await run_call(engine_for(menu(OFFER_MENU), prompts, world), fake)
     assert fake.commands == fake.expected
     (cb,) = world.callbacks.requests
     assert (cb["number"], cb["queue"], cb["lang"], cb["call_uid"], cb["caller"]) == (CALLER, "rebooking", "en",
                                                                                       UID, CALLER)
+    assert cb["promise_s"] == 1200.0 and world.promises.told == [("rebooking", 1200.0)]
+    assert world.promises.asked == ["rebooking"]        # computed once: the offer's promise is the one told
     rec = record_of(world)
     assert rec["path"] == ["q", "cb"]
     assert (rec["ivr_outcome"], rec["ivr_queue"], rec["vars"]) == ("callback_requested", "rebooking",
@@ -714,7 +722,7 @@ async def test_callback_offered_over_the_threshold_and_accepted(prompts: PromptL
 ])
 async def test_callback_not_taken(estimate: float, offer_answer: str | None, minutes: int, prompts: PromptLibrary,
                                   P: str) -> None:
-    world = World(estimates={"rebooking": estimate})
+    world = World(estimates={"rebooking": estimate}, promises=FakePromises(1200.0))
     offer = [] if offer_answer is None else [
         (gd(P, "callback-offer", 5000, 1), f"200 result={offer_answer}" if offer_answer else TIMEOUT)]
     fake = ScriptedAsterisk(offer + queued_after_estimate(P, minutes))
