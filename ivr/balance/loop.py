@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import time
 from collections import deque
 from typing import Any, Awaitable, Callable
@@ -37,6 +38,15 @@ PENDING_S = 5.0
 MOBILE_RECHECK_S = 60.0   # agents' mobiles are checked against the outbound guard this often (DNC, config)
 
 CallbackDispatch = Callable[[str, str], Awaitable[None]]
+
+
+def _due(value: Any) -> float:
+    """A callback's promised time (epoch seconds); none or unreadable: never urgent (inf)."""
+    try:
+        due = float(value) if value not in (None, "") else math.inf
+    except (TypeError, ValueError):
+        return math.inf
+    return due if due == due else math.inf
 
 
 def policy_from(cfg: Config) -> Policy:
@@ -131,7 +141,7 @@ class BalanceLoop:
                 paused=any(m.paused for m in live), reachable=reachable,
                 busy=any(m.in_call for m in live), fallback_interface=fallback)
         cbs = tuple(CallbackView(id=str(c["id"]), queue=str(c.get("queue", "")), place=float(c.get("place") or 0),
-                                 not_before=float(c.get("not_before") or 0))
+                                 not_before=float(c.get("not_before") or 0), due=_due(c.get("due")))
                     for c in (callbacks or []) if c.get("status", "pending") == "pending")
         return Snapshot(now=now, queues=queues, agents=agents, tiers=dict(self.tiers), callbacks=cbs,
                         callbacks_in_progress=self.callbacks_in_progress,
