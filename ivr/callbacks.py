@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from redis.exceptions import RedisError
 
@@ -54,6 +55,17 @@ def dial_string(cfg: Config, number: str) -> str:
     return f"PJSIP/trunk/sip:{number}@{host}"
 
 
+def kept_within(rec: Mapping[str, Any], made_at: float) -> str:
+    """Whether a callback made at ``made_at`` kept its promise: yes, no, or none (no promise was made)."""
+    try:
+        due = float(rec.get("due") or "nan")
+    except (TypeError, ValueError):
+        due = math.nan
+    if not math.isfinite(due):
+        return "none"
+    return "yes" if made_at <= due else "no"
+
+
 def account_code(callback_id: str) -> str:
     """The AccountCode of a callback's call (how recovery finds its channel)."""
     return f"{ACCOUNT_PREFIX}{callback_id}"
@@ -63,8 +75,10 @@ class CallbackDispatcher:
     """Dials callbacks the balancing loop hands over."""
 
     def __init__(self, cfg: Config, ami: AmiClient, callbacks: CallbackStore, prompts: PromptLibrary,
-                 guard: OutboundGuard, max_attempts: int = 3) -> None:
+                 guard: OutboundGuard, max_attempts: int = 3,
+                 on_made: Callable[[str], None] | None = None) -> None:
         self.cfg = cfg
+        self.on_made = on_made        # told "yes", "no" or "none" for each callback made (kept within its promise?)
         self.guard = guard
         self.ami = ami
         self.callbacks = callbacks
@@ -143,13 +157,18 @@ class CallbackDispatcher:
             log.warning("callback %s: originate failed: %s", callback_id, exc)
         if outcome == "answered":
             self.answered += 1
+            made_at = time.time()
+            kept = kept_within(rec, made_at)
             uid = final.get("Uniqueid", "") if final is not None else ""
             if uid:   # the call record of the dialled channel: a callback, not a new inbound call
-                await self.callbacks.mark_call(uid, callback_id)
+                await self.callbacks.mark_call(uid, callback_id, kept=kept)
                 if self.continuity is not None:
                     await self.continuity.mark_live(number, uid)
-            await self.callbacks.finish(callback_id, "answered")
-            log.info("callback %s: %s answered, in queue %s", callback_id, number, queue)
+            await self.callbacks.finish(callback_id, "answered", extra={"made_at": f"{made_at:.3f}", "kept": kept})
+            if self.on_made is not None:
+                self.on_made(kept)
+            log.info("callback %s: %s answered, in queue %s (promise kept: %s%s)", callback_id, number, queue, kept,
+                     f", {float(rec['due']) - made_at:+.0f}s to spare" if kept != "none" else "")
         elif attempts < self.max_attempts:
             delay = RETRY_BACKOFF_S[min(attempts - 1, len(RETRY_BACKOFF_S) - 1)]
             await self.callbacks.finish(callback_id, outcome, retry_at=time.time() + delay)

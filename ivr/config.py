@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import ipaddress
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -132,6 +134,31 @@ class AgentConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PromiseConfig:
+    """How the callback promise is computed (see ivr/balance/forecast.py and docs/menus.md#callback-promise)."""
+
+    occupancy: float = 0.85          # agents' time above this share is slack, not spare capacity
+    margin: float = 1.2              # the promise is the forecast x margin ...
+    round_s: float = 300.0           # ... rounded up to this many seconds
+    min_s: float = 900.0             # never promised under this (a dial and a free agent take time)
+    max_s: float = 14400.0           # nor over this: beyond it no promise is made and no callback offered
+    window_s: float = 900.0          # the inbound arrival rate is measured over this sliding window
+    default_aht: float = 180.0       # handle time until a queue has 5 answered calls
+    offer_over_s: float = 60.0       # callback_over: auto offers above this estimated wait ...
+    offer_ratio: float = 0.1         # ... and above this share of the promise
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastConfig:
+    """A workforce plan for the whole line, hour by hour (0-23 in ``timezone``): the promise's outlook."""
+
+    agents_by_hour: tuple[float, ...] = ()      # agents serving (logged in, not paused), 24 values
+    arrivals_by_hour: tuple[float, ...] = ()    # inbound calls per hour, 24 values
+    share_to_agents: float = 1.0                # share of the arrivals that needs an agent (the rest self-serves)
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True, slots=True)
 class BalanceConfig:
     """The balancing loop: how often it runs, and the policy's thresholds (see ivr/balance/policy.py)."""
 
@@ -145,6 +172,8 @@ class BalanceConfig:
     simple_queues: tuple[str, ...] = ("refunds",)
     volunteer_penalty: int = 2
     max_callbacks_in_flight: int = 5
+    promise: PromiseConfig = field(default_factory=PromiseConfig)
+    forecast: ForecastConfig | None = None      # without a plan: the live picture, held (persistence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +332,14 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
         for k, v in value.items():
             out[str(k)] = _coerce(f"{key}.{k}", v, "int")
         return out
+    if typ in ("PromiseConfig",):
+        return _build(PromiseConfig, value if value is not None else {}, key)
+    if typ in ("ForecastConfig | None",):
+        return None if value is None else _build(ForecastConfig, value, key)
+    if typ in ("tuple[float, ...]",):
+        if not isinstance(value, (list, tuple)) or isinstance(value, str):
+            raise ConfigError(f"{key}: expected a list of numbers, got {value!r}")
+        return tuple(_coerce(f"{key}[{i}]", v, "float") for i, v in enumerate(value))
     if typ in ("tuple[str, ...]",):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -495,6 +532,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError("balance.open_sl: need 0 <= open_sl <= close_sl <= 1")
     if b.min_open_s < 0 or b.max_callbacks_in_flight < 0 or b.sl_min_calls < 0:
         raise ConfigError("balance.min_open_s: must not be negative")
+    _validate_promise(b.promise, b.forecast)
     names: set[str] = set()
     for i, q in enumerate(cfg.queues):
         if not _NAME_RE.fullmatch(q.name):
@@ -549,6 +587,40 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"agents[{i}].mobile: digits only (the number as the trunk dials it), got {ag.mobile!r}")
         if ag.contact and not re.fullmatch(r"sips?:[A-Za-z0-9_.-]+@[A-Za-z0-9_.:\[\]-]+", ag.contact):
             raise ConfigError(f"agents[{i}].contact: expected sip:user@host:port, got {ag.contact!r}")
+
+
+def _validate_promise(p: PromiseConfig, f: ForecastConfig | None) -> None:
+    """balance.promise and balance.forecast (the callback promise's settings and outlook)."""
+    for name in ("occupancy", "margin", "round_s", "min_s", "max_s", "window_s", "default_aht", "offer_over_s",
+                 "offer_ratio"):
+        if not math.isfinite(getattr(p, name)):
+            raise ConfigError(f"balance.promise.{name}: must be a finite number")
+    if not 0 < p.occupancy <= 1:
+        raise ConfigError(f"balance.promise.occupancy: expected above 0 and at most 1, got {p.occupancy}")
+    if p.margin < 1:
+        raise ConfigError(f"balance.promise.margin: expected at least 1 (a promise is never under the forecast), "
+                          f"got {p.margin}")
+    if p.round_s <= 0 or p.window_s <= 0 or p.default_aht <= 0:
+        raise ConfigError("balance.promise.round_s: round_s, window_s and default_aht must be above 0")
+    if not 0 <= p.min_s <= p.max_s:
+        raise ConfigError(f"balance.promise.min_s: need 0 <= min_s <= max_s, got {p.min_s} and {p.max_s}")
+    if p.offer_over_s < 0 or not 0 <= p.offer_ratio <= 1:
+        raise ConfigError("balance.promise.offer_ratio: offer_over_s >= 0 and offer_ratio from 0 to 1")
+    if f is None:
+        return
+    for name in ("agents_by_hour", "arrivals_by_hour"):
+        values = getattr(f, name)
+        if len(values) != 24:
+            raise ConfigError(f"balance.forecast.{name}: expected 24 numbers (hours 0-23), got {len(values)}")
+        for h, v in enumerate(values):
+            if not math.isfinite(v) or v < 0:
+                raise ConfigError(f"balance.forecast.{name}[{h}]: expected a number >= 0, got {v}")
+    if not 0 <= f.share_to_agents <= 1:
+        raise ConfigError(f"balance.forecast.share_to_agents: expected 0 to 1, got {f.share_to_agents}")
+    try:
+        ZoneInfo(f.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"balance.forecast.timezone: unknown time zone {f.timezone!r}") from None
 
 
 _E164_PREFIX_RE = re.compile(r"\+[1-9][0-9]{0,14}")

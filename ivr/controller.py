@@ -35,6 +35,7 @@ from .menu.services import RefundsBackend
 from .prompts.library import PromptLibrary
 from .metrics import Metrics
 from .outbound import OutboundGuard
+from .promise import PromiseService
 from .records import CallRecorder
 from .balance.loop import BalanceLoop
 from .provision import SipProvisioner
@@ -72,6 +73,13 @@ class Controller:
                                   continuity=self.continuity if cfg.continuity.enabled else None,
                                   queue_position=self.queue_position,
                                   repeat_priority=cfg.continuity.repeat_priority, outbound=self.guard)
+        # the callback promise: live queues (AMI), callbacks ahead (Redis), the roster's queues for the plan
+        self.promises = PromiseService(cfg.balance.promise, cfg.balance.forecast, self.state,
+                                       self.store.callbacks.pending_by_queue, cfg.queue_names(),
+                                       agent_queues=lambda: [a.queues for a in self.roster.agents.values()],
+                                       connected=lambda: self.ami.connected,
+                                       observe=self.metrics.callback_promise.observe)
+        services.promises = self.promises
         self.outcomes = Outcomes(cfg, self.store, self.prompts)
         services.outcomes = self.outcomes
         self.engine = MenuEngine(self.menus, self.prompts, self.recorder,
@@ -92,7 +100,8 @@ class Controller:
         self.roster.on_accounts_changed = self._apply_accounts
         self.router.register("agent", PhoneLogin(cfg, self.roster, self.prompts,
                                                  wake=lambda: self.balance.wake()).run)
-        self.dispatcher = CallbackDispatcher(cfg, self.ami, self.store.callbacks, self.prompts, self.guard)
+        self.dispatcher = CallbackDispatcher(cfg, self.ami, self.store.callbacks, self.prompts, self.guard,
+                                             on_made=lambda kept: self.metrics.callbacks_made.labels(kept).inc())
         self.dialer = Dialer(cfg, self.store, self.ami, self.guard)
         self.dispatcher.continuity = self.dialer.continuity = self.continuity if cfg.continuity.enabled else None
         self.refunds = RefundService(cfg, self.store, self.dialer, self.continuity.key, self.guard)
@@ -206,6 +215,7 @@ class Controller:
         if event.get("Event") == ev.AGENT_CONNECT and event.get("Interface") and event.get("Uniqueid"):
             self._agent_connected(str(event["Interface"]), str(event["Uniqueid"]))
         self.state.apply(event)
+        self.promises.on_event(event)
         self.recorder.on_event(event)
         self.balance.on_event(event)
         self.dialer.on_event(event)

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the API)
 
 WAIT_BUCKETS = (5, 10, 20, 30, 60, 120, 180, 300, 600, 1200, float("inf"))
+PROMISE_BUCKETS = (900, 1200, 1800, 2700, 3600, 5400, 7200, 10800, 14400, float("inf"))
 HISTORY_HOURS = 24
 
 
@@ -37,6 +38,13 @@ class Metrics:
                                          ["campaign", "outcome"], registry=r)
         self.outbound_refused = Counter("ivr_outbound_refused_total", "Calls out refused by the outbound guard",
                                         ["purpose", "reason"], registry=r)
+        self.callback_promise = Histogram("ivr_callback_promise_seconds", "Callback promises told to callers",
+                                          buckets=PROMISE_BUCKETS, registry=r)
+        self.callbacks_made = Counter("ivr_callbacks_made_total",
+                                      "Callbacks made (the customer answered), by whether within their promise "
+                                      "(none: no promise was made)", ["kept"], registry=r)
+        for kept in ("yes", "no", "none"):
+            self.callbacks_made.labels(kept)
         self.surveys = Counter("ivr_survey_answers_total", "Post-call survey answers", ["score"], registry=r)
         self.history: "OrderedDict[int, dict[str, float]]" = OrderedDict()
 

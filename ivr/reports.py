@@ -26,6 +26,9 @@ fcr                 first-contact resolution: share of inbound calls with a
                     (periods less than 24 h old are provisional)
 surveys             post-call surveys answered; ``satisfaction``: their mean (1-5)
 callbacks_dialled   callbacks that reached the caller and went into a queue
+callbacks_kept      of those, made within the promise the caller was told
+                    ("within N minutes"); ``callbacks_late``: made after it
+                    (callbacks booked without a promise are in neither)
 outbound_attempts   campaign attempts, and ``outbound.<outcome>`` per outcome
 ==================  ===========================================================
 """
@@ -50,7 +53,7 @@ QUEUE_OUTCOMES = ("answered", "abandoned", "left_queue")
 PERIODS = ("hour", "day")
 COLUMNS = ("period", "calls", "self_service", "callbacks_requested", "offered", "answered", "abandoned",
            "asa_s", "service_level", "abandon_rate", "aht_s", "fcr", "surveys", "satisfaction",
-           "callbacks_dialled", "outbound_attempts")
+           "callbacks_dialled", "callbacks_kept", "callbacks_late", "outbound_attempts")
 
 
 class ReportError(ValueError):
@@ -119,6 +122,8 @@ class _Acc:
     surveys: int = 0
     survey_sum: int = 0
     callbacks_dialled: int = 0
+    callbacks_kept: int = 0
+    callbacks_late: int = 0
     outbound: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def row(self, period: str) -> dict[str, Any]:
@@ -132,6 +137,7 @@ class _Acc:
             "abandon_rate": ratio(self.abandoned, self.offered), "aht_s": ratio(self.talk_sum, self.talk_n, 1),
             "fcr": ratio(self.fcr_resolved, self.fcr_base), "surveys": self.surveys,
             "satisfaction": ratio(self.survey_sum, self.surveys, 2), "callbacks_dialled": self.callbacks_dialled,
+            "callbacks_kept": self.callbacks_kept, "callbacks_late": self.callbacks_late,
             "outbound_attempts": sum(self.outbound.values()),
         }
         for outcome in sorted(self.outbound):
@@ -170,6 +176,9 @@ def build(records: Iterable[Mapping[str, Any]], attempts: Iterable[Mapping[str, 
         if not is_inbound(r):
             if r.get("kind") == "callback":
                 a.callbacks_dialled += 1
+                kept = r.get("callback_kept")
+                a.callbacks_kept += kept == "yes"
+                a.callbacks_late += kept == "no"
                 _queue_figures(a, r, outcome, sl_target)
             continue
         a.calls += 1
@@ -219,7 +228,7 @@ def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """One row over all periods (weighted, not an average of averages)."""
     t: dict[str, Any] = {"period": "total"}
     for k in ("calls", "self_service", "callbacks_requested", "offered", "answered", "abandoned", "surveys",
-              "callbacks_dialled", "outbound_attempts"):
+              "callbacks_dialled", "callbacks_kept", "callbacks_late", "outbound_attempts"):
         t[k] = sum(r[k] for r in rows)
 
     def weighted(col: str, weight: str, nd: int) -> float | None:
@@ -258,7 +267,7 @@ def to_table(rows: list[dict[str, Any]]) -> str:
     cols = [("period", "period"), ("calls", "calls"), ("self_service", "self"), ("offered", "offered"),
             ("answered", "answered"), ("abandoned", "aband"), ("asa_s", "ASA s"), ("service_level", "SL"),
             ("abandon_rate", "aband%"), ("aht_s", "AHT s"), ("fcr", "FCR"), ("satisfaction", "CSAT"),
-            ("callbacks_requested", "cb req"), ("outbound_attempts", "outbound")]
+            ("callbacks_requested", "cb req"), ("callbacks_kept", "cb kept"), ("outbound_attempts", "outbound")]
 
     def cell(k: str, v: Any) -> str:
         if v is None:

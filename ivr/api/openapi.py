@@ -184,8 +184,9 @@ OPS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/v1/feedback/{item}/done"): {"tag": "feedback", "summary": "Mark an item handled (audited)",
                                                "body": body({"note": {"type": "string", "maxLength": 500}})},
     ("GET", "/api/v1/callbacks"): {"tag": "callbacks", "summary": "Callbacks waiting, in the callers' original "
-                                   "order"},
-    ("GET", "/api/v1/callbacks/{cb_id}"): {"tag": "callbacks", "summary": "One callback request and its attempts"},
+                                   "order, each with its promise (promise_s) and when it is due"},
+    ("GET", "/api/v1/callbacks/{cb_id}"): {"tag": "callbacks", "summary": "One callback request and its attempts; "
+                                           "once made, made_at and whether it kept its promise (kept)"},
     ("GET", "/api/v1/surveys"): {"tag": "reports", "summary": "Latest post-call survey answers (1-5)"},
     ("GET", "/api/v1/audit"): {"tag": "system", "summary": "Who changed what, when, old and new value (newest "
                                "first)"},

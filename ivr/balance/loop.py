@@ -40,6 +40,15 @@ MOBILE_RECHECK_S = 60.0   # agents' mobiles are checked against the outbound gua
 CallbackDispatch = Callable[[str, str], Awaitable[None]]
 
 
+def _due(value: Any) -> float:
+    """A callback's promised time (epoch seconds); none or unreadable: never urgent (inf)."""
+    try:
+        due = float(value) if value not in (None, "") else math.inf
+    except (TypeError, ValueError):
+        return math.inf
+    return due if due == due else math.inf
+
+
 def policy_from(cfg: Config) -> Policy:
     b = cfg.balance
     return Policy(open_wait_s=b.open_wait_s, open_sl=b.open_sl, close_wait_s=b.close_wait_s, close_sl=b.close_sl,
@@ -132,7 +141,7 @@ class BalanceLoop:
                 paused=any(m.paused for m in live), reachable=reachable,
                 busy=any(m.in_call for m in live), fallback_interface=fallback)
         cbs = tuple(CallbackView(id=str(c["id"]), queue=str(c.get("queue", "")), place=float(c.get("place") or 0),
-                                 not_before=float(c.get("not_before") or 0), due=float(c.get("due") or math.inf))
+                                 not_before=float(c.get("not_before") or 0), due=_due(c.get("due")))
                     for c in (callbacks or []) if c.get("status", "pending") == "pending")
         running = list(self._campaigns()) if self._campaigns else []
         views = {c.id: c for c in running if isinstance(c, CampaignView)}

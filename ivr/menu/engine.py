@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping, Protocol
 
 from ..agi.server import AgiSession
+from ..balance.forecast import Promise
 from ..prompts.library import PromptLibrary
 from ..store.selfservice import CallbackStore, SurveyStore
 from .schema import FORBIDDEN_IN_VALUES
@@ -30,6 +31,15 @@ log = logging.getLogger(__name__)
 MAX_STEPS = 200
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_./-]{1,200}$")   # a prompt path the dialplan may get in IVR_PLAY
 ALL_KEYS = "0123456789*#"
+
+
+class Promises(Protocol):
+    """The callback promise (ivr/promise.py PromiseService)."""
+
+    async def callback_promise(self, queue: str) -> Promise: ...
+    def offer(self, estimate: float | None, promise: Promise, over: float | str | None) -> bool: ...
+    def might_offer(self, estimate: float | None, over: float | str | None) -> bool: ...
+    def promised(self, queue: str, seconds: float) -> None: ...
 
 
 class CallSink(Protocol):
@@ -56,6 +66,7 @@ class EngineServices:
     repeat_priority: int = 0               # queue priority of repeat callers (continuity.repeat_priority)
     outcomes: Any = None                   # ivr.outcomes.Outcomes: feedback recordings, poor surveys
     outbound: Any = None                   # ivr.outbound.OutboundGuard (None: no callback is offered)
+    promises: Promises | None = None       # the callback promise (None: no promise, so no callback offered)
 
 
 @dataclass(slots=True)
@@ -71,6 +82,7 @@ class CallContext:
     reason: str = ""              # why they called: the last ``reason`` on their path
     started: float = field(default_factory=time.time)
     estimates: dict[str, str] = field(default_factory=dict)   # wait estimates when they joined a queue
+    promise: tuple[str, Promise] | None = None   # (queue, callback promise) once computed for this call
 
     def values(self) -> dict[str, str]:
         """What ``{name}`` templates may use."""

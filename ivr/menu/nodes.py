@@ -15,6 +15,7 @@ from typing import Awaitable, Callable
 from zoneinfo import ZoneInfo
 
 from ..agi.server import AgiSession
+from ..balance.forecast import Promise
 from .engine import ALL_KEYS, CallContext, MenuEngine
 from .schema import Node
 from .services import VALIDATORS, LookupFailed, format_part, is_digits, safe_prompt_name
@@ -191,13 +192,77 @@ async def _lookup(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Nod
     return node.get("found")
 
 
+PROMISE_TIMEOUT = 3.0
+
+
+async def _promise(engine: MenuEngine, ctx: CallContext, queue: str) -> Promise:
+    """The callback promise for ``queue`` now, logged once per call with why (no service, an error or a
+    time-out: no promise)."""
+    promises = engine.services.promises
+    if promises is None:
+        promise = Promise(None, None, "no promise service")
+    else:
+        try:
+            promise = await asyncio.wait_for(promises.callback_promise(queue), PROMISE_TIMEOUT)
+        except Exception as exc:   # never keep a caller waiting on this: no promise, no offer
+            promise = Promise(None, None, f"promise unavailable ({exc or type(exc).__name__})")
+    ctx.promise = (queue, promise)
+    log.info("call %s: callback promise for %s: %s (%s)", ctx.uid, queue,
+             "none" if promise.seconds is None else f"{promise.seconds:.0f}s", promise.why)
+    return promise
+
+
+async def _offer_callback(engine: MenuEngine, ctx: CallContext, queue: str, estimate: float | None,
+                          over: float | str | None) -> bool:
+    """Whether to offer a callback: the node's ``callback_over`` (seconds or auto) and a promise that can be
+    kept (ivr/balance/forecast.py offer_callback); the promise is only computed when an offer is possible."""
+    promises = engine.services.promises
+    if over is None or promises is None or not promises.might_offer(estimate, over):
+        return False
+    promise = await _promise(engine, ctx, queue)
+    offered = promises.offer(estimate, promise, over)
+    log.info("call %s: estimated wait %s in %s: %s", ctx.uid,
+             "unknown" if estimate is None or not math.isfinite(estimate) else f"{estimate:.0f}s", queue,
+             "offering a callback" if offered else f"no callback offered (callback_over {over})")
+    return offered
+
+
+async def _booked(engine: MenuEngine, s: AgiSession, ctx: CallContext, prompts: tuple[str, ...],
+                  promise: Promise, next_node: str | None) -> None:
+    """The last words after a callback is stored: the node's prompts, then "we will call you back within" N
+    "minutes" when a promise was made, else ``callback-booked`` (no deadline). Without ``next_node`` the call is
+    handed back to hang up, its last prompt played by the dialplan."""
+    if promise.seconds is None:
+        words: tuple[str, ...] = prompts or ("callback-booked",)
+    else:
+        await engine.play(s, ctx, prompts + ("callback-promise",))
+        await s.say_number(max(1, math.ceil(promise.seconds / 60)))
+        words = ("minutes",)
+    if next_node:
+        await engine.play(s, ctx, words)
+    else:
+        await engine.hand_back(s, ctx, words, {"IVR_NEXT": "hangup"})
+
+
+async def _store_callback(engine: MenuEngine, ctx: CallContext, number: str, queue: str) -> tuple[dict, Promise]:
+    """Store the request with its promise: the one the caller was offered on for this queue, else a new one."""
+    offered = ctx.promise
+    promise = offered[1] if offered is not None and offered[0] == queue else await _promise(engine, ctx, queue)
+    record = await engine.services.callbacks.request(number, queue=queue, lang=ctx.lang, call_uid=ctx.uid,
+                                                     joined_at=ctx.started, caller=ctx.callerid,
+                                                     promise_s=promise.seconds)
+    if promise.seconds is not None and engine.services.promises is not None:
+        engine.services.promises.promised(queue, promise.seconds)
+    ctx.vars["callback_id"] = str(record["id"])
+    ctx.outcome = "callback_requested"
+    return record, promise
+
+
 async def _queue(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
     queue = node.get("queue")
     ctx.queue = queue
     estimate = engine.services.estimate_wait(queue)
-    over = node.get("callback_over")
-    if over is not None and estimate is not None and estimate > over and node.get("callback"):
-        log.info("call %s: estimated wait %.0fs in %s: offering a callback", ctx.uid, estimate, queue)
+    if node.get("callback") and await _offer_callback(engine, ctx, queue, estimate, node.get("callback_over")):
         digit = await engine.ask(s, ctx, node.get("offer_prompt", ("callback-offer",)), 5.0)
         if digit == "1":
             return node.get("callback")
@@ -352,19 +417,21 @@ async def fallback_offer(engine: MenuEngine, s: AgiSession, ctx: CallContext, qu
     if not number:
         log.info("call %s: fallback queue timed out; callback number not confirmed", ctx.uid)
         return False
-    record = await engine.services.callbacks.request(number, queue=queue, lang=ctx.lang, call_uid=ctx.uid,
-                                                     joined_at=ctx.started, caller=ctx.callerid)
-    ctx.vars["callback_id"] = str(record["id"])
-    ctx.outcome = "callback_requested"
-    log.info("call %s: fallback queue timed out; callback %s stored for %s (queue %s, place since %.0f)", ctx.uid,
-             record["id"], number, queue, ctx.started)
-    await engine.hand_back(s, ctx, ("callback-booked",), {"IVR_NEXT": "hangup"})
+    record, promise = await _store_callback(engine, ctx, number, queue)
+    log.info("call %s: fallback queue timed out; callback %s stored for %s (queue %s, place since %.0f, %s)",
+             ctx.uid, record["id"], number, queue, ctx.started, _promised(promise))
+    await _booked(engine, s, ctx, (), promise, None)
     return True
+
+
+def _promised(promise: Promise) -> str:
+    return "no promise" if promise.seconds is None else f"promised within {promise.seconds / 60:.0f} min"
 
 
 async def _callback(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
     """Confirm (or enter) the number to call back, store the request, keep the caller's place."""
-    queue = node.get("queue") or ctx.queue or engine.services.fallback_queue
+    # the queue the caller was offered the callback from, else the node's, else the fallback queue
+    queue = ctx.queue or node.get("queue") or engine.services.fallback_queue
     if not _callbacks_ready(engine):
         log.info("call %s: callbacks are not available; the caller goes to %s", ctx.uid, queue)
         ctx.path.append("callback-unavailable")
@@ -374,17 +441,12 @@ async def _callback(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: N
         log.info("call %s: callback not confirmed; the caller goes to %s", ctx.uid, queue)
         ctx.path.append("callback-not-confirmed")
         return await _queue(engine, s, ctx, Node(node.id, "queue", node.line, {"queue": queue}))
-    record = await engine.services.callbacks.request(number, queue=queue, lang=ctx.lang, call_uid=ctx.uid,
-                                                     joined_at=ctx.started, caller=ctx.callerid)
-    ctx.vars["callback_id"] = str(record["id"])
+    record, promise = await _store_callback(engine, ctx, number, queue)
     ctx.queue = queue
-    ctx.outcome = "callback_requested"
-    log.info("call %s: callback %s stored for %s (queue %s)", ctx.uid, record["id"], number, queue)
-    if node.get("next"):
-        await engine.play(s, ctx, node.prompts or ("callback-booked",))
-        return node.get("next")
-    await engine.hand_back(s, ctx, node.prompts or ("callback-booked",), {"IVR_NEXT": "hangup"})
-    return None
+    log.info("call %s: callback %s stored for %s (queue %s, %s)", ctx.uid, record["id"], number, queue,
+             _promised(promise))
+    await _booked(engine, s, ctx, node.prompts, promise, node.get("next"))
+    return node.get("next")
 
 
 async def _feedback(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:

@@ -270,7 +270,10 @@ def _validate_node(source: str, nid: str, raw: Any, queues: frozenset[str] | Non
         elif key == "max_seconds":
             value = int(_check_number(source, nid, line, key, value, 5, 300))
         elif key == "callback_over":
-            value = _check_number(source, nid, line, key, value, 0, 7200)
+            if value != "auto" and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                    or not 0 <= value <= 7200):
+                raise _node_error(source, nid, line, f'callback_over must be "auto" or a number of seconds from 0 '
+                                                     f'to 7200, got {value!r}')
         elif key == "timezone":
             try:
                 ZoneInfo(str(value))

@@ -18,7 +18,8 @@ caller's channel.
 | {p}:refunds               | stream | refund request events (created, decided)                  |
 | {p}:refunds:in:{status}   | zset   | refund references in that status -> created time           |
 | {p}:callback:seq          | string | last callback id (INCR)                                   |
-| {p}:callback:{id}         | hash   | callback request: number, queue, lang, status, attempts   |
+| {p}:callback:{id}         | hash   | callback request: number, queue, lang, status, attempts,  |
+|                           |        | promise_s, due (epoch s), made_at, kept (yes/no/none)     |
 | {p}:callbacks:pending     | zset   | callback id -> the time the caller first joined (their place) |
 | {p}:callbacks:leases      | zset   | callback id claimed for dialling -> when its lease runs out   |
 | {p}:surveys               | stream | post-call survey answers (uid, menu, queue, agent, score) |

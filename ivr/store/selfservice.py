@@ -208,13 +208,21 @@ class CallbackStore:
         return self._scripts[lua]
 
     async def request(self, number: str, *, queue: str, lang: str = "en", call_uid: str = "",
-                      joined_at: float | None = None, caller: str = "") -> dict[str, Any]:
+                      joined_at: float | None = None, caller: str = "",
+                      promise_s: float | None = None) -> dict[str, Any]:
+        """Store a callback request at the caller's place (``joined_at``). With ``promise_s`` (what the caller
+        was told: "within N minutes") the record keeps it and its ``due`` time (epoch seconds)."""
         _check_digits("number", number, 3, 20)
+        if promise_s is not None and not 0 < promise_s <= 7 * 86400:
+            raise ValueError(f"promise_s: expected seconds above 0, got {promise_s!r}")
         cb_id = str(await self.redis.incr(self.keys.callback_seq))
         now = time.time()
         place = joined_at or now
-        record = {"id": cb_id, "number": number, "queue": queue, "lang": lang, "call_uid": call_uid,
-                  "caller": caller, "requested_at": now, "place": place, "status": "pending", "attempts": 0}
+        record: dict[str, Any] = {"id": cb_id, "number": number, "queue": queue, "lang": lang, "call_uid": call_uid,
+                                  "caller": caller, "requested_at": now, "place": place, "status": "pending",
+                                  "attempts": 0}
+        if promise_s is not None:
+            record.update(promise_s=round(promise_s), due=round(now + promise_s, 3))
         async with self.redis.pipeline(transaction=True) as p:
             p.hset(self.keys.callback(cb_id), mapping={k: str(v) for k, v in record.items()})
             p.zadd(self.keys.callbacks_pending, {cb_id: place})
@@ -249,9 +257,11 @@ class CallbackStore:
         args = [cb_id, token, "1" if requeue else "0", "1" if count else "0", time.time(), *flat]
         return int(await self._script(SETTLE_LUA)(keys=keys, args=args))
 
-    async def finish(self, cb_id: str, outcome: str, *, retry_at: float | None = None) -> None:
-        """Record an attempt: ``retry_at`` puts it back in line (same place), else it is closed."""
-        fields = {"last_outcome": outcome, "updated": str(time.time())}
+    async def finish(self, cb_id: str, outcome: str, *, retry_at: float | None = None,
+                     extra: dict[str, str] | None = None) -> None:
+        """Record an attempt: ``retry_at`` puts it back in line (same place), else it is closed. ``extra``
+        fields are written with it (``made_at`` and ``kept`` of a callback made)."""
+        fields = {**(extra or {}), "last_outcome": outcome, "updated": str(time.time())}
         if retry_at is not None:
             fields.update(status="pending", not_before=str(retry_at))
         else:
@@ -313,10 +323,14 @@ class CallbackStore:
             out[cb_id] = "requeued" if done > 0 else "settled"
         return out
 
-    async def mark_call(self, call_uid: str, cb_id: str, ttl: int = 30 * 86400) -> None:
-        """Tag the call record of an answered callback (reports keep it apart from inbound calls)."""
+    async def mark_call(self, call_uid: str, cb_id: str, ttl: int = 30 * 86400, kept: str = "") -> None:
+        """Tag the call record of an answered callback (reports keep it apart from inbound calls); ``kept``
+        (yes, no, none: no promise was made) is whether it was made within its promise."""
+        fields = {"kind": "callback", "callback_id": cb_id, "menu": "callback"}
+        if kept:
+            fields["callback_kept"] = kept
         async with self.redis.pipeline(transaction=True) as p:
-            p.hset(self.keys.call(call_uid), mapping={"kind": "callback", "callback_id": cb_id, "menu": "callback"})
+            p.hset(self.keys.call(call_uid), mapping=fields)
             p.expire(self.keys.call(call_uid), ttl)
             p.hset(self.keys.callback(cb_id), "call_uid_back", call_uid)
             await p.execute()
@@ -324,6 +338,21 @@ class CallbackStore:
     async def pending_count(self) -> int:
         """How many callbacks wait (one ZCARD, whatever their number)."""
         return int(await self.redis.zcard(self.keys.callbacks_pending))
+
+    async def pending_by_queue(self, limit: int = 5000) -> dict[str, int]:
+        """How many callbacks wait for each queue (the oldest ``limit`` places; one pipeline)."""
+        ids = await self.redis.zrange(self.keys.callbacks_pending, 0, limit - 1)
+        if not ids:
+            return {}
+        async with self.redis.pipeline(transaction=False) as p:
+            for cb_id in ids:
+                p.hget(self.keys.callback(cb_id), "queue")
+            queues = await p.execute()
+        out: dict[str, int] = {}
+        for q in queues:
+            if q is not None:
+                out[q] = out.get(q, 0) + 1
+        return out
 
     async def pending(self, limit: int = 100) -> list[dict[str, Any]]:
         ids = await self.redis.zrange(self.keys.callbacks_pending, 0, limit - 1)

@@ -110,3 +110,56 @@ def test_a_callback_being_dialled_when_the_controller_is_killed_is_dialled_again
         assert f"callback {cb_id}: claim recovered" in log
     finally:
         _drop_callback(stack, cb_id)
+
+
+def test_a_caller_facing_a_long_wait_is_promised_a_callback_and_the_promise_is_kept(tmp_path) -> None:
+    """Nobody serves rebooking now, but the plan (balance.forecast) has its agent later: the caller pressing 3
+    faces an endless wait (callback_over: auto) and is offered a callback the line can keep; they accept and
+    hear "within N minutes". The callback keeps promise_s and due; once the rebooking agent logs in it is
+    dialled, answered, and counted kept (the callback's record, its call record and /metrics)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from .harness import TEST_BALANCE, start_test_stack, stop_test_stack
+    from .test_metrics import scrape
+
+    plan = {"agents_by_hour": [5] * 24, "arrivals_by_hour": [0] * 24, "share_to_agents": 1.0}
+    ts = start_test_stack(tmp_path / "promise", extra={"balance": {**TEST_BALANCE, "forecast": plan}})
+    try:
+        number = "12025550164"     # the stack's outbound guard allows +1 202; the customer's phone answers
+        steps = [("pause", 800), ("dtmf", "1"), ("pause", 500), ("dtmf", "#"), ("pause", 700), ("dtmf", "3"),
+                 ("pause", 1500), ("dtmf", "1"), ("pause", 2500), ("dtmf", "1")]
+        res = ts.sipp.call(CallerScript(steps=steps, end="wait_bye", wait_bye_ms=30_000),
+                           extension=ts.main_extension, caller=number, timeout_s=45)
+        assert res.ok, res.errors
+        rec = wait_for(lambda: [c for c in ts.api.get("/api/v1/calls?count=50")["calls"]
+                                if c.get("caller") == number and c.get("outcome") == "callback_requested"],
+                       timeout=10, what="the IVR call's record")[0]
+        assert rec["path"][4:] == ["q_rebooking", "callback"]
+        cb_id = json.loads(rec["vars"])["callback_id"]
+        line = {c["id"]: c for c in ts.api.get("/api/v1/callbacks")["callbacks"]}
+        cb = line[cb_id]                                   # the list shows the promise and when it is due
+        assert cb["queue"] == "rebooking" and int(cb["promise_s"]) >= 900, cb
+        assert float(cb["due"]) == float(cb["requested_at"]) + int(cb["promise_s"]) or \
+            abs(float(cb["due"]) - float(cb["requested_at"]) - int(cb["promise_s"])) < 1
+        log = (ts.stack.logs / "controller.log").read_text()
+        assert "in rebooking: offering a callback" in log
+        assert f"callback {cb_id} stored for {number} (queue rebooking, promised within" in log
+
+        ts.api.post("/api/v1/agents/1003/login")          # the rebooking agent arrives: the callback is made
+        done = wait_for(lambda: (c := ts.api.get(f"/api/v1/callbacks/{cb_id}"))["status"] == "done" and c,
+                        timeout=40, what="the callback to be answered")
+        assert done["last_outcome"] == "answered" and done["kept"] == "yes", done
+        assert float(done["made_at"]) <= float(done["due"])
+        status, text = scrape(ts, ts.api.token)
+        assert status == 200
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for fam in text_string_to_metric_families(text) for s in fam.samples}
+        assert samples[("ivr_callbacks_made_total", (("kept", "yes"),))] == 1
+        assert samples[("ivr_callback_promise_seconds_count", ())] == 1
+        assert samples[("ivr_callback_promise_seconds_sum", ())] == int(cb["promise_s"])
+        back = wait_for(lambda: [c for c in ts.api.get("/api/v1/calls?count=50")["calls"]
+                                 if c.get("callback_id") == cb_id and c.get("outcome")],
+                        timeout=40, what="the callback's call record")
+        assert back[0]["callback_kept"] == "yes" and back[0]["queue"] == "rebooking"
+    finally:
+        stop_test_stack(ts)

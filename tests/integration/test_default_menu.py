@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from ivr.demo import prompt_seconds
 from ivr.sipp import CallerScript
 from ivr.store.redis_store import Store
@@ -133,13 +135,17 @@ def check_branches(stack: TestStack, lang: str, booking_new: str) -> None:
     cb = stack.api.get(f"/api/v1/callbacks/{cb_id}")   # may already have been dialled by the balancing loop
     assert cb["number"] == caller_number(lang, "callback")
     assert cb["lang"] == lang and cb["queue"] == "support" and cb["status"] in ("pending", "dialling", "done")
+    # support has agents to spare: the caller was promised a callback (the 15-minute floor at least)
+    assert int(cb["promise_s"]) >= 900 and float(cb["due"]) == pytest.approx(
+        float(cb["requested_at"]) + int(cb["promise_s"]), abs=1), cb
 
     r = rec("bad_booking")
     assert r["path"][4:] == ["refund_request", "retries-exhausted", "q_refunds"]
     assert r["queue"] == "refunds"
 
     r = rec("rebooking_declines_callback")
-    assert r["path"][4:] == ["q_rebooking"]          # offered a callback (no agent), pressed 2, queued
+    # nobody serves rebooking: no callback can be promised, so none is offered (callback_over: auto); queued
+    assert r["path"][4:] == ["q_rebooking"]
     assert r["queue"] == "rebooking" and r["outcome"] in ("abandoned", "left_queue")
 
     r = rec("invalid_then_support")

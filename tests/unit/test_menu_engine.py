@@ -27,6 +27,7 @@ from aiohttp.test_utils import TestServer
 
 from ivr.agi.protocol import AgiConnection, AgiEnvironment, AgiHangup, quote_arg
 from ivr.agi.server import AgiRouter, AgiServer, AgiSession
+from ivr.balance.forecast import Promise
 from ivr.menu import nodes
 from ivr.menu.engine import MAX_STEPS, MenuEngine
 from ivr.menu.schema import FORBIDDEN_IN_VALUES, Menu, MenuError, MenuSet, parse_menu
@@ -36,7 +37,7 @@ from ivr.store.keys import Keys
 from ivr.store.redis_store import Store
 from ivr.store.selfservice import CallbackStore
 
-from .test_menu_transcripts import LANGUAGES, QUEUES, FakeRefunds, World, prompt_root
+from .test_menu_transcripts import LANGUAGES, QUEUES, FakePromises, FakeRefunds, World, prompt_root
 
 BACKENDS = frozenset({"refunds", "crm", "slow"})
 UID = "1795700000.7"
@@ -687,19 +688,27 @@ def queued_after_estimate(P: str, minutes: int) -> list[tuple[str, Any]]:
             (f'SAY NUMBER "{minutes}" ""', EXEC_OK), handed_back(REBOOKING, P, "minutes")]
 
 
+def promise_said(P: str, minutes: int, lang: str = "en") -> list[tuple[str, str]]:
+    """How a kept callback ends: "we will call you back within" N "minutes" (the last word by the dialplan)."""
+    return [(sf(P, "callback-promise", lang=lang), PLAYED), (f'SAY NUMBER "{minutes}" ""', EXEC_OK),
+            bye(P, "minutes", lang=lang)]
+
+
 async def test_callback_offered_over_the_threshold_and_accepted(prompts: PromptLibrary, P: str) -> None:
-    world = World(estimates={"rebooking": 301.0})
+    world = World(estimates={"rebooking": 301.0}, promises=FakePromises(1200.0))
     fake = ScriptedAsterisk([
         (gd(P, "callback-offer", 5000, 1), "200 result=1"),
         (sf(P, "callback-number-is", "12"), PLAYED),
         (f'SAY DIGITS "{CALLER}" "12"', EXEC_OK),
         (gd(P, "callback-confirm", 5000, 1), "200 result=1"),
-        bye(P, "callback-booked")])
+        *promise_said(P, 20)])
     await run_call(engine_for(menu(OFFER_MENU), prompts, world), fake)
     assert fake.commands == fake.expected
     (cb,) = world.callbacks.requests
     assert (cb["number"], cb["queue"], cb["lang"], cb["call_uid"], cb["caller"]) == (CALLER, "rebooking", "en",
                                                                                       UID, CALLER)
+    assert cb["promise_s"] == 1200.0 and world.promises.told == [("rebooking", 1200.0)]
+    assert world.promises.asked == ["rebooking"]        # computed once: the offer's promise is the one told
     rec = record_of(world)
     assert rec["path"] == ["q", "cb"]
     assert (rec["ivr_outcome"], rec["ivr_queue"], rec["vars"]) == ("callback_requested", "rebooking",
@@ -714,7 +723,7 @@ async def test_callback_offered_over_the_threshold_and_accepted(prompts: PromptL
 ])
 async def test_callback_not_taken(estimate: float, offer_answer: str | None, minutes: int, prompts: PromptLibrary,
                                   P: str) -> None:
-    world = World(estimates={"rebooking": estimate})
+    world = World(estimates={"rebooking": estimate}, promises=FakePromises(1200.0))
     offer = [] if offer_answer is None else [
         (gd(P, "callback-offer", 5000, 1), f"200 result={offer_answer}" if offer_answer else TIMEOUT)]
     fake = ScriptedAsterisk(offer + queued_after_estimate(P, minutes))
@@ -1154,3 +1163,95 @@ async def test_fallback_timeout_offer_declined_leaves_the_apology_to_the_dialpla
     assert world.callbacks.requests == []
     (_, fields), = world.sink.saved
     assert fields["ivr_outcome"] == "fallback_timeout"
+
+
+# ================================================= the callback promise spoken and kept
+AUTO_MENU = OFFER_MENU.replace("callback_over: 300", "callback_over: auto")
+
+
+async def test_no_offer_without_a_promise_that_can_be_kept(prompts: PromptLibrary, P: str) -> None:
+    world = World(estimates={"rebooking": 3000.0})          # a long wait, but nothing can be promised
+    fake = ScriptedAsterisk(queued_after_estimate(P, 50))
+    await run_call(engine_for(menu(OFFER_MENU), prompts, world), fake)
+    assert fake.commands == fake.expected
+    assert world.promises.asked == ["rebooking"] and world.callbacks.requests == []
+
+
+async def test_no_promise_is_computed_when_no_offer_could_be_made(prompts: PromptLibrary, P: str) -> None:
+    world = World(estimates={"rebooking": 120.0}, promises=FakePromises(900.0))
+    fake = ScriptedAsterisk(queued_after_estimate(P, 2))
+    await run_call(engine_for(menu(OFFER_MENU), prompts, world), fake)       # 120 s < callback_over 300
+    assert fake.commands == fake.expected and world.promises.asked == []
+
+
+@pytest.mark.parametrize(("estimate", "promise_s", "offered"), [
+    (91.0, 900.0, True), (89.0, 900.0, False),            # auto: over max(60 s, a tenth of the promise)
+    (700.0, 7200.0, False), (721.0, 7200.0, True),        # a 2 h promise is offered from a 12 min wait
+])
+async def test_auto_offers_against_the_promise(estimate: float, promise_s: float, offered: bool,
+                                              prompts: PromptLibrary, P: str) -> None:
+    world = World(estimates={"rebooking": estimate}, promises=FakePromises(promise_s))
+    minutes = max(1, int(estimate / 60 + 0.5))
+    offer = [(gd(P, "callback-offer", 5000, 1), "200 result=2")] if offered else []
+    fake = ScriptedAsterisk(offer + queued_after_estimate(P, minutes))
+    await run_call(engine_for(menu(AUTO_MENU), prompts, world), fake)
+    assert fake.commands == fake.expected
+
+
+async def test_a_failing_promise_service_means_no_offer(prompts: PromptLibrary, P: str) -> None:
+    class Broken(FakePromises):
+        async def callback_promise(self, queue: str) -> Promise:
+            raise ConnectionError("Redis down")
+    world = World(estimates={"rebooking": 3000.0}, promises=Broken(900.0))
+    fake = ScriptedAsterisk(queued_after_estimate(P, 50))
+    await run_call(engine_for(menu(AUTO_MENU), prompts, world), fake)
+    assert fake.commands == fake.expected
+
+
+async def test_a_caller_who_asks_for_a_callback_hears_the_promise_in_their_language(prompts: PromptLibrary,
+                                                                                   P: str) -> None:
+    text = """\
+    name: t
+    start: cb
+    nodes:
+      cb: {type: callback, queue: refunds}
+    """
+    world = World(promises=FakePromises(2700.0))
+    fake = ScriptedAsterisk([
+        (sf(P, "callback-number-is", "12", lang="fa"), key("1")),
+        *promise_said(P, 45, lang="fa")])
+    await run_call(engine_for(menu(text), prompts, world), fake, language="fa")
+    assert fake.commands == fake.expected
+    (cb,) = world.callbacks.requests
+    assert cb["queue"] == "refunds" and cb["promise_s"] == 2700.0
+    assert world.promises.asked == ["refunds"] and world.promises.told == [("refunds", 2700.0)]
+
+
+async def test_a_callback_with_a_next_node_says_the_promise_then_goes_on(prompts: PromptLibrary, P: str) -> None:
+    text = """\
+    name: t
+    start: cb
+    nodes:
+      cb: {type: callback, queue: refunds, prompts: [survey-thanks], next: bye}
+      bye: {type: hangup, prompts: [goodbye]}
+    """
+    world = World(promises=FakePromises(900.0))
+    fake = ScriptedAsterisk([
+        (sf(P, "callback-number-is", "12"), key("1")),
+        (sf(P, "survey-thanks"), PLAYED), (sf(P, "callback-promise"), PLAYED), ('SAY NUMBER "15" ""', EXEC_OK),
+        (sf(P, "minutes"), PLAYED), bye(P, "goodbye")])
+    await run_call(engine_for(menu(text), prompts, world), fake)
+    assert fake.commands == fake.expected
+
+
+async def test_the_fallback_offer_says_the_promise(prompts: PromptLibrary, P: str) -> None:
+    world = World(promises=FakePromises(1800.0))
+    fake = ScriptedAsterisk([
+        ('GET VARIABLE "IVR_FALLBACK_SINCE"', "200 result=0"),
+        (gd(P, "fallback-offer", 6000, 1), "200 result=1"),
+        (sf(P, "callback-number-is", "12"), key("1")),
+        *promise_said(P, 30)])
+    await run_fallback(engine_for(menu(OFFER_MENU), prompts, world), fake)
+    assert fake.commands == fake.expected
+    (cb,) = world.callbacks.requests
+    assert cb["queue"] == "support" and cb["promise_s"] == 1800.0

@@ -40,6 +40,7 @@ import pytest
 
 from ivr.agi.protocol import quote_arg
 from ivr.agi.server import AgiRouter, AgiServer
+from ivr.balance.forecast import Promise, offer_callback
 from ivr.config import PROJECT_ROOT, Config
 from ivr.menu.engine import EngineServices, MenuEngine
 from ivr.menu.schema import MenuSet
@@ -96,12 +97,38 @@ class FakeCallbacks:
         self.requests: list[dict[str, Any]] = []
 
     async def request(self, number: str, *, queue: str, lang: str = "en", call_uid: str = "",
-                      joined_at: float | None = None, caller: str = "") -> dict[str, Any]:
+                      joined_at: float | None = None, caller: str = "",
+                      promise_s: float | None = None) -> dict[str, Any]:
         record = {"id": str(self.next_id), "number": number, "queue": queue, "lang": lang, "call_uid": call_uid,
                   "caller": caller, "place": joined_at, "status": "pending", "attempts": 0}
+        if promise_s is not None:
+            record["promise_s"] = promise_s
         self.next_id += 1
         self.requests.append(record)
         return record
+
+
+class FakePromises:
+    """PromiseService stand-in: the same promise for every queue (None seconds: no promise can be made), the
+    real offer rule (ivr/balance/forecast.py offer_callback); remembers what it was asked and told."""
+
+    def __init__(self, seconds: float | None = None) -> None:
+        self.promise = Promise(seconds, None if seconds is None else seconds / 1.2, "fake")
+        self.asked: list[str] = []
+        self.told: list[tuple[str, float]] = []
+
+    async def callback_promise(self, queue: str) -> Promise:
+        self.asked.append(queue)
+        return self.promise
+
+    def offer(self, estimate: float | None, promise: Promise, over: float | str | None) -> bool:
+        return offer_callback(estimate, promise, over)
+
+    def might_offer(self, estimate: float | None, over: float | str | None) -> bool:
+        return over is not None and estimate is not None and estimate > (60.0 if over == "auto" else float(over))
+
+    def promised(self, queue: str, seconds: float) -> None:
+        self.told.append((queue, seconds))
 
 
 class FakeOutbound:
@@ -152,6 +179,7 @@ class World:
     callbacks: FakeCallbacks = field(default_factory=FakeCallbacks)
     surveys: FakeSurveys = field(default_factory=FakeSurveys)
     outbound: FakeOutbound = field(default_factory=FakeOutbound)
+    promises: FakePromises = field(default_factory=FakePromises)
     sink: FakeSink = field(default_factory=FakeSink)
     estimates: dict[str, float | None] = field(default_factory=dict)
     banner_path: str | None = None
@@ -169,7 +197,7 @@ class World:
     def services(self, **overrides: Any) -> EngineServices:
         kw: dict[str, Any] = dict(backends={"refunds": self.refunds}, callbacks=self.callbacks,
                                   surveys=self.surveys, estimate_wait=self.estimate_wait, banner=self.banner,
-                                  outbound=self.outbound)
+                                  outbound=self.outbound, promises=self.promises)
         kw.update(overrides)
         return EngineServices(**kw)
 
@@ -347,6 +375,7 @@ class Case:
     survey: int | None = None
     survey_queue: str = ""
     estimates_asked: tuple[str, ...] = ()
+    promise_s: float | None = None                   # the callback promise (None: none can be made)
 
 
 START = ("recognise", "language", "banner", "main")
@@ -402,10 +431,11 @@ CASES: dict[str, Case] = {
     "en_status_not_found_then_hangup": Case(
         path=START + ("refund_status", "refund_status_lookup", "refund_status_none", "main"),
         vars={"booking": "987654", "said": "refund_status_lookup:not_found"}, lookups=(("status", "987654"),)),
-    # 3 -> nobody serves rebooking (infinite estimate): callback offered, 2 declines -> queued, no estimate said
+    # 3 -> nobody serves rebooking now (infinite estimate) but a callback can be promised within the hour:
+    # callback offered, 2 declines -> queued, no estimate said
     "en_rebooking_callback_declined": Case(
         estimates={"rebooking": math.inf}, path=START + ("q_rebooking",), outcome="queued", queue="rebooking",
-        estimates_asked=("rebooking",)),
+        estimates_asked=("rebooking",), promise_s=3600.0),
     # 2 -> 000000 three times (refused by the booking validator) -> refunds queue, "about 2 minutes" (90 s)
     "zh_invalid_booking_wait_announced": Case(
         estimates={"refunds": 90.0}, language="zh", path=START + ("refund_request", "retries-exhausted", "q_refunds"),
@@ -429,7 +459,8 @@ async def test_recorded_call_replays(name: str, stack: Any, prompts: PromptLibra
     uid, caller = env_value(t, "uniqueid"), env_value(t, "callerid")
     is_survey = env_value(t, "network_script").startswith("survey/")
     world = World(refunds=FakeRefunds(case.refunds, next_reference=case.next_reference),
-                  callbacks=FakeCallbacks(case.next_callback), estimates=dict(case.estimates))
+                  callbacks=FakeCallbacks(case.next_callback), estimates=dict(case.estimates),
+                  promises=FakePromises(case.promise_s))
     server, engine = await stack(world)
 
     sent = await replay(server.port, t)

@@ -293,10 +293,12 @@ class FakeCallbackStore:
     async def close(self, cb_id: str, status: str, why: str) -> None:
         self.events.append(("close", status, why))
 
-    async def finish(self, cb_id: str, outcome: str, *, retry_at: float | None = None) -> None:
+    async def finish(self, cb_id: str, outcome: str, *, retry_at: float | None = None,
+                     extra: dict[str, str] | None = None) -> None:
         self.events.append(("finish", outcome, retry_at is not None))
+        self.extra = dict(extra or {})
 
-    async def mark_call(self, uid: str, cb_id: str) -> None:
+    async def mark_call(self, uid: str, cb_id: str, kept: str = "") -> None:
         self.events.append(("mark_call", uid))
 
 

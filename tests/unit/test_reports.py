@@ -83,6 +83,21 @@ def test_outbound_notices_and_callbacks_are_not_inbound_calls() -> None:
     assert r["outbound_attempts"] == 3 and r["outbound.busy"] == 2 and r["outbound.refund"] == 1
 
 
+def test_callbacks_kept_within_their_promise() -> None:
+    cb = dict(menu="callback", kind="callback", wait=3, talk=5)
+    records = [rec(T0 + 10, "answered", caller="1", callback_kept="yes", **cb),
+               rec(T0 + 20, "answered", caller="2", callback_kept="yes", **cb),
+               rec(T0 + 30, "answered", caller="3", callback_kept="no", **cb),
+               rec(T0 + 40, "answered", caller="4", callback_kept="none", **cb),   # booked without a promise
+               rec(T0 + 50, "answered", caller="5", **cb)]                         # before promises were kept
+    rows = reports.build(records, [], start=T0, end=T0 + 3600, by="day")
+    r = rows[0]
+    assert (r["callbacks_dialled"], r["callbacks_kept"], r["callbacks_late"]) == (5, 2, 1)
+    t = reports.totals(rows)
+    assert (t["callbacks_kept"], t["callbacks_late"]) == (2, 1)
+    assert "callbacks_kept" in reports.to_csv(rows).splitlines()[0] and "cb kept" in reports.to_table(rows)
+
+
 def test_damaged_records_are_skipped_not_fatal() -> None:
     records = [{"outcome": "answered"}, {"ended_at": "soon"}, rec(T0 + 1, "answered", wait="x", talk=None),
                rec(T0 + 2, "answered", caller="9", wait=4, talk=8, survey=9)]
