@@ -22,6 +22,7 @@ from .ami import names as ev
 from .ami.client import AmiClient, AmiError
 from .config import Config
 from .balance.erlang import estimate_wait
+from .balance.forecast import MIN_HISTORY
 from .banner import BannerService, live_prompts_dir
 from .callbacks import CallbackDispatcher
 from .continuity import Continuity
@@ -171,9 +172,12 @@ class Controller:
 
     # --------------------------------------------------------------- estimates
     def asterisk_estimate(self, queue: str) -> float | None:
-        """What app_queue would announce to a caller joining ``queue`` now: its average hold time."""
+        """What app_queue would announce to a caller joining ``queue`` now: its average hold time
+        (None until the queue has answered ``MIN_HISTORY`` calls: a moving average of fewer means little)."""
         q = self.state.queues.get(queue)
-        return None if q is None or not self.ami.connected else float(q.asterisk_holdtime)
+        if q is None or not self.ami.connected or q.stats.answered < MIN_HISTORY:
+            return None
+        return float(q.asterisk_holdtime)
 
     def estimate_wait(self, queue: str, default_aht: float = 180.0) -> float | None:
         """Expected wait for a caller joining ``queue`` now (None when unknown)."""

@@ -110,6 +110,22 @@ def offer_callback(estimated_wait: float | None, promise: Promise, over: float |
     return estimated_wait > float(over)
 
 
+MIN_HISTORY = 5                 # answered calls before app_queue's holdtime is trusted
+
+
+def spoken_and_offer(model: float | None, holdtime: float | None) -> tuple[float | None, float | None]:
+    """Which estimate a caller hears and which one the callback offer looks at.
+
+    ``holdtime``: app_queue's moving average of hold times (None until the queue has ``MIN_HISTORY``
+    answers); ``model``: the pure-death estimate from the callers ahead. On the calibrated crisis day
+    the holdtime measures best (docs/crisis-day.md), so it is what the caller hears once it has a
+    history; the offer looks at the larger of the two, because the moving average lags a queue that
+    builds quickly and an offer that waits for it comes too late."""
+    spoken = holdtime if holdtime is not None else model
+    known = [x for x in (model, holdtime) if x is not None]
+    return spoken, (max(known) if known else None)
+
+
 def outlook_from_hours(now_s: float, agents_by_hour: Sequence[float], arrivals_by_hour: Sequence[float],
                        share_to_agents: float = 1.0) -> list[Interval]:
     """An outlook from hourly plans (24 values each, hour 0..23 of the day; ``now_s`` seconds since

@@ -444,8 +444,9 @@ class Simulation:
                 # the offer looks at the larger of app_queue's holdtime (the estimate the caller hears: it
                 # measures best on the crisis day, docs/crisis-day.md) and the policy's, which sees a
                 # queue building before the moving average of past holds does
-                spoken = max(c.est_ast, c.est) if q.n_answered >= 5 else c.est
-                offered = asked or forecast.offer_callback(spoken, promise, over)
+                _, offer_on = forecast.spoken_and_offer(c.est, c.est_ast if q.n_answered >= forecast.MIN_HISTORY
+                                                        else None)
+                offered = asked or forecast.offer_callback(offer_on, promise, over)
                 if offered and not asked:
                     c.cb_offered = True
                 if asked or (offered and c.u_cb < self.p.callback_accept):

@@ -15,7 +15,7 @@ from typing import Awaitable, Callable
 from zoneinfo import ZoneInfo
 
 from ..agi.server import AgiSession
-from ..balance.forecast import Promise
+from ..balance.forecast import Promise, spoken_and_offer
 from .engine import ALL_KEYS, CallContext, MenuEngine
 from .schema import Node
 from .services import VALIDATORS, LookupFailed, format_part, is_digits, safe_prompt_name
@@ -261,8 +261,9 @@ async def _store_callback(engine: MenuEngine, ctx: CallContext, number: str, que
 async def _queue(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
     queue = node.get("queue")
     ctx.queue = queue
-    estimate = engine.services.estimate_wait(queue)
-    if node.get("callback") and await _offer_callback(engine, ctx, queue, estimate, node.get("callback_over")):
+    model, ast_estimate = engine.services.estimate_wait(queue), engine.services.asterisk_estimate(queue)
+    estimate, offer_on = spoken_and_offer(model, ast_estimate)
+    if node.get("callback") and await _offer_callback(engine, ctx, queue, offer_on, node.get("callback_over")):
         digit = await engine.ask(s, ctx, node.get("offer_prompt", ("callback-offer",)), 5.0)
         if digit == "1":
             return node.get("callback")
@@ -275,9 +276,8 @@ async def _queue(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node
     ctx.outcome = "queued"
     # both estimates at the moment the caller joins, kept in the record so they can be checked against the
     # wait that followed (benchmarks/surge_load.py --mode hold)
-    if estimate is not None and math.isfinite(estimate):
-        ctx.estimates["estimate"] = str(round(estimate))
-    ast_estimate = engine.services.asterisk_estimate(queue)
+    if model is not None and math.isfinite(model):
+        ctx.estimates["estimate"] = str(round(model))
     if ast_estimate is not None:
         ctx.estimates["ast_estimate"] = str(round(ast_estimate))
     priority = int(node.get("priority", 0))

@@ -92,3 +92,11 @@ def test_a_callback_near_its_promise_takes_the_next_free_agent_even_while_caller
     later = (CallbackView("due", "refunds", place=50.0, due=3000.0),)
     assert not [a for a in decide(Snapshot(1000.0, {"refunds": q}, {}, callbacks=later), Policy()).actions
                 if a.kind == "dispatch_callback"]
+
+
+def test_the_caller_hears_app_queues_holdtime_once_it_has_a_history_and_the_offer_looks_at_the_larger():
+    from ivr.balance.forecast import spoken_and_offer
+    assert spoken_and_offer(120.0, None) == (120.0, 120.0)          # no history yet: the model
+    assert spoken_and_offer(120.0, 300.0) == (300.0, 300.0)         # the holdtime measures best
+    assert spoken_and_offer(400.0, 300.0) == (300.0, 400.0)         # a queue building: the offer sees it
+    assert spoken_and_offer(None, None) == (None, None)
