@@ -108,7 +108,7 @@ def targets(static: list[dict[str, Any]], ctrl: list[dict[str, Any]]) -> list[tu
          max(r["peak"]["asa_s"] for r in ctrl) < 120),
         ("served >= static answered (worst seed vs static mean)", f"{served_min:.0f} vs {m(static, 'day', 'answered'):.0f}",
          served_min >= m(static, "day", "answered")),
-        ("served + notified who did not call >= static answered", f"{served_notice_min:.0f} vs "
+        ("served + notified who did not call >= static answered (worst seed)", f"{served_notice_min:.0f} vs "
          f"{m(static, 'day', 'answered'):.0f}", served_notice_min >= m(static, "day", "answered")),
         ("callbacks pending at the day's end (reported)", f"{max(r['day']['cb_pending_end'] for r in ctrl):.0f} (max)", True)]
 
@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = list(range(1, a.seeds + 1))
     configs: dict[str, tuple[str, dict[str, Any]]] = {
         "static": ("static", {}), "controller": ("balanced", {}),
-        "routing + callbacks only": ("balanced", {"self_service": False, "notices": False})}
+        "routing + callbacks only": ("balanced", {"self_service": False, "notices": False}),
+        "no notices": ("balanced", {"notices": False})}
     if not a.no_sensitivity:
         for ss in (0.0, 0.2, 0.4):
             for acc in (0.2, 0.4, 0.6):
@@ -177,14 +178,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"seeds": seeds, "elapsed_s": elapsed, "configs": by,
                           "targets": targets(by["static"], by["controller"])}, indent=1))
         return 0
-    main3 = {k: by[k] for k in ("static", "controller", "routing + callbacks only")}
+    main3 = {k: by[k] for k in ("static", "controller", "no notices", "routing + callbacks only")}
     print(f"## {p.name}: seeds {seeds[0]}-{seeds[-1]}, mean (range)\n\n### Whole day\n\n{table(main3, 'day')}\n")
     print(f"### Peak hour (10:00)\n\n{table(main3, 'peak')}\n")
     print("### Targets (controller)\n\n| target | result | met |\n|---|---|---|")
     for label, val, ok in targets(by["static"], by["controller"]):
         print(f"| {label} | {val} | {'yes' if ok else 'NO'} |")
     print("\n### Wait estimates against the waits answered callers had (day, MAE s, mean of seeds)\n")
-    print("| estimator | static | controller | routing + callbacks only |\n|---|---|---|---|")
+    print("| estimator | " + " | ".join(main3) + " |\n|---|" + "---|" * len(main3))
     for label, key in (("app_queue's holdtime (moving average of holds)", "ast_mae_s"),
                        ("pure-death, this queue's callers ahead", "est_mae_s"),
                        ("pure-death, the other queues' callers for the same agents too", "shared_mae_s"),
