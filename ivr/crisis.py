@@ -432,6 +432,69 @@ def agreement(stack: float | None, sim: float | None, tol: float = 0.25) -> bool
     return abs(stack / sim - 1.0) <= tol
 
 
+# ----------------------------------------------------------------------------- the report
+ROWS = [("offered", "offered", "{:.0f}"), ("self-service %", "self_service_pct", "{:.1f}"),
+        ("queued", "queued", "{:.0f}"), ("answered", "answered", "{:.0f}"),
+        ("abandoned", "abandoned", "{:.0f}"), ("abandoned %", "abandoned_pct", "{:.1f}"),
+        ("ASA s (compressed)", "asa_s", "{:.1f}"), ("ASA s (x factor)", "asa_s_full", "{:.0f}"),
+        ("callbacks offered", "cb_offered", "{:.0f}"), ("callbacks requested", "cb_requested", "{:.0f}"),
+        ("callbacks made", "cb_made", "{:.0f}"), ("callbacks kept", "cb_kept", "{:.0f}"),
+        ("peak waiting", "peak_waiting", "{:.0f}")]
+
+
+def _cell(v: Any, fmt: str) -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def compare(result: dict[str, Any]) -> dict[str, Any]:
+    """Ratios controller / static (ASA, abandonment) of the stack and of the simulator, and whether they
+    agree within 25 %."""
+    runs, sim = result["runs"], result["simulator"]
+    out: dict[str, Any] = {}
+    for key in ("asa_s", "abandoned_pct"):
+        stack = ratio(runs.get("controller", {}).get(key), runs.get("static", {}).get(key))
+        pred = ratio(sim["balanced"][key], sim["static"][key])
+        out[key] = {"stack": stack, "simulator": pred, "agree_25pct": agreement(stack, pred)}
+    return out
+
+
+def format_table(result: dict[str, Any]) -> str:
+    runs, sim, f = result["runs"], result["simulator"], result["factor"]
+    cols = [("static", runs.get("static")), ("controller", runs.get("controller")),
+            ("sim static", sim["static"]), ("sim balanced", sim["balanced"])]
+    head = f"{'':<24}" + "".join(f"{n:>13}" for n, _ in cols) + f"{'ratio stack':>13}{'ratio sim':>11}"
+    lines = [f"{result['profile']} hour {result['hour']:02d}:00, seed {result['seed']}, x{f:g} "
+             f"({result['callers']} callers over {result['span_s']:.0f} s, {result['agents']} agents)", head]
+    for label, key, fmt in ROWS:
+        vals = []
+        for _, r in cols:
+            if r is None:
+                vals.append("-")
+                continue
+            v = r.get(key)
+            if key == "asa_s_full" and r.get("asa_s") is not None:
+                v = r["asa_s"] * f
+            vals.append(_cell(v, fmt))
+        a, b = runs.get("controller", {}), runs.get("static", {})
+        rs = ratio(a.get(key), b.get(key)) if key in ("asa_s", "abandoned_pct", "answered") else None
+        rp = ratio(sim["balanced"].get(key), sim["static"].get(key)) \
+            if key in ("asa_s", "abandoned_pct", "answered") else None
+        lines.append(f"{label:<24}" + "".join(f"{v:>13}" for v in vals) + f"{_cell(rs, '{:.2f}'):>13}"
+                     f"{_cell(rp, '{:.2f}'):>11}")
+    for key, c in result["compare"].items():
+        verdict = {True: "agree within 25 %", False: "DISAGREE (> 25 %)", None: "n/a"}[c["agree_25pct"]]
+        lines.append(f"improvement {key} controller/static: stack {_cell(c['stack'], '{:.2f}')}, simulator "
+                     f"{_cell(c['simulator'], '{:.2f}')}: {verdict}")
+    for mode, r in runs.items():
+        lines.append(f"{mode}: SIPp {r['sipp_successful']} ok / {r['sipp_failed']} failed, AGI calls "
+                     f"{r['agi_calls']}, records {r['records']}, queue_log {r['queue_log_check']}, balancing "
+                     f"actions {r['balance_actions']}, tier changes {len(r['tier_events'])}"
+                     + (f", notices {r['notices']}" if r.get("notices") else ""))
+    lines += [f"scaled: {s}" for s in result["scaled"]]
+    return "\n".join(lines)
+
+
+
 @dataclass
 class LogTail:
     """New lines of a log file since the last read (the controller's log, for the live events)."""

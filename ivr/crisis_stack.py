@@ -104,8 +104,8 @@ class Replay:
         (dialplans / "main.yaml").write_text(
             crisis.scaled_menu((PROJECT_ROOT / "dialplans" / "main.yaml").read_text(encoding="utf-8"),
                                s.callback_over), encoding="utf-8")
-        base = o.port_base if o.port_base and mode == "static" else \
-            (o.port_base + 2000 if o.port_base else pick_port_base(20000, 40000, 2000, 500))
+        start = (o.port_base or 20000) + (2000 if o.port_base and mode == "controller" else 0)
+        base = pick_port_base(start, start + 20000, 2000, 500)   # the first free from there
         if mode == "static":   # the same agents, one flat tier: the policy's desired state is all of them at 0
             balance = {"simple_queues": [], "interval": o.tick, "open_wait_s": 1e9, "close_wait_s": 1e9,
                        "open_sl": 0.0}   # no tier ever opens (there are no volunteers to bring in anyway)
