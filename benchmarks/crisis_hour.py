@@ -62,6 +62,31 @@ from ivr.crisis import compare, format_table  # noqa: E402
 from ivr.crisis_stack import Options, Replay  # noqa: E402
 from ivr.stack import missing_tools  # noqa: E402
 
+def prediction(replay: Replay, args: argparse.Namespace) -> dict[str, Any]:
+    """The simulator's figures for the same hour and seed (self-service as on the stack, when the
+    controller run was made); with --seconds the simulator still runs the whole hour (noted)."""
+    gone = crisis.self_served(replay.trace) if "controller" in args.runs else []
+    sim = crisis.simulator_prediction(replay.profile, replay.seed, replay.hour, args.factor, gone)
+    if args.seconds is not None:
+        sim = {m: {**v, "note": "the whole hour (the runs: only its first seconds)"} for m, v in sim.items()}
+    return sim
+
+
+def reprint(path: str, as_json: bool) -> int:
+    """The table of a saved run (--out) again, with the simulator's prediction computed now."""
+    result = json.loads(Path(path).read_text(encoding="utf-8"))
+    opts = Options(workdir=Path(tempfile.mkdtemp(prefix="ivr-crisis-reprint-")),
+                   profile=Path(result["profile_path"]), seed=result["seed"], hour=result["hour"],
+                   factor=result["factor"], press0=result["press0"], window_s=result.get("seconds"))
+    replay = Replay(opts)
+    args = argparse.Namespace(runs=",".join(result["runs"]), factor=result["factor"], seconds=result.get("seconds"))
+    result["simulator"] = prediction(replay, args)
+    result["compare"] = compare(result)
+    shutil.rmtree(opts.workdir, ignore_errors=True)
+    print(json.dumps(result, indent=1) if as_json else format_table(result))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", default=str(crisis.DEFAULT_PROFILE),
@@ -82,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port-base", type=int, help="port base of the static run's stack (the controller's: +2000)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("--out", help="also write the result as JSON to this file")
+    p.add_argument("--from-json", metavar="FILE", help="print the table of a saved run (--out FILE) again, with "
+                                                       "the simulator's prediction computed now; runs nothing")
     args = p.parse_args(argv)
+    if args.from_json:
+        return reprint(args.from_json, args.json)
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
     if not runs or any(r not in ("static", "controller") for r in runs):
         p.error("--runs: static and/or controller")
@@ -107,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     replay = Replay(opts, out=sys.stderr, live=not args.json)
     result: dict[str, Any] = {
         "profile": replay.profile.name, "profile_path": str(args.profile), "seed": replay.seed, "hour": replay.hour,
-        "factor": args.factor, "press0": args.press0, "callers": len(replay.trace), "span_s": round(replay.span, 1),
+        "factor": args.factor, "press0": args.press0, "seconds": args.seconds, "callers": len(replay.trace),
+        "span_s": round(replay.span, 1),
         "agents": len(replay.roster), "roster": [{"id": a.id, "skill": a.skill, "tier": a.tier, "team": a.team}
                                                  for a in replay.roster],
         "notices": replay.notices, "scaled": replay.scaled.describe(replay.profile), "runs": {},
@@ -125,10 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = 1
     finally:
         replay.stop()
-    sim = crisis.simulator_prediction(replay.profile, replay.seed, replay.hour, args.factor)
-    if args.seconds is not None:   # the smoke window: the simulator's callers of the same window only
-        sim = {m: {**v, "note": "whole hour"} for m, v in sim.items()}
-    result["simulator"] = sim
+    result["simulator"] = prediction(replay, args)
     result["compare"] = compare(result)
     result["complete"] = rc == 0 and len(result["runs"]) == len(runs)
     result["duration_s"] = round(time.time() - started, 1)

@@ -16,6 +16,7 @@ into ``Queue()``'s timeout), never a SIPp hang-up: a SIPp caller cannot tell it 
 
 from __future__ import annotations
 
+import heapq
 import random
 import re
 import subprocess
@@ -26,7 +27,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import yaml
 
-from .balance.simulate import Profile, Simulation, build_roster, make_callers
+from .balance.simulate import Caller, Profile, Simulation, build_roster, make_callers
 from .config import PROJECT_ROOT
 from .sipp import CallerScript, Sipp, free_port, free_port_pair
 
@@ -405,18 +406,37 @@ def summarise_records(calls: Sequence[dict[str, Any]], trace: Sequence[TraceCall
             "by_outcome": by_outcome}
 
 
-def simulator_prediction(p: Profile, seed: int, hour: int, factor: float) -> dict[str, dict[str, Any]]:
-    """``Simulation(...).summary()`` of both modes for the hour at normal scale; times divided by factor."""
+def simulator_prediction(p: Profile, seed: int, hour: int, factor: float,
+                         self_served: Iterable[int] = ()) -> dict[str, dict[str, Any]]:
+    """``Simulation(...).run().summary()`` of both modes for the hour at normal scale, times divided by
+    ``factor``; and ``balanced_ss``: balanced without the callers (by index in ``make_callers``) who served
+    themselves in the replay (the simulator has no self-service), abandonment over all the hour's callers."""
+    gone = set(self_served)
     out = {}
-    for mode in ("static", "balanced"):
-        s = Simulation(p, mode, seed, (hour, hour + 1)).run().summary()
-        out[mode] = {"offered": s["offered"], "answered": s["answered"], "abandoned": s["abandoned"],
-                     "abandoned_pct": round(s["abandoned_pct"], 1), "asa_s": round(s["asa_s"] / factor, 2),
-                     "asa_s_full": round(s["asa_s"], 1), "self_service_pct": 0.0,
+    for name, mode in (("static", "static"), ("balanced", "balanced"), ("balanced_ss", "balanced")):
+        if name == "balanced_ss" and not gone:
+            continue
+        sim = Simulation(p, mode, seed, (hour, hour + 1))
+        if name == "balanced_ss":   # their arrivals taken out before the run
+            sim.heap = [e for e in sim.heap if not (isinstance(e[3], Caller) and e[3].id in gone)]
+            heapq.heapify(sim.heap)
+            sim.callers = [c for c in sim.callers if c.id not in gone]
+        s = sim.run().summary()
+        offered = s["offered"] + (len(gone) if name == "balanced_ss" else 0)
+        out[name] = {"offered": offered, "answered": s["answered"], "abandoned": s["abandoned"],
+                     "abandoned_pct": round(100.0 * s["abandoned"] / offered, 1) if offered else 0.0,
+                     "asa_s": round(s["asa_s"] / factor, 2), "asa_s_full": round(s["asa_s"], 1),
+                     "self_service_pct": round(100.0 * len(gone) / offered, 1) if name == "balanced_ss" else 0.0,
+                     "queued": s["answered"] + s["abandoned"] + s["waiting_end"],
                      "cb_offered": s["cb_offered"], "cb_requested": s["cb_requested"], "cb_made": s["cb_made"],
                      "cb_kept": s["cb_kept"], "avg_wait_s": round(s["avg_wait_s"] / factor, 2),
                      "waiting_end": s["waiting_end"]}
     return out
+
+
+def self_served(trace: Sequence[TraceCall]) -> list[int]:
+    """The callers (indexes in ``make_callers``) who end in self-service on the controller's line."""
+    return [c.idx for c in trace if not c.queues_in_controller]
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -447,21 +467,27 @@ def _cell(v: Any, fmt: str) -> str:
 
 
 def compare(result: dict[str, Any]) -> dict[str, Any]:
-    """Ratios controller / static (ASA, abandonment) of the stack and of the simulator, and whether they
-    agree within 25 %."""
+    """Ratios controller / static (ASA, abandonment) on the stack and in the simulator (its balanced mode
+    without the callers who served themselves on the stack, else plain balanced), and whether they agree
+    within 25 %."""
     runs, sim = result["runs"], result["simulator"]
+    bal = sim.get("balanced_ss") or sim["balanced"]
     out: dict[str, Any] = {}
     for key in ("asa_s", "abandoned_pct"):
         stack = ratio(runs.get("controller", {}).get(key), runs.get("static", {}).get(key))
-        pred = ratio(sim["balanced"][key], sim["static"][key])
-        out[key] = {"stack": stack, "simulator": pred, "agree_25pct": agreement(stack, pred)}
+        pred = ratio(bal[key], sim["static"][key])
+        plain = ratio(sim["balanced"][key], sim["static"][key])
+        out[key] = {"stack": stack, "simulator": pred, "simulator_no_self_service": plain,
+                    "agree_25pct": agreement(stack, pred)}
     return out
 
 
 def format_table(result: dict[str, Any]) -> str:
     runs, sim, f = result["runs"], result["simulator"], result["factor"]
     cols = [("static", runs.get("static")), ("controller", runs.get("controller")),
-            ("sim static", sim["static"]), ("sim balanced", sim["balanced"])]
+            ("sim static", sim["static"]), ("sim balanced", sim["balanced"]),
+            ("sim bal.+ss", sim.get("balanced_ss"))]
+    bal = sim.get("balanced_ss") or sim["balanced"]
     head = f"{'':<24}" + "".join(f"{n:>13}" for n, _ in cols) + f"{'ratio stack':>13}{'ratio sim':>11}"
     lines = [f"{result['profile']} hour {result['hour']:02d}:00, seed {result['seed']}, x{f:g} "
              f"({result['callers']} callers over {result['span_s']:.0f} s, {result['agents']} agents)", head]
@@ -477,14 +503,16 @@ def format_table(result: dict[str, Any]) -> str:
             vals.append(_cell(v, fmt))
         a, b = runs.get("controller", {}), runs.get("static", {})
         rs = ratio(a.get(key), b.get(key)) if key in ("asa_s", "abandoned_pct", "answered") else None
-        rp = ratio(sim["balanced"].get(key), sim["static"].get(key)) \
-            if key in ("asa_s", "abandoned_pct", "answered") else None
+        rp = ratio(bal.get(key), sim["static"].get(key)) if key in ("asa_s", "abandoned_pct", "answered") else None
         lines.append(f"{label:<24}" + "".join(f"{v:>13}" for v in vals) + f"{_cell(rs, '{:.2f}'):>13}"
                      f"{_cell(rp, '{:.2f}'):>11}")
+    lines.append("sim: the simulator at normal scale, times / factor; 'sim bal.+ss' = balanced without the callers "
+                 "who served themselves on the stack; 'ratio sim' = sim bal.+ss / sim static")
     for key, c in result["compare"].items():
         verdict = {True: "agree within 25 %", False: "DISAGREE (> 25 %)", None: "n/a"}[c["agree_25pct"]]
         lines.append(f"improvement {key} controller/static: stack {_cell(c['stack'], '{:.2f}')}, simulator "
-                     f"{_cell(c['simulator'], '{:.2f}')}: {verdict}")
+                     f"{_cell(c['simulator'], '{:.2f}')} (without self-service "
+                     f"{_cell(c['simulator_no_self_service'], '{:.2f}')}): {verdict}")
     for mode, r in runs.items():
         lines.append(f"{mode}: SIPp {r['sipp_successful']} ok / {r['sipp_failed']} failed, AGI calls "
                      f"{r['agi_calls']}, records {r['records']}, queue_log {r['queue_log_check']}, balancing "
@@ -492,7 +520,6 @@ def format_table(result: dict[str, Any]) -> str:
                      + (f", notices {r['notices']}" if r.get("notices") else ""))
     lines += [f"scaled: {s}" for s in result["scaled"]]
     return "\n".join(lines)
-
 
 
 @dataclass

@@ -262,7 +262,8 @@ class Replay:
                 elif kind == "requested":
                     events["requested"] += 1
                     if self.live:
-                        self.log(f"{at} callback {m.group(1)} booked (queue {m.group(2)}): the caller keeps their place")
+                        self.log(f"{at} callback {m.group(1)} booked (queue {m.group(2)}): the caller keeps "
+                                 "their place")
                 elif kind == "answered":
                     events["answered"] += 1
                     if self.live:

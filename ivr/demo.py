@@ -344,7 +344,8 @@ def run_crisis_demo(opts: CrisisDemoOptions, out: Any = sys.stdout) -> dict[str,
     finally:
         signal.signal(signal.SIGTERM, old)
         replay.stop()
-    result["simulator"] = crisis.simulator_prediction(p, replay.seed, replay.hour, opts.factor)
+    result["simulator"] = crisis.simulator_prediction(p, replay.seed, replay.hour, opts.factor,
+                                                      crisis.self_served(replay.trace))
     result["compare"] = crisis.compare(result)
     print("", file=out)
     print(crisis.format_table(result), file=out)
