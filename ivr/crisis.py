@@ -389,6 +389,7 @@ def summarise_records(calls: Sequence[dict[str, Any]], trace: Sequence[TraceCall
     for c in answered:
         j, a = _f(c.get("joined_at")), _f(c.get("answered_at"))
         waits.append(a - j if j is not None and a is not None else float(c.get("wait") or 0))
+    talks = [t for t in (_f(c.get("talk")) for c in answered) if t is not None]   # app_queue's whole seconds
     abandoned = [c for c in queued if c.get("outcome") in ("abandoned", "left_queue")]
     by_outcome: dict[str, int] = {}
     for c in mine:
@@ -400,6 +401,7 @@ def summarise_records(calls: Sequence[dict[str, Any]], trace: Sequence[TraceCall
             "abandoned": len(abandoned), "abandoned_pct": round(100.0 * len(abandoned) / len(trace), 1) if trace else 0,
             "asa_s": round(sum(waits) / len(waits), 2) if waits else None,
             "max_wait_s": round(max(waits), 1) if waits else None,
+            "talk_avg_s": round(sum(talks) / len(talks), 2) if talks else None,
             "self_service": self_service, "self_service_pct": round(100.0 * self_service / n, 1) if n else 0.0,
             "escalated": sum(1 for c in mine if c.get("escalated_from")),
             "callback_requested_records": cb_req, "fallback": sum(1 for c in mine if c.get("fallback") == "1"),
