@@ -8,6 +8,7 @@ waits at most arrivals + ``drain_s``, and ``stop()`` (also on Ctrl-C) stops ever
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -43,6 +44,7 @@ class Options:
     notice_lead_s: float = 10.0      # the campaign starts this long (compressed) before the first caller
     tick: float = 1.0                # balance.interval of the controller run
     port_base: int | None = None
+    cap_s: float | None = None       # smoke runs: patience and handle times capped at this (compressed)
 
 
 class Replay:
@@ -56,6 +58,10 @@ class Replay:
         self.hour = crisis.peak_hour(p) if opts.hour is None else opts.hour
         self.notices = int(opts.notices if opts.notices is not None else notices.get("contacts", 0) or 0)
         self.trace = crisis.build_trace(p, self.seed, self.hour, opts.factor, opts.press0, opts.window_s)
+        if opts.cap_s:
+            cap = opts.cap_s
+            self.trace = [dataclasses.replace(c, patience=min(c.patience, cap), handle=min(c.handle, cap))
+                          for c in self.trace]
         self.scaled = crisis.Scaled.of(p, opts.factor, opts.tick)
         self.roster = crisis.roster_at(p, self.hour)
         if not self.roster:
@@ -355,8 +361,9 @@ class Replay:
         calls = [c for c in self.get(info, f"/api/v1/calls?count={min(10000, 3 * len(self.trace) + 200)}")["calls"]
                  if float(c.get("started_at") or c.get("joined_at") or 0) >= t0 - 5]
         res = crisis.summarise_records(calls, self.trace)
-        res.update({"mode": mode, "sipp_successful": sum(r.successful for r in results),
-                    "sipp_failed": sum(r.failed for r in results),
+        ok, failed = sum(r.successful for r in results), sum(r.failed for r in results)
+        res.update({"mode": mode, "sipp_successful": ok, "sipp_failed": failed,
+                    "sipp_unfinished": len(self.trace) - ok - failed,   # still on the line when the drain ended
                     "agi_calls": h1["agi"]["calls"] - h0["agi"]["calls"],
                     "agi_failed": h1["agi"]["failed"] - h0["agi"]["failed"],
                     "peak_waiting": max((sum(s["waiting"].values()) for s in samples), default=0),

@@ -1,6 +1,6 @@
-"""benchmarks/crisis_hour.py at smoke size: the first 25 s of the compressed crisis hour through a static
+"""benchmarks/crisis_hour.py at smoke size: the first 20 s of the compressed crisis hour through a static
 Queue() line and through the controller's whole line, on two private stacks, with the same SIPp callers
-and agent phones; JSON out, figures checked against each other and against Asterisk's queue_log."""
+and agent phones (patience and talk capped at 30 s); JSON out, figures checked against each other and against Asterisk's queue_log."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def test_crisis_hour_static_and_controller_on_the_real_stack(tmp_path: Path) -> 
     assert r["complete"] and set(r["runs"]) == {"static", "controller"}
     static, ctl = r["runs"]["static"], r["runs"]["controller"]
     n = r["callers"]
-    assert n >= 15 and static["offered"] == ctl["offered"] == n
+    assert n >= 12 and static["offered"] == ctl["offered"] == n
 
     # static: no AGI at all, every caller straight into a queue; the records agree with app_queue's queue_log
     assert static["agi_calls"] == 0 and static["self_service"] == 0 and static["cb_offered"] == 0
@@ -37,10 +37,10 @@ def test_crisis_hour_static_and_controller_on_the_real_stack(tmp_path: Path) -> 
     assert q["enterqueue"] == n and q["connect"] == static["answered"] and q["abandon"] == static["abandoned"], q
     assert static["members_at_start"] == r["agents"]          # every agent in the queues from the start
     assert set(static["balance_actions"]) <= {"add_member"}   # ... and nothing moved them
-    assert static["sipp_failed"] == 0 and static["sipp_successful"] == n
+    assert static["sipp_failed"] == 0 and static["sipp_successful"] == n and static["sipp_unfinished"] == 0
 
     # controller: every caller through the menu (one AGI session each, plus the survey of the answered)
-    assert ctl["agi_failed"] == 0 and ctl["fallback"] == 0
+    assert ctl["agi_failed"] == 0 and ctl["fallback"] == 0 and ctl["sipp_failed"] == 0
     assert ctl["agi_calls"] >= n and ctl["records"] == n, ctl["by_outcome"]
     assert ctl["self_service"] > 0 and ctl["queued"] > 0 and ctl["answered"] > 0, ctl["by_outcome"]
     assert ctl["self_service"] + ctl["queued"] + ctl["by_outcome"].get("callback_requested", 0) <= n
@@ -53,4 +53,5 @@ def test_crisis_hour_static_and_controller_on_the_real_stack(tmp_path: Path) -> 
 
     # the simulator's prediction for the same hour, and the comparison
     assert r["simulator"]["static"]["offered"] > 0 and set(r["compare"]) == {"asa_s", "abandoned_pct"}
-    assert not any((tmp_path / "crisis" / m / "pids").glob("*.pid") for m in ("static", "controller"))
+    for m in ("static", "controller"):   # both stacks are down again
+        assert not list((tmp_path / "crisis" / m / "pids").glob("*.pid")), m
