@@ -474,9 +474,10 @@ def compare(result: dict[str, Any]) -> dict[str, Any]:
     within 25 %."""
     runs, sim = result["runs"], result["simulator"]
     bal = sim.get("balanced_ss") or sim["balanced"]
+    static = runs.get("static") or (sim["static"] if result.get("static_from") == "simulator" else {})
     out: dict[str, Any] = {}
     for key in ("asa_s", "abandoned_pct"):
-        stack = ratio(runs.get("controller", {}).get(key), runs.get("static", {}).get(key))
+        stack = ratio(runs.get("controller", {}).get(key), static.get(key))
         pred = ratio(bal[key], sim["static"][key])
         plain = ratio(sim["balanced"][key], sim["static"][key])
         out[key] = {"stack": stack, "simulator": pred, "simulator_no_self_service": plain,
@@ -486,7 +487,9 @@ def compare(result: dict[str, Any]) -> dict[str, Any]:
 
 def format_table(result: dict[str, Any]) -> str:
     runs, sim, f = result["runs"], result["simulator"], result["factor"]
-    cols = [("static", runs.get("static")), ("controller", runs.get("controller")),
+    by_sim = not runs.get("static") and result.get("static_from") == "simulator"
+    static = sim["static"] if by_sim else runs.get("static")
+    cols = [("static (sim)" if by_sim else "static", static), ("controller", runs.get("controller")),
             ("sim static", sim["static"]), ("sim balanced", sim["balanced"]),
             ("sim bal.+ss", sim.get("balanced_ss"))]
     bal = sim.get("balanced_ss") or sim["balanced"]
@@ -503,13 +506,16 @@ def format_table(result: dict[str, Any]) -> str:
             if key == "asa_s_full" and r.get("asa_s") is not None:
                 v = r["asa_s"] * f
             vals.append(_cell(v, fmt))
-        a, b = runs.get("controller", {}), runs.get("static", {})
+        a, b = runs.get("controller", {}), static or {}
         rs = ratio(a.get(key), b.get(key)) if key in ("asa_s", "abandoned_pct", "answered") else None
         rp = ratio(bal.get(key), sim["static"].get(key)) if key in ("asa_s", "abandoned_pct", "answered") else None
         lines.append(f"{label:<24}" + "".join(f"{v:>13}" for v in vals) + f"{_cell(rs, '{:.2f}'):>13}"
                      f"{_cell(rp, '{:.2f}'):>11}")
     lines.append("sim: the simulator at normal scale, times / factor; 'sim bal.+ss' = balanced without the callers "
-                 "who served themselves on the stack; 'ratio sim' = sim bal.+ss / sim static")
+                 "who served themselves on the stack; 'ratio sim' = sim bal.+ss / sim static"
+                 + ("; static (sim): no static replay on the stack, the simulator's static figures" if by_sim else ""))
+    if result.get("seconds") is not None:
+        lines.append(f"(the runs replay the first {result['seconds']:g} s only; the simulator ran the whole hour)")
     for key, c in result["compare"].items():
         verdict = {True: "agree within 25 %", False: "DISAGREE (> 25 %)", None: "n/a"}[c["agree_25pct"]]
         lines.append(f"improvement {key} controller/static: stack {_cell(c['stack'], '{:.2f}')}, simulator "

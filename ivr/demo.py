@@ -332,7 +332,8 @@ def run_crisis_demo(opts: CrisisDemoOptions, out: Any = sys.stdout) -> dict[str,
     result: dict[str, Any] = {"profile": p.name, "seed": replay.seed, "hour": replay.hour, "factor": opts.factor,
                               "callers": len(replay.trace), "span_s": round(replay.span, 1),
                               "agents": len(replay.roster), "runs": {},
-                              "scaled": replay.scaled.describe(p)}
+                              "scaled": replay.scaled.describe(p), "seconds": opts.seconds,
+                              "static_from": "stack" if opts.with_static else "simulator"}
     try:
         replay.start_phones()
         result["runs"]["controller"] = replay.run("controller")
@@ -350,8 +351,8 @@ def run_crisis_demo(opts: CrisisDemoOptions, out: Any = sys.stdout) -> dict[str,
     print("", file=out)
     print(crisis.format_table(result), file=out)
     if not opts.with_static:
-        print("static: the simulator's prediction for a static app_queue line with the same callers and agents "
-              "(--with-static replays it on the stack too)", file=out)
+        print("static (sim): the simulator's prediction for a static app_queue line with the same callers and "
+              "agents (--with-static replays it on the stack too)", file=out)
     ctl = result["runs"]["controller"]
     summary = {"calls": ctl["records"], "offered": ctl["offered"], "answered": ctl["answered"],
                "abandoned": ctl["abandoned"], "asa_seconds": ctl["asa_s"], "self_service": ctl["self_service"],
