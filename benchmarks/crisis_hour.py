@@ -35,7 +35,7 @@ agree within 25 %.
 Usage::
 
     .venv/bin/python benchmarks/crisis_hour.py                      # the peak hour, x10: 2 x ~8 min
-    .venv/bin/python benchmarks/crisis_hour.py --smoke --json       # 20 s of arrivals per run
+    .venv/bin/python benchmarks/crisis_hour.py --smoke --json       # 15 s of arrivals per run
     .venv/bin/python benchmarks/crisis_hour.py --runs controller    # one run only
 
 Everything is on 127.0.0.1; every SIPp run is bounded in calls and time; the stacks and phones are
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds after the last arrival the calls may take to end (default 150)")
     p.add_argument("--tick", type=float, default=1.0, help="the balancing loop's interval (default 1 s)")
     p.add_argument("--smoke", action="store_true",
-                   help="test size: 20 s of arrivals, patience and talk capped at 30 s, 65 s of drain per run")
+                   help="test size: 15 s of arrivals, patience and talk capped at 20 s, 50 s of drain per run")
     p.add_argument("--workdir", help="workdir (default: a temporary one, removed after a good run)")
     p.add_argument("--port-base", type=int, help="port base of the static run's stack (the controller's: +2000)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
@@ -121,13 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     if missing_tools():
         p.error(f"{', '.join(missing_tools())} not installed: run scripts/install.sh")
     if args.smoke:
-        args.seconds = args.seconds or 20.0
-        args.drain = min(args.drain, 65.0)
+        args.seconds = args.seconds or 15.0
+        args.drain = min(args.drain, 50.0)
     made_tmp = args.workdir is None
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="ivr-crisis-")).resolve()
     opts = Options(workdir=workdir, profile=Path(args.profile), seed=args.seed, hour=args.hour, factor=args.factor,
                    press0=args.press0, window_s=args.seconds, drain_s=args.drain, notices=args.notices,
-                   tick=args.tick, port_base=args.port_base, cap_s=30.0 if args.smoke else None)
+                   tick=args.tick, port_base=args.port_base, cap_s=20.0 if args.smoke else None)
 
     def on_term(_sig: int, _frame: Any) -> None:
         raise KeyboardInterrupt

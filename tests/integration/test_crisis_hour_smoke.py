@@ -1,6 +1,6 @@
-"""benchmarks/crisis_hour.py at smoke size: the first 20 s of the compressed crisis hour through a static
+"""benchmarks/crisis_hour.py at smoke size: the first 15 s of the compressed crisis hour through a static
 Queue() line and through the controller's whole line, on two private stacks, with the same SIPp callers
-and agent phones (patience and talk capped at 30 s); JSON out, figures checked against each other and against Asterisk's queue_log."""
+and agent phones (patience and talk capped at 20 s); JSON out, figures checked against each other and against Asterisk's queue_log."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def test_crisis_hour_static_and_controller_on_the_real_stack(tmp_path: Path) -> 
     assert r["complete"] and set(r["runs"]) == {"static", "controller"}
     static, ctl = r["runs"]["static"], r["runs"]["controller"]
     n = r["callers"]
-    assert n >= 12 and static["offered"] == ctl["offered"] == n
+    assert n >= 10 and static["offered"] == ctl["offered"] == n
 
     # static: no AGI at all, every caller straight into a queue; the records agree with app_queue's queue_log
     assert static["agi_calls"] == 0 and static["self_service"] == 0 and static["cb_offered"] == 0
