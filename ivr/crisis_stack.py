@@ -263,8 +263,9 @@ class Replay:
                     events["offer"] += 1
                     if self.live:
                         self.log(f"{at} callback offered in {m.group(2)}: estimated wait {m.group(1)} s "
-                                 f"(= {int(m.group(1)) * self.opts.factor / 60:.0f} min of the hour); promise: within "
-                                 f"{self.scaled.promise_s:g} s (= {self.profile.callback_promise_s / 3600:g} h)")
+                                 f"(= {int(m.group(1)) * self.opts.factor / 60:.0f} min of the hour); the profile's "
+                                 f"promise: within {self.scaled.promise_s:g} s (= "
+                                 f"{self.profile.callback_promise_s / 3600:g} h of the day)")
                 elif kind == "requested":
                     events["requested"] += 1
                     if self.live:

@@ -366,6 +366,10 @@ def run_crisis_demo(opts: CrisisDemoOptions, out: Any = sys.stdout) -> dict[str,
 
 def demo_main(args: Any) -> int:
     if not getattr(args, "classic", False):
+        if args.keep_running:
+            print("ivr demo: --keep-running applies to --classic only (the crisis hour stops its stacks at the end)",
+                  file=sys.stderr)
+            return 2
         copts = CrisisDemoOptions(
             workdir=Path(args.workdir).resolve(), profile=Path(args.profile) if args.profile else None,
             seed=args.seed, hour=args.hour, factor=args.factor, press0=args.press0, seconds=args.seconds,
