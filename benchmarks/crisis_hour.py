@@ -58,15 +58,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from ivr import crisis  # noqa: E402
-from ivr.crisis import compare, format_table  # noqa: E402
+from ivr.crisis_report import compare, format_table, self_served, simulator_prediction  # noqa: E402
 from ivr.crisis_stack import Options, Replay  # noqa: E402
 from ivr.stack import missing_tools  # noqa: E402
 
 def prediction(replay: Replay, args: argparse.Namespace) -> dict[str, Any]:
     """The simulator's figures for the same hour and seed (self-service as on the stack, when the
     controller run was made); with --seconds the simulator still runs the whole hour (noted)."""
-    gone = crisis.self_served(replay.trace) if "controller" in args.runs else []
-    sim = crisis.simulator_prediction(replay.profile, replay.seed, replay.hour, args.factor, gone)
+    gone = self_served(replay.trace) if "controller" in args.runs else []
+    sim = simulator_prediction(replay.profile, replay.seed, replay.hour, args.factor, gone)
     if args.seconds is not None:
         sim = {m: {**v, "note": "the whole hour (the runs: only its first seconds)"} for m, v in sim.items()}
     return sim

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import crisis
+from . import crisis, crisis_report
 from .config import PROJECT_ROOT
 from .sipp import Sipp, free_port
 from .stack import Stack, StackError, pick_port_base
@@ -332,7 +332,7 @@ class Replay:
             if back:
                 try:
                     rec = self.get(info, f"/api/v1/calls/{back}")
-                    answered = crisis._f(rec.get("answered_at"))
+                    answered = crisis_report._f(rec.get("answered_at"))
                 except urllib.error.HTTPError:
                     pass
             if answered is None:
@@ -361,7 +361,7 @@ class Replay:
         h1 = self.get(info, "/health")
         calls = [c for c in self.get(info, f"/api/v1/calls?count={min(10000, 3 * len(self.trace) + 200)}")["calls"]
                  if float(c.get("started_at") or c.get("joined_at") or 0) >= t0 - 5]
-        res = crisis.summarise_records(calls, self.trace)
+        res = crisis_report.summarise_records(calls, self.trace)
         ok, failed = sum(r.successful for r in results), sum(r.failed for r in results)
         res.update({"mode": mode, "sipp_successful": ok, "sipp_failed": failed,
                     "sipp_unfinished": len(self.trace) - ok - failed,   # still on the line when the drain ended

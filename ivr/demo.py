@@ -312,7 +312,7 @@ class CrisisDemoOptions:
 def run_crisis_demo(opts: CrisisDemoOptions, out: Any = sys.stdout) -> dict[str, Any]:
     """The compressed crisis hour through the controller's line, told as it happens; the figures at the
     end beside static (the simulator's prediction, or the static replay with ``with_static``)."""
-    from . import crisis
+    from . import crisis, crisis_report
     from .crisis_stack import Options, Replay
 
     profile = opts.profile or crisis.DEFAULT_PROFILE
@@ -345,11 +345,11 @@ def run_crisis_demo(opts: CrisisDemoOptions, out: Any = sys.stdout) -> dict[str,
     finally:
         signal.signal(signal.SIGTERM, old)
         replay.stop()
-    result["simulator"] = crisis.simulator_prediction(p, replay.seed, replay.hour, opts.factor,
-                                                      crisis.self_served(replay.trace))
-    result["compare"] = crisis.compare(result)
+    result["simulator"] = crisis_report.simulator_prediction(p, replay.seed, replay.hour, opts.factor,
+                                                      crisis_report.self_served(replay.trace))
+    result["compare"] = crisis_report.compare(result)
     print("", file=out)
-    print(crisis.format_table(result), file=out)
+    print(crisis_report.format_table(result), file=out)
     if not opts.with_static:
         print("static (sim): the simulator's prediction for a static app_queue line with the same callers and "
               "agents (--with-static replays it on the stack too)", file=out)

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import yaml
 
-from ivr import crisis
+from ivr import crisis, crisis_report
 from ivr.balance.simulate import load_profile, make_callers
 from ivr.config import PROJECT_ROOT
 
@@ -86,9 +86,9 @@ def test_summary_from_records_and_agreement() -> None:
              {"caller": n[3], "queue": "support", "outcome": "answered", "wait": "2"},
              {"caller": n[0], "queue": "refunds", "outcome": "answered", "kind": "callback"},
              {"caller": "5550100", "queue": "support", "outcome": "answered"}]
-    s = crisis.summarise_records(calls, trace)
+    s = crisis_report.summarise_records(calls, trace)
     assert (s["records"], s["queued"], s["answered"], s["abandoned"], s["self_service"]) == (4, 3, 2, 1, 1)
     assert s["asa_s"] == 3.0 and s["abandoned_pct"] == 25.0 and s["self_service_pct"] == 25.0
-    assert crisis.ratio(2.0, 4.0) == 0.5 and crisis.ratio(1.0, 0) is None
-    assert crisis.agreement(0.5, 0.6) is True and crisis.agreement(0.5, 1.0) is False
-    assert crisis.agreement(None, 1.0) is None
+    assert crisis_report.ratio(2.0, 4.0) == 0.5 and crisis_report.ratio(1.0, 0) is None
+    assert crisis_report.agreement(0.5, 0.6) is True and crisis_report.agreement(0.5, 1.0) is False
+    assert crisis_report.agreement(None, 1.0) is None
