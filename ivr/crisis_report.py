@@ -123,8 +123,9 @@ def compare(result: dict[str, Any]) -> dict[str, Any]:
         stack = ratio(runs.get("controller", {}).get(key), static.get(key))
         pred = ratio(bal[key], sim["static"][key])
         plain = ratio(sim["balanced"][key], sim["static"][key])
+        partial = result.get("seconds") is not None   # a part of the hour against the whole: not comparable
         out[key] = {"stack": stack, "simulator": pred, "simulator_no_self_service": plain,
-                    "agree_25pct": agreement(stack, pred)}
+                    "agree_25pct": None if partial else agreement(stack, pred)}
     return out
 
 
@@ -160,7 +161,9 @@ def format_table(result: dict[str, Any]) -> str:
     if result.get("seconds") is not None:
         lines.append(f"(the runs replay the first {result['seconds']:g} s only; the simulator ran the whole hour)")
     for key, c in result["compare"].items():
-        verdict = {True: "agree within 25 %", False: "DISAGREE (> 25 %)", None: "n/a"}[c["agree_25pct"]]
+        verdict = {True: "agree within 25 %", False: "DISAGREE (> 25 %)",
+                   None: "n/a" + (" (a part of the hour only)" if result.get("seconds") is not None else "")
+                   }[c["agree_25pct"]]
         lines.append(f"improvement {key} controller/static: stack {_cell(c['stack'], '{:.2f}')}, simulator "
                      f"{_cell(c['simulator'], '{:.2f}')} (without self-service "
                      f"{_cell(c['simulator_no_self_service'], '{:.2f}')}): {verdict}")
