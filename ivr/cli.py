@@ -364,14 +364,30 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for health")
         s.set_defaults(func=func)
 
-    d = sub.add_parser("demo", help="bring the stack up and replay a surge of SIPp callers through it")
+    d = sub.add_parser("demo", help="bring the stack up and replay the crisis hour (or, --classic, a small surge) "
+                                    "of SIPp callers through it")
     d.add_argument("--workdir", default="run/demo", help="folder for the demo stack (default run/demo)")
+    d.add_argument("--profile", help="crisis hour: the profile (default profiles/crisis-day.yaml if present, "
+                                     "else profiles/default.yaml)")
+    d.add_argument("--seed", type=int, help="crisis hour: seed of the callers (default: the profile's)")
+    d.add_argument("--hour", type=int, help="crisis hour: hour of the day (default: the profile's peak)")
+    d.add_argument("--factor", type=float, default=10.0, help="crisis hour: time compression (default 10)")
+    d.add_argument("--press0", type=float, default=0.2,
+                   help="crisis hour: share of self-service callers who then press 0 for an agent (default 0.2)")
+    d.add_argument("--seconds", type=float, help="crisis hour: only the first SECONDS of the compressed hour")
+    d.add_argument("--with-static", action="store_true",
+                   help="crisis hour: replay it through a static app_queue line on the stack too (default: the "
+                        "simulator's static prediction)")
+    d.add_argument("--classic", action="store_true",
+                   help="the small surge demo instead (--duration, --rate, --agents, --volunteers, --talk, "
+                        "--patience, --keep-running)")
     d.add_argument("--duration", type=float, default=60.0, help="seconds of arrivals (default 60)")
     d.add_argument("--rate", type=float, default=1.0, help="calls per second (default 1)")
     d.add_argument("--agents", type=int, default=6, help="agent phones, a third novices (default 6)")
     d.add_argument("--volunteers", type=int, default=3,
                    help="volunteer phones the balancing loop brings in when the wait grows (default 3)")
-    d.add_argument("--campaign", type=int, default=6, help="contacts of a small notice campaign (default 6; 0: none)")
+    d.add_argument("--campaign", type=int, default=None,
+                   help="contacts of a small notice campaign (default 6, or the profile's notices; 0: none)")
     d.add_argument("--talk", type=float, default=8.0, help="seconds an agent talks (default 8)")
     d.add_argument("--patience", type=float, default=60.0, help="seconds a caller waits before giving up")
     d.add_argument("--port-base", type=int, default=None)

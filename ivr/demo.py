@@ -1,5 +1,13 @@
 """``ivr demo``: a time-compressed surge through the real stack, on loopback.
 
+By default the demo replays the crisis hour (``run_crisis_demo``): the peak hour of the crisis-day
+profile, ten times faster, through the controller's whole line (ivr/crisis.py, the same replay as
+benchmarks/crisis_hour.py): a notice campaign just before the wave, callers walking the real menu,
+self-service, queues growing, volunteers pulled in and released by the balancing loop, callbacks offered
+and made; at the end the figures beside the simulator's prediction for a static app_queue line (or the
+static replay on the stack too, ``--with-static``).
+
+``--classic`` runs the older, smaller demo (``run_demo``):
 Brings up Asterisk, Redis and the controller (``Stack``), starts SIPp agent
 phones (experienced and novice core agents, and volunteers the balancing loop
 brings in when the wait grows), replays SIPp callers who listen to the crisis
@@ -287,7 +295,95 @@ def run_demo(opts: DemoOptions, out: Any = sys.stdout) -> dict[str, Any]:
             stack.down()
 
 
+@dataclass(frozen=True, slots=True)
+class CrisisDemoOptions:
+    workdir: Path
+    profile: Path | None = None     # default: ivr.crisis.DEFAULT_PROFILE
+    seed: int | None = None
+    hour: int | None = None
+    factor: float = 10.0
+    press0: float = 0.2
+    seconds: float | None = None    # only the first seconds (compressed) of the hour
+    campaign: int | None = None     # notice contacts (default: the profile's notices.contacts, else 6)
+    with_static: bool = False       # also replay the hour through a static line on the stack
+    port_base: int | None = None
+
+
+def run_crisis_demo(opts: CrisisDemoOptions, out: Any = sys.stdout) -> dict[str, Any]:
+    """The compressed crisis hour through the controller's line, told as it happens; the figures at the
+    end beside static (the simulator's prediction, or the static replay with ``with_static``)."""
+    from . import crisis, crisis_report
+    from .crisis_stack import Options, Replay
+
+    profile = opts.profile or crisis.DEFAULT_PROFILE
+    _, notices = crisis.load_profile_raw(profile)
+    contacts = opts.campaign if opts.campaign is not None else int(notices.get("contacts", 0) or 6)
+    ropts = Options(workdir=opts.workdir, profile=profile, seed=opts.seed, hour=opts.hour, factor=opts.factor,
+                    press0=opts.press0, window_s=opts.seconds, notices=contacts, port_base=opts.port_base)
+    replay = Replay(ropts, out=out, live=True)
+    p = replay.profile
+    vols = sum(1 for a in replay.roster if a.tier == "volunteer")
+    print(f"the crisis hour: {p.name}, {replay.hour:02d}:00-{replay.hour + 1:02d}:00 ({len(replay.trace)} callers), "
+          f"{opts.factor:g}x faster ({replay.span:.0f} s); {len(replay.roster) - vols} core agents, {vols} volunteers "
+          f"standing by ({sum(1 for a in replay.roster if a.skill == 'novice')} novices); a callback is offered over "
+          f"{replay.scaled.callback_over:g} s of estimated wait ({p.callback_threshold_s / 60:g} min of the hour)",
+          file=out, flush=True)
+    old = signal.signal(signal.SIGTERM, lambda s, f: (_ for _ in ()).throw(KeyboardInterrupt()))
+    result: dict[str, Any] = {"profile": p.name, "seed": replay.seed, "hour": replay.hour, "factor": opts.factor,
+                              "callers": len(replay.trace), "span_s": round(replay.span, 1),
+                              "agents": len(replay.roster), "runs": {},
+                              "scaled": replay.scaled.describe(p), "seconds": opts.seconds,
+                              "static_from": "stack" if opts.with_static else "simulator"}
+    try:
+        replay.start_phones()
+        result["runs"]["controller"] = replay.run("controller")
+        if opts.with_static:
+            result["runs"]["static"] = replay.run("static")
+    except KeyboardInterrupt:
+        print("interrupted: stopping everything", file=out)
+        return {}
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        replay.stop()
+    result["simulator"] = crisis_report.simulator_prediction(p, replay.seed, replay.hour, opts.factor,
+                                                      crisis_report.self_served(replay.trace))
+    result["compare"] = crisis_report.compare(result)
+    print("", file=out)
+    print(crisis_report.format_table(result), file=out)
+    if not opts.with_static:
+        print("static (sim): the simulator's prediction for a static app_queue line with the same callers and "
+              "agents (--with-static replays it on the stack too)", file=out)
+    ctl = result["runs"]["controller"]
+    summary = {"calls": ctl["records"], "offered": ctl["offered"], "answered": ctl["answered"],
+               "abandoned": ctl["abandoned"], "asa_seconds": ctl["asa_s"], "self_service": ctl["self_service"],
+               "fallback": ctl["fallback"], "callbacks": {k: ctl[k] for k in ("cb_offered", "cb_requested",
+                                                                              "cb_made", "cb_kept")},
+               "tier_changes": len(ctl["tier_events"]), "sipp_failed": ctl["sipp_failed"],
+               "campaign": (ctl.get("notices") or {}).get("counts", {})}
+    print("summary: " + json.dumps(summary), file=out, flush=True)
+    return summary
+
+
 def demo_main(args: Any) -> int:
+    if not getattr(args, "classic", False):
+        if args.keep_running:
+            print("ivr demo: --keep-running applies to --classic only (the crisis hour stops its stacks at the end)",
+                  file=sys.stderr)
+            return 2
+        copts = CrisisDemoOptions(
+            workdir=Path(args.workdir).resolve(), profile=Path(args.profile) if args.profile else None,
+            seed=args.seed, hour=args.hour, factor=args.factor, press0=args.press0, seconds=args.seconds,
+            campaign=args.campaign, with_static=args.with_static, port_base=args.port_base)
+        if copts.factor < 1 or not 0 <= copts.press0 <= 1 or (copts.campaign is not None and
+                                                               not 0 <= copts.campaign <= 100):
+            print("ivr demo: --factor must be >= 1, --press0 0-1, --campaign 0-100", file=sys.stderr)
+            return 2
+        summary = run_crisis_demo(copts)
+        if not summary:
+            return 130
+        return 0 if summary["calls"] and summary["fallback"] == 0 else 1
+    if args.campaign is None:
+        args.campaign = 6
     opts = DemoOptions(workdir=Path(args.workdir).resolve(), duration=args.duration, rate=args.rate,
                        agents=args.agents, talk=args.talk, patience=args.patience, port_base=args.port_base,
                        keep_running=args.keep_running, volunteers=args.volunteers, campaign=args.campaign)
@@ -301,4 +397,4 @@ def demo_main(args: Any) -> int:
     return 0 if summary["calls"] and summary["fallback"] == 0 else 1
 
 
-__all__ = ["DemoOptions", "run_demo", "summarise", "demo_main"]
+__all__ = ["CrisisDemoOptions", "DemoOptions", "run_crisis_demo", "run_demo", "summarise", "demo_main"]

@@ -1,5 +1,6 @@
-"""The README's first command, shortened: `ivr demo` brings a stack up, replays callers, prints the
-summary and the hourly report, and stops everything it started."""
+"""The README's first command, shortened: `ivr demo --classic` brings a stack up, replays callers, prints
+the summary and the hourly report, and stops everything it started (the default crisis-hour demo is the
+replay of benchmarks/crisis_hour.py: tests/integration/test_crisis_hour_smoke.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from .harness import pick_port_base
 def test_short_demo_runs_end_to_end_and_cleans_up(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
     base = pick_port_base(start=30000, stop=40000)
-    out = subprocess.run([sys.executable, "-m", "ivr", "demo", "--workdir", str(workdir), "--duration", "8",
+    out = subprocess.run([sys.executable, "-m", "ivr", "demo", "--classic", "--workdir", str(workdir), "--duration", "8",
                           "--rate", "1", "--agents", "3", "--talk", "2", "--volunteers", "2", "--campaign", "4",
                           "--port-base", str(base)],
                          capture_output=True, text=True, timeout=600)
