@@ -95,8 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hour", type=int, help="hour of the day to replay (default: the profile's peak hour)")
     p.add_argument("--factor", type=float, default=10.0, help="time compression (default 10)")
     p.add_argument("--press0", type=float, default=0.2,
-                   help="share of self-service callers who then press 0 for an agent (default 0.2)")
-    p.add_argument("--notices", type=int, help="contacts of the notice campaign (default: the profile's, else 0)")
+                   help="share of self-service callers who then press 0 for an agent, for a profile without a "
+                        "menu section (with one, the simulator's own draws decide; default 0.2)")
+    p.add_argument("--notices", type=int, help="contacts of a notice campaign just before the wave (default: none)")
     p.add_argument("--runs", default="static,controller", help="runs to do (default static,controller)")
     p.add_argument("--seconds", type=float, help="only the first SECONDS (compressed) of the hour")
     p.add_argument("--drain", type=float, default=150.0,

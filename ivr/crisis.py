@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Sequence
 import yaml
 
 from .balance.simulate import Profile, build_roster, make_callers
-from .config import PROJECT_ROOT
+from .config import PROJECT_ROOT, PromiseConfig
 from .sipp import CallerScript, Sipp, free_port, free_port_pair
 
 DEFAULT_PROFILE = (PROJECT_ROOT / "profiles" / "crisis-day.yaml"
@@ -139,8 +139,10 @@ def build_trace(p: Profile, seed: int, hour: int, factor: float, press0: float,
         t = (c.t - hour * 3600.0) / factor
         branch = _branch(c, rng)
         lang = rng.choices([x[0] for x in LANGUAGES], [x[2] for x in LANGUAGES])[0]
-        p0 = getattr(c, "press0", None)
-        p0 = bool(p0) if p0 is not None else rng.random() < press0
+        if p.menu_file and branch in p.menu_self_service:    # the simulator's own draw: the same caller
+            p0 = c.u_ss >= p.menu_self_service[branch]       # presses 0 on the stack and in the model
+        else:
+            p0 = rng.random() < press0
         if window_s is not None and t >= window_s:
             continue
         out.append(TraceCall(i, t, c.queue, branch, lang, max(1.0, c.patience / factor), c.handle / factor,
@@ -159,42 +161,54 @@ class Scaled:
     """The time constants of the controller run, compressed by ``factor``; ``describe`` lists each."""
 
     factor: float
-    callback_over: float
+    callback_over: float | str          # the menu's callback_over: seconds, or "auto" (forecast)
     open_wait_s: float
     close_wait_s: float
     min_open_s: float
     servicelevel: int
-    promise_s: float
+    promise_s: float | None             # a fixed promise (None: the forecast's, checked by the controller)
     interval: float
 
     @classmethod
     def of(cls, p: Profile, factor: float, interval: float = 1.0) -> Scaled:
         pol = p.make_policy()
-        return cls(factor, p.callback_threshold_s / factor, pol.open_wait_s / factor, pol.close_wait_s / factor,
-                   pol.min_open_s / factor, max(1, round(p.sl_target_s / factor)), p.callback_promise_s / factor,
-                   interval)
+        over = p.callback_threshold_s
+        over = "auto" if over in (None, "auto") else float(over) / factor
+        promise = None if p.callback_promise_s == "auto" else float(p.callback_promise_s) / factor
+        return cls(factor, over, pol.open_wait_s / factor, pol.close_wait_s / factor,
+                   pol.min_open_s / factor, max(1, round(p.sl_target_s / factor)), promise, interval)
+
+    def promise_config(self) -> dict[str, float]:
+        """balance.promise with its times compressed (ratios and occupancy are not times)."""
+        d = PromiseConfig()
+        return {k: round(getattr(d, k) / self.factor, 2)
+                for k in ("round_s", "min_s", "max_s", "window_s", "default_aht", "offer_over_s")}
 
     def describe(self, p: Profile) -> list[str]:
         pol = p.make_policy()
         f = self.factor
-        return [f"menu callback_over (q_refunds, q_rebooking, q_support): {p.callback_threshold_s:g} s -> "
-                f"{self.callback_over:g} s",
+        over = (f"{p.callback_threshold_s:g} s -> {self.callback_over:g} s" if self.callback_over != "auto"
+                else "auto (from the forecast), its times below")
+        promise = (f"fixed {p.callback_promise_s:g} s -> {self.promise_s:g} s" if self.promise_s is not None else
+                   "from the forecast; balance.promise " + ", ".join(f"{k} {v:g}" for k, v in self.promise_config().items())
+                   + " (each / factor); kept = made within the promise the caller heard")
+        return [f"menu callback_over (q_refunds, q_rebooking, q_support): {over}",
                 f"balance.open_wait_s: {pol.open_wait_s:g} -> {self.open_wait_s:g}; close_wait_s: "
                 f"{pol.close_wait_s:g} -> {self.close_wait_s:g}; min_open_s: {pol.min_open_s:g} -> {self.min_open_s:g}",
                 f"queues' servicelevel (SL target): {p.sl_target_s:g} s -> {self.servicelevel} s",
-                f"callback promise (kept = made within it): {p.callback_promise_s:g} s -> {self.promise_s:g} s",
+                f"callback promise: {promise}",
                 f"patience and handle time per caller: / {f:g}; arrivals: offsets / {f:g}",
                 f"balance.interval (the loop's tick): {self.interval:g} s, not scaled (= {self.interval * f:g} s "
                 "of the hour)"]
 
 
-def scaled_menu(text: str, callback_over: float) -> str:
+def scaled_menu(text: str, callback_over: float | str) -> str:
     """dialplans/main.yaml with its queue nodes' callback_over compressed (key timeouts are left alone:
-    the SIPp callers key at once, so they never run out)."""
+    the SIPp callers key at once, so they never run out); "auto" stays auto (its times are config)."""
     menu = yaml.safe_load(text)
     for node in menu["nodes"].values():
         if node.get("type") == "queue" and "callback_over" in node:
-            node["callback_over"] = round(callback_over, 1)
+            node["callback_over"] = callback_over if callback_over == "auto" else round(float(callback_over), 1)
     return "# the crisis-hour replay's copy of dialplans/main.yaml: callback_over compressed\n" + \
         yaml.safe_dump(menu, sort_keys=False, allow_unicode=True)
 
@@ -378,6 +392,7 @@ class LogTail:
     patterns: tuple[tuple[str, re.Pattern[str]], ...] = field(default_factory=lambda: (
         ("tier", re.compile(r"balance: (open_tier|close_tier) (\S+).*")),
         ("offer", re.compile(r"call \S+: estimated wait (\d+)s in (\S+): offering a callback")),
+        ("promise", re.compile(r"call \S+: callback promise for (\S+): (\d+)s")),
         ("requested", re.compile(r"call \S+: callback (\d+) stored for \S+ \(queue (\S+)\)")),
         ("answered", re.compile(r"callback (\d+): \S+ answered, in queue (\S+)")),
         ("escalated", re.compile(r"call \S+: 0 pressed in (\S+)")),
