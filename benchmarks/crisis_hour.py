@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--press0", type=float, default=0.2,
                    help="share of self-service callers who then press 0 for an agent, for a profile without a "
                         "menu section (with one, the simulator's own draws decide; default 0.2)")
+    p.add_argument("--connect", action="store_true",
+                   help="the simulator's prediction carries app_queue's 1 s poll and the ring (0.6 s x factor per "
+                        "queued caller)")
     p.add_argument("--notices", type=int, help="contacts of a notice campaign just before the wave (default: none)")
     p.add_argument("--runs", default="static,controller", help="runs to do (default static,controller)")
     p.add_argument("--seconds", type=float, help="only the first SECONDS (compressed) of the hour")
@@ -127,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     made_tmp = args.workdir is None
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="ivr-crisis-")).resolve()
     opts = Options(workdir=workdir, profile=Path(args.profile), seed=args.seed, hour=args.hour, factor=args.factor,
-                   press0=args.press0, window_s=args.seconds, drain_s=args.drain, notices=args.notices,
+                   press0=args.press0, window_s=args.seconds, drain_s=args.drain, notices=args.notices, connect=args.connect,
                    tick=args.tick, port_base=args.port_base, cap_s=20.0 if args.smoke else None)
 
     def on_term(_sig: int, _frame: Any) -> None:

@@ -56,7 +56,8 @@ def simulator_prediction(p: Profile, seed: int, hour: int, factor: float,
                          self_served: Iterable[int] = ()) -> dict[str, dict[str, Any]]:
     """``Simulation(...).run().summary()`` of both modes for the hour at normal scale, times divided by
     ``factor``; and ``balanced_ss``: balanced without the callers (by index in ``make_callers``) who served
-    themselves in the replay (the simulator has no self-service), abandonment over all the hour's callers."""
+    themselves in the replay (for a profile without a menu section, where the simulator has no
+    self-service; with one it serves the same callers itself), abandonment over all the hour's callers."""
     gone = set(self_served)
     out = {}
     for name, mode in (("static", "static"), ("balanced", "balanced"), ("balanced_ss", "balanced")):

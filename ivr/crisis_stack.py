@@ -30,6 +30,9 @@ NOTICE_CAMPAIGN = "crisis-notice"
 NOTICE_ENDINGS = ("1", "4", "5", "6", "9", "2", "1", "4")
 
 
+CONNECT_REAL_S = 0.6                 # app_queue's 1 s poll (0.5 s on average) + the agent phone's 0.1 s ring
+
+
 @dataclass
 class Options:
     workdir: Path
@@ -41,6 +44,7 @@ class Options:
     window_s: float | None = None    # only the first seconds (compressed) of the hour (smoke runs)
     drain_s: float = 150.0           # after the last arrival, at most this long for the calls to end
     notices: int | None = None       # contacts of a notice campaign just before the wave (None: none)
+    connect: bool = False            # the prediction carries app_queue's poll + ring (CONNECT_REAL_S x factor)
     notice_lead_s: float = 10.0      # the campaign starts this long (compressed) before the first caller
     tick: float = 1.0                # balance.interval of the controller run
     port_base: int | None = None
@@ -54,6 +58,10 @@ class Replay:
         self.opts, self.out, self.live = opts, out, live
         self.profile, notices = crisis.load_profile_raw(opts.profile)
         self.profile.retry_share = 0.0     # SIPp callers who give up do not call again: nor in the prediction
+        # what does not compress between an agent freed and a waiting caller connected (app_queue's 1 s poll
+        # and the phone's ring, ~0.6 s) is left out of the prediction: docs/crisis-day.md shows what it
+        # changes (--connect puts it in)
+        self.profile.connect_s = CONNECT_REAL_S * opts.factor if opts.connect else 0.0
         p = self.profile
         self.seed = p.seed if opts.seed is None else opts.seed
         self.hour = crisis.peak_hour(p) if opts.hour is None else opts.hour
