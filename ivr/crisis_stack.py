@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from . import crisis, crisis_report
 from .config import PROJECT_ROOT
 from .sipp import Sipp, free_port
-from .stack import Stack, StackError, pick_port_base
+from .stack import Stack, StackError, pick_port_base, seed_refund
 
 NOTICE_CAMPAIGN = "crisis-notice"
 # the demo's customers (ivr.demo.DEMO_CONTACT_ENDINGS): the last digit picks what the SIPp phone does
@@ -146,8 +146,7 @@ class Replay:
         if f"'{did}'" not in shown:
             raise StackError(f"the {mode} dialplan did not load: {shown[-500:]}")
         if mode == "controller":
-            from .demo import _seed_refund
-            _seed_refund(self.stack.config(), crisis.BOOKINGS["refund_status"])
+            seed_refund(self.stack.config(), crisis.BOOKINGS["refund_status"])
         return info
 
     def get(self, info: dict[str, Any], path: str) -> Any:

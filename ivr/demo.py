@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 from .config import PROJECT_ROOT
 from .sipp import CallerScript, Sipp, free_port
-from .stack import Stack
+from .stack import Stack, seed_refund as _seed_refund  # noqa: F401 (benchmarks/surge_load.py)
 
 # Menu branches callers choose in the default menu, with their share of calls
 # (refunds dominate a surge: see docs/operations.md).
@@ -80,20 +80,6 @@ def surge_mix(total: int, rate: float, patience: float) -> list[CallerGroup]:
     return groups
 
 
-def _seed_refund(cfg: Any, booking: str) -> None:
-    """A refund request for the booking the status callers ask about, so they hear a status and hang up."""
-    import asyncio
-
-    from .store.redis_store import Store
-
-    async def seed() -> None:
-        store = Store.from_config(cfg.redis)
-        try:
-            if not await store.refunds.by_booking(booking):
-                await store.refunds.create(booking, source="demo")
-        finally:
-            await store.close()
-    asyncio.run(seed())
 
 
 @dataclass(frozen=True, slots=True)

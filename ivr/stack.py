@@ -450,3 +450,19 @@ class Stack:
             out["health"] = {"status": "down", "error": str(exc)}
         out["healthy"] = all(out[s]["running"] for s in SERVICES) and out["health"].get("status") == "ok"
         return out
+
+
+def seed_refund(cfg: Any, booking: str) -> None:
+    """A refund request for the booking the status callers ask about, so they hear a status and hang up."""
+    import asyncio
+
+    from .store.redis_store import Store
+
+    async def seed() -> None:
+        store = Store.from_config(cfg.redis)
+        try:
+            if not await store.refunds.by_booking(booking):
+                await store.refunds.create(booking, source="demo")
+        finally:
+            await store.close()
+    asyncio.run(seed())
