@@ -479,16 +479,23 @@ class Simulation:
         """What a caller asking for a callback now is told: a fixed promise, or the forecast's."""
         if self.p.callback_promise_s != "auto":
             return forecast.Promise(float(self.p.callback_promise_s), None, "fixed")
-        while self.joins and self.joins[0] < now - RATE_WINDOW_S:
-            self.joins.popleft()
         agents = sum(1.0 / self.p.novice_factor if a.skill == SKILL_NOVICE else 1.0
                      for a in self.agents if a.logged_in)
-        aht = self.talk / self.n_answered if self.n_answered >= 5 else DEFAULT_AHT
+        aht = self._aht()
         outlook = (forecast.outlook_from_hours(now, self.plan_agents, self.plan_arrivals)
                    if self.p.callback_forecast == "plan" else ())
         return forecast.callback_promise(
             waiting=sum(q.waiting for q in self.queues.values()), callbacks_ahead=len(self.pending) + self.cb_in_progress,
-            aht=aht, agents=agents, arrivals_per_s=len(self.joins) / RATE_WINDOW_S, outlook=outlook)
+            aht=aht, agents=agents, arrivals_per_s=self._arrival_rate(now), outlook=outlook)
+
+    def _aht(self) -> float:
+        return self.talk / self.n_answered if self.n_answered >= 5 else DEFAULT_AHT
+
+    def _arrival_rate(self, now: float) -> float:
+        """Queue joins per second over the last RATE_WINDOW_S (the live loop's measured arrival rate)."""
+        while self.joins and self.joins[0] < now - RATE_WINDOW_S:
+            self.joins.popleft()
+        return len(self.joins) / RATE_WINDOW_S
 
     def _stay_share(self, now: float) -> float:
         """Share of the callers who left the queue lately (30 min) by being answered, not by giving up."""
@@ -499,11 +506,9 @@ class Simulation:
 
     def _erlang_c(self, now: float) -> float:
         """Erlang C's ASA for the whole line now (measured arrival rate, AHT and agents logged in)."""
-        while self.joins and self.joins[0] < now - RATE_WINDOW_S:
-            self.joins.popleft()
         agents = sum(1 for a in self.agents if a.logged_in)
-        aht = self.talk / self.n_answered if self.n_answered >= 5 else DEFAULT_AHT
-        traffic = len(self.joins) / RATE_WINDOW_S * aht
+        aht = self._aht()
+        traffic = self._arrival_rate(now) * aht
         if agents == 0 or traffic >= agents:
             return math.inf
         return average_speed_of_answer(traffic, agents, aht)
