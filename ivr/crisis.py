@@ -28,7 +28,7 @@ import yaml
 
 from .balance.simulate import Profile, build_roster, make_callers
 from .config import PROJECT_ROOT, PromiseConfig
-from .sipp import CallerScript, Sipp, free_port, free_port_pair
+from .sipp import _SDP, CallerScript, Sipp, _uas_hangup, free_port, free_port_pair
 
 DEFAULT_PROFILE = (PROJECT_ROOT / "profiles" / "crisis-day.yaml"
                    if (PROJECT_ROOT / "profiles" / "crisis-day.yaml").exists()
@@ -273,33 +273,11 @@ Contact: <sip:agent@[local_ip]:[local_port]>
 Content-Type: application/sdp
 Content-Length: [len]
 
-v=0
-o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0 101
-a=rtpmap:0 PCMU/8000
-a=rtpmap:101 telephone-event/8000
-a=fmtp:101 0-15
-a=sendrecv
-
+{_SDP}
 ]]></send>
   <recv request="ACK" crlf="true"/>
   <pause variable="talkms"/>
-  <send retrans="500"><![CDATA[
-BYE [$remote_contact] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:agent@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
-To:[$remote_from]
-[last_Call-ID:]
-CSeq: 2 BYE
-Contact: <sip:agent@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-  <recv response="200" crlf="true"/>
+{_uas_hangup('agent')}
 </scenario>
 """
 
