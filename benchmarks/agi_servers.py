@@ -2,7 +2,7 @@
 
 Servers (each in its own subprocess, on 127.0.0.1 and a free port):
 
-* ``ivr``        this project: ``ivr.agi.server.AgiServer`` + ``AgiRouter``
+* ``ivr``        this project: ``ivr.asterisk.agi_server.AgiServer`` + ``AgiRouter``
 * ``panoramisk`` ``panoramisk.fast_agi.Application`` on ``asyncio.start_server``
 * ``pyst2``      ``asterisk.agi.AGI`` over ``socket.makefile`` text streams, served by
                  ``socketserver.ForkingTCPServer`` (one forked process per call; pyst2's
@@ -162,7 +162,7 @@ async def _serve_asyncio(name: str, port: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if name == "ivr":
-        from ivr.agi.server import AgiRouter, AgiServer
+        from ivr.asterisk.agi_server import AgiRouter, AgiServer
 
         router = AgiRouter()
         router.register(SCRIPT_NAME, _ivr_handler)

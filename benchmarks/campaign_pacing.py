@@ -1,7 +1,7 @@
 """Outbound campaign pacing and a large campaign on the real stack, against SIPp customer phones.
 
 One private stack (``ivr up``: Asterisk, Redis, controller) whose trunk points at a SIPp
-UAS playing every customer's phone (``ivr.sipp.callee_scenario``: the numbers used here all
+UAS playing every customer's phone (``ivr.devtools.sipp.callee_scenario``: the numbers used here all
 end in 0-3, so each phone answers at once and presses 1 after 1.5 s; the notice then creates
 a refund request, reads its reference back and hangs up: about 8 s a call).
 
@@ -37,8 +37,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ivr.sipp import Sipp, free_port  # noqa: E402
-from ivr.stack import Stack  # noqa: E402
+from ivr.devtools.sipp import Sipp, free_port  # noqa: E402
+from ivr.devtools.stack import Stack  # noqa: E402
 
 CALLER_ID = "5550100"
 

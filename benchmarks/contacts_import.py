@@ -88,7 +88,7 @@ def generate(path: Path, rows: int) -> dict[str, Any]:
 
 
 def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    from ivr.stack import start_scratch_redis
+    from ivr.devtools.stack import start_scratch_redis
     return start_scratch_redis(workdir)
 
 

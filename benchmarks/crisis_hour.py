@@ -3,7 +3,7 @@
 The simulator's callers of one hour of a profile (``make_callers``: arrival, queue, patience, handle
 time, callback draw), compressed by ``--factor``, replayed through the real Asterisk twice, each time on
 a fresh private stack, by the same SIPp agent phones (each call talks its caller's handle time,
-novices ``novice_factor`` x longer; looked up by the caller's number, see ivr/crisis.py):
+novices ``novice_factor`` x longer; looked up by the caller's number, see ivr/devtools/crisis.py):
 
 * **static**: a plain dialplan (numbers 531-533 appended to ``from-trunk``): ``Answer()``, then
   ``Queue(<the caller's queue>)`` with the caller's patience as its timeout. No AGI, no menu, no
@@ -57,10 +57,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ivr import crisis  # noqa: E402
-from ivr.crisis_report import compare, format_table, self_served, simulator_prediction  # noqa: E402
-from ivr.crisis_stack import Options, Replay  # noqa: E402
-from ivr.stack import missing_tools  # noqa: E402
+from ivr.devtools import crisis  # noqa: E402
+from ivr.devtools.crisis_report import compare, format_table, self_served, simulator_prediction  # noqa: E402
+from ivr.devtools.crisis_stack import Options, Replay  # noqa: E402
+from ivr.devtools.stack import missing_tools  # noqa: E402
 
 def prediction(replay: Replay, args: argparse.Namespace) -> dict[str, Any]:
     """The simulator's figures for the same hour and seed (self-service as on the stack, when the

@@ -27,7 +27,7 @@ name into one context; the exact 511 wins over the ``_X.`` catch-all) to
 ``asterisk -C <workdir>/asterisk/etc/asterisk.conf -rx "dialplan reload"`` and checks with
 ``dialplan show 511@from-trunk`` that it is loaded. A later ``ivr up`` re-renders the file.
 
-The caller (one SIPp process per step, ``ivr.sipp.CallerScript``): INVITE, ACK, pause
+The caller (one SIPp process per step, ``ivr.devtools.sipp.CallerScript``): INVITE, ACK, pause
 400 ms, RFC 4733 DTMF "1", then wait for Asterisk's BYE (after the goodbye beep; a call
 lasts ~1 s). ``--caller nokey`` presses nothing instead: the menu's 3 s timeout leads to
 the same goodbye (~4 s a call; the RTP range is widened to 1500 calls for it), which
@@ -95,9 +95,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ivr.sipp import CallerScript, Sipp  # noqa: E402
-from ivr.stack import PORT_OFFSETS, Stack, StackError, missing_tools  # noqa: E402
-from ivr.stack import pick_port_base as stack_pick_port_base  # noqa: E402
+from ivr.devtools.sipp import CallerScript, Sipp  # noqa: E402
+from ivr.devtools.stack import PORT_OFFSETS, Stack, StackError, missing_tools  # noqa: E402
+from ivr.devtools.stack import pick_port_base as stack_pick_port_base  # noqa: E402
 
 MENU_FILE = Path(__file__).resolve().parent / "menus" / "bench.yaml"
 DID_IVR, DID_STATIC = "510", "511"

@@ -60,9 +60,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.ivr_call_rate import proc_cpu_s, proc_rss_mb  # noqa: E402
-from ivr.demo import BRANCHES, STATUS_BOOKING, _seed_refund, surge_mix  # noqa: E402
-from ivr.sipp import CallerScript, Sipp, free_port  # noqa: E402
-from ivr.stack import PORT_OFFSETS, Stack, StackError, missing_tools, pick_port_base  # noqa: E402
+from ivr.devtools.demo import BRANCHES, STATUS_BOOKING, _seed_refund, surge_mix  # noqa: E402
+from ivr.devtools.sipp import CallerScript, Sipp, free_port  # noqa: E402
+from ivr.devtools.stack import PORT_OFFSETS, Stack, StackError, missing_tools, pick_port_base  # noqa: E402
 
 HOLD_MENU = Path(__file__).resolve().parent / "menus" / "hold.yaml"
 DID_HOLD = "520"

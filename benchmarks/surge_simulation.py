@@ -1,6 +1,6 @@
 """The crisis day in both modes: static app_queue setup vs the balancing policy, same agent-hours.
 
-Runs ``profiles/default.yaml`` (or ``--profile``) through ``ivr.balance.simulate`` in ``static``
+Runs ``profiles/default.yaml`` (or ``--profile``) through ``ivr.devtools.simulate`` in ``static``
 and ``balanced`` mode, prints the side-by-side table for the day and for the peak hour, and
 writes a chart of the average wait per hour of the day for both modes
 (``docs/img/surge-waits.png`` by default).
@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ivr.balance.simulate import format_table, load_profile, run_modes, write_chart  # noqa: E402
+from ivr.devtools.simulate import format_table, load_profile, run_modes, write_chart  # noqa: E402
 
 
 def chart(path: Path, hourly: dict[str, list[float]], h0: int, title: str) -> str:

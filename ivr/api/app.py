@@ -21,7 +21,7 @@ from .clientip import ClientAddress
 from .live import LiveFeed
 
 if TYPE_CHECKING:
-    from ..controller import Controller
+    from ..app.controller import Controller
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +270,7 @@ async def caller_unflag(request: web.Request) -> web.Response:
 
 @requires("supervisor")
 async def reload_menus(request: web.Request) -> web.Response:
-    from ..controller import reload_menus as do_reload
+    from ..app.controller import reload_menus as do_reload
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
     errors = await do_reload(ctl)
     return web.json_response({"loaded": sorted(ctl.menus.menus), "errors": errors, "version": ctl.menus.version})
@@ -289,8 +289,8 @@ def _agent_json(ctl: "Controller", agent_id: str) -> dict[str, Any]:
 @requires("supervisor")
 async def agent_add(request: web.Request) -> web.Response:
     """Add an agent (by default a novice volunteer) with a new SIP account; the password is shown once."""
-    from ..provision import ProvisionError, phone_configs
-    from ..roster import RosterError
+    from ..asterisk.provision import ProvisionError, phone_configs
+    from ..agents.roster import RosterError
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
     body = await _json_body(request)
     try:
@@ -317,7 +317,7 @@ async def agent_add(request: web.Request) -> web.Response:
 
 async def _roster_change(agent_id: str, change: Awaitable[Any]) -> web.Response | None:
     """Await a roster change; the API's error answer when it fails (no such agent: 404, refused: 400)."""
-    from ..roster import RosterError
+    from ..agents.roster import RosterError
     try:
         await change
     except KeyError:
@@ -343,10 +343,10 @@ async def agent_update(request: web.Request) -> web.Response:
 @requires("supervisor")
 async def agent_remove(request: web.Request) -> web.Response:
     """Remove an agent added at run time, with its SIP account."""
-    from ..provision import ProvisionError
-    from ..roster import RosterError
+    from ..asterisk.provision import ProvisionError
+    from ..agents.roster import RosterError
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
-    from ..ami.client import AmiError
+    from ..asterisk.ami_client import AmiError
     agent_id = request.match_info["agent_id"]
     agent = ctl.roster.agents.get(agent_id)
     try:
@@ -393,7 +393,7 @@ async def _set_login(request: web.Request, logged_in: bool) -> web.Response:
 
 
 async def _set_pause(request: web.Request, paused: bool) -> web.Response:
-    from ..ami.client import AmiError
+    from ..asterisk.ami_client import AmiError
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
     agent_id = request.match_info["agent_id"]
     agent = ctl.roster.agents.get(agent_id)
@@ -436,8 +436,8 @@ COACH_MODES = {"listen": "qE", "whisper": "qEw", "barge": "qEB"}
 async def agent_coach(request: web.Request) -> web.Response:
     """Ring a coach's phone into an agent's call: {"coach": "<agent id>", "mode": "whisper" | "listen" | "barge"}.
     The coach hears the call; with whisper the agent hears the coach and the caller does not."""
-    from ..ami import names as ev
-    from ..ami.client import AmiError
+    from ..core import names as ev
+    from ..asterisk.ami_client import AmiError
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
     agent_id = request.match_info["agent_id"]
     body = await _json_body(request)
@@ -453,7 +453,7 @@ async def agent_coach(request: web.Request) -> web.Response:
         return json_error(409, f"agent {agent_id} is not on a call: there is nothing to coach")
     if ctl.state.on_a_call(coach.interface):
         return json_error(409, f"coach {coach_id} is on a call of their own")
-    from ..outbound import internal_channel
+    from ..campaigns.outbound import internal_channel
     try:   # the coach's own phone: an endpoint of ours, never the trunk (no outbound guard needed)
         await ctl.ami.action(ev.ORIGINATE, {
             "Channel": internal_channel(coach), "Context": "ivr-coach", "Exten": "s", "Priority": 1, "Async": "true",
@@ -508,7 +508,7 @@ async def banner_all(request: web.Request) -> web.Response:
 
 @requires("supervisor")
 async def banner_set(request: web.Request) -> web.Response:
-    from ..banner import BannerError
+    from ..banner.service import BannerError
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
     body = await _json_body(request)
     unknown = set(body) - {"text"}
@@ -526,7 +526,7 @@ async def banner_set(request: web.Request) -> web.Response:
 
 @requires("supervisor")
 async def banner_clear(request: web.Request) -> web.Response:
-    from ..banner import BannerError
+    from ..banner.service import BannerError
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
     try:
         await ctl.banner.clear(request.match_info["lang"], by=request["auth"].get("name", ""))
@@ -656,7 +656,7 @@ async def surveys(request: web.Request) -> web.Response:
 @requires("viewer")
 async def report_reasons(request: web.Request) -> web.Response:
     """Calls by reason with their outcomes, escalations and dispositions (``?since=&until=&hours=&tz=``)."""
-    from .. import reports
+    from ..reports import service as reports
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
     q = request.query
     unknown = set(q) - {"since", "until", "hours", "tz"}
@@ -735,7 +735,7 @@ async def feedback_done(request: web.Request) -> web.Response:
 @requires("viewer")
 async def report(request: web.Request) -> web.Response:
     """Reports by hour or day (``?by=hour|day&since=&until=&hours=&tz=&sl_target=&format=json|csv``)."""
-    from .. import reports
+    from ..reports import service as reports
     ctl: Controller = request.app[CONTROLLER]  # type: ignore[assignment]
     q = request.query
     unknown = set(q) - {"by", "since", "until", "hours", "tz", "sl_target", "format"}
@@ -900,7 +900,7 @@ def build_app(controller: "Controller") -> web.Application:
     app.router.add_get("/api/v1/feedback", feedback_list)
     app.router.add_get("/api/v1/feedback/{item}/audio", feedback_audio)
     app.router.add_post("/api/v1/feedback/{item}/done", feedback_done)
-    from .campaign_routes import setup as campaign_routes   # imports this module: registered last
+    from ..campaigns.routes import setup as campaign_routes   # imports this module: registered last
     campaign_routes(app)
     app.router.add_post("/api/v1/agents", agent_add)
     app.router.add_patch("/api/v1/agents/{agent_id}", agent_update)

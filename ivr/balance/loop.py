@@ -21,12 +21,12 @@ from typing import Any, Awaitable, Callable, Sequence
 
 from redis.exceptions import RedisError
 
-from ..ami import names as ev
-from ..ami.client import AmiClient, AmiError
-from ..config import Config
-from ..logutil import RateLimit
-from ..roster import Roster
-from ..state import CallCenterState
+from ..core import names as ev
+from ..asterisk.ami_client import AmiClient, AmiError
+from ..app.config import Config
+from ..app.logutil import RateLimit
+from ..agents.roster import Roster
+from ..asterisk.state import CallCenterState
 from .policy import (Action, AgentView, CallbackView, CampaignView, Decision, Policy, QueueView, Snapshot,
                      TierState, decide)
 
@@ -85,7 +85,7 @@ class BalanceLoop:
         self.last_decision: Decision | None = None
         self.last_tick_ms = 0.0
         self._wake = asyncio.Event()
-        # ivr.outbound.OutboundGuard: a mobile is a queue member only while the guard allows it (None: never)
+        # ivr.campaigns.outbound.OutboundGuard: a mobile is a queue member only while the guard allows it (None: never)
         self.guard = guard
         self.mobiles: dict[str, tuple[bool, float]] = {}   # mobile number -> (allowed, checked at)
 

@@ -16,7 +16,7 @@ Redis layout (``{p}`` is the prefix, ``{cid}`` the campaign id, ``n`` = 1, 2, 3.
 
 Statuses: ``pending``, ``dnc`` (on the do-not-call list at import: kept so the export shows why it was
 not called, never put in ``due``), the dialer's ``in_progress``, ``done``, ``failed``, ``optout``, and
-``reached`` (the contact called in before being dialled: see ivr/continuity.py).
+``reached`` (the contact called in before being dialled: see ivr/continuity/service.py).
 A report's rows = imported (new, pending) + dnc (new, status dnc) + merged + rejected.
 """
 
@@ -54,7 +54,7 @@ import redis.asyncio as aioredis
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 from phonenumbers.timezone import time_zones_for_geographical_number, time_zones_for_number
 
-from .. import csvsafe
+from ..core import csvsafe
 
 STATUSES = ("pending", "dnc", "in_progress", "done", "failed", "optout", "reached")
 LANGUAGES = ("en", "fa", "zh")

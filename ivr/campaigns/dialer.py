@@ -38,12 +38,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from redis.exceptions import RedisError
 
-from ..ami import names as ev
-from ..ami.client import AmiClient, AmiError
+from ..core import names as ev
+from ..asterisk.ami_client import AmiClient, AmiError
 from ..balance.policy import CampaignView
-from ..config import Config
-from ..logutil import RateLimit
-from ..outbound import OutboundGuard
+from ..app.config import Config
+from ..app.logutil import RateLimit
+from .outbound import OutboundGuard
 from ..store.redis_store import Store
 from . import contacts
 from .model import Campaign, campaign_from_dict
@@ -107,7 +107,7 @@ class Dialer:
         self.recover_errors = 0
         self.last_recover_error = ""
         self.slots_reclaimed = 0
-        self.continuity: Any = None            # ivr.continuity.Continuity: callers on a call are not dialled
+        self.continuity: Any = None            # ivr.continuity.service.Continuity: callers on a call are not dialled
         self.transfers = Transfers()           # answered calls sent to the agents (max_transfers)
 
     # ------------------------------------------------------------------ keys

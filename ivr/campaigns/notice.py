@@ -22,7 +22,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from ..agi.server import AgiSession
+from ..asterisk.agi_server import AgiSession
 from ..menu.engine import CallContext, MenuEngine
 from ..menu.schema import Menu
 from ..store.redis_store import Store
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 class NoticeHandler:
     def __init__(self, engine: MenuEngine, dialer: Dialer, store: Store, refunds: Any = None) -> None:
-        self.refunds = refunds    # ivr.refunds.RefundService (the approval policy applies to notice requests)
+        self.refunds = refunds    # ivr.refunds.service.RefundService (the approval policy applies to notice requests)
         self.engine = engine
         self.dialer = dialer
         self.store = store
@@ -78,7 +78,7 @@ class NoticeHandler:
             message = campaign.message.get(lang) or next(iter(campaign.message.values()))
             update = contact.get("refund_status", "") if contact.get("refund") else ""
             for _ in range(2):
-                if update in REFUND_STATUSES:   # a refund decision (ivr/refunds.py): the news, then the options
+                if update in REFUND_STATUSES:   # a refund decision (ivr/refunds/service.py): the news, then the options
                     await self._say_refund_update(s, ctx, contact, update)
                     outcome = "heard"
                 key = await self.engine.ask(s, ctx, (message,), 6.0)
@@ -109,7 +109,7 @@ class NoticeHandler:
             except RedisError as exc:
                 log.warning("campaign %s: contact %s: call record not saved (Redis: %s)", cid, n, exc)
             if continuity is not None:
-                try:   # the next inbound call of this number gets the short path (ivr/continuity.py)
+                try:   # the next inbound call of this number gets the short path (ivr/continuity/service.py)
                     await continuity.noticed(contact["number"], {
                         "campaign": cid, "contact": n, "action": outcome, "keypress": key, "lang": lang,
                         "booking": contact.get("booking") or "", "reference": reference, "uid": ctx.uid})

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from ..ami import names as ev
+from ..core import names as ev
 from .model import Campaign
 
 log = logging.getLogger(__name__)

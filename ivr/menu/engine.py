@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping, Protocol
 
-from ..agi.server import AgiSession
+from ..asterisk.agi_server import AgiSession
 from ..balance.forecast import Promise
 from ..prompts.library import PromptLibrary
 from ..store.selfservice import CallbackStore, SurveyStore
@@ -34,7 +34,7 @@ ALL_KEYS = "0123456789*#"
 
 
 class Promises(Protocol):
-    """The callback promise (ivr/promise.py PromiseService)."""
+    """The callback promise (ivr/callbacks/promise.py PromiseService)."""
 
     async def callback_promise(self, queue: str) -> Promise: ...
     def offer(self, estimate: float | None, promise: Promise, over: float | str | None) -> bool: ...
@@ -61,11 +61,11 @@ class EngineServices:
     banner: Callable[[str], Awaitable[str | None]] | None = None
     now: Callable[[datetime.tzinfo], datetime.datetime] = lambda tz: datetime.datetime.now(tz)
     fallback_queue: str = "support"
-    continuity: Any = None                 # ivr.continuity.Continuity (None: every caller is new)
+    continuity: Any = None                 # ivr.continuity.service.Continuity (None: every caller is new)
     queue_position: Callable[[str, float], int | None] = lambda queue, since: None
     repeat_priority: int = 0               # queue priority of repeat callers (continuity.repeat_priority)
-    outcomes: Any = None                   # ivr.outcomes.Outcomes: feedback recordings, poor surveys
-    outbound: Any = None                   # ivr.outbound.OutboundGuard (None: no callback is offered)
+    outcomes: Any = None                   # ivr.outcomes.service.Outcomes: feedback recordings, poor surveys
+    outbound: Any = None                   # ivr.campaigns.outbound.OutboundGuard (None: no callback is offered)
     promises: Promises | None = None       # the callback promise (None: no promise, so no callback offered)
 
 

@@ -14,7 +14,7 @@ import time
 from typing import Awaitable, Callable
 from zoneinfo import ZoneInfo
 
-from ..agi.server import AgiSession
+from ..asterisk.agi_server import AgiSession
 from ..balance.forecast import Promise, spoken_and_offer
 from .engine import ALL_KEYS, CallContext, MenuEngine
 from .schema import Node

@@ -71,7 +71,7 @@ class RefundsBackend:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.service: Any = None    # ivr.refunds.RefundService: creation applies the approval policy
+        self.service: Any = None    # ivr.refunds.service.RefundService: creation applies the approval policy
 
     async def lookup(self, operation: str, params: Mapping[str, str]) -> dict[str, Any] | None:
         booking = params.get("booking", "")

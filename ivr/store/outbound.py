@@ -1,4 +1,4 @@
-"""The shared side of the outbound guard (ivr/outbound.py): the do-not-call list and the hourly caps.
+"""The shared side of the outbound guard (ivr/campaigns/outbound.py): the do-not-call list and the hourly caps.
 
 Every node counts its dials in the same Redis keys, so the caps hold for the deployment, not per
 node. The check and the count are one Lua script: two nodes cannot both take the last call of a cap.

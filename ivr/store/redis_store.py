@@ -21,7 +21,7 @@ from .outbound import OutboundStore
 from .selfservice import CallbackStore, RefundStore, SurveyStore
 
 if TYPE_CHECKING:
-    from ..config import RedisConfig
+    from ..app.config import RedisConfig
 
 try:
     import hiredis

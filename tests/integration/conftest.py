@@ -6,7 +6,7 @@ from typing import AsyncIterator, Iterator
 
 import pytest
 
-from ivr.stack import start_scratch_redis
+from ivr.devtools.stack import start_scratch_redis
 from ivr.store.redis_store import Store
 
 from .harness import TestStack, start_test_stack, stop_test_stack

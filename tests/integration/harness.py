@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ivr.config import PROJECT_ROOT
-from ivr.sipp import Sipp, free_port
-from ivr.stack import Stack, missing_tools
-from ivr.stack import pick_port_base as stack_pick_port_base
+from ivr.app.config import PROJECT_ROOT
+from ivr.devtools.sipp import Sipp, free_port
+from ivr.devtools.stack import Stack, missing_tools
+from ivr.devtools.stack import pick_port_base as stack_pick_port_base
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SHORT_MENU_DID = "501"  # runs tests/fixtures/dialplans/short.yaml (a beep and one menu)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis as redis_sync
 
-from ivr.sipp import CallerScript, free_port
+from ivr.devtools.sipp import CallerScript, free_port
 
 from .harness import TestStack, create_token, fail2ban_regex, wait_for
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ivr.sipp import CallerScript
+from ivr.devtools.sipp import CallerScript
 
 from .harness import TestStack, wait_for
 

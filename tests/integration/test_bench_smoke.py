@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ivr.config import PROJECT_ROOT
+from ivr.app.config import PROJECT_ROOT
 
 from .harness import pick_port_base, require_tools
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ivr.sipp import CallerScript
+from ivr.devtools.sipp import CallerScript
 
 from .harness import TestStack, wait_for
 
@@ -78,7 +78,7 @@ def test_a_callback_being_dialled_when_the_controller_is_killed_is_dialled_again
     import signal
     import time
 
-    from ivr.callbacks import RING_TIMEOUT_S
+    from ivr.callbacks.service import RING_TIMEOUT_S
 
     number = "12025557187"   # a number the stack's outbound guard allows (+1 202); last digit 7 rings on
     place = round(time.time() - 600, 3)

@@ -4,7 +4,7 @@ up, their channel leaves ChanSpy and is gone; the agent's call goes on."""
 
 from __future__ import annotations
 
-from ivr.sipp import CallerScript, free_port
+from ivr.devtools.sipp import CallerScript, free_port
 
 from .harness import TestStack, wait_for
 

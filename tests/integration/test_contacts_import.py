@@ -14,8 +14,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from ivr.campaigns import contacts
-from ivr.config import PROJECT_ROOT
-from ivr.stack import start_scratch_redis
+from ivr.app.config import PROJECT_ROOT
+from ivr.devtools.stack import start_scratch_redis
 
 P = "t"
 ALLOWED = ("+1", "+44", "+98", "+86")

@@ -8,9 +8,9 @@ import json
 import time
 from typing import Any
 
-from ivr.config import ContinuityConfig
-from ivr.continuity import Continuity
-from ivr.sipp import CallerScript
+from ivr.app.config import ContinuityConfig
+from ivr.continuity.service import Continuity
+from ivr.devtools.sipp import CallerScript
 from ivr.store.redis_store import Store
 
 from .harness import TestStack, wait_for

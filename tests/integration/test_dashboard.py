@@ -16,8 +16,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from ivr.config import PROJECT_ROOT
-from ivr.sipp import CallerScript
+from ivr.app.config import PROJECT_ROOT
+from ivr.devtools.sipp import CallerScript
 
 from .harness import TestStack, create_token, wait_for
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ivr.demo import prompt_seconds
-from ivr.sipp import CallerScript
+from ivr.devtools.demo import prompt_seconds
+from ivr.devtools.sipp import CallerScript
 from ivr.store.redis_store import Store
 
 from .harness import TestStack, wait_for

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ivr.sipp import CallerScript, free_port
+from ivr.devtools.sipp import CallerScript, free_port
 
 from .harness import TestStack, wait_for
 

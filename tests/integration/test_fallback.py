@@ -10,8 +10,8 @@ import signal
 import time
 from pathlib import Path
 
-from ivr.sipp import CallerScript
-from ivr.stack import _pid_alive
+from ivr.devtools.sipp import CallerScript
+from ivr.devtools.stack import _pid_alive
 
 from .harness import BROKEN_MENU_DID, TestStack, start_test_stack, stop_test_stack, wait_for
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ivr.sipp import CallerScript
-from ivr.stack import _pid_alive
+from ivr.devtools.sipp import CallerScript
+from ivr.devtools.stack import _pid_alive
 
 from .harness import TestStack, start_test_stack, stop_test_stack, wait_for
 

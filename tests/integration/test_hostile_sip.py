@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from ivr.sipp import CallerScript
+from ivr.devtools.sipp import CallerScript
 
 from .harness import TestStack, fail2ban_regex, wait_for
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from ivr.sipp import CallerScript
+from ivr.devtools.sipp import CallerScript
 
 from .harness import FIXTURES, TestStack, wait_for
 

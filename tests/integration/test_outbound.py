@@ -11,8 +11,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from ivr.demo import prompt_seconds
-from ivr.sipp import CallerScript
+from ivr.devtools.demo import prompt_seconds
+from ivr.devtools.sipp import CallerScript
 from ivr.store.outbound import hour_of
 from ivr.store.redis_store import Store
 

@@ -12,11 +12,11 @@ from typing import AsyncIterator
 import pytest
 
 from ivr.campaigns import contacts
-from ivr.config import ContinuityConfig, from_mapping
-from ivr.continuity import Continuity
-from ivr.metrics import Metrics
-from ivr.outbound import OutboundGuard
-from ivr.stack import start_scratch_redis
+from ivr.app.config import ContinuityConfig, from_mapping
+from ivr.continuity.service import Continuity
+from ivr.app.metrics import Metrics
+from ivr.campaigns.outbound import OutboundGuard
+from ivr.devtools.stack import start_scratch_redis
 from ivr.store.outbound import hour_of
 from ivr.store.redis_store import Store
 

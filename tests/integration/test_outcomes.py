@@ -8,8 +8,8 @@ import json
 import re
 from pathlib import Path
 
-from ivr.demo import prompt_seconds
-from ivr.sipp import CallerScript
+from ivr.devtools.demo import prompt_seconds
+from ivr.devtools.sipp import CallerScript
 
 from .harness import OUTCOMES_MENU_DID, TestStack, wait_for
 from .test_continuity import records_of

@@ -53,7 +53,7 @@ def test_an_agent_logs_in_and_out_from_their_phone_with_a_pin(stack: TestStack) 
 def test_pins_are_hashed_and_guessing_is_throttled(stack: TestStack) -> None:
     import asyncio
 
-    from ivr.roster import PIN_TRIES, Roster
+    from ivr.agents.roster import PIN_TRIES, Roster
     from ivr.store.redis_store import Store
 
     async def run() -> None:

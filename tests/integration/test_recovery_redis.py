@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from ivr.aiotasks import cancel_and_wait
-from ivr.ami.client import AmiError
-from ivr.callbacks import CallbackDispatcher
+from ivr.app.aiotasks import cancel_and_wait
+from ivr.asterisk.ami_client import AmiError
+from ivr.callbacks.service import CallbackDispatcher
 from ivr.campaigns import contacts
 from ivr.campaigns.dialer import Dialer, account_code
 from ivr.campaigns.model import campaign_from_dict
-from ivr.config import Config
+from ivr.app.config import Config
 from ivr.store.redis_store import Store
 
 
@@ -94,7 +94,7 @@ async def test_callback_recovery_errors_are_retried_and_shown(store: Store) -> N
         assert dispatcher.last_recover_error == ""
         assert await store.redis.zrange(store.keys.callbacks_pending, 0, -1) == [cb["id"]]
     finally:
-        assert not await cancel_and_wait({task})   # the Redis client may swallow one cancel (ivr/aiotasks.py)
+        assert not await cancel_and_wait({task})   # the Redis client may swallow one cancel (ivr/app/aiotasks.py)
 
 
 async def test_an_outcome_that_closes_a_contact_cancels_the_retry_planned_before_it(store: Store) -> None:

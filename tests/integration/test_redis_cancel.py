@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ivr.aiotasks import cancel_and_wait
+from ivr.app.aiotasks import cancel_and_wait
 from ivr.store.redis_store import Store
 
 

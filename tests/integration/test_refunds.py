@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from ivr.sipp import CallerScript
+from ivr.devtools.sipp import CallerScript
 
 from .harness import TestStack, wait_for
 from .test_continuity import records_of

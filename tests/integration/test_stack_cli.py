@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ivr.stack import Stack, _pid_alive, _port_in_use
+from ivr.devtools.stack import Stack, _pid_alive, _port_in_use
 
 from .harness import TestStack, pick_port_base
 
@@ -153,7 +153,7 @@ def test_live_ami_user_has_no_config_right_and_the_control_socket_is_private(sta
 def test_ami_user_has_no_command_or_system_rights(stack: TestStack) -> None:
     import asyncio
 
-    from ivr.ami.client import AmiClient, AmiError
+    from ivr.asterisk.ami_client import AmiClient, AmiError
 
     cfg = stack.stack.config()
 

@@ -6,8 +6,8 @@ import asyncio
 import random
 import time
 
-from ivr.ami.client import AmiClient
-from ivr.sipp import CallerScript
+from ivr.asterisk.ami_client import AmiClient
+from ivr.devtools.sipp import CallerScript
 
 from .harness import TestStack, wait_for
 

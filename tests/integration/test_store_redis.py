@@ -82,7 +82,7 @@ async def test_batch_writes_load_their_script_again_after_redis_lost_it(store: S
 
 
 async def test_caller_histories_many_calls_one_round_trip_and_after_redis_lost_the_script(store: Store) -> None:
-    from ivr.continuity import Continuity, ContinuityConfig
+    from ivr.continuity.service import Continuity, ContinuityConfig
 
     c = Continuity(ContinuityConfig(history=2), store)
     await store.redis.sadd(f"{store.keys.prefix}:caller:+5557001:live", "a1", "a2")

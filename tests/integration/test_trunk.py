@@ -7,9 +7,9 @@ from pathlib import Path
 
 import yaml
 
-from ivr.config import load_secrets, write_secrets
-from ivr.sipp import Sipp, free_port
-from ivr.stack import Stack
+from ivr.app.config import load_secrets, write_secrets
+from ivr.devtools.sipp import Sipp, free_port
+from ivr.devtools.stack import Stack
 
 from .harness import pick_port_base, require_tools
 

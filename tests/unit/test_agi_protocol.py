@@ -1,4 +1,4 @@
-"""Tests for the sans-IO FastAGI core (ivr.agi.protocol): bytes in, events out."""
+"""Tests for the sans-IO FastAGI core (ivr.core.agi): bytes in, events out."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ivr.agi.protocol import (
+from ivr.core.agi import (
     EOF,
     MAX_COMMAND_BYTES,
     NEED_DATA,

@@ -1,4 +1,4 @@
-"""Tests for ivr.agi.server: AgiServer over real loopback sockets, with a fake Asterisk client."""
+"""Tests for ivr.asterisk.agi_server: AgiServer over real loopback sockets, with a fake Asterisk client."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from ivr.agi.protocol import AgiHangup
-from ivr.agi.server import AgiRouter, AgiServer, AgiSession
+from ivr.core.agi import AgiHangup
+from ivr.asterisk.agi_server import AgiRouter, AgiServer, AgiSession
 
 FALLBACK = 'SET VARIABLE "IVR_NEXT" "fallback"'
 IO_TIMEOUT = 2.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ivr.aiotasks import cancel_and_wait
+from ivr.app.aiotasks import cancel_and_wait
 
 
 class Stubborn:

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from ivr.ami.client import AmiClient, AmiError, AmiNotConnected
-from ivr.ami.frames import AmiFrameParser
-from ivr.state import CallCenterState
+from ivr.asterisk.ami_client import AmiClient, AmiError, AmiNotConnected
+from ivr.core.ami_frames import AmiFrameParser
+from ivr.asterisk.state import CallCenterState
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "ami_queue_call.txt"
 
@@ -154,7 +154,7 @@ async def test_a_connection_cut_again_and_again_backs_off_and_logs_little(caplog
 
     client = AmiClient("127.0.0.1", fake.port, "ivr", "pw", on_event=lambda e: None, on_connected=resync_then_cut,
                        backoff_initial=0.02, backoff_max=0.32, stable_after=5.0)
-    caplog.set_level("INFO", logger="ivr.ami.client")
+    caplog.set_level("INFO", logger="ivr.asterisk.ami_client")
     await client.start()
     try:
         await asyncio.sleep(2.0)
@@ -162,7 +162,7 @@ async def test_a_connection_cut_again_and_again_backs_off_and_logs_little(caplog
         assert 4 <= fake.logins <= 12, fake.logins
         assert client.flaps >= 3 and client.reconnects == client.connections - 1
         assert "lost after" in client.last_error or client.connected
-        lines = [r for r in caplog.records if r.name == "ivr.ami.client"]
+        lines = [r for r in caplog.records if r.name == "ivr.asterisk.ami_client"]
         assert len(lines) <= 4, [r.getMessage() for r in lines]
         assert any("short-lived" in r.getMessage() for r in lines)
     finally:

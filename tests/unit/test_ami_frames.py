@@ -1,4 +1,4 @@
-"""Tests for ivr.ami.frames (AMI wire parser) and ivr.ami.protocol."""
+"""Tests for ivr.core.ami_frames (AMI wire parser) and ivr.asterisk.ami_protocol."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from panoramisk import Manager
 from panoramisk.message import Message
 
-from ivr.ami import protocol as protocol_module
-from ivr.ami.frames import AmiFrame, AmiFrameError, AmiFrameParser
-from ivr.ami.protocol import HardenedAMIProtocol, frame_to_message
+from ivr.asterisk import ami_protocol as protocol_module
+from ivr.core.ami_frames import AmiFrame, AmiFrameError, AmiFrameParser
+from ivr.asterisk.ami_protocol import HardenedAMIProtocol, frame_to_message
 
 BANNER = b"Asterisk Call Manager/5.0.2\r\n"
 LOGIN_OK = b"Response: Success\r\nActionID: 1\r\nMessage: Authentication accepted\r\n\r\n"
@@ -54,7 +54,7 @@ def kinds(items):
 
 
 # --------------------------------------------------------------------------
-# frames.py
+# ivr/core/ami_frames.py
 # --------------------------------------------------------------------------
 
 
@@ -364,7 +364,7 @@ def test_property_valid_frames_after_garbage_and_blank_line_are_recovered(garbag
 
 
 # --------------------------------------------------------------------------
-# protocol.py
+# ivr/asterisk/ami_protocol.py
 # --------------------------------------------------------------------------
 
 
@@ -462,7 +462,7 @@ async def test_protocol_follows_content_keeps_all_lines():
 
 def test_protocol_bad_frame_is_counted_logged_and_next_event_arrives(caplog):
     proto = make_protocol()
-    caplog.set_level(logging.WARNING, logger="ivr.ami.protocol")
+    caplog.set_level(logging.WARNING, logger="ivr.asterisk.ami_protocol")
     proto.data_received(b"Event: Bad\r\nData: " + b"x" * (70 * 1024) + b"\r\n\r\n" + NEWEXTEN)
     assert proto.frame_errors == 1
     assert [e.event for e in proto.factory.dispatched] == ["Newexten"]
@@ -480,7 +480,7 @@ def test_protocol_frame_error_warnings_are_rate_limited(caplog, monkeypatch):
     proto = Small()
     proto.connection_made(mock.MagicMock())
     proto.factory = FakeFactory()
-    caplog.set_level(logging.WARNING, logger="ivr.ami.protocol")
+    caplog.set_level(logging.WARNING, logger="ivr.asterisk.ami_protocol")
     bad = b"Event: ThisLineIsTooLong\r\n\r\n"
     for _ in range(5):
         proto.data_received(bad)
@@ -496,7 +496,7 @@ def test_protocol_frame_error_warnings_are_rate_limited(caplog, monkeypatch):
 
 def test_protocol_handler_exception_does_not_propagate(caplog):
     proto = make_protocol(FakeFactory(fail_on={"Newexten"}))
-    caplog.set_level(logging.ERROR, logger="ivr.ami.protocol")
+    caplog.set_level(logging.ERROR, logger="ivr.asterisk.ami_protocol")
     proto.data_received(NEWEXTEN + b"Event: Hangup\r\n\r\n")  # must not raise
     assert [e.event for e in proto.factory.dispatched] == ["Hangup"]
     assert proto.handler_errors == 1

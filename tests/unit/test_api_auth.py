@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from ivr.api.app import LIVE_FEED, build_app
 from ivr.api.live import LiveFeed
 from ivr.api.clientip import ClientAddress
-from ivr.config import from_mapping
+from ivr.app.config import from_mapping
 from ivr.store.redis_store import _hash_token
 
 VALID = "valid-token-of-a-supervisor"

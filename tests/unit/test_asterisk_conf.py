@@ -1,4 +1,4 @@
-"""Tests for ivr.asterisk_conf: the rendered Asterisk configuration tree."""
+"""Tests for ivr.asterisk.conf: the rendered Asterisk configuration tree."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ivr import asterisk_conf
-from ivr.asterisk_conf import CONF_FILES, MODULES, SECRET_FILES, AsteriskDirs, new_secret, render
-from ivr.config import Config, from_mapping
+from ivr.asterisk import conf as asterisk_conf
+from ivr.asterisk.conf import CONF_FILES, MODULES, SECRET_FILES, AsteriskDirs, new_secret, render
+from ivr.app.config import Config, from_mapping
 
 AMI_SECRET = "ami-Secret_0123456789abcdef"
 
@@ -133,7 +133,7 @@ def test_manager_conf_loopback_secret_and_least_rights(rendered: tuple[Config, A
 
 def test_no_config_write_even_when_agents_can_be_added_at_run_time(tmp_path: Path) -> None:
     # config would allow UpdateConfig of manager.conf itself; volunteers' accounts are reloaded over the
-    # control socket instead (ivr/provision.py)
+    # control socket instead (ivr/asterisk/provision.py)
     cfg = make_config(asterisk={"conf_dir": str(tmp_path / "etc")})
     dirs = AsteriskDirs.under(tmp_path / "etc", tmp_path / "state")
     render(cfg, dirs, {"ami_secret": AMI_SECRET})
@@ -154,8 +154,8 @@ def test_control_socket_is_private_unless_a_group_is_named(tmp_path: Path) -> No
 
 
 def test_runtime_accounts_use_digest_credentials_not_passwords() -> None:
-    from ivr.asterisk_conf import render_accounts
-    from ivr.roster import md5_cred
+    from ivr.asterisk.conf import render_accounts
+    from ivr.agents.roster import md5_cred
     text = render_accounts([{"id": "7001", "display": "Vol One", "contact": "", "realm": "asterisk",
                              "md5_cred": md5_cred("7001", "s3cret"), "password": ""}])
     secs = conf_sections(text)
@@ -311,7 +311,7 @@ def test_extensions_fallback_queue_follows_config(tmp_path: Path) -> None:
     assert section(conf_sections(read(dirs, "extensions.conf")), "globals")["IVR_FALLBACK_QUEUE"] == "refunds"
     render(make_config(fallback_timeout=45), dirs, {"ami_secret": AMI_SECRET})
     assert section(conf_sections(read(dirs, "extensions.conf")), "globals")["IVR_FALLBACK_TIMEOUT"] == "45"
-    from ivr.config import ConfigError
+    from ivr.app.config import ConfigError
     with pytest.raises(ConfigError, match="fallback_timeout"):
         make_config(fallback_timeout=0)
 
@@ -371,7 +371,7 @@ def test_registering_phones_are_qualified_static_contacts_are_not(tmp_path: Path
 
 
 def test_opus_is_refused_where_its_module_is_missing(tmp_path: Path) -> None:
-    from ivr.config import ConfigError
+    from ivr.app.config import ConfigError
     cfg = make_config(asterisk={"codecs": ["opus", "ulaw"], "modules_dir": str(tmp_path)})
     with pytest.raises(ConfigError, match="asterisk.codecs: opus needs codec_opus.so"):
         render(cfg, AsteriskDirs.under(tmp_path / "etc", tmp_path / "state"), {"ami_secret": AMI_SECRET})
@@ -413,7 +413,7 @@ def test_trunk_with_registration_and_digest_auth(tmp_path: Path) -> None:
 
 
 def test_trunk_registration_needs_a_password_from_secrets() -> None:
-    from ivr.config import ConfigError
+    from ivr.app.config import ConfigError
     with pytest.raises(ConfigError, match="asterisk.trunk_password: needed with trunk_username"):
         make_config(asterisk={"trunk_uri": "sip:198.51.100.7:5060", "trunk_username": "acme"})
     with pytest.raises(ConfigError, match="asterisk.trunk_register: needs trunk_uri and trunk_username"):

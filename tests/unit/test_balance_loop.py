@@ -10,9 +10,9 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ivr.balance.loop import BalanceLoop
-from ivr.config import from_mapping
-from ivr.roster import Roster
-from ivr.state import CallCenterState
+from ivr.app.config import from_mapping
+from ivr.agents.roster import Roster
+from ivr.asterisk.state import CallCenterState
 
 
 class FakeAmi:

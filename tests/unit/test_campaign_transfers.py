@@ -10,7 +10,7 @@ from typing import Any
 from ivr.campaigns.dialer import Dialer, Running
 from ivr.campaigns.model import campaign_from_dict
 from ivr.campaigns.transfers import Transfers
-from ivr.config import Config
+from ivr.app.config import Config
 from ivr.store.keys import Keys
 
 
@@ -247,7 +247,7 @@ def _recorded() -> list[dict[str, Any]]:
     AccountCode (Asterisk copies it), so transfers are counted by the callee's Uniqueid, not the code."""
     from pathlib import Path
 
-    from ivr.ami.frames import AmiFrameParser
+    from ivr.core.ami_frames import AmiFrameParser
     data = (Path(__file__).resolve().parent.parent / "fixtures" / "ami_campaign_transfer.txt").read_bytes()
     return [f.to_dict() for f in AmiFrameParser().feed(data) if not isinstance(f, Exception)]
 

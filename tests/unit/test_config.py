@@ -1,4 +1,4 @@
-"""Tests for ivr.config: defaults, YAML + secrets loading, env overrides, validation messages."""
+"""Tests for ivr.app.config: defaults, YAML + secrets loading, env overrides, validation messages."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from ivr import config as config_mod
-from ivr.config import (
+from ivr.app import config as config_mod
+from ivr.app.config import (
     AgentConfig,
     Config,
     ConfigError,

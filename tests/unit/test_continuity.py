@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import redis.exceptions
 
-from ivr.config import ConfigError, from_mapping
-from ivr.continuity import Continuity, Recognised, caller_key, summarise
-from ivr.config import ContinuityConfig
+from ivr.app.config import ConfigError, from_mapping
+from ivr.continuity.service import Continuity, Recognised, caller_key, summarise
+from ivr.app.config import ContinuityConfig
 from ivr.menu.schema import MenuError, parse_menu
 from ivr.prompts.library import PromptLibrary
 

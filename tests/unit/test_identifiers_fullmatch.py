@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from ivr.campaigns.model import CampaignError, parse_campaign
-from ivr.config import ConfigError, from_mapping
+from ivr.app.config import ConfigError, from_mapping
 from ivr.menu.schema import MenuError, parse_menu
-from ivr.roster import RosterError, check_profile
+from ivr.agents.roster import RosterError, check_profile
 from ivr.store.selfservice import _check_digits
 
 NL = "\n"

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from ivr.api.app import LIVE_FEED, build_app
 from ivr.api.live import LiveFeed
-from ivr.config import from_mapping
+from ivr.app.config import from_mapping
 
 TOKEN = "viewer-token"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ivr.logutil import BufferedWatchedFileHandler, CallLogFormatter, escape_controls
+from ivr.app.logutil import BufferedWatchedFileHandler, CallLogFormatter, escape_controls
 
 
 @pytest.fixture

@@ -25,8 +25,8 @@ import redis.exceptions
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from ivr.agi.protocol import AgiConnection, AgiEnvironment, AgiHangup, quote_arg
-from ivr.agi.server import AgiRouter, AgiServer, AgiSession
+from ivr.core.agi import AgiConnection, AgiEnvironment, AgiHangup, quote_arg
+from ivr.asterisk.agi_server import AgiRouter, AgiServer, AgiSession
 from ivr.balance.forecast import Promise
 from ivr.menu import nodes
 from ivr.menu.engine import MAX_STEPS, MenuEngine

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ivr.config import PROJECT_ROOT, Config
+from ivr.app.config import PROJECT_ROOT, Config
 from ivr.menu.schema import Menu, MenuError, MenuSet, Node, parse_menu
 
 QUEUES = frozenset(Config().queue_names())          # support, refunds, rebooking

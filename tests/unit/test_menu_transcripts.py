@@ -38,14 +38,14 @@ from typing import Any, AsyncIterator, Iterable, Mapping
 
 import pytest
 
-from ivr.agi.protocol import quote_arg
-from ivr.agi.server import AgiRouter, AgiServer
+from ivr.core.agi import quote_arg
+from ivr.asterisk.agi_server import AgiRouter, AgiServer
 from ivr.balance.forecast import Promise, offer_callback
-from ivr.config import PROJECT_ROOT, Config
+from ivr.app.config import PROJECT_ROOT, Config
 from ivr.menu.engine import EngineServices, MenuEngine
 from ivr.menu.schema import MenuSet
 from ivr.menu.services import LookupFailed
-from ivr.outbound import Verdict
+from ivr.campaigns.outbound import Verdict
 from ivr.prompts.library import PromptLibrary
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "agi"
@@ -537,7 +537,7 @@ async def test_a_recording_cut_short_is_noticed(stack: Any, prompts: PromptLibra
 
 def test_fixture_replies_are_valid_wire_replies(prompts: PromptLibrary) -> None:
     """Every recorded reply parses; the environment blocks parse into what the engine reads."""
-    from ivr.agi.protocol import NEED_DATA, AgiConnection, AgiEnvironment
+    from ivr.core.agi import NEED_DATA, AgiConnection, AgiEnvironment
 
     for name in sorted(CASES):
         t = load_transcript(name, prompts.root)

@@ -1,4 +1,4 @@
-"""The outbound guard (ivr/outbound.py): the pure verdict, its config, and every place that must ask it
+"""The outbound guard (ivr/campaigns/outbound.py): the pure verdict, its config, and every place that must ask it
 before the line calls a number (the menu's callback node, the callback dispatcher, agents' mobiles)."""
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import pytest
 import redis.exceptions
 
 from ivr.balance.loop import BalanceLoop
-from ivr.callbacks import CallbackDispatcher
+from ivr.callbacks.service import CallbackDispatcher
 from ivr.campaigns.model import MAX_HOURLY_CAP, CampaignError, campaign_from_dict, parse_campaign
-from ivr.config import AgentConfig, ConfigError, from_mapping
-from ivr.metrics import Metrics
-from ivr.outbound import OutboundGuard, Policy, Verdict, internal_channel, judge, mask
+from ivr.app.config import AgentConfig, ConfigError, from_mapping
+from ivr.app.metrics import Metrics
+from ivr.campaigns.outbound import OutboundGuard, Policy, Verdict, internal_channel, judge, mask
 from ivr.prompts.library import PromptLibrary
-from ivr.roster import Roster, RosterError
-from ivr.state import CallCenterState
+from ivr.agents.roster import Roster, RosterError
+from ivr.asterisk.state import CallCenterState
 
 from .test_menu_engine import (CALLER, EXEC_OK, PLAYED, TIMEOUT, ScriptedAsterisk, bye, engine_for, gd,  # noqa: F401
                                handed_back, key, menu, prompts, P, record_of, run_call, sf)

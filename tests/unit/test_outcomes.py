@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from ivr.config import ConfigError, from_mapping
+from ivr.app.config import ConfigError, from_mapping
 from ivr.menu.schema import MenuError
-from ivr.outcomes import Outcomes, summarise_dispositions
+from ivr.outcomes.service import Outcomes, summarise_dispositions
 from ivr.prompts.library import PromptLibrary
-from ivr.reports import build_reasons
+from ivr.reports.service import build_reasons
 
 from .test_menu_engine import P, prompts  # noqa: F401 (fixtures)
 from .test_menu_engine import (EXEC_OK, PLAYED, TIMEOUT, ScriptedAsterisk, engine_for, gd, key, menu, record_of,

@@ -8,14 +8,14 @@ from typing import Any, Mapping
 
 import pytest
 
-from ivr.ami import names as ev
+from ivr.core import names as ev
 from ivr.balance.arrivals import ArrivalWindow, queue_share
 from ivr.balance.forecast import Promise, callback_promise, outlook_from_hours
-from ivr.callbacks import kept_within
-from ivr.config import ConfigError, ForecastConfig, PromiseConfig, from_mapping
+from ivr.callbacks.service import kept_within
+from ivr.app.config import ConfigError, ForecastConfig, PromiseConfig, from_mapping
 from ivr.menu.schema import MenuError, parse_menu
-from ivr.promise import PromiseService
-from ivr.state import CallCenterState, Caller, Member, QueueState
+from ivr.callbacks.promise import PromiseService
+from ivr.asterisk.state import CallCenterState, Caller, Member, QueueState
 
 QUEUES = ("support", "refunds", "rebooking")
 
@@ -253,6 +253,6 @@ def test_callback_over_junk_is_refused_naming_the_node(junk: str):
 
 
 def test_the_shipped_menu_offers_callbacks_on_auto():
-    from ivr.config import PROJECT_ROOT
+    from ivr.app.config import PROJECT_ROOT
     menu = parse_menu((PROJECT_ROOT / "dialplans" / "main.yaml").read_text(), "main.yaml", frozenset(QUEUES))
     assert {n.get("callback_over") for n in menu.nodes.values() if n.type == "queue"} == {"auto"}

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ivr.config import ConfigError, from_mapping
-from ivr.provision import AsteriskCtl, ProvisionError, SipProvisioner, ctl_for
+from ivr.app.config import ConfigError, from_mapping
+from ivr.asterisk.provision import AsteriskCtl, ProvisionError, SipProvisioner, ctl_for
 
 ACCOUNT = {"id": "7001", "display": "Vol", "contact": "", "md5_cred": "0" * 32, "realm": "asterisk", "password": ""}
 

@@ -1,4 +1,4 @@
-"""Tests for ivr.records: outcome_of, and CallRecorder against an in-memory Store."""
+"""Tests for ivr.outcomes.records: outcome_of, and CallRecorder against an in-memory Store."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any, Mapping
 
 import pytest
 
-from ivr import records as records_mod
-from ivr.records import CallRecorder, outcome_of
+from ivr.outcomes import records as records_mod
+from ivr.outcomes.records import CallRecorder, outcome_of
 
 
 # ------------------------------------------------------------------ outcome_of

@@ -50,7 +50,7 @@ def test_store_uses_it_for_tcp_urls_only() -> None:
 
 
 def test_the_password_goes_to_every_connection() -> None:
-    from ivr.config import RedisConfig
+    from ivr.app.config import RedisConfig
     from ivr.store.redis_store import Store
 
     store = Store.from_config(RedisConfig(url="redis://127.0.0.1:6379/0", prefix="p", password="pw"))

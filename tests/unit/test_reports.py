@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from ivr import reports
+from ivr.reports import service as reports
 
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=timezone.utc).timestamp()   # 08:00 UTC
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from ivr import roster as roster_mod
-from ivr.config import from_mapping
-from ivr.roster import PIN_TRIES, Roster
+from ivr.agents import roster as roster_mod
+from ivr.app.config import from_mapping
+from ivr.agents.roster import PIN_TRIES, Roster
 from ivr.store.keys import Keys
 
 

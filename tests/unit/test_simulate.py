@@ -1,4 +1,4 @@
-"""The surge simulator (ivr.balance.simulate): fast runs on tiny profiles."""
+"""The surge simulator (ivr.devtools.simulate): fast runs on tiny profiles."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ivr.balance.simulate import Profile, Simulation, load_profile, main, run_modes
+from ivr.devtools.simulate import Profile, Simulation, load_profile, main, run_modes
 
 ROOT = Path(__file__).resolve().parents[2]
 ALL = ["refunds", "rebooking", "support"]

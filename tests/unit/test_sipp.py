@@ -1,9 +1,9 @@
-"""ivr.sipp: ports from their own range handed out in turn, and the media a simulated caller sends."""
+"""ivr.devtools.sipp: ports from their own range handed out in turn, and the media a simulated caller sends."""
 from __future__ import annotations
 
 import socket
 
-from ivr import sipp
+from ivr.devtools import sipp
 
 
 def test_ports_are_handed_out_in_turn_outside_the_ephemeral_range() -> None:
@@ -34,7 +34,7 @@ def test_the_range_wraps_around(monkeypatch) -> None:
 
 
 def _rtp_headers(path) -> list[tuple[int, int, int, int]]:
-    """(marker, payload type, seq, ssrc) of each packet of a pcap written by ivr.sipp."""
+    """(marker, payload type, seq, ssrc) of each packet of a pcap written by ivr.devtools.sipp."""
     import struct
     data, out = path.read_bytes()[24:], []
     while data:

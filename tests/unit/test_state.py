@@ -1,4 +1,4 @@
-"""Tests for ivr.state: the live queue model fed by AMI events, and its snapshot()."""
+"""Tests for ivr.asterisk.state: the live queue model fed by AMI events, and its snapshot()."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from ivr.state import CallCenterState
+from ivr.asterisk.state import CallCenterState
 
 
 class Clock:

@@ -401,7 +401,7 @@
     return { root, cells, pauseBtn, loginBtn };
   }
 
-  // what the IVR knew about a caller (ivr/continuity.py): flagged into a priority group, returning after a
+  // what the IVR knew about a caller (ivr/continuity/service.py): flagged into a priority group, returning after a
   // drop, notified, repeat call, left self-service with 0 (and from where), the booking they gave
   function contextTags(ctx) {
     if (!ctx || typeof ctx !== 'object') return [];

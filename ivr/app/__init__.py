@@ -1,0 +1,1 @@
+"""Composition root and process concerns: configuration, the controller, the CLI, metrics, logging, task helpers."""

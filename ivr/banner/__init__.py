@@ -1,0 +1,1 @@
+"""The live crisis banner message."""

@@ -1,0 +1,1 @@
+"""Callback requests and the callback promise (the time offered to a caller)."""

@@ -1,0 +1,1 @@
+"""Caller continuity: place keeping, notified callers, reached contacts and call history."""

@@ -1,0 +1,573 @@
+"""Caller continuity: who is calling, and what happened to them before.
+
+In a surge calls drop (mobile networks, power cuts) and people call again;
+others call right after an outbound notice. This module remembers, per caller
+number (E.164), what the IVR needs to treat them as a returning customer:
+
+* **place keeping**: a caller who dropped out of a queue and calls again within
+  ``continuity.window`` rejoins that queue at the position their first call
+  had earned (Queue()'s ``position`` argument, computed from the callers still
+  waiting), told so in their language. If they do not call within the window
+  the controller can call them back itself (``callback_dropped``), keeping the
+  same place in the callback line;
+* **notified callers**: a number that got an outbound notice within
+  ``notice_hours`` hears a shorter path, and their keypress on the notice
+  (refund requested, callback booked) is known to the IVR, the channel
+  (``IVR_NOTICE_*`` variables) and the agent (API and dashboard);
+* **reached contacts**: a caller who calls in is marked ``reached`` in every
+  campaign that has their number, so no campaign dials them after that; the
+  dialer and the callback dispatcher do not call a number that is on a call
+  with us right now;
+* **history**: the last calls of each number (menu path, outcome, queue,
+  agent, notice, refund reference), for the agent and the API, and whether
+  this is a repeat call (priority by policy: ``repeat_priority``).
+
+Redis keys (``{n}`` is the E.164 number):
+
+| key                         | type   | what                                                          |
+|-----------------------------|--------|---------------------------------------------------------------|
+| {p}:caller:{n}              | hash   | last_in, last_uid, last_answered, notice (JSON)               |
+| {p}:caller:{n}:calls        | list   | newest first: JSON summaries of the caller's calls (capped)   |
+| {p}:caller:{n}:live         | set    | Uniqueids of the caller's calls in progress                   |
+| {p}:dropped                 | hash   | n -> JSON {uid, queue, lang, place_since, dropped_at, waited} |
+| {p}:dropped:due             | zset   | n -> the end of their window (unix s)                         |
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import phonenumbers
+from redis.exceptions import RedisError
+
+from ..app.config import ContinuityConfig
+from ..store.redis_store import Store, script_sha, scripted_pipeline
+
+log = logging.getLogger(__name__)
+
+# notice outcomes where someone (or their voicemail) heard the message
+HEARD = frozenset({"machine", "no_key", "refund", "callback", "agent", "optout", "heard"})
+DROPPED = frozenset({"abandoned", "left_queue"})
+HISTORY_BATCH = 500   # caller histories written in one round trip at most
+# KEYS: the caller's live set, their calls list, their hash. ARGV: the call's uid, its summary (JSON), the
+# history's last index, the TTL, when it was answered ("" if it was not).
+REMEMBER_LUA = """
+redis.call('SREM', KEYS[1], ARGV[1])
+redis.call('LPUSH', KEYS[2], ARGV[2])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]))
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[3], 'last_answered', ARGV[5])
+  redis.call('EXPIRE', KEYS[3], ARGV[4])
+end
+return 0
+"""
+REMEMBER_SHA = script_sha(REMEMBER_LUA)
+LIVE_TTL_S = 6 * 3600
+SUMMARY_FIELDS = ("outcome", "queue", "agent", "wait", "talk", "language", "menu", "kind", "campaign", "keypress")
+
+
+@functools.lru_cache(maxsize=20_000)   # pure; each call asks at its start and at its end
+def caller_key(raw: str, region: str = "") -> str:
+    """The E.164 form of a caller ID ('' when it is not a usable number).
+
+    Without a region, caller IDs are taken as international digits (what most
+    SIP trunks deliver: 4420..., +4420...); with one, national numbers of that
+    region (020..., or 0044... with the international prefix) are understood too.
+    """
+    digits = raw.strip()
+    if digits.startswith("+"):
+        digits = digits[1:]
+    if not (digits.isascii() and digits.isdigit()) or not 6 <= len(digits) <= 15:
+        return ""
+    try:
+        if region:
+            num = phonenumbers.parse(digits if not raw.strip().startswith("+") else "+" + digits, region.upper())
+        else:
+            num = phonenumbers.parse("+" + digits, None)
+    except phonenumbers.NumberParseException:
+        return "+" + digits
+    if not phonenumbers.is_possible_number(num):
+        return "+" + digits
+    return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+
+
+@dataclass
+class Recognised:
+    """What the IVR learns about a caller as the call starts."""
+
+    number: str = ""
+    dropped: dict[str, Any] | None = None     # their place: queue, lang, place_since, waited
+    notice: dict[str, Any] | None = None      # the last notice: campaign, action, keypress, booking, reference
+    calls: list[dict[str, Any]] = field(default_factory=list)   # previous calls, newest first
+    repeat: bool = False                      # called within repeat_hours
+    group: str = ""                           # flagged into this priority group (continuity.priority_groups)
+
+
+class Continuity:
+    """One per controller; every method that touches Redis may raise RedisError (callers decide)."""
+
+    def __init__(self, cfg: ContinuityConfig, store: Store) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.redis = store.redis
+        self.prefix = store.keys.prefix
+        self.place_since: dict[str, float] = {}      # uid -> the time their place dates from (returning callers)
+        self.context: dict[str, dict[str, Any]] = {}  # uid -> what the dashboard shows next to the call
+        self.returned = 0
+        self.notified_calls = 0
+        self.reached_marked = 0
+        self.callbacks_made = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ended: list[tuple[Mapping[str, Any], float | None]] = []   # calls whose history is not written yet
+        self._remembering = False
+        # is this Uniqueid a channel on Asterisk now? (set by the controller from its AMI state)
+        self.channel_alive: Callable[[str], bool] | None = None
+        # ivr.campaigns.outbound.OutboundGuard (set by the controller): a number it refuses is not made a callback
+        self.guard: Any = None
+        self.callbacks_refused = 0
+
+    # ---------------------------------------------------------------- keys
+    def _k(self, number: str, part: str = "") -> str:
+        return f"{self.prefix}:caller:{number}" + (f":{part}" if part else "")
+
+    @property
+    def _dropped(self) -> str:
+        return f"{self.prefix}:dropped"
+
+    @property
+    def _due(self) -> str:
+        return f"{self.prefix}:dropped:due"
+
+    def key(self, raw: str) -> str:
+        return caller_key(raw, self.cfg.region)
+
+    def _checked_key(self, raw: str) -> str:
+        """``key()`` of a number given to the API; ValueError naming the problem when it is not one."""
+        number = self.key(raw)
+        if not number:
+            raise ValueError(f"number: expected 6-15 digits (optionally with +), got {raw!r}")
+        return number
+
+    @property
+    def _history_ttl(self) -> int:
+        return self.cfg.history_days * 86400 or 86400
+
+    # ------------------------------------------------------------ the IVR
+    async def recognise(self, uid: str, callerid: str) -> Recognised:
+        """At the start of an inbound call: mark the caller live, read their place, notice and history."""
+        number = self.key(callerid)
+        if not number or not self.cfg.enabled:
+            return Recognised(number=number)
+        now = time.time()
+        async with self.redis.pipeline(transaction=False) as p:
+            p.sadd(self._k(number, "live"), uid)
+            p.expire(self._k(number, "live"), LIVE_TTL_S)
+            p.hget(self._dropped, number)
+            p.zscore(self._due, number)
+            p.hget(self._k(number), "notice")
+            p.lrange(self._k(number, "calls"), 0, max(0, self.cfg.history - 1))
+            p.hget(self._k(number), "flag")
+            p.hset(self._k(number), mapping={"last_in": str(now), "last_uid": uid})
+            p.expire(self._k(number), self._history_ttl)
+            _, _, raw_drop, deadline, raw_notice, raw_calls, raw_flag, _, _ = await p.execute()
+        found = Recognised(number=number, calls=[_loads(c) for c in raw_calls])
+        found.calls = [c for c in found.calls if c]
+        since_repeat = now - self.cfg.repeat_hours * 3600
+        found.repeat = any(float(c.get("at") or 0) >= since_repeat for c in found.calls)
+        flag = self._current_flag(_loads(raw_flag), now)
+        if flag:
+            found.group = flag["group"]
+        drop = _loads(raw_drop)
+        if drop and deadline is not None and float(deadline) >= now:
+            async with self.redis.pipeline(transaction=True) as p:   # one return per drop
+                p.zrem(self._due, number)
+                p.hdel(self._dropped, number)
+                taken, _ = await p.execute()
+            if taken:
+                found.dropped = drop
+                self.place_since[uid] = float(drop.get("place_since") or now)
+                self.returned += 1
+        notice = _loads(raw_notice)
+        if notice and float(notice.get("at") or 0) >= now - self.cfg.notice_hours * 3600:
+            found.notice = notice
+            self.notified_calls += 1
+        ctx: dict[str, Any] = {"number": number}
+        if found.dropped:
+            ctx["returning"] = True
+        if found.notice:
+            ctx["notice"] = found.notice.get("action", "")
+            if found.notice.get("reference"):
+                ctx["refund"] = found.notice["reference"]
+        if found.repeat:
+            ctx["repeat"] = True
+        if found.group:
+            ctx["group"] = found.group
+        self.context[uid] = ctx
+        self._spawn(self.mark_reached(number), f"mark {number} reached")
+        return found
+
+    async def mark_reached(self, number: str, before: float | None = None,
+                           campaigns: set[str] | None = None) -> int:
+        """The caller called in: contacts with this number waiting in any campaign are not dialled (with
+        ``before``, only contacts added before then: a message queued after the call ended still goes).
+        ``campaigns``: the campaign ids when the caller has just read them."""
+        from ..campaigns import contacts
+
+        marked = 0
+        if campaigns is None:
+            campaigns = await self.redis.smembers(f"{self.prefix}:campaigns")
+        cids = sorted(campaigns)
+        if not cids:
+            return 0
+        keys = [contacts.CampaignKeys(self.prefix, cid) for cid in cids]
+        async with self.redis.pipeline(transaction=False) as p:
+            for k in keys:
+                p.hget(k.numbers, number)
+            found = await p.execute()
+        for cid, k, n in zip(cids, keys, found):
+            if not n:
+                continue
+            contact = await contacts.contact(self.redis, self.prefix, cid, int(n)) or {}
+            if contact.get("status") != "pending":
+                continue
+            if before is not None and float(contact.get("added") or 0) > before:
+                continue
+            old = await contacts.set_status(self.redis, self.prefix, cid, int(n), "reached",
+                                            last_outcome="called in", updated=str(time.time()))
+            await self.redis.zrem(k.due, n)
+            if old is not None:
+                marked += 1
+                log.info("campaign %s: contact %s called in: marked reached, not dialled", cid, n)
+        self.reached_marked += marked
+        return marked
+
+    def queue_position(self, waiting: Iterable[tuple[str, float]], since: float) -> int:
+        """Queue() position for a caller whose place dates from ``since``: behind everyone still waiting
+        whose own place is older (``waiting`` = (uid, joined_at) of the callers now in the queue)."""
+        ahead = sum(1 for uid, joined in waiting if self.place_since.get(uid, joined) <= since)
+        return ahead + 1
+
+    # ---------------------------------------------------------- priority flags
+    def _current_flag(self, flag: dict[str, Any] | None, now: float) -> dict[str, Any] | None:
+        """A flag counts while it lasts and its group is still configured (a group removed from the
+        configuration stops giving priority at once)."""
+        if not flag or float(flag.get("until") or 0) < now or flag.get("group") not in self.cfg.priority_groups:
+            return None
+        return flag
+
+    def group_priority(self, group: str) -> int:
+        return int(self.cfg.priority_groups.get(group, 0)) if group else 0
+
+    async def set_flag(self, raw_number: str, group: str, *, note: str = "", hours: float | None = None,
+                       by: str = "") -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Flag a number into a priority group: their calls queue with the group's priority until it ends.
+        Returns the new flag (with the number) and the one it replaced (for the audit log)."""
+        number = self._checked_key(raw_number)
+        if group not in self.cfg.priority_groups:
+            known = ", ".join(sorted(self.cfg.priority_groups)) or "none configured (continuity.priority_groups)"
+            raise ValueError(f"group: {group!r} is not a priority group (known: {known})")
+        hours = self.cfg.flag_hours if hours is None else float(hours)
+        if not 0 < hours <= 24 * 365:
+            raise ValueError(f"hours: expected more than 0 and at most 8760, got {hours}")
+        if len(note) > 200 or any(ch in note for ch in "\r\n\x00"):
+            raise ValueError("note: at most 200 characters on one line")
+        now = time.time()
+        flag = {"group": group, "priority": self.group_priority(group), "note": note, "by": by,
+                "at": round(now, 3), "until": round(now + hours * 3600, 3)}
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hget(self._k(number), "flag")
+            p.hset(self._k(number), "flag", json.dumps(flag))
+            p.expire(self._k(number), max(self._history_ttl, int(hours * 3600) + 60))
+            old, _, _ = await p.execute()
+        log.info("caller %s flagged %s (priority %d) for %.0f h by %s", number, group, flag["priority"], hours,
+                 by or "?")
+        return dict(flag, number=number), self._current_flag(_loads(old), now)
+
+    async def clear_flag(self, raw_number: str) -> dict[str, Any] | None:
+        number = self._checked_key(raw_number)
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hget(self._k(number), "flag")
+            p.hdel(self._k(number), "flag")
+            old, _ = await p.execute()
+        return _loads(old)
+
+    # ----------------------------------------------------------- campaigns
+    async def noticed(self, raw_number: str, info: Mapping[str, Any]) -> None:
+        """An outbound notice was heard: remember it for the caller's next inbound call."""
+        number = self.key(raw_number)
+        if not number or not self.cfg.enabled or info.get("action") not in HEARD:
+            return
+        notice = {k: str(v) for k, v in info.items() if v not in (None, "")}
+        notice.setdefault("at", str(time.time()))
+        async with self.redis.pipeline(transaction=False) as p:
+            p.hset(self._k(number), "notice", json.dumps(notice))
+            p.expire(self._k(number), max(self._history_ttl, int(self.cfg.notice_hours * 3600)))
+            await p.execute()
+
+    async def mark_live(self, raw_number: str, uid: str) -> None:
+        """A call with this number that did not come in through the IVR (a callback, a notice) is in progress."""
+        number = self.key(raw_number)
+        if number and uid and self.cfg.enabled:
+            async with self.redis.pipeline(transaction=False) as p:
+                p.sadd(self._k(number, "live"), uid)
+                p.expire(self._k(number, "live"), LIVE_TTL_S)
+                await p.execute()
+
+    async def busy(self, raw_number: str, besides: str = "") -> bool:
+        """Is this number on a call with us right now (in the IVR, waiting or with an agent)? The call
+        ``besides`` does not count (the call that asked for a callback is still ending when it is due)."""
+        number = self.key(raw_number)
+        if not number or not self.cfg.enabled:
+            return False
+        uids = set(await self.redis.smembers(self._k(number, "live"))) - {besides}
+        if uids and self.channel_alive is not None:
+            stale = {u for u in uids if not self.channel_alive(u)}
+            if stale:   # calls whose end was never recorded (the controller was killed): forget them
+                await self.redis.srem(self._k(number, "live"), *stale)
+                log.info("%s: %d call(s) no longer on Asterisk dropped from the live set", number, len(stale))
+            uids -= stale
+        return bool(uids)
+
+    async def answered_since(self, raw_number: str, since: float) -> bool:
+        """Did this number talk to an agent after ``since`` (so a callback asked for before is moot)?"""
+        number = self.key(raw_number)
+        if not number or not self.cfg.enabled:
+            return False
+        last = await self.redis.hget(self._k(number), "last_answered")
+        return bool(last) and float(last) > since
+
+    # ------------------------------------------------------- after a call
+    def call_finished(self, record: Mapping[str, Any]) -> None:
+        """Hook for the call recorder (runs in the event loop). The Redis work is done by one task for all
+        the calls that ended meanwhile (the recorder finishes records in batches): one round trip for many
+        callers' histories."""
+        uid = _uid(record)
+        self.context.pop(uid, None)
+        since = self.place_since.pop(uid, None)
+        if self.cfg.enabled and record.get("caller"):
+            self._ended.append((record, since))
+            if not self._remembering:
+                self._remembering = True
+                self._spawn(self._remember_ended(), "caller histories")
+
+    async def _remember_ended(self) -> None:
+        try:
+            while self._ended:
+                batch, self._ended = self._ended[:HISTORY_BATCH], self._ended[HISTORY_BATCH:]
+                try:
+                    await self.remember_many(batch)
+                except Exception as exc:   # Redis down: these histories are lost, the calls' records are not
+                    log.warning("continuity: histories of %d call(s) not written: %s", len(batch), exc)
+        finally:
+            self._remembering = False
+
+    async def remember(self, record: Mapping[str, Any], since: float | None = None) -> None:
+        await self.remember_many([(record, since)])
+
+    async def remember_many(self, items: Sequence[tuple[Mapping[str, Any], float | None]]) -> None:
+        """After calls ended: their callers' histories (one round trip for all), contacts who called in
+        marked reached in running campaigns, and places kept for callers who dropped out of a queue."""
+        entries = [(n, record, since) for record, since in items if (n := self.key(str(record.get("caller") or "")))]
+        if not entries:
+            return
+        reach_any = any(_reaches(record) for _, record, _ in entries)
+        def stage(p: Any) -> None:
+            if reach_any:        # read in the same round trip: most calls end with no campaign running
+                p.smembers(f"{self.prefix}:campaigns")
+            for number, record, _ in entries:   # one command a call (REMEMBER_LUA)
+                answered = str(record.get("answered_at") or time.time()) if record.get("outcome") == "answered" else ""
+                p.evalsha(REMEMBER_SHA, 3, self._k(number, "live"), self._k(number, "calls"), self._k(number),
+                          _uid(record), json.dumps(summarise(record)), max(0, self.cfg.history - 1),
+                          self._history_ttl, answered)
+
+        replies = await scripted_pipeline(self.redis, stage, [REMEMBER_LUA])
+        failed = [r for r in replies if isinstance(r, Exception)]
+        if failed:
+            log.warning("continuity: %d of %d history writes refused by Redis: %s", len(failed), len(replies),
+                        failed[0])
+        campaigns: set[str] = replies[0] if reach_any and not isinstance(replies[0], Exception) else set()
+        for number, record, since in entries:
+            if _reaches(record):   # added to a campaign while on this call: in touch already
+                await self.mark_reached(number, before=_num(record.get("ended_at")), campaigns=campaigns)
+            await self._keep_place(number, record, since)
+
+    async def _keep_place(self, number: str, record: Mapping[str, Any], since: float | None) -> None:
+        """A caller who dropped out of a queue after waiting a while: their place is kept for a window."""
+        uid = _uid(record)
+        outcome = record.get("outcome", "")
+        queue = str(record.get("queue") or "")
+        if outcome not in DROPPED or not queue or record.get("campaign") or self.cfg.window <= 0:
+            return
+        waited = _num(record.get("wait"))
+        if waited is None:
+            waited = max(0.0, _num(record.get("ended_at")) or 0.0) - (_num(record.get("joined_at")) or 0.0)
+        if waited < self.cfg.min_wait:
+            return
+        ended = _num(record.get("ended_at")) or time.time()
+        place = since or _vars(record).get("place_since") or record.get("joined_at") or ended - waited
+        drop = {"uid": uid, "queue": queue, "lang": record.get("language") or "", "place_since": float(place),
+                "dropped_at": ended, "waited": round(waited, 1), "caller": str(record.get("caller"))}
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hset(self._dropped, number, json.dumps(drop))
+            p.zadd(self._due, {number: ended + self.cfg.window})
+            await p.execute()
+        log.info("call %s: %s dropped out of %s after %.0fs; their place is kept for %ds", uid, number, queue,
+                 waited, self.cfg.window)
+
+    async def sweep(self, now: float | None = None, callbacks: Any = None) -> int:
+        """Places whose window passed: forget them, or (``callback_dropped``) turn them into callbacks
+        that keep the same place in the callback line. Returns how many callbacks were made."""
+        now = time.time() if now is None else now
+        made = 0
+        for number in await self.redis.zrangebyscore(self._due, "-inf", now, start=0, num=200):
+            async with self.redis.pipeline(transaction=True) as p:   # claimed once, even with several nodes
+                p.zrem(self._due, number)
+                p.hget(self._dropped, number)
+                p.hdel(self._dropped, number)
+                taken, raw, _ = await p.execute()
+            drop = _loads(raw)
+            if not taken or not drop:
+                continue
+            if self.cfg.callback_dropped and callbacks is not None:
+                digits = number.lstrip("+")
+                if await self.busy(number):
+                    continue    # they are on a call with us: nothing to call back
+                if self.guard is not None and not (await self.guard.check(number, "continuity", count=False)).ok:
+                    self.callbacks_refused += 1     # the guard logged, counted and audited it
+                    continue
+                rec = await callbacks.request(digits, queue=drop["queue"], lang=drop.get("lang") or "en",
+                                              call_uid=drop.get("uid", ""), joined_at=float(drop["place_since"]),
+                                              caller=digits)
+                made += 1
+                log.info("%s did not call back within %ds: callback %s keeps their place in %s", number,
+                         self.cfg.window, rec["id"], drop["queue"])
+        self.callbacks_made += made
+        return made
+
+    async def run_sweeper(self, callbacks: Any, interval: float = 5.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep(callbacks=callbacks)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("continuity sweep: Redis unreachable (%s)", exc)
+            except Exception:
+                log.exception("continuity sweep failed")
+
+    # ----------------------------------------------------------------- API
+    async def describe(self, raw_number: str) -> dict[str, Any]:
+        """Everything known about a caller: live calls, kept place, last notice, recent calls, refunds."""
+        number = self._checked_key(raw_number)
+        async with self.redis.pipeline(transaction=False) as p:
+            p.hgetall(self._k(number))
+            p.smembers(self._k(number, "live"))
+            p.lrange(self._k(number, "calls"), 0, -1)
+            p.hget(self._dropped, number)
+            p.zscore(self._due, number)
+            info, live, raw_calls, raw_drop, deadline = await p.execute()
+        calls = [c for c in (_loads(x) for x in raw_calls) if c]
+        now = time.time()
+        notice = _loads(info.get("notice"))
+        drop = _loads(raw_drop)
+        refs = sorted({c["refund"] for c in calls if c.get("refund")} |
+                      ({notice["reference"]} if notice and notice.get("reference") else set()))
+        refunds = [r for r in [await self.store.refunds.get(ref) for ref in refs] if r]
+        return {
+            "number": number,
+            "live": sorted(live),
+            "last_in": _num(info.get("last_in")),
+            "last_answered": _num(info.get("last_answered")),
+            "kept_place": dict(drop, window_ends=float(deadline)) if drop and deadline is not None else None,
+            "notice": notice,
+            "notice_current": bool(notice) and float(notice.get("at") or 0) >= now - self.cfg.notice_hours * 3600,
+            "calls": calls,
+            "repeat_calls_24h": sum(1 for c in calls if float(c.get("at") or 0) >= now - 86400),
+            "flag": self._current_flag(_loads(info.get("flag")), now),
+            "refunds": [{k: r.get(k) for k in ("reference", "booking", "status", "created", "updated")}
+                        for r in refunds],
+        }
+
+    # ---------------------------------------------------------------- misc
+    def _spawn(self, coro: Any, what: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.warning("continuity: %s failed: %s", what, t.exception())
+        task.add_done_callback(done)
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Wait for the background writes (at stop)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+
+
+def summarise(record: Mapping[str, Any]) -> dict[str, Any]:
+    """What a caller's history keeps of one call."""
+    out: dict[str, Any] = {"uid": _uid(record),
+                           "at": _num(record.get("started_at") or record.get("joined_at") or record.get("ended_at"))}
+    for k in SUMMARY_FIELDS:
+        if record.get(k) not in (None, ""):
+            out[k] = record[k]
+    if record.get("campaign") and "kind" not in out:
+        out["kind"] = "notice"
+    path = record.get("path")
+    if isinstance(path, str):
+        path = _loads(path, [])
+    if path:
+        out["path"] = list(path)[-12:]
+    v = _vars(record)
+    if v.get("refund_reference"):
+        out["refund"] = v["refund_reference"]
+    if v.get("booking"):
+        out["booking"] = v["booking"]
+    if v.get("notice_action"):
+        out["notice"] = v["notice_action"]
+    if v.get("place_since"):
+        out["returning"] = True
+    return out
+
+
+def _reaches(record: Mapping[str, Any]) -> bool:
+    """Did this call come in through the IVR (not a campaign's or a callback's call out)?"""
+    return not record.get("campaign") and record.get("kind") != "callback" and bool(record.get("menu"))
+
+
+def _uid(record: Mapping[str, Any]) -> str:
+    return str(record.get("uniqueid") or record.get("uid") or "")
+
+
+def _vars(record: Mapping[str, Any]) -> dict[str, Any]:
+    v = record.get("vars")
+    if isinstance(v, str):
+        v = _loads(v, {})
+    return v if isinstance(v, dict) else {}
+
+
+def _loads(raw: Any, default: Any = None) -> Any:
+    if not raw:
+        return default
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError):
+        return default
+
+
+def _num(v: Any) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+

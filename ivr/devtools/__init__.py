@@ -1,0 +1,1 @@
+"""Development and test tooling (test stack, SIPp harness, demo, crisis replay, simulator); never imported by the product."""

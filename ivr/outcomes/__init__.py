@@ -1,0 +1,1 @@
+"""Call outcomes and call records."""

@@ -1,0 +1,1 @@
+"""The refund self-service."""
