@@ -1,104 +1,54 @@
 """The menu interpreter: runs a validated ``Menu`` over one FastAGI session.
 
-Each node kind is one coroutine in ``nodes.NODE_KINDS`` that does its AGI work
-and returns the id of the next node (or None: the call leaves the IVR). Calls
-keep the ``Menu`` object they started with, so a reload never changes a running
-call. The engine hands the call back to the dialplan through channel variables
-(``IVR_NEXT``, ``IVR_QUEUE``...) and never runs Queue() itself: a caller waiting
-in a queue holds no AGI connection, so a controller restart does not drop them.
+Each node kind is one coroutine, looked up by the node's type in the ``NodeRegistry`` the engine is given
+(``registry.py``; the standard kinds are registered by ``nodes.default_registry()``, the default when none is
+given), that does its AGI work and returns the id of the next node (or None: the call leaves the IVR). Node
+kinds see the engine through ``context.Engine`` and never import this module. Calls keep the ``Menu`` object
+they started with, so a reload never changes a running call. The engine hands the call back to the dialplan
+through channel variables (``IVR_NEXT``, ``IVR_QUEUE``...) and never runs Queue() itself: a caller waiting in a
+queue holds no AGI connection, so a controller restart does not drop them.
 """
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import re
 import time
-from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping, Protocol
+from typing import Any
 
 from ..asterisk.agi_server import AgiSession
-from ..balance.forecast import Promise
 from ..prompts.library import PromptLibrary
-from ..store.selfservice import CallbackStore, SurveyStore
+from .context import ALL_KEYS, CallContext, CallSink, EngineServices, Promises
+from .nodes import default_registry
+from .registry import NodeRegistry
 from .schema import FORBIDDEN_IN_VALUES
 from .schema import Menu, MenuSet
-from .services import LookupBackend
+
+# CallContext, EngineServices, CallSink, Promises and ALL_KEYS live in context.py; still importable from here
+__all__ = ["MenuEngine", "MAX_STEPS", "CallContext", "EngineServices", "CallSink", "Promises", "ALL_KEYS"]
 
 log = logging.getLogger(__name__)
 
 MAX_STEPS = 200
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_./-]{1,200}$")   # a prompt path the dialplan may get in IVR_PLAY
-ALL_KEYS = "0123456789*#"
-
-
-class Promises(Protocol):
-    """The callback promise (ivr/callbacks/promise.py PromiseService)."""
-
-    async def callback_promise(self, queue: str) -> Promise: ...
-    def offer(self, estimate: float | None, promise: Promise, over: float | str | None) -> bool: ...
-    def might_offer(self, estimate: float | None, over: float | str | None) -> bool: ...
-    def promised(self, queue: str, seconds: float) -> None: ...
-
-
-class CallSink(Protocol):
-    """Where the engine reports calls (the call recorder)."""
-
-    def track(self, uid: str) -> None: ...
-    async def save(self, uid: str, fields: dict[str, Any]) -> None: ...
-
-
-@dataclass
-class EngineServices:
-    """What nodes may call: look-ups, stores, live estimates, the live banner, the clock."""
-
-    backends: Mapping[str, LookupBackend] = field(default_factory=dict)
-    callbacks: CallbackStore | None = None
-    surveys: SurveyStore | None = None
-    estimate_wait: Callable[[str], float | None] = lambda queue: None
-    asterisk_estimate: Callable[[str], float | None] = lambda queue: None   # app_queue's average hold time
-    banner: Callable[[str], Awaitable[str | None]] | None = None
-    now: Callable[[datetime.tzinfo], datetime.datetime] = lambda tz: datetime.datetime.now(tz)
-    fallback_queue: str = "support"
-    continuity: Any = None                 # ivr.continuity.service.Continuity (None: every caller is new)
-    queue_position: Callable[[str, float], int | None] = lambda queue, since: None
-    repeat_priority: int = 0               # queue priority of repeat callers (continuity.repeat_priority)
-    outcomes: Any = None                   # ivr.outcomes.service.Outcomes: feedback recordings, poor surveys
-    outbound: Any = None                   # ivr.campaigns.outbound.OutboundGuard (None: no callback is offered)
-    promises: Promises | None = None       # the callback promise (None: no promise, so no callback offered)
-
-
-@dataclass(slots=True)
-class CallContext:
-    uid: str
-    menu: Menu
-    lang: str
-    callerid: str
-    path: list[str] = field(default_factory=list)
-    vars: dict[str, str] = field(default_factory=dict)
-    outcome: str = ""
-    queue: str = ""
-    reason: str = ""              # why they called: the last ``reason`` on their path
-    started: float = field(default_factory=time.time)
-    estimates: dict[str, str] = field(default_factory=dict)   # wait estimates when they joined a queue
-    promise: tuple[str, Promise] | None = None   # (queue, callback promise) once computed for this call
-
-    def values(self) -> dict[str, str]:
-        """What ``{name}`` templates may use."""
-        return {"caller": self.callerid, "lang": self.lang, "uid": self.uid, **self.vars}
 
 
 class MenuEngine:
-    """Runs menus; one instance per controller, shared by all calls."""
+    """Runs menus; one instance per controller, shared by all calls.
+
+    ``registry``: the node kinds it runs (None: ``nodes.default_registry()``, the standard kinds).
+    """
 
     def __init__(self, menus: MenuSet, prompts: PromptLibrary, sink: CallSink,
-                 default_language: str = "en", services: EngineServices | None = None) -> None:
+                 default_language: str = "en", services: EngineServices | None = None,
+                 registry: NodeRegistry | None = None) -> None:
         self.menus = menus
         self.prompts = prompts
         self.sink = sink
         self.default_language = default_language
         self.services = services or EngineServices()
+        self.registry = registry if registry is not None else default_registry()
         self.calls_completed = 0
         self.steps_total = 0
         self.node_counts: dict[str, int] = {}
@@ -142,8 +92,6 @@ class MenuEngine:
         """AGI handler for ``fallback/<menu>``: the fallback queue's timeout passed (the controller was away, or
         nobody could answer): offer a callback that keeps the caller's place from when they joined it
         (IVR_FALLBACK_SINCE). Declined, or no answer: the dialplan apologises and hangs up."""
-        from .nodes import fallback_offer
-
         menu = self._menu(session.route_arg or "main")
         ctx = self._context(session, menu)
         since = await session.get_variable("IVR_FALLBACK_SINCE")
@@ -157,7 +105,7 @@ class MenuEngine:
         ctx.path.append("fallback-timeout")
         log.info("call %s: not answered in fallback queue %s since %.0f: the controller is back", ctx.uid, queue,
                  ctx.started)
-        stored = await fallback_offer(self, session, ctx, queue)
+        stored = await self.registry.fallback(self, session, ctx, queue)
         await self.sink.save(ctx.uid, {"fallback_timeout": "1",
                                        "ivr_outcome": ctx.outcome if stored else "fallback_timeout",
                                        **({"vars": json.dumps(ctx.vars)} if ctx.vars else {})})
@@ -176,8 +124,6 @@ class MenuEngine:
         return CallContext(uid=session.uniqueid, menu=menu, lang=lang, callerid=callerid[:20])
 
     async def _walk(self, session: AgiSession, ctx: CallContext, node_id: str | None) -> None:
-        from .nodes import NODE_KINDS
-
         steps = 0
         while node_id is not None:
             steps += 1
@@ -189,7 +135,7 @@ class MenuEngine:
                 ctx.reason = node.fields["reason"]
             self.node_counts[node.type] = self.node_counts.get(node.type, 0) + 1
             log.debug("call %s: node %s (%s)", ctx.uid, node_id, node.type)
-            node_id = await NODE_KINDS[node.type](self, session, ctx, node)
+            node_id = await self.registry[node.type](self, session, ctx, node)
 
     # ------------------------------------------------------------------ helpers
     def files(self, ctx: CallContext, names: tuple[str, ...]) -> list[str]:

@@ -1,4 +1,6 @@
-"""One coroutine per node kind: ``(engine, session, ctx, node) -> next node id | None``.
+"""One coroutine per node kind: ``(engine, session, ctx, node) -> next node id | None``, registered into the
+engine by ``default_registry()`` (the only place the standard kinds are listed). The engine is seen through
+``context.Engine``: this module never imports ``engine.py``.
 
 Caller input never leaves this module unchecked: digits are matched against
 option tables, collected input is digits only within the node's bounds and
@@ -11,18 +13,18 @@ import asyncio
 import logging
 import math
 import time
-from typing import Awaitable, Callable
 from zoneinfo import ZoneInfo
 
 from ..asterisk.agi_server import AgiSession
 from ..balance.forecast import Promise, spoken_and_offer
-from .engine import ALL_KEYS, CallContext, MenuEngine
+from .context import CallContext, Engine
+from .registry import NodeRegistry
 from .schema import Node
-from .services import VALIDATORS, LookupFailed, format_part, is_digits, safe_prompt_name
+from .services import LookupFailed
+from .validators import VALIDATORS, format_part, is_digits, safe_prompt_name
 
 log = logging.getLogger(__name__)
 
-NodeKind = Callable[[MenuEngine, AgiSession, CallContext, Node], Awaitable[str | None]]
 LOOKUP_TIMEOUT = 5.0
 
 
@@ -34,7 +36,7 @@ def _escalation(ctx: CallContext, node: Node) -> str:
     return node.get("escalate") or ctx.menu.escalate
 
 
-async def _escalate(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node, target: str) -> str:
+async def _escalate(engine: Engine, s: AgiSession, ctx: CallContext, node: Node, target: str) -> str:
     """The caller pressed 0 in a self-service step: to a human, with the context on the channel.
 
     The ``__`` variables are inherited by the agent's channel; CALLERID(name) is what a desk phone shows.
@@ -56,7 +58,7 @@ async def _escalate(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: N
     return target
 
 
-async def _play(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+async def _play(engine: Engine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
     target = _escalation(ctx, node)
     keys = node.get("skip_keys", "") + (ESCALATE_KEY if target else "")
     digit = await engine.play(s, ctx, node.prompts, keys)
@@ -65,7 +67,7 @@ async def _play(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node)
     return node.get("next")
 
 
-async def _banner(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+async def _banner(engine: Engine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
     """The supervisor's live crisis message in the caller's language, else the node's prompts."""
     live = await engine.services.banner(ctx.lang) if engine.services.banner else None
     if live:
@@ -76,7 +78,7 @@ async def _banner(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Nod
     return node.get("next")
 
 
-async def _choose(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+async def _choose(engine: Engine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
     """Shared by menu and language: the chosen option's target, or None after the retries."""
     options = node.get("options")
     timeout = float(node.get("timeout", 5))
@@ -103,7 +105,7 @@ async def _choose(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Nod
     return None
 
 
-async def _menu(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+async def _menu(engine: Engine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
     target = await _choose(engine, s, ctx, node)
     if target is None:
         ctx.path.append("retries-exhausted")
@@ -111,14 +113,14 @@ async def _menu(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node)
     return target
 
 
-async def _language(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+async def _language(engine: Engine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
     lang = await _choose(engine, s, ctx, node)
     ctx.lang = lang or node.get("default", engine.default_language)
     await s.set_variable("CHANNEL(language)", ctx.lang)
     return node.get("next")
 
 
-async def _collect(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+async def _collect(engine: Engine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
     lo, hi = int(node.get("min", 1)), int(node.get("max", 20))
     timeout = float(node.get("timeout", 6))
     retries = int(node.get("retries", 2))
@@ -141,7 +143,7 @@ async def _collect(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: No
     return node.get("on_fail")
 
 
-async def _say(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node, values: dict[str, str],
+async def _say(engine: Engine, s: AgiSession, ctx: CallContext, node: Node, values: dict[str, str],
                escape: str = "") -> str | None:
     """Speak the result; a key in ``escape`` stops it and is returned."""
     for kind, template in node.get("say", ()):
@@ -160,7 +162,7 @@ async def _say(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node, 
     return None
 
 
-async def _lookup(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+async def _lookup(engine: Engine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
     backend = engine.services.backends.get(node.get("backend"))
     values = ctx.values()
     params = {"uid": ctx.uid, "caller": ctx.callerid, "lang": ctx.lang}
@@ -195,7 +197,7 @@ async def _lookup(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Nod
 PROMISE_TIMEOUT = 3.0
 
 
-async def _promise(engine: MenuEngine, ctx: CallContext, queue: str) -> Promise:
+async def _promise(engine: Engine, ctx: CallContext, queue: str) -> Promise:
     """The callback promise for ``queue`` now, logged once per call with why (no service, an error or a
     time-out: no promise)."""
     promises = engine.services.promises
@@ -212,7 +214,7 @@ async def _promise(engine: MenuEngine, ctx: CallContext, queue: str) -> Promise:
     return promise
 
 
-async def _offer_callback(engine: MenuEngine, ctx: CallContext, queue: str, estimate: float | None,
+async def _offer_callback(engine: Engine, ctx: CallContext, queue: str, estimate: float | None,
                           over: float | str | None) -> bool:
     """Whether to offer a callback: the node's ``callback_over`` (seconds or auto) and a promise that can be
     kept (ivr/balance/forecast.py offer_callback); the promise is only computed when an offer is possible."""
@@ -227,7 +229,7 @@ async def _offer_callback(engine: MenuEngine, ctx: CallContext, queue: str, esti
     return offered
 
 
-async def _booked(engine: MenuEngine, s: AgiSession, ctx: CallContext, prompts: tuple[str, ...],
+async def _booked(engine: Engine, s: AgiSession, ctx: CallContext, prompts: tuple[str, ...],
                   promise: Promise, next_node: str | None) -> None:
     """The last words after a callback is stored: the node's prompts, then "we will call you back within" N
     "minutes" when a promise was made, else ``callback-booked`` (no deadline). Without ``next_node`` the call is
@@ -244,7 +246,7 @@ async def _booked(engine: MenuEngine, s: AgiSession, ctx: CallContext, prompts: 
         await engine.hand_back(s, ctx, words, {"IVR_NEXT": "hangup"})
 
 
-async def _store_callback(engine: MenuEngine, ctx: CallContext, number: str, queue: str) -> tuple[dict, Promise]:
+async def _store_callback(engine: Engine, ctx: CallContext, number: str, queue: str) -> tuple[dict, Promise]:
     """Store the request with its promise: the one the caller was offered on for this queue, else a new one."""
     offered = ctx.promise
     promise = offered[1] if offered is not None and offered[0] == queue else await _promise(engine, ctx, queue)
@@ -258,7 +260,7 @@ async def _store_callback(engine: MenuEngine, ctx: CallContext, number: str, que
     return record, promise
 
 
-async def _queue(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+async def _queue(engine: Engine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
     queue = node.get("queue")
     ctx.queue = queue
     model, ast_estimate = engine.services.estimate_wait(queue), engine.services.asterisk_estimate(queue)
@@ -302,7 +304,7 @@ async def _queue(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node
 CONTINUITY_TIMEOUT = 2.0
 
 
-async def _continuity(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+async def _continuity(engine: Engine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
     """Who is calling: a caller who dropped out of a queue rejoins it at their place; a caller notified by
     a campaign goes to ``notified``; everyone else to ``next``. Redis trouble: the caller is treated as new."""
     svc = engine.services.continuity
@@ -360,14 +362,14 @@ async def _set_language(s: AgiSession, ctx: CallContext, lang: str) -> None:
         await s.set_variable("CHANNEL(language)", lang)
 
 
-async def _allowed(engine: MenuEngine, ctx: CallContext, number: str) -> bool:
+async def _allowed(engine: Engine, ctx: CallContext, number: str) -> bool:
     """May the line call this number back? (the outbound guard, without using up its hourly caps: the
     dispatcher counts the dial itself). A refusal is logged, counted and audited by the guard."""
     verdict = await engine.services.outbound.check(number, "callback", count=False, ref=f"call {ctx.uid}")
     return bool(verdict.ok)
 
 
-async def confirm_number(engine: MenuEngine, s: AgiSession, ctx: CallContext) -> str:
+async def confirm_number(engine: Engine, s: AgiSession, ctx: CallContext) -> str:
     """The number to call back: the caller ID confirmed with 1, or one keyed in (three tries); '' if none.
 
     Only a number the outbound guard allows is offered or returned: a typed number it refuses is answered
@@ -400,11 +402,11 @@ async def confirm_number(engine: MenuEngine, s: AgiSession, ctx: CallContext) ->
     return ""
 
 
-def _callbacks_ready(engine: MenuEngine) -> bool:
+def _callbacks_ready(engine: Engine) -> bool:
     return engine.services.callbacks is not None and engine.services.outbound is not None
 
 
-async def fallback_offer(engine: MenuEngine, s: AgiSession, ctx: CallContext, queue: str) -> bool:
+async def fallback_offer(engine: Engine, s: AgiSession, ctx: CallContext, queue: str) -> bool:
     """A caller the fallback queue did not serve in time: offer a callback that keeps their place (from
     ``ctx.started``). True when it is stored and handed back (IVR_NEXT=hangup with the confirmation);
     otherwise the dialplan apologises and hangs up."""
@@ -428,7 +430,7 @@ def _promised(promise: Promise) -> str:
     return "no promise" if promise.seconds is None else f"promised within {promise.seconds / 60:.0f} min"
 
 
-async def _callback(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+async def _callback(engine: Engine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
     """Confirm (or enter) the number to call back, store the request, keep the caller's place."""
     # the queue the caller was offered the callback from, else the node's, else the fallback queue
     queue = ctx.queue or node.get("queue") or engine.services.fallback_queue
@@ -449,7 +451,7 @@ async def _callback(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: N
     return node.get("next")
 
 
-async def _feedback(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+async def _feedback(engine: Engine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
     """Record a spoken message (# or silence ends it) and route it by the call's reason to a team."""
     svc = engine.services.outcomes
     if svc is None:
@@ -475,7 +477,7 @@ async def _feedback(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: N
     return node.get("next")
 
 
-async def _hours(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+async def _hours(engine: Engine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
     now = engine.services.now(ZoneInfo(node.get("timezone", "UTC")))
     minute = now.hour * 60 + now.minute
     is_open = now.date() not in node.get("holidays", frozenset()) and any(
@@ -484,24 +486,24 @@ async def _hours(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node
     return node.get("next") if is_open else node.get("closed")
 
 
-async def _goto(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+async def _goto(engine: Engine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
     return node.get("next")
 
 
-async def _set(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+async def _set(engine: Engine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
     values = {str(k): str(v) for k, v in node.get("values").items()}
     ctx.vars.update(values)
     await engine.mset(s, values)
     return node.get("next")
 
 
-async def _hangup(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+async def _hangup(engine: Engine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
     ctx.outcome = node.get("outcome", "ivr_end")
     await engine.hand_back(s, ctx, node.prompts, {"IVR_NEXT": "hangup"})
     return None
 
 
-async def _survey(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
+async def _survey(engine: Engine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
     prompts = node.prompts or ("survey-intro",)
     for _ in range(int(node.get("retries", 1)) + 1):
         digit = await engine.ask(s, ctx, prompts, float(node.get("timeout", 6)))
@@ -525,22 +527,30 @@ async def _survey(engine: MenuEngine, s: AgiSession, ctx: CallContext, node: Nod
     return None
 
 
-NODE_KINDS: dict[str, NodeKind] = {
-    "play": _play,
-    "banner": _banner,
-    "menu": _menu,
-    "language": _language,
-    "collect": _collect,
-    "lookup": _lookup,
-    "queue": _queue,
-    "callback": _callback,
-    "hours": _hours,
-    "goto": _goto,
-    "set": _set,
-    "hangup": _hangup,
-    "survey": _survey,
-    "continuity": _continuity,
-    "feedback": _feedback,
-}
+def default_registry() -> NodeRegistry:
+    """The standard node kinds (one for each kind the schema knows, ``schema.NODE_FIELDS``) and the callback
+    offer after the fallback queue's timeout; a new registry at each call."""
+    registry = NodeRegistry()
+    for kind, handler in (
+        ("play", _play),
+        ("banner", _banner),
+        ("menu", _menu),
+        ("language", _language),
+        ("collect", _collect),
+        ("lookup", _lookup),
+        ("queue", _queue),
+        ("callback", _callback),
+        ("hours", _hours),
+        ("goto", _goto),
+        ("set", _set),
+        ("hangup", _hangup),
+        ("survey", _survey),
+        ("continuity", _continuity),
+        ("feedback", _feedback),
+    ):
+        registry.register(kind, handler)
+    registry.register_fallback(fallback_offer)
+    return registry
 
-__all__ = ["NODE_KINDS", "ALL_KEYS"]
+
+__all__ = ["default_registry", "confirm_number", "fallback_offer"]

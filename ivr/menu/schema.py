@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import yaml
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .services import TEMPLATE_RE, VALIDATORS
+from .validators import TEMPLATE_RE, VALIDATORS
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
-"""What menu nodes call out to: input validators and self-service look-up backends.
+"""What menu nodes call out to: self-service look-up backends (input validators: validators.py).
 
-Both are explicit tables (name -> implementation); a menu names them and the
+Backends are an explicit table (name -> implementation); a menu names them and the
 schema checks the name exists. A backend answers ``lookup(operation, params)``
 with a dict (found), None (not found) or raises ``LookupFailed`` (the node's
 ``error`` branch). Built in: ``refunds`` (Redis); ``http`` backends are
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import urllib.parse
 from typing import Any, Callable, Mapping, Protocol
 
@@ -19,42 +18,17 @@ import aiohttp
 import redis.exceptions
 
 from ..store.redis_store import Store
+from .validators import TEMPLATE_RE, VALIDATORS, format_part, is_digits, safe_prompt_name
+
+__all__ = ["LookupFailed", "LookupBackend", "RefundsBackend", "HttpBackend",
+           # moved to validators.py (the schema needs them without aiohttp or redis); kept importable from here
+           "VALIDATORS", "TEMPLATE_RE", "is_digits", "format_part", "safe_prompt_name"]
 
 log = logging.getLogger(__name__)
 
 
 class LookupFailed(RuntimeError):
     """The backend could not answer (down, timeout, bad answer)."""
-
-
-# ------------------------------------------------------------------ validators
-def _booking(value: str) -> bool:
-    """Six-digit booking number whose last digit is not a repeated run (e.g. 000000 is refused)."""
-    return len(value) == 6 and is_digits(value) and len(set(value)) > 1
-
-
-def _phone(value: str) -> bool:
-    return is_digits(value) and 6 <= len(value) <= 15
-
-
-def _luhn(value: str) -> bool:
-    if not is_digits(value) or len(value) < 2:
-        return False
-    total = 0
-    for i, ch in enumerate(reversed(value)):
-        d = int(ch)
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
-VALIDATORS: dict[str, Callable[[str], bool]] = {
-    "digits": lambda v: is_digits(v),
-    "booking": _booking,
-    "phone": _phone,
-    "luhn": _luhn,
-}
 
 
 # -------------------------------------------------------------------- backends
@@ -131,28 +105,3 @@ class HttpBackend:
         if not isinstance(body, dict):
             raise LookupFailed(f"{self.name}: expected a JSON object")
         return body
-
-
-_SAFE_PROMPT_PART = re.compile(r"^[a-z0-9_-]{1,40}$")
-# templates: literal text with {name} placeholders only (no attribute or index access)
-TEMPLATE_RE = re.compile(r"(?:[^{}]|\{[A-Za-z_][A-Za-z0-9_]{0,40}\})*")
-
-
-def is_digits(value: str) -> bool:
-    """ASCII digits only (str.isdigit also accepts other scripts' digits and superscripts)."""
-    return bool(value) and value.isascii() and value.isdigit()
-
-
-def format_part(template: str, values: Mapping[str, Any]) -> str:
-    """Fill ``{field}`` from a look-up result; the result must stay a safe name or digits."""
-    if not TEMPLATE_RE.fullmatch(template):
-        return ""
-    try:
-        return template.format_map({k: str(v) for k, v in values.items()})
-    except (KeyError, ValueError, IndexError, AttributeError, TypeError):
-        return ""
-
-
-def safe_prompt_name(name: str) -> str | None:
-    """A prompt name built from outside data is used only if it is a plain lower-case name."""
-    return name if _SAFE_PROMPT_PART.fullmatch(name) else None
