@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,19 +236,54 @@ COMPONENTS = _components(GRAPH)
 
 
 # ------------------------------------------------------------------------------------- the graph itself
+def _collect(module: str, source: str) -> set[tuple[str, bool]]:
+    collector = _Collector(module)
+    collector.visit(ast.parse(textwrap.dedent(source)))
+    assert all(i.source == module for i in collector.found)
+    return {(i.target, i.in_function) for i in collector.found}
+
+
 def test_the_walk_sees_every_kind_of_import() -> None:
-    """Guards the walker: a function-level relative import, a ``from package import submodule``, a lambda's
-    ``__import__`` and an external top-level name are all seen."""
-    seen = {(i.source, i.target, i.in_function) for i in IMPORTS}
-    assert ("ivr.app.cli", "ivr.devtools.stack", True) in seen            # from ..devtools.stack import Stack
-    assert ("ivr.app.cli", "ivr.devtools.demo", True) in seen             # lambda: __import__("ivr.devtools.demo")
-    assert ("ivr.campaigns.dialer", "ivr.campaigns.contacts", False) in seen   # from . import contacts
-    assert ("ivr.menu.services", "aiohttp", False) in seen
-    assert _resolve("ivr.menu", 1, "engine") == "ivr.menu.engine"
+    """Guards the walker itself, on a made-up source placed in a real module."""
+    found = _collect("ivr.app.cli", """\
+        from __future__ import annotations
+        import os.path
+        from typing import TYPE_CHECKING
+        from ..devtools import stack
+        from . import config
+        from ivr.menu.schema import Menu
+        import importlib
+        importlib.import_module("ivr.core.agi")
+        if TYPE_CHECKING:
+            from ivr.store import keys
+
+        def dev() -> None:
+            from ..balance.erlang import erlang_c
+
+        class C:
+            async def m(self) -> None:
+                import ivr.reports.service
+
+        run = lambda: __import__("ivr.devtools.demo", fromlist=["demo_main"]).demo_main()
+        """)
+    assert found == {
+        ("os", False), ("typing", False), ("importlib", False),
+        ("ivr", False), ("ivr.devtools", False), ("ivr.devtools.stack", False),   # from package import submodule
+        ("ivr.app", False), ("ivr.app.config", False),                                # relative, the module's own package
+        ("ivr.menu", False), ("ivr.menu.schema", False),                              # a name, not a module: the module
+        ("ivr.core", False), ("ivr.core.agi", False),                                 # import_module("...")
+        ("ivr.store", False), ("ivr.store.keys", False),                              # under TYPE_CHECKING: counted
+        ("ivr", True), ("ivr.balance", True), ("ivr.balance.erlang", True),           # in a function
+        ("ivr.reports", True), ("ivr.reports.service", True),                         # in a method
+        ("ivr.devtools", True), ("ivr.devtools.demo", True),                          # __import__ in a lambda
+    }
+    assert _collect("ivr.menu", "from . import engine\nfrom .nodes import default_registry\n") == {
+        ("ivr", False), ("ivr.menu.engine", False), ("ivr.menu.nodes", False)}     # a package's own level is itself
     assert _resolve("ivr.menu.nodes", 2, "balance.forecast") == "ivr.balance.forecast"
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"d", "a"}, "e": set()}
     assert _components(graph) == [frozenset("abc"), frozenset("d")]
     assert _a_cycle(graph, frozenset("abc")) == ["a", "b", "c", "a"]
+    assert len(MODULES) > 50 and all(m.startswith("ivr") for m in MODULES)
 
 
 def test_no_import_circles() -> None:

@@ -48,7 +48,7 @@ def test_a_node_kind_registered_twice_is_an_error() -> None:
     with pytest.raises(ValueError):
         registry.register("", _next)
     with pytest.raises(LookupError, match="no fallback offer"):
-        NodeRegistry().fallback
+        _ = NodeRegistry().fallback
 
 
 def test_the_default_registry_has_a_kind_for_each_kind_the_schema_knows() -> None:
