@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(format_table({m: r["overall"] for m, r in ms.items()}, f"{p.name} (day)"))
     print("\n" + format_table({m: r["peak"] for m, r in ms.items()}, f"peak hour {res['peak_hour']:02d}:00"))
-    print(f"\nruntime: " + ", ".join(f"{m} {r['runtime_s']:.1f} s ({r['decisions']} decisions, "
+    print("\nruntime: " + ", ".join(f"{m} {r['runtime_s']:.1f} s ({r['decisions']} decisions, "
                                       f"{len(r['tier_events'])} tier changes)" for m, r in ms.items())
           + f"; total {elapsed:.1f} s")
     print(f"chart: {args.out} ({writer})")

@@ -137,8 +137,8 @@ class Roster:
         for agent_id, raw in (await self.store.redis.hgetall(self._added_key)).items():
             try:
                 data = json.loads(raw)
-                agents[agent_id] = AgentConfig(id=agent_id, **{k: (tuple(v) if isinstance(v, list) else v)
-                                                               for k, v in data["profile"].items()})
+                profile: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data["profile"].items()}
+                agents[agent_id] = AgentConfig(id=agent_id, **profile)
                 added[agent_id] = str(data["md5_cred"])
             except (ValueError, KeyError, TypeError) as exc:
                 log.error("roster: runtime agent %s in Redis is damaged (%s); skipped", agent_id, exc)

@@ -578,9 +578,9 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"agents[{i}].tier: expected core or volunteer, got {ag.tier!r}")
         if ag.skill not in SKILLS:
             raise ConfigError(f"agents[{i}].skill: expected one of {', '.join(SKILLS)}, got {ag.skill!r}")
-        for q in ag.queues:
-            if q not in names:
-                raise ConfigError(f"agents[{i}].queues: unknown queue {q!r}")
+        for qname in ag.queues:
+            if qname not in names:
+                raise ConfigError(f"agents[{i}].queues: unknown queue {qname!r}")
         if ag.password and (len(ag.password) > 64 or not re.fullmatch(r"[A-Za-z0-9_.~+=@%^-]+", ag.password)):
             raise ConfigError(f"agents[{i}].password: 1-64 letters, digits or _.~+=@%^- only")
         if ag.mobile and not _EXTEN_RE.fullmatch(ag.mobile):

@@ -50,6 +50,11 @@ log = logging.getLogger(__name__)
 class Controller:
     """Everything one controller node runs, started and stopped in order."""
 
+    # declared ahead: lambdas made before they are assigned in __init__ refer to them
+    ami: AmiClient
+    roster: Roster
+    balance: BalanceLoop
+
     def __init__(self, cfg: Config, store: Store | None = None) -> None:
         self.cfg = cfg
         self.started_at = time.time()
@@ -156,8 +161,10 @@ class Controller:
         """Remember the call an agent's phone took last (their *7<code> disposition goes on it)."""
         self.outcomes.agent_connected(interface, uid)
         task = asyncio.get_running_loop().create_task(self.outcomes.remember_connect(interface, uid))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or
-                               log.warning("last call of %s not stored: %s", interface, t.exception()))
+        def report(t: asyncio.Task[None]) -> None:
+            if not t.cancelled() and t.exception() is not None:
+                log.warning("last call of %s not stored: %s", interface, t.exception())
+        task.add_done_callback(report)
 
     def _call_finished(self, record: dict[str, Any]) -> None:
         self.metrics.call_finished(record)

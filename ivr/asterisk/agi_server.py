@@ -234,7 +234,7 @@ class AgiLink(asyncio.Protocol):
             self._try_start()
             if self.task is None and not self._gathering and not self._refused:
                 self._gathering = True     # the first lines of the environment: let the rest gather
-                self.transport.pause_reading()   # type: ignore[union-attr]
+                self.transport.pause_reading()   # type: ignore[union-attr]   # set: connection_made came first
                 self._loop.call_later(ENV_GATHER_S, self._resume)
         else:
             self._wake()

@@ -46,16 +46,16 @@ class _Bridge(Manager):
         super().__init__(**config)
         self._client = client
 
-    def connection_made(self, f: "asyncio.Future[Any]") -> None:  # type: ignore[override]
+    def connection_made(self, f: "asyncio.Future[Any]") -> None:
         if f.cancelled() or f.exception() is not None:
             self._client._connect_failed(f.exception() if not f.cancelled() else None)
             return
         super().connection_made(f)
 
-    def login(self, future: "asyncio.Future[Message]") -> bool:  # type: ignore[override]
+    def login(self, future: "asyncio.Future[Message]") -> bool:
         ok = False
         try:
-            ok = super().login(future)
+            ok = bool(super().login(future))
         except Exception as exc:  # pragma: no cover - a dropped connection during login
             self._client._login_result(False, str(exc))
             return False
@@ -66,7 +66,7 @@ class _Bridge(Manager):
     def ping(self) -> None:  # panoramisk's fire-and-forget ping is replaced by AmiClient's
         return None
 
-    def connection_lost(self, exc: Exception | None) -> None:  # type: ignore[override]
+    def connection_lost(self, exc: Exception | None) -> None:
         self._connected = False
         self.authenticated = False
         # panoramisk parked unanswered actions for replay: fail them instead.

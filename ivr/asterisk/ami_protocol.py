@@ -18,8 +18,10 @@ Use it with ``panoramisk.Manager(protocol_factory=HardenedAMIProtocol, ...)``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from time import monotonic as _monotonic
+from typing import Any
 from urllib.parse import unquote
 
 from panoramisk.ami_protocol import AMIProtocol
@@ -84,8 +86,10 @@ class HardenedAMIProtocol(AMIProtocol):
     frame_errors = 0
     #: Exceptions raised by ``handle_message`` since the connection was made.
     handler_errors = 0
+    #: From the banner (set to None by AMIProtocol.__init__).
+    version: str | None
 
-    def connection_made(self, transport):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         # The Manager sets ``self.encoding`` only after this; data_received
         # passes it on to the parser.
@@ -99,7 +103,7 @@ class HardenedAMIProtocol(AMIProtocol):
         self._frame_error_limit = _RateLimit(self.log_interval)
         self._handler_error_limit = _RateLimit(self.log_interval)
 
-    def data_received(self, data):
+    def data_received(self, data: bytes) -> None:
         parser = self.parser
         encoding = getattr(self, "encoding", None)
         if encoding and encoding != parser.encoding:
@@ -148,7 +152,7 @@ class HardenedAMIProtocol(AMIProtocol):
                 suppressed,
             )
 
-    def _save_stream(self, stream, data: bytes) -> None:  # pragma: no cover
+    def _save_stream(self, stream: Any, data: bytes) -> None:  # pragma: no cover
         try:
             if hasattr(stream, "write"):
                 stream.write(data)

@@ -12,7 +12,7 @@ import os
 import secrets as pysecrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jinja2
 
@@ -114,11 +114,11 @@ def device_options(cfg: Config, contact: str) -> dict[str, Any]:
     return {"allow": ",".join(cfg.asterisk.codecs), "qualify": 0 if contact else cfg.asterisk.qualify_frequency}
 
 
-def render_accounts(accounts: list[Mapping[str, Any]]) -> str:
+def render_accounts(accounts: Sequence[Mapping[str, Any]]) -> str:
     """SIP accounts of agents added at run time (pjsip_volunteers.conf), from the agents' template."""
     head = ("; Written by the controller (agents added at run time); do not edit: changes are\n"
             "; overwritten. Add or remove agents with the API or `ivr agent`.\n")
-    macro = _environment().get_template("pjsip_agent.j2").module.agent_endpoint  # type: ignore[attr-defined]
+    macro = _environment().get_template("pjsip_agent.j2").module.agent_endpoint  # type: ignore[attr-defined]  # the template's macro
     return head + "".join(str(macro(a)) for a in accounts)
 
 

@@ -78,6 +78,7 @@ class BalanceLoop:
         self._set_pace = set_pace
         self._dispatch_callback = dispatch_callback
         self.callbacks_in_progress = 0
+        self._callback_tasks: set[asyncio.Task[None]] = set()   # held: the event loop keeps only a weak reference
         self.actions_by_kind: dict[str, int] = {}
         self.errors = 0
         self._unreachable = RateLimit(10.0)
@@ -238,7 +239,9 @@ class BalanceLoop:
                 if self._dispatch_callback is None:
                     return
                 self.callbacks_in_progress += 1
-                asyncio.create_task(self._run_callback(a.callback_id, a.queue))
+                task = asyncio.create_task(self._run_callback(a.callback_id, a.queue))
+                self._callback_tasks.add(task)
+                task.add_done_callback(self._callback_tasks.discard)
             elif a.kind == "campaign_pace":
                 if self._set_pace is not None:
                     self._set_pace(a.campaign, a.pace, a.reason)   # logs only when the pace changes

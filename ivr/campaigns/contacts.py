@@ -261,7 +261,7 @@ def validate_row(row: dict[str, str], line: int, *, default_region: str = "US", 
         if tz is None:
             return RowError(line, f"{cols['tz']}: unknown time zone {v['tz'][:40]!r}", raw)
     else:   # from the number: its zone, or "*" when it spans several (the dialler then needs all of them)
-        geo = phonenumbers.is_number_type_geographical(kind, num.country_code)
+        geo = phonenumbers.is_number_type_geographical(kind, num.country_code or 0)   # set: the number parsed
         zones = time_zones_for_geographical_number(num) if geo else time_zones_for_number(num)
         tz = MULTI_ZONE if len(set(zones)) > 1 else ("Etc/UTC" if zones[0] == "Etc/Unknown" else zones[0])
     extra = {k.strip().lower(): _CTRL.sub("", v.get(k.strip().lower(), "")).strip() for k in keep_columns}
@@ -303,7 +303,7 @@ def _open(src: str | os.PathLike[str] | IO[Any]) -> tuple[Iterable[str], Callabl
     chars = [0]
 
     def lines() -> Iterator[str]:
-        for line in src:  # type: ignore[union-attr]
+        for line in src:
             chars[0] += len(line)
             yield line
     return lines(), lambda: chars[0], None

@@ -28,12 +28,13 @@ and whose Originate is not waiting for its response is free again.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import datetime
 import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from redis.exceptions import RedisError
@@ -109,6 +110,7 @@ class Dialer:
         self.slots_reclaimed = 0
         self.continuity: Any = None            # ivr.continuity.service.Continuity: callers on a call are not dialled
         self.transfers = Transfers()           # answered calls sent to the agents (max_transfers)
+        self.store_metric: Callable[[str, str], None] = lambda cid, outcome: None   # hook for metrics (the controller's)
 
     # ------------------------------------------------------------------ keys
     def _k(self, cid: str, part: str = "") -> str:
@@ -161,7 +163,7 @@ class Dialer:
             log.info("campaign %s: pace %.0f%% (%s)", cid, pace * 100, reason or "-")
             r.pace = pace
 
-    def campaign_views(self) -> list[CampaignView]:
+    def campaign_views(self) -> builtins.list[CampaignView]:   # builtins: `list` here is Dialer.list
         """The running campaigns as the balancing policy sees them (priority, full rate, held)."""
         return [CampaignView(cid, r.campaign.priority, r.campaign.pacing.cps, held=self.transfers.full(r.campaign))
                 for cid, r in self.running.items()]
@@ -471,9 +473,6 @@ class Dialer:
                               maxlen=2_000_000, approximate=True)
         self.store_metric(cid, outcome)
         log.info("campaign %s: contact %s attempt %d: %s", cid, n, attempt, outcome)
-
-    def store_metric(self, cid: str, outcome: str) -> None:
-        """Hook for metrics (set by the controller)."""
 
     async def _close(self, cid: str, n: str, status: str, **fields: str) -> None:
         """Close a contact; a retry planned for it (an outcome taken for failed before the real one) goes too."""

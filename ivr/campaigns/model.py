@@ -163,7 +163,7 @@ def parse_campaign(data: Mapping[str, Any], *, queues: frozenset[str] | None = N
         r = data["retry"]
         if not isinstance(r, Mapping):
             raise CampaignError("retry: a mapping of outcome to seconds")
-        retry = dict(Campaign.__dataclass_fields__["retry"].default_factory())  # type: ignore[misc]
+        retry = dict(Campaign(id="").retry)   # the defaults, overridden per outcome below
         for k, v in r.items():
             if k not in OUTCOMES:
                 raise CampaignError(f"retry.{k}: unknown outcome (known: {', '.join(OUTCOMES)})")

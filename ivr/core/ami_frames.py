@@ -41,11 +41,11 @@ class AmiFrameError(Exception):
     offending input.
     """
 
-    def __init__(self, reason: str, data: bytes = b"") -> None:
-        data = bytes(data[:_PREVIEW])
-        super().__init__(reason, data)
+    def __init__(self, reason: str, data: bytes | bytearray = b"") -> None:
+        preview = bytes(data[:_PREVIEW])   # a copy: the parser's buffer is reused
+        super().__init__(reason, preview)
         self.reason = reason
-        self.data = data
+        self.data = preview
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.data!r}" if self.data else self.reason

@@ -12,7 +12,12 @@ it was).
 from __future__ import annotations
 
 import csv
-from typing import IO, Any, Iterable, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+if TYPE_CHECKING:
+    _DictWriterBase = csv.DictWriter[str]
+else:   # generic in the stubs only: csv.DictWriter[str] is a TypeError at run time on Python 3.11
+    _DictWriterBase = csv.DictWriter
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -38,7 +43,7 @@ class Writer:
         return self._w.writerow(row(values))
 
 
-class DictWriter(csv.DictWriter):  # type: ignore[type-arg]
+class DictWriter(_DictWriterBase):
     """``csv.DictWriter`` whose every value goes through ``cell`` (the header is ours: written as it is)."""
 
     def __init__(self, out: IO[str], fieldnames: Sequence[str], **kw: Any) -> None:

@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Sequence, TextIO
 
 from . import crisis, crisis_report
 from ..app.config import PROJECT_ROOT
@@ -207,6 +207,7 @@ class Replay:
         t0 = time.time() + lead + 1.0
         sipp = Sipp(target_port=self.stack.config().asterisk.sip_port,   # type: ignore[union-attr]
                     workdir=o.workdir / mode / "sipp")
+        groups: dict[str, tuple[Sequence[tuple[str, str | int]], list[crisis.TraceCall]]]
         if mode == "static":
             groups = {"static": ([], list(self.trace))}
             self.callers = crisis.start_callers(sipp, groups, lambda c: crisis.STATIC_DIDS[c.queue], t0,

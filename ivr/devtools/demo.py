@@ -72,10 +72,10 @@ def surge_mix(total: int, rate: float, patience: float) -> list[CallerGroup]:
             n = int(round(total * lshare * bshare))
             if n == 0:
                 continue
-            script = CallerScript(
-                steps=[("pause", 800), ("dtmf", lang_key), ("pause", 500), ("dtmf", "#"),
-                       ("pause", 700), ("dtmf", key)] + BRANCH_INPUT.get(key, []),
-                end="wait_bye", patience_ms=int((patience + 60) * 1000))
+            steps: list[tuple[str, str | int]] = [("pause", 800), ("dtmf", lang_key), ("pause", 500), ("dtmf", "#"),
+                                                  ("pause", 700), ("dtmf", key)]
+            script = CallerScript(steps=steps + BRANCH_INPUT.get(key, []),
+                                  end="wait_bye", patience_ms=int((patience + 60) * 1000))
             groups.append(CallerGroup(f"{lang}/{branch}", n, max(0.01, rate * lshare * bshare), script))
     return groups
 
@@ -213,7 +213,7 @@ def run_demo(opts: DemoOptions, out: Any = sys.stdout) -> dict[str, Any]:
         print(f"stack up: SIP {info['sip']}, API {info['api']} (token in {stack.secrets_path})", file=out)
         print(f"dashboard: {info['api']}/  (Authorization: Bearer <token>)", file=out, flush=True)
         sipp = Sipp(target_port=cfg.asterisk.sip_port, workdir=opts.workdir / "sipp")
-        for aid, port in agent_ports.items():
+        for port in agent_ports.values():
             phones.append(sipp.start_agent(port, talk_ms=int(opts.talk * 1000), timeout_s=int(opts.duration + 600)))
         phones.append(sipp.start_callees(carrier_port, talk_ms=15_000, timeout_s=int(opts.duration + 600)))
         if opts.campaign:
@@ -309,10 +309,13 @@ def run_crisis_demo(opts: CrisisDemoOptions, out: Any = sys.stdout) -> dict[str,
     replay = Replay(ropts, out=out, live=True)
     p = replay.profile
     vols = sum(1 for a in replay.roster if a.tier == "volunteer")
+    over = p.callback_threshold_s   # a number of seconds, or "auto"/None: from the forecast (crisis-day.yaml)
+    offered = (f"over {replay.scaled.callback_over:g} s of estimated wait ({over / 60:g} min of the hour)"
+               if isinstance(over, (int, float)) else "over the wait the forecast sets (auto)")
     print(f"the crisis hour: {p.name}, {replay.hour:02d}:00-{replay.hour + 1:02d}:00 ({len(replay.trace)} callers), "
           f"{opts.factor:g}x faster ({replay.span:.0f} s); {len(replay.roster) - vols} core agents, {vols} volunteers "
-          f"standing by ({sum(1 for a in replay.roster if a.skill == 'novice')} novices); a callback is offered over "
-          f"{replay.scaled.callback_over:g} s of estimated wait ({p.callback_threshold_s / 60:g} min of the hour)",
+          f"standing by ({sum(1 for a in replay.roster if a.skill == 'novice')} novices); a callback is offered "
+          f"{offered}",
           file=out, flush=True)
     old = signal.signal(signal.SIGTERM, lambda s, f: (_ for _ in ()).throw(KeyboardInterrupt()))
     result: dict[str, Any] = {"profile": p.name, "seed": replay.seed, "hour": replay.hour, "factor": opts.factor,

@@ -165,7 +165,8 @@ class Profile:
         return sum(share * self.menu_self_service.get(b, 0.0) for b, share in self.menu_branches.items())
 
     def make_policy(self) -> Policy:
-        return Policy(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.policy.items()})
+        kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in self.policy.items()}
+        return Policy(**kw)
 
 
 def load_profile(path: str | Path) -> Profile:
@@ -517,15 +518,15 @@ class Simulation:
         """A notice was answered (and its message heard): the customer may not call, or press for an agent."""
         self.notices_answered += 1
         future = entry is not None and entry.t > now and entry.outcome == WAITING
-        if future and entry.u_no_call < self.p.notices_no_call:    # type: ignore[union-attr]
-            entry.outcome = NOTIFIED                               # type: ignore[union-attr]
+        if future and entry is not None and entry.u_no_call < self.p.notices_no_call:
+            entry.outcome = NOTIFIED
         if self.notice_rng.random() < self.p.notices_agent:
             handle = _lognormal(self.notice_rng, self.p.handle_mean_s, self.p.handle_cv)
             r = Caller(len(self.callers), self.p.notices_queue, now,
                        self.notice_rng.expovariate(1.0 / self.p.patience_mean_s), handle, handle, 1.0, transfer=True)
             self.callers.append(r)
-            if future and entry.outcome == WAITING:                # type: ignore[union-attr]
-                entry.outcome = NOTIFIED                           # type: ignore[union-attr]  (talked to us already)
+            if future and entry is not None and entry.outcome == WAITING:
+                entry.outcome = NOTIFIED                           # (talked to us already)
             if self.transfers_in_flight >= self.p.notices_max_transfers:
                 # the campaign's transfers are at their cap: the notice books a callback instead
                 promise = self._promise(now)
@@ -723,7 +724,7 @@ class Simulation:
             "cb_kept": kept, "cb_kept_pct": 100.0 * kept / len(promised) if promised else 0.0,
             "cb_no_promise": len(made) - len(promised), "cb_pending_end": len(cbs) - len(made),
             "cb_wait_avg_s": _mean([c.cb_at - c.cb_req for c in made]),  # type: ignore[operator]
-            "cb_promise_avg_s": _mean([c.promise for c in cbs if c.promise is not None]),  # type: ignore[misc]
+            "cb_promise_avg_s": _mean([c.promise for c in cbs if c.promise is not None]),
             "notified_no_call": len(everyone) - len(cs), "transfers": sum(c.transfer for c in cs),
             "est_mae_s": _mean([abs(c.est - c.wait) for c in est]), "est_bias_s": _mean([c.est - c.wait for c in est]),
             "est_infinite": len(ans) - len(est), "ast_mae_s": _mean([abs(c.est_ast - c.wait) for c in ans]),

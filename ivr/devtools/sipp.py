@@ -22,7 +22,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from .stack import port_bindable
 
@@ -444,11 +444,11 @@ class Sipp:
             argv += ["-l", str(concurrent)]
         return argv
 
-    def call(self, script: CallerScript, **kwargs: object) -> SippResult:
-        """Run callers to completion (blocking) and return the counts."""
-        timeout_s = int(kwargs.get("timeout_s", 120))  # type: ignore[arg-type]
-        for attempt in range(3):
-            argv = self.call_args(script, **kwargs)  # type: ignore[arg-type]
+    def call(self, script: CallerScript, **kwargs: Any) -> SippResult:
+        """Run callers to completion (blocking) and return the counts (``kwargs``: :meth:`call_args`'s)."""
+        timeout_s = int(kwargs.get("timeout_s", 120))
+        for _attempt in range(3):
+            argv = self.call_args(script, **kwargs)
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s + 30, cwd=self.workdir)
             result = self._result(argv, proc.returncode, proc.stdout + proc.stderr)
             # a media port taken between picking it and SIPp binding it: nothing was sent, run it again
@@ -456,8 +456,8 @@ class Sipp:
                 break
         return result
 
-    def start_calls(self, script: CallerScript, **kwargs: object) -> subprocess.Popen[str]:
-        argv = self.call_args(script, **kwargs)  # type: ignore[arg-type]
+    def start_calls(self, script: CallerScript, **kwargs: Any) -> subprocess.Popen[str]:
+        argv = self.call_args(script, **kwargs)
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=self.workdir)
         proc.argv = argv  # type: ignore[attr-defined]
         return proc
@@ -739,8 +739,8 @@ def callee_scenario(pcap_dir: Path, talk_ms: int = 20_000, key_after_ms: int = 1
     8 answer with a 7-second greeting (a machine for AMD), 9 answer and press nothing.
     """
     pcap_dir.mkdir(parents=True, exist_ok=True)
-    for key in "129":
-        write_dtmf_pcap(pcap_dir / f"callee-{key}.pcap", key, RtpClock())
+    for digit in "129":
+        write_dtmf_pcap(pcap_dir / f"callee-{digit}.pcap", digit, RtpClock())
     sdp = _SDP.replace("RTP/AVP 0 101", "RTP/AVP 0 8 101").replace(
         "a=rtpmap:101", "a=rtpmap:8 PCMA/8000\na=rtpmap:101")
 

@@ -250,6 +250,7 @@ async def _store_callback(engine: Engine, ctx: CallContext, number: str, queue: 
     """Store the request with its promise: the one the caller was offered on for this queue, else a new one."""
     offered = ctx.promise
     promise = offered[1] if offered is not None and offered[0] == queue else await _promise(engine, ctx, queue)
+    assert engine.services.callbacks is not None   # the callers checked _callbacks_ready()
     record = await engine.services.callbacks.request(number, queue=queue, lang=ctx.lang, call_uid=ctx.uid,
                                                      joined_at=ctx.started, caller=ctx.callerid,
                                                      promise_s=promise.seconds)

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Hashable, Mapping
 
 import yaml
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -99,7 +99,7 @@ class _LineLoader(yaml.SafeLoader):
     """SafeLoader that remembers the line of every mapping (``__line__``)."""
 
 
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Hashable, Any]:
     mapping = loader.construct_mapping(node, deep=True)
     mapping["__line__"] = node.start_mark.line + 1
     return mapping

@@ -96,7 +96,7 @@ class CallRecorder:
         """Flush what is queued (bounded by ``grace``), then stop."""
         if self._worker is None:
             return
-        for uid, (handle, op) in list(self._timers.items()):  # calls that ended just now: write them too
+        for handle, op in list(self._timers.values()):  # calls that ended just now: write them too
             handle.cancel()
             self._submit(op)
         self._timers.clear()

@@ -25,8 +25,9 @@ if TYPE_CHECKING:
 
 try:
     import hiredis
+    HAVE_HIREDIS = True
 except ImportError:   # pragma: no cover - hiredis is a dependency; redis-py packs commands itself without it
-    hiredis = None
+    HAVE_HIREDIS = False
 
 CALL_TTL = 30 * 86400
 CALLS_STREAM_MAXLEN = 2_000_000
@@ -159,7 +160,7 @@ class Store:
     def from_url(cls, url: str, prefix: str = "ivr", password: str = "") -> "Store":
         """A store on the Redis at ``url``; ``password`` (if any) is sent with AUTH on every connection."""
         extra: dict[str, Any] = {}
-        if hiredis is not None and url.startswith("redis://"):
+        if HAVE_HIREDIS and url.startswith("redis://"):
             extra["connection_class"] = HiredisPackedConnection
         if password:
             extra["password"] = password

@@ -317,10 +317,10 @@ class CallbackStore:
                 out[cb_id] = "still_live" if done else "settled"
                 continue
             now = time.time()
-            done = await self._settle_claim(cb_id, requeue=True, count=False, token=token, status="pending",
-                                            not_before=str(now), last_outcome="unknown", updated=str(now),
-                                            recovered_at=str(now))
-            out[cb_id] = "requeued" if done > 0 else "settled"
+            attempts = await self._settle_claim(cb_id, requeue=True, count=False, token=token, status="pending",
+                                                not_before=str(now), last_outcome="unknown", updated=str(now),
+                                                recovered_at=str(now))
+            out[cb_id] = "requeued" if attempts > 0 else "settled"
         return out
 
     async def mark_call(self, call_uid: str, cb_id: str, ttl: int = 30 * 86400, kept: str = "") -> None:

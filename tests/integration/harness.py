@@ -183,7 +183,7 @@ def start_test_stack(workdir: Path, extra: dict[str, Any] | None = None) -> Test
     api = Api(info["api"], info["token"])
     sipp = Sipp(target_port=int(info["sip"].rsplit(":", 1)[1]), workdir=workdir / "sipp")
     ts = TestStack(stack, info, api, sipp, agent_ports, customer_port)
-    for aid, port in agent_ports.items():
+    for port in agent_ports.values():
         ts.agent_procs.append(sipp.start_agent(port, talk_ms=2000))
     ts.agent_procs.append(sipp.start_callees(customer_port, talk_ms=20000))
     return ts

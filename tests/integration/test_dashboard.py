@@ -104,7 +104,7 @@ def wait_fresh_render(drv: WebDriver, updates: int = 2) -> None:
     """Wait for ``updates`` more stream messages to be rendered (the 'updated hh:mm:ss' label changes)."""
     for _ in range(updates):
         before = text(drv, "#updated")
-        wait_for(lambda: text(drv, "#updated") != before, timeout=5, what="a new stream update")
+        wait_for(lambda before=before: text(drv, "#updated") != before, timeout=5, what="a new stream update")
 
 
 def paused_in_api(stack: TestStack, agent: str) -> list[bool]:

@@ -175,7 +175,7 @@ def test_post_call_survey_is_stored_in_each_language(stack: TestStack) -> None:
     for lang, (caller, proc) in procs.items():
         res = stack.sipp.finish(proc, timeout=120)
         assert res.ok, f"{lang}: {res.errors}"
-        r = wait_for(lambda: [x for x in records_for(stack, caller) if x.get("outcome")], timeout=15,
+        r = wait_for(lambda caller=caller: [x for x in records_for(stack, caller) if x.get("outcome")], timeout=15,
                      what=f"the survey call's record ({lang})")[0]
         assert r["outcome"] == "answered" and r["survey"] == "4", r
         assert r["language"] == lang

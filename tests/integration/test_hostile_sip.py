@@ -62,4 +62,4 @@ def test_a_caller_claiming_to_be_the_trunk_from_another_address_is_refused_and_l
         t1 = time.time()
         real = stack.sipp.call(script, extension=stack.extension, caller=caller, timeout_s=40)
         assert real.ok, (caller, real.errors)
-        wait_for(lambda: len(short_menu_calls(t1)) == 1, timeout=10, what=f"the call from {caller} in the menu")
+        wait_for(lambda t1=t1: len(short_menu_calls(t1)) == 1, timeout=10, what=f"the call from {caller} in the menu")

@@ -357,7 +357,7 @@ async def test_a_refused_mobile_never_becomes_a_queue_member() -> None:
     cfg = dataclasses.replace(_cfg(), agents=(AgentConfig("1001", queues=("support",), mobile=PREMIUM),
                                               AgentConfig("1002", queues=("support",), mobile="447911123456")))
     roster = SimpleNamespace(agents={a.id: a for a in cfg.agents}, logged_in={"1001": True, "1002": True})
-    loop = BalanceLoop(cfg, CallCenterState(), SimpleNamespace(connected=True), roster, guard=guard)  # type: ignore
+    loop = BalanceLoop(cfg, CallCenterState(), SimpleNamespace(connected=True), roster, guard=guard)  # type: ignore[arg-type]  # stand-ins
     assert loop.snapshot(0.0).agents["1002"].fallback_interface == ""       # not asked yet: not a member
     await loop.check_mobiles(100.0)
     agents = loop.snapshot(100.0).agents
@@ -367,6 +367,6 @@ async def test_a_refused_mobile_never_becomes_a_queue_member() -> None:
     await loop.check_mobiles(130.0)                                          # cached: not asked or reported again
     await loop.check_mobiles(200.0)                                          # asked again, still refused: once
     assert refused_metric(guard, "agent_mobile", "type_premium_rate") == 1
-    no_guard = BalanceLoop(cfg, CallCenterState(), SimpleNamespace(connected=True), roster)  # type: ignore
+    no_guard = BalanceLoop(cfg, CallCenterState(), SimpleNamespace(connected=True), roster)  # type: ignore[arg-type]  # stand-ins
     await no_guard.check_mobiles(0.0)
     assert no_guard.snapshot(0.0).agents["1002"].fallback_interface == ""

@@ -81,10 +81,10 @@ def state_with(queue: str, *, waiting: int = 0, serving: int = 0, paused: int = 
     return st
 
 
-def service(state: CallCenterState, pending: Mapping[str, int] | Exception = {}, *,
+def service(state: CallCenterState, pending: Mapping[str, int] | Exception = {}, *,  # noqa: B006 - read, never changed
             forecast: ForecastConfig | None = None, roster: list[tuple[str, ...]] | None = None,
             clock: Clock | None = None, connected: bool = True, observed: list[float] | None = None,
-            settings: PromiseConfig = PromiseConfig()) -> PromiseService:
+            settings: PromiseConfig = PromiseConfig()) -> PromiseService:  # noqa: B008 - a frozen dataclass
     async def pending_by_queue() -> Mapping[str, int]:
         if isinstance(pending, Exception):
             raise pending
