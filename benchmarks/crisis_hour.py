@@ -58,18 +58,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from ivr.devtools import crisis  # noqa: E402
-from ivr.devtools.crisis_report import compare, format_table, self_served, simulator_prediction  # noqa: E402
+from ivr.devtools.crisis_report import format_table, predict  # noqa: E402
 from ivr.devtools.crisis_stack import Options, Replay  # noqa: E402
 from ivr.devtools.stack import missing_tools  # noqa: E402
-
-def prediction(replay: Replay, args: argparse.Namespace) -> dict[str, Any]:
-    """The simulator's figures for the same hour and seed (self-service as on the stack, when the
-    controller run was made); with --seconds the simulator still runs the whole hour (noted)."""
-    gone = self_served(replay.trace) if "controller" in args.runs else []
-    sim = simulator_prediction(replay.profile, replay.seed, replay.hour, args.factor, gone)
-    if args.seconds is not None:
-        sim = {m: {**v, "note": "the whole hour (the runs: only its first seconds)"} for m, v in sim.items()}
-    return sim
 
 
 def reprint(path: str, as_json: bool) -> int:
@@ -79,9 +70,7 @@ def reprint(path: str, as_json: bool) -> int:
                    profile=Path(result["profile_path"]), seed=result["seed"], hour=result["hour"],
                    factor=result["factor"], press0=result["press0"], window_s=result.get("seconds"))
     replay = Replay(opts)
-    args = argparse.Namespace(runs=",".join(result["runs"]), factor=result["factor"], seconds=result.get("seconds"))
-    result["simulator"] = prediction(replay, args)
-    result["compare"] = compare(result)
+    predict(result, replay.profile, replay.seed, replay.hour, replay.trace)
     shutil.rmtree(opts.workdir, ignore_errors=True)
     print(json.dumps(result, indent=1) if as_json else format_table(result))
     return 0
@@ -97,9 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--press0", type=float, default=0.2,
                    help="share of self-service callers who then press 0 for an agent, for a profile without a "
                         "menu section (with one, the simulator's own draws decide; default 0.2)")
-    p.add_argument("--connect", action="store_true",
-                   help="the simulator's prediction carries app_queue's 1 s poll and the ring (0.6 s x factor per "
-                        "queued caller)")
     p.add_argument("--notices", type=int, help="contacts of a notice campaign just before the wave (default: none)")
     p.add_argument("--runs", default="static,controller", help="runs to do (default static,controller)")
     p.add_argument("--seconds", type=float, help="only the first SECONDS (compressed) of the hour")
@@ -130,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     made_tmp = args.workdir is None
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="ivr-crisis-")).resolve()
     opts = Options(workdir=workdir, profile=Path(args.profile), seed=args.seed, hour=args.hour, factor=args.factor,
-                   press0=args.press0, window_s=args.seconds, drain_s=args.drain, notices=args.notices, connect=args.connect,
+                   press0=args.press0, window_s=args.seconds, drain_s=args.drain, notices=args.notices,
                    tick=args.tick, port_base=args.port_base, cap_s=20.0 if args.smoke else None)
 
     def on_term(_sig: int, _frame: Any) -> None:
@@ -161,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = 1
     finally:
         replay.stop()
-    result["simulator"] = prediction(replay, args)
-    result["compare"] = compare(result)
+    predict(result, replay.profile, replay.seed, replay.hour, replay.trace)
     result["complete"] = rc == 0 and len(result["runs"]) == len(runs)
     result["duration_s"] = round(time.time() - started, 1)
     if args.out:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 from typing import Any, Iterable, Sequence
 
+from .connect_latency import ConnectLatency, pooled
 from .simulate import Caller, Profile, Simulation
 from .crisis import TraceCall
 
@@ -81,6 +82,38 @@ def simulator_prediction(p: Profile, seed: int, hour: int, factor: float,
     return out
 
 
+def measured_latency(runs: dict[str, dict[str, Any]]) -> ConnectLatency | None:
+    """app_queue's turn + ring per call, measured on the runs (pooled over their answered calls)."""
+    return pooled(ConnectLatency(**{k: r["connect_latency"][k] for k in ("connects", "turn_s", "ring_s")})
+                  for r in runs.values() if r.get("connect_latency"))
+
+
+def predict(result: dict[str, Any], p: Profile, seed: int, hour: int, trace: Sequence[TraceCall]) -> None:
+    """The simulator's figures beside a replay's ``result`` (its ``runs``, ``factor``, ``seconds``):
+    ``simulator`` with app_queue's latency the runs measured on every call (``connect_latency``),
+    ``simulator_no_latency`` without it, and ``compare``. Self-service as on the stack when the controller
+    ran; with ``seconds`` (a part of the hour) the simulator still runs the whole hour (noted)."""
+    factor = result["factor"]
+    gone = self_served(trace) if "controller" in result["runs"] else []
+    lat = measured_latency(result["runs"])
+    result["connect_latency"] = lat.to_dict() if lat else None
+    saved = p.connect_s
+
+    def run(connect_s: float) -> dict[str, dict[str, Any]]:
+        p.connect_s = connect_s * factor
+        try:
+            sim = simulator_prediction(p, seed, hour, factor, gone)
+        finally:
+            p.connect_s = saved
+        if result.get("seconds") is not None:
+            sim = {m: {**v, "note": "the whole hour (the runs: only its first seconds)"} for m, v in sim.items()}
+        return sim
+
+    result["simulator"] = run(lat.total_s if lat else 0.0)
+    result["simulator_no_latency"] = run(0.0) if lat else result["simulator"]
+    result["compare"] = compare(result)
+
+
 def self_served(trace: Sequence[TraceCall]) -> list[int]:
     """The callers (indexes in ``make_callers``) who end in self-service on the controller's line."""
     return [c.idx for c in trace if not c.queues_in_controller]
@@ -127,6 +160,10 @@ def compare(result: dict[str, Any]) -> dict[str, Any]:
         partial = result.get("seconds") is not None   # a part of the hour against the whole: not comparable
         out[key] = {"stack": stack, "simulator": pred, "simulator_no_self_service": plain,
                     "agree_25pct": None if partial else agreement(stack, pred)}
+        bare = result.get("simulator_no_latency")
+        if bare and bare is not sim:
+            out[key]["simulator_no_latency"] = ratio((bare.get("balanced_ss") or bare["balanced"])[key],
+                                                     bare["static"][key])
     return out
 
 
@@ -161,13 +198,20 @@ def format_table(result: dict[str, Any]) -> str:
                  + ("; static (sim): no static replay on the stack, the simulator's static figures" if by_sim else ""))
     if result.get("seconds") is not None:
         lines.append(f"(the runs replay the first {result['seconds']:g} s only; the simulator ran the whole hour)")
+    lat = result.get("connect_latency")
+    if lat:
+        lines.append(f"app_queue's latency per call, measured on the runs ({lat['connects']} calls): turn "
+                     f"{lat['turn_s']:.2f} s + ring {lat['ring_s']:.2f} s = {lat['total_s']:.2f} s (x{f:g} = "
+                     f"{lat['total_s'] * f:.1f} s of the hour); the simulator's columns carry it")
     for key, c in result["compare"].items():
         verdict = {True: "agree within 25 %", False: "DISAGREE (> 25 %)",
                    None: "n/a" + (" (a part of the hour only)" if result.get("seconds") is not None else "")
                    }[c["agree_25pct"]]
         lines.append(f"improvement {key} controller/static: stack {_cell(c['stack'], '{:.2f}')}, simulator "
                      f"{_cell(c['simulator'], '{:.2f}')} (without self-service "
-                     f"{_cell(c['simulator_no_self_service'], '{:.2f}')}): {verdict}")
+                     f"{_cell(c['simulator_no_self_service'], '{:.2f}')}"
+                     + (f"; without the latency {_cell(c['simulator_no_latency'], '{:.2f}')}"
+                        if "simulator_no_latency" in c else "") + f"): {verdict}")
     for mode, r in runs.items():
         lines.append(f"{mode}: SIPp {r['sipp_successful']} ok / {r['sipp_failed']} failed, AGI calls "
                      f"{r['agi_calls']}, records {r['records']}, queue_log {r['queue_log_check']}, balancing "

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
-from . import crisis, crisis_report
-from ..app.config import PROJECT_ROOT
+from . import connect_latency, crisis, crisis_report
+from ..app.config import PROJECT_ROOT, load_secrets
 from .sipp import Sipp, free_port
 from .stack import Stack, StackError, pick_port_base, seed_refund
 
@@ -30,7 +30,6 @@ NOTICE_CAMPAIGN = "crisis-notice"
 NOTICE_ENDINGS = ("1", "4", "5", "6", "9", "2", "1", "4")
 
 
-CONNECT_REAL_S = 0.6                 # app_queue's 1 s poll (0.5 s on average) + the agent phone's 0.1 s ring
 
 
 @dataclass
@@ -44,7 +43,6 @@ class Options:
     window_s: float | None = None    # only the first seconds (compressed) of the hour (smoke runs)
     drain_s: float = 150.0           # after the last arrival, at most this long for the calls to end
     notices: int | None = None       # contacts of a notice campaign just before the wave (None: none)
-    connect: bool = False            # the prediction carries app_queue's poll + ring (CONNECT_REAL_S x factor)
     notice_lead_s: float = 10.0      # the campaign starts this long (compressed) before the first caller
     tick: float = 1.0                # balance.interval of the controller run
     port_base: int | None = None
@@ -58,10 +56,9 @@ class Replay:
         self.opts, self.out, self.live = opts, out, live
         self.profile, notices = crisis.load_profile_raw(opts.profile)
         self.profile.retry_share = 0.0     # SIPp callers who give up do not call again: nor in the prediction
-        # what does not compress between an agent freed and a waiting caller connected (app_queue's 1 s poll
-        # and the phone's ring, ~0.6 s) is left out of the prediction: docs/crisis-day.md shows what it
-        # changes (--connect puts it in)
-        self.profile.connect_s = CONNECT_REAL_S * opts.factor if opts.connect else 0.0
+        # what does not compress (app_queue's turn and the phone's ring on every call) is measured on each
+        # run (connect_latency) and put into the prediction afterwards (Profile.connect_s)
+        self.profile.connect_s = 0.0
         p = self.profile
         self.seed = p.seed if opts.seed is None else opts.seed
         self.hour = crisis.peak_hour(p) if opts.hour is None else opts.hour
@@ -222,6 +219,7 @@ class Replay:
         self.log(f"[{mode}] replaying {len(self.trace)} callers over {self.span:.0f} s (x{o.factor:g} compressed "
                  f"hour {self.hour:02d}:00 of {self.profile.name}, seed {self.seed}) to {len(self.roster)} agents; "
                  f"{len(self.callers)} SIPp caller processes")
+        tap = self._tap()
         samples, events = self._watch(mode, info, t0, tail)
         results = []
         for r in self.callers:
@@ -233,6 +231,10 @@ class Replay:
             results.append(sipp._result(r.argv, r.proc.returncode, out or ""))
         self._wait_quiet(info)
         res = self.collect(mode, info, h0, t0, samples, events, results)
+        lat = connect_latency.measure(tap.stop())
+        res["connect_latency"] = lat.to_dict() if lat else None
+        if tap.error:
+            res["connect_latency_error"] = tap.error
         if mode == "controller" and self.notices:
             c = self.get(info, f"/api/v1/campaigns/{NOTICE_CAMPAIGN}")
             res["notices"] = {"state": c["state"], "counts": {k: v for k, v in c["counts"].items() if v}}
@@ -240,6 +242,15 @@ class Replay:
         self.stack.down()   # type: ignore[union-attr]
         self.stack = None
         return res
+
+    def _tap(self) -> connect_latency.AmiTap:
+        """A second AMI session that records the queue events: app_queue's latency per call."""
+        cfg = self.stack.config()   # type: ignore[union-attr]  # reason: run() brought the stack up
+        secret = str(load_secrets(self.stack.secrets_path).get("ami_secret", ""))   # type: ignore[union-attr]  # reason: idem
+        tap = connect_latency.AmiTap(cfg.asterisk.ami_port, cfg.asterisk.ami_username, secret).start()
+        if tap.error:
+            self.log(f"connect latency not measured: {tap.error}")
+        return tap
 
     def _watch(self, mode: str, info: dict[str, Any], t0: float,
                tail: crisis.LogTail) -> tuple[list[dict[str, Any]], dict[str, Any]]:

@@ -334,9 +334,7 @@ def run_crisis_demo(opts: CrisisDemoOptions, out: Any = sys.stdout) -> dict[str,
     finally:
         signal.signal(signal.SIGTERM, old)
         replay.stop()
-    result["simulator"] = crisis_report.simulator_prediction(p, replay.seed, replay.hour, opts.factor,
-                                                      crisis_report.self_served(replay.trace))
-    result["compare"] = crisis_report.compare(result)
+    crisis_report.predict(result, p, replay.seed, replay.hour, replay.trace)
     print("", file=out)
     print(crisis_report.format_table(result), file=out)
     if not opts.with_static:

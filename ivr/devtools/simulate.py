@@ -76,9 +76,10 @@ class Profile:
     callback_promise_s: float | str = "auto"   # what the caller is promised: seconds, or "auto" (forecast)
     callback_ring_s: float = 15.0           # dispatch -> customer answers (the dialling in flight)
     tick_s: float = 1.0
-    connect_s: float = 0.0                  # from an agent freed to a caller who waited talking to them: app_queue
-                                            # polls waiting callers every second (0.5 s on average) and the
-                                            # phone rings; nothing beside 171 s calls, 6 s of a 10x compressed hour
+    connect_s: float = 0.0                  # from "a caller and a free agent" to "they talk", on every call:
+                                            # app_queue's turn check and the phone's ring (~0.45 s measured,
+                                            # devtools/connect_latency.py); nothing beside 171 s calls, but 4.5 s
+                                            # of a 10x compressed hour: the crisis-hour replay puts it in
     drop_share: float = 0.0                 # share of callers whose call drops while they wait
     drop_after_s: float = 120.0             # mean time in the queue before the drop (exponential)
     recall_share: float = 0.8               # share of dropped callers who call again
@@ -630,8 +631,7 @@ class Simulation:
         """Connect the head caller (called-back customers first) to agent ``a``."""
         c = q.prio.popleft() if q.prio else q.line.popleft()
         q.waiting -= 1
-        joined = c.cb_join if c.outcome == CALLBACK else c.join
-        delay = self.p.connect_s if self._now > joined else 0.0     # a caller who waited: app_queue's poll
+        delay = self.p.connect_s                                   # app_queue's turn + the ring
         now = self._now + delay
         if c.outcome == CALLBACK:
             c.cb_at, hold, handle = now, now - c.cb_join, c.cb_handle

@@ -155,9 +155,11 @@ def test_the_crisis_day_profile_loads_and_its_static_line_is_the_calibrated_one(
     assert 171 * 0.85 <= sum(s["asa_s"] for s in days) / 5 <= 171 * 1.15
 
 
-def test_connect_time_is_added_to_the_waits_of_callers_who_queued_only() -> None:
-    calm = menu_profile([60, 0], core=20)                        # nobody waits: no connect time
+def test_connect_time_is_added_to_every_answered_call() -> None:
+    # app_queue's turn and the ring come on every call, also when an agent is free at once (measured)
+    calm, calm_slow = menu_profile([60, 0], core=20), menu_profile([60, 0], core=20, connect_s=6.0)
     assert Simulation(calm, "static", hours=(0, 2)).run().summary()["asa_s"] == 0.0
+    assert Simulation(calm_slow, "static", hours=(0, 2)).run().summary()["asa_s"] == pytest.approx(6.0)
     busy, slow = menu_profile([300, 0], core=4), menu_profile([300, 0], core=4, connect_s=6.0)
     a, b = (Simulation(p, "static", hours=(0, 2)).run().summary() for p in (busy, slow))
     assert b["asa_s"] > a["asa_s"]
