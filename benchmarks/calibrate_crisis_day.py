@@ -28,7 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ivr.devtools.simulate import Profile, Simulation, load_profile  # noqa: E402
+from ivr.devtools.sim_engine import Simulation  # noqa: E402
+from ivr.devtools.sim_model import Profile, load_profile  # noqa: E402
 
 PROFILE = ROOT / "profiles" / "crisis-day.yaml"
 REPORT = {"answered": 3807.0, "asa_s": 171.0, "peak_inbound": 499.0}

@@ -30,7 +30,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ivr.devtools.simulate import Simulation, apply_variant, load_profile  # noqa: E402
+from ivr.devtools.sim_engine import Simulation  # noqa: E402
+from ivr.devtools.sim_model import apply_variant, load_profile  # noqa: E402
 
 PROFILE = ROOT / "profiles" / "crisis-day.yaml"
 KEYS = ("offered", "answered", "abandoned_pct", "asa_s", "avg_wait_s", "p90_wait_s", "self_service", "served",

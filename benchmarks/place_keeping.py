@@ -20,7 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ivr.devtools.simulate import ROOT as _ROOT, Simulation, load_profile  # noqa: E402
+from ivr.devtools.sim_engine import Simulation  # noqa: E402
+from ivr.devtools.sim_model import ROOT as _ROOT, load_profile  # noqa: E402
 
 DEFAULT_PROFILE = _ROOT / "profiles" / "default.yaml"   # the figures in docs/benchmarks.md
 

@@ -23,7 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ivr.devtools.simulate import format_table, load_profile, run_modes, write_chart  # noqa: E402
+from ivr.devtools.sim_engine import run_modes  # noqa: E402
+from ivr.devtools.sim_model import load_profile  # noqa: E402
+from ivr.devtools.simulate import format_table, write_chart  # noqa: E402
 
 
 def chart(path: Path, hourly: dict[str, list[float]], h0: int, title: str) -> str:

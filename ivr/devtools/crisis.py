@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import yaml
 
-from .simulate import Profile, build_roster, make_callers
+from .sim_model import Profile, build_roster, make_callers
 from ..app.config import PROJECT_ROOT, PromiseConfig
 from .sipp import _SDP, CallerScript, Sipp, _uas_hangup, free_port, free_port_pair
 

@@ -12,7 +12,8 @@ import heapq
 from typing import Any, Iterable, Sequence
 
 from .connect_latency import ConnectLatency, pooled
-from .simulate import Caller, Profile, Simulation
+from .sim_engine import Simulation
+from .sim_model import Caller, Profile
 from .crisis import TraceCall
 
 

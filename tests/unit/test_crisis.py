@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import yaml
 
 from ivr.devtools import crisis, crisis_report
-from ivr.devtools.simulate import load_profile, make_callers
+from ivr.devtools.sim_model import load_profile, make_callers
 from ivr.app.config import PROJECT_ROOT
 
 PROFILE = PROJECT_ROOT / "profiles" / "default.yaml"

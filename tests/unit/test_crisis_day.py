@@ -6,7 +6,8 @@ from typing import Any
 import pytest
 
 from ivr.balance.menu_mix import CALLBACK, QUEUE, SELF_SERVICE, branch_routes, check_shares, load_routes
-from ivr.devtools.simulate import ROOT, Profile, Simulation, apply_variant, load_profile, make_callers
+from ivr.devtools.sim_engine import Simulation
+from ivr.devtools.sim_model import ROOT, Profile, apply_variant, load_profile, make_callers
 from ivr.menu.schema import parse_menu
 
 ALL = ["refunds", "rebooking", "support"]

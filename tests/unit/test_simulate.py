@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
-from ivr.devtools.simulate import Profile, Simulation, load_profile, main, run_modes
+from ivr.devtools.sim_engine import Simulation, run_modes
+from ivr.devtools.sim_model import Profile, load_profile
+from ivr.devtools.simulate import main
 
 ROOT = Path(__file__).resolve().parents[2]
 ALL = ["refunds", "rebooking", "support"]
