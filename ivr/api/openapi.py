@@ -297,9 +297,9 @@ def markdown(app: web.Application, public: set[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .app import PUBLIC, build_app
+    from .app import PUBLIC, build_app   # the command-line entry only: the app's modules never import this one's main
     argv = sys.argv[1:] if argv is None else argv
-    app = build_app(None)  # type: ignore[arg-type]   # the route table only: nothing is started
+    app = build_app(None)   # the route table only: nothing is started
     if "--markdown" in argv:
         print(markdown(app, PUBLIC), end="")
     else:
