@@ -1,14 +1,16 @@
 """Who may call the API: bearer tokens, the failed-login count per address, stream tickets, the audit log.
 
-``AccessService`` is what the middleware (``ivr/api/app.py``) and the ticket and audit routes call; the tokens,
-tickets and counts are kept in the store (``ivr.store.redis_store.Store``), hashed.
+``AccessService`` is what the middleware (``ivr/api/app.py``) and the ticket and audit routes call;
+``TokenAdmin`` is what ``ivr token`` calls. The tokens, tickets and counts are kept in the store
+(``ivr.store.redis_store.Store``), hashed.
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping, Protocol
 
-from ..store.redis_store import STREAM_TICKET_TTL
+from ..core.service_errors import Invalid
+from ..store.redis_store import ROLES, STREAM_TICKET_TTL
 
 
 class TokenStore(Protocol):
@@ -60,3 +62,38 @@ class AccessService:
 
     async def audit_log(self, count: int = 500) -> list[dict[str, Any]]:
         return await self._audit.audit_log(count)
+
+
+class TokenBook(Protocol):
+    """The store's token records, for their administration (``ivr.store.redis_store.Store``)."""
+    async def create_token(self, name: str, role: str) -> str: ...
+
+    async def list_tokens(self) -> list[dict[str, Any]]: ...
+
+    async def revoke_token(self, name_or_id: str) -> int: ...
+
+    async def audit(self, who: str, action: str, target: str, old: Any, new: Any) -> None: ...
+
+
+class TokenAdmin:
+    """Creating, listing and revoking API tokens (``ivr token``), each change in the audit log."""
+
+    def __init__(self, tokens: TokenBook) -> None:
+        self._tokens = tokens
+
+    async def create(self, name: str, role: str, *, by: str) -> str:
+        """A new token for ``name`` with ``role``: returned once, stored hashed."""
+        if role not in ROLES or not name:
+            raise Invalid(f"create needs --name and --role ({', '.join(ROLES)})")
+        token = await self._tokens.create_token(name, role)
+        await self._tokens.audit(by, "token.create", name, None, role)
+        return token
+
+    async def list(self) -> list[dict[str, Any]]:
+        return await self._tokens.list_tokens()
+
+    async def revoke(self, name_or_id: str, *, by: str) -> int:
+        """Revoke every token of that name (or id); how many."""
+        gone = await self._tokens.revoke_token(name_or_id)
+        await self._tokens.audit(by, "token.revoke", name_or_id, None, gone)
+        return gone

