@@ -33,7 +33,8 @@ class AmiActions(Protocol):
 
 class QueueMembership(Protocol):
     """What the live call-centre state tells about an agent's phone (``CallCenterState``)."""
-    queues: Mapping[str, Any]
+    @property
+    def queues(self) -> Mapping[str, Any]: ...
 
     def on_a_call(self, interface: str) -> bool: ...
 
