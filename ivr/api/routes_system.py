@@ -8,7 +8,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .http import DASHBOARD_PATHS, HEALTH, OPENAPI, PUBLIC, STATIC_FILES, json_error, requires
-from .openapi import spec
+from .openapi_spec import spec
 from .services import ACCESS, SYSTEM
 
 log = logging.getLogger(__name__)
