@@ -110,7 +110,8 @@ def check_profile(cfg: Config, data: Mapping[str, Any], *, partial: bool) -> dic
 class Roster:
     """Agents from the config and from Redis, login state from Redis (cached; written through)."""
 
-    def __init__(self, cfg: Config, store: Store, guard: OutboundGuard | None = None) -> None:
+    def __init__(self, cfg: Config, store: Store, guard: OutboundGuard | None = None, *,
+                 on_accounts_changed: Callable[[], Awaitable[None]] | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.guard = guard or OutboundGuard(cfg, store)   # an agent's mobile is a call out through the trunk
@@ -120,7 +121,7 @@ class Roster:
         self.added: dict[str, str] = {}          # runtime agent id -> md5 digest credential
         self.changed_at = 0.0
         # called after an agent is added or removed (writes the SIP accounts, reloads res_pjsip)
-        self.on_accounts_changed: Callable[[], Awaitable[None]] | None = None
+        self.on_accounts_changed = on_accounts_changed
         self._hashing = asyncio.Semaphore(PIN_HASH_THREADS)
 
     def _key(self, agent_id: str) -> str:

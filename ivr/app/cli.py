@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from .cli_offline import cmd_banner, cmd_campaign, cmd_report, cmd_token
 from .config import ConfigError, load
 
 
@@ -120,64 +121,6 @@ def cmd_menus_check(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
-def cmd_banner(args: argparse.Namespace) -> int:
-    from ..banner.service import BannerError, BannerService, live_prompts_dir
-    from ..store.redis_store import Store
-
-    cfg = load(args.config)
-
-    async def run() -> int:
-        store = Store.from_config(cfg.redis)
-        service = BannerService(store, live_prompts_dir(cfg), cfg.languages)
-        try:
-            if args.action == "set":
-                data = await service.set(args.lang, " ".join(args.text), by="cli")
-                print(json.dumps(data, ensure_ascii=False))
-            elif args.action == "clear":
-                await service.clear(args.lang, by="cli")
-                print(json.dumps({"lang": args.lang, "banner": None}))
-            else:
-                print(json.dumps(await service.all(), ensure_ascii=False, indent=2))
-        except BannerError as exc:
-            print(f"ivr banner: {exc}", file=sys.stderr)
-            return 2
-        finally:
-            await store.close()
-        return 0
-
-    return asyncio.run(run())
-
-
-def cmd_token(args: argparse.Namespace) -> int:
-    from ..store.redis_store import ROLES, Store
-
-    cfg = load(args.config)
-
-    async def run() -> int:
-        store = Store.from_config(cfg.redis)
-        try:
-            if args.action == "create":
-                if args.role not in ROLES or not args.name:
-                    print(f"ivr token: create needs --name and --role ({', '.join(ROLES)})", file=sys.stderr)
-                    return 2
-                token = await store.create_token(args.name, args.role)
-                await store.audit("cli", "token.create", args.name, None, args.role)
-                print(token)
-                print(f"token for {args.name!r} ({args.role}): shown once, stored hashed", file=sys.stderr)
-            elif args.action == "list":
-                print(json.dumps(await store.list_tokens(), indent=2))
-            else:
-                n = await store.revoke_token(args.name)
-                await store.audit("cli", "token.revoke", args.name, None, n)
-                print(json.dumps({"revoked": n}))
-                return 0 if n else 1
-        finally:
-            await store.close()
-        return 0
-
-    return asyncio.run(run())
-
-
 def _api_call(args: argparse.Namespace, method: str, path: str, body: object = None) -> tuple[int, object]:
     """Call the running controller's API (agents added at run time need it: it reloads Asterisk)."""
     import os
@@ -242,105 +185,6 @@ def cmd_agent(args: argparse.Namespace) -> int:
     if args.action == "add":
         print("the SIP password is shown once: give it to the agent now", file=sys.stderr)
     return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from ..reports import service as reports
-    from ..store.redis_store import Store
-
-    cfg = load(args.config)
-    try:
-        tz = reports.parse_tz(args.tz)
-        query = {k: v for k, v in (("since", args.since), ("until", args.until), ("hours", args.hours)) if v}
-        start, end = reports.window_from(query, tz, args.by)
-    except reports.ReportError as exc:
-        print(f"ivr report: {exc}", file=sys.stderr)
-        return 2
-
-    async def run() -> int:
-        store = Store.from_config(cfg.redis)
-        try:
-            data = await reports.report(store.redis, cfg.redis.prefix, start=start, end=end, by=args.by, tz=tz,
-                                        sl_target=args.sl_target)
-        except reports.ReportError as exc:
-            print(f"ivr report: {exc}", file=sys.stderr)
-            return 2
-        finally:
-            await store.close()
-        rows = data["rows"] + ([data["total"]] if data["rows"] else [])
-        if args.format == "json":
-            print(json.dumps(data, indent=2))
-        elif args.format == "csv":
-            print(reports.to_csv(rows), end="")
-        else:
-            print(reports.to_table(rows) if data["rows"] else "no calls in this period")
-        if args.csv:
-            Path(args.csv).write_text(reports.to_csv(rows), encoding="utf-8")
-            print(f"CSV written to {args.csv}", file=sys.stderr)
-        return 0
-
-    return asyncio.run(run())
-
-
-def cmd_campaign(args: argparse.Namespace) -> int:
-    import yaml
-
-    from ..campaigns import contacts
-    from ..campaigns.dialer import Dialer
-    from ..campaigns.model import CampaignError, parse_campaign
-    from ..store.redis_store import Store
-
-    cfg = load(args.config)
-
-    async def run() -> int:
-        store = Store.from_config(cfg.redis)
-        dialer = Dialer(cfg, store, None)  # type: ignore[arg-type]  # no AMI needed to manage campaigns
-        prefix = store.keys.prefix
-        try:
-            if args.action == "create":
-                data = yaml.safe_load(Path(args.file).read_text(encoding="utf-8"))
-                campaign = parse_campaign(data, queues=frozenset(cfg.queue_names()), languages=cfg.languages)
-                await dialer.create(campaign, by="cli")
-                print(json.dumps(campaign.to_dict(), ensure_ascii=False))
-            elif args.action == "import":
-                found = await dialer.get(args.id)
-                if found is None:
-                    raise CampaignError(f"no campaign {args.id!r}")
-                path = Path(args.csv)
-                report = await contacts.import_csv(
-                    store.redis, prefix, args.id, path, default_region=args.region,
-                    default_lang=found[0].default_lang, allowed_prefixes=found[0].allowed_prefixes,
-                    progress=contacts.progress_bar(path.stat().st_size),
-                    errors_path=Path(args.errors) if args.errors else None, batch=250)
-                print(json.dumps({"rows": report.rows, "imported": report.imported, "merged": report.merged,
-                                  "dnc": report.dnc, "rejected": report.rejected}))
-                for line, reason in report.errors[:20]:
-                    print(f"line {line}: {reason}", file=sys.stderr)
-                if report.rejected > 20:
-                    print(f"... {report.rejected - 20} more rejected rows"
-                          + (f" (all in {args.errors})" if args.errors else " (use --errors FILE for all)"),
-                          file=sys.stderr)
-            elif args.action in ("start", "pause", "stop"):
-                state = {"start": "running", "pause": "paused", "stop": "stopped"}[args.action]
-                await dialer.set_state(args.id, state, by="cli")
-                print(json.dumps({"id": args.id, "state": state}))
-            elif args.action == "export":
-                out = open(args.out, "w", newline="", encoding="utf-8") if args.out else sys.stdout
-                try:
-                    await contacts.export_csv(store.redis, prefix, args.id, out)
-                finally:
-                    if args.out:
-                        out.close()
-            else:
-                print(json.dumps(await dialer.list(), indent=2))
-        except (CampaignError, KeyError, ValueError, OSError) as exc:
-            print(f"ivr campaign: {exc}", file=sys.stderr)
-            return 2
-        finally:
-            await store.close()
-        return 0
-
-    return asyncio.run(run())
 
 
 def build_parser() -> argparse.ArgumentParser:

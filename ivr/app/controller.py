@@ -21,8 +21,7 @@ from .aiotasks import cancel_and_wait
 from ..core import names as ev
 from ..asterisk.ami_client import AmiClient, AmiError
 from .config import Config
-from ..balance.erlang import estimate_wait
-from ..balance.forecast import MIN_HISTORY
+from ..balance.waits import WaitEstimates
 from ..banner.service import BannerService, live_prompts_dir
 from ..callbacks.service import CallbackDispatcher
 from ..continuity.service import Continuity
@@ -43,12 +42,34 @@ from ..asterisk.provision import SipProvisioner
 from ..agents.roster import Roster
 from ..asterisk.state import CallCenterState
 from ..store.redis_store import Store
+from ..agents.service import AgentService
+from ..api.access import AccessService
+from ..api.app import build_app
+from ..api.clientip import ClientAddress
+from ..api.live import LiveView
+from ..api.services import Services
+from ..callbacks.queries import CallbackQueries
+from ..campaigns.service import CampaignService
+from ..continuity.callers import CallerService
+from ..outcomes.desk import OutcomesDesk
+from ..refunds.desk import RefundDesk
+from ..reports.reporting import ReportService
+from .system import SystemService
+from .wiring import Later
 
 log = logging.getLogger(__name__)
 
 
 class Controller:
-    """Everything one controller node runs, started and stopped in order."""
+    """Everything one controller node runs, started and stopped in order.
+
+    The constructor is the composition root: each part is built once, in dependency order, and given its
+    collaborators in its constructor. Two kinds of reference reach forward, both explicit: the AMI client's
+    event and reconnect handlers are this object's methods (``_on_ami_event``, ``_resync``), which run only
+    after ``start()``, when every part exists; and the balancing loop, built on the roster, is reached by the
+    roster and the phone login through ``balance_ref`` (``ivr.app.wiring.Later``), bound right after it is
+    built. The HTTP layer is built from ``self.services`` only (``ivr.api.services.Services``).
+    """
 
     # declared ahead: lambdas made before they are assigned in __init__ refer to them
     ami: AmiClient
@@ -60,102 +81,74 @@ class Controller:
         self.started_at = time.time()
         self.store = store or Store.from_config(cfg.redis)
         self.state = CallCenterState()
-        self.recorder = CallRecorder(self.store, inbound=frozenset(number for number, _ in cfg.routes()))
         self.metrics = Metrics()
-        self.guard = OutboundGuard(cfg, self.store, self.metrics)   # every call out through the trunk
-        self.continuity = Continuity(cfg.continuity, self.store)
-        self.continuity.guard = self.guard
-        self.continuity.channel_alive = lambda uid: not self.ami.connected or uid in self.state.channels
-        self.recorder.on_finished = self._call_finished
-        self.backends = {"refunds": RefundsBackend(self.store)}
-        self.menus = MenuSet(cfg.dialplans_dir, frozenset(cfg.queue_names()), cfg.languages,
-                             frozenset(self.backends))
+        a = cfg.asterisk
+        self.ami = AmiClient(a.ami_host, a.ami_port, a.ami_username, a.ami_secret,
+                             on_event=self._on_ami_event, on_connected=self._resync)
+        ami, state, metrics = self.ami, self.state, self.metrics
+        self.guard = OutboundGuard(cfg, self.store, metrics)   # every call out through the trunk
+        self.continuity = Continuity(cfg.continuity, self.store, guard=self.guard,
+                                     channel_alive=lambda uid: not ami.connected or uid in state.channels)
+        continuity = self.continuity if cfg.continuity.enabled else None
+        self.recorder = CallRecorder(self.store, inbound=frozenset(number for number, _ in cfg.routes()),
+                                     on_finished=self._call_finished)
         self.prompts = PromptLibrary(cfg.prompts_dir, cfg.languages[0] if cfg.languages else "en")
         self.banner = BannerService(self.store, live_prompts_dir(cfg), cfg.languages)
-        services = EngineServices(backends=self.backends, callbacks=self.store.callbacks,
-                                  surveys=self.store.surveys, estimate_wait=self.estimate_wait,
-                                  asterisk_estimate=self.asterisk_estimate,
-                                  banner=self.banner.get, fallback_queue=cfg.fallback_queue,
-                                  continuity=self.continuity if cfg.continuity.enabled else None,
-                                  queue_position=self.queue_position,
-                                  repeat_priority=cfg.continuity.repeat_priority, outbound=self.guard)
+        self.waits = WaitEstimates(state, ami, self.continuity)
+        # the balancing loop is built on the roster; the roster and the phone login wake it (bound below)
+        self.balance_ref: Later[BalanceLoop] = Later("the balancing loop")
+        self.provisioner = SipProvisioner(cfg)
+        self.roster = Roster(cfg, self.store, self.guard, on_accounts_changed=self._apply_accounts)
+        roster = self.roster
         # the callback promise: live queues (AMI), callbacks ahead (Redis), the roster's queues for the plan
-        self.promises = PromiseService(cfg.balance.promise, cfg.balance.forecast, self.state,
+        self.promises = PromiseService(cfg.balance.promise, cfg.balance.forecast, state,
                                        self.store.callbacks.pending_by_queue, cfg.queue_names(),
-                                       agent_queues=lambda: [a.queues for a in self.roster.agents.values()],
-                                       connected=lambda: self.ami.connected,
-                                       observe=self.metrics.callback_promise.observe)
-        services.promises = self.promises
+                                       agent_queues=lambda: [ag.queues for ag in roster.agents.values()],
+                                       connected=lambda: ami.connected,
+                                       observe=metrics.callback_promise.observe)
         self.outcomes = Outcomes(cfg, self.store, self.prompts)
-        services.outcomes = self.outcomes
+        self.dispatcher = CallbackDispatcher(cfg, ami, self.store.callbacks, self.prompts, self.guard,
+                                             on_made=lambda kept: metrics.callbacks_made.labels(kept).inc(),
+                                             continuity=continuity)
+        self.dialer = Dialer(cfg, self.store, ami, self.guard, continuity=continuity,
+                             on_attempt=lambda cid, outcome: metrics.campaign_attempts.labels(cid, outcome).inc())
+        self.refunds = RefundService(cfg, self.store, self.dialer, self.continuity.key, self.guard)
+        # ivr/menu/services.py's RefundsBackend takes its RefundService as an attribute (no constructor
+        # argument yet: ivr/menu/ is being reworked apart); it is given here, before anything runs
+        refunds_backend = RefundsBackend(self.store)
+        refunds_backend.service = self.refunds
+        self.backends: dict[str, Any] = {"refunds": refunds_backend}
+        self.menus = MenuSet(cfg.dialplans_dir, frozenset(cfg.queue_names()), cfg.languages,
+                             frozenset(self.backends))
+        engine_services = EngineServices(
+            backends=self.backends, callbacks=self.store.callbacks, surveys=self.store.surveys,
+            estimate_wait=self.waits.estimate_wait, asterisk_estimate=self.waits.asterisk_estimate,
+            banner=self.banner.get, fallback_queue=cfg.fallback_queue, continuity=continuity,
+            queue_position=self.waits.queue_position, repeat_priority=cfg.continuity.repeat_priority,
+            outbound=self.guard, outcomes=self.outcomes, promises=self.promises)
         self.engine = MenuEngine(self.menus, self.prompts, self.recorder,
-                                 cfg.languages[0] if cfg.languages else "en", services)
+                                 cfg.languages[0] if cfg.languages else "en", engine_services)
+        balance_ref = self.balance_ref
         self.router = AgiRouter()
         self.router.register("menu", self.engine.run)
         self.router.register("survey", self.engine.run_survey)
         self.router.register("fallback", self.engine.run_fallback)
         self.router.register("disposition", self.outcomes.by_phone)
-        self.agi = AgiServer(self.router, cfg.agi.host, cfg.agi.port,
-                             read_timeout=cfg.agi.read_timeout, max_connections=cfg.agi.max_connections)
-        self.agi.step_latency = self.metrics.agi_call.observe
-        a = cfg.asterisk
-        self.ami = AmiClient(a.ami_host, a.ami_port, a.ami_username, a.ami_secret,
-                             on_event=self._on_ami_event, on_connected=self._resync)
-        self.roster = Roster(cfg, self.store, self.guard)
-        self.provisioner = SipProvisioner(cfg)
-        self.roster.on_accounts_changed = self._apply_accounts
-        self.router.register("agent", PhoneLogin(cfg, self.roster, self.prompts,
-                                                 wake=lambda: self.balance.wake()).run)
-        self.dispatcher = CallbackDispatcher(cfg, self.ami, self.store.callbacks, self.prompts, self.guard,
-                                             on_made=lambda kept: self.metrics.callbacks_made.labels(kept).inc())
-        self.dialer = Dialer(cfg, self.store, self.ami, self.guard)
-        self.dispatcher.continuity = self.dialer.continuity = self.continuity if cfg.continuity.enabled else None
-        self.refunds = RefundService(cfg, self.store, self.dialer, self.continuity.key, self.guard)
-        self.backends["refunds"].service = self.refunds
-        self.dialer.store_metric = lambda cid, outcome: self.metrics.campaign_attempts.labels(cid, outcome).inc()
+        self.router.register("agent", PhoneLogin(cfg, roster, self.prompts, wake=lambda: balance_ref.get().wake()).run)
         self.router.register("notice", NoticeHandler(self.engine, self.dialer, self.store, self.refunds).run)
-        self.balance = BalanceLoop(cfg, self.state, self.ami, self.roster,
-                                   pending_callbacks=self.dispatcher.pending,
-                                   dispatch_callback=self.dispatcher.dispatch,
-                                   campaigns=self.dialer.campaign_views, set_pace=self.dialer.set_pace,
-                                   guard=self.guard)
+        self.agi = AgiServer(self.router, cfg.agi.host, cfg.agi.port, read_timeout=cfg.agi.read_timeout,
+                             max_connections=cfg.agi.max_connections, step_latency=metrics.agi_call.observe)
+        self.balance = balance_ref.bind(BalanceLoop(
+            cfg, state, ami, roster, pending_callbacks=self.dispatcher.pending,
+            dispatch_callback=self.dispatcher.dispatch, campaigns=self.dialer.campaign_views,
+            set_pace=self.dialer.set_pace, guard=self.guard))
+        self.stopping = asyncio.Event()
+        self.system = SystemService(node=cfg.node, store=self.store, ami=ami, agi=self.agi, menus=self.menus,
+                                    prompts=self.prompts, recorder=self.recorder, balance=self.balance,
+                                    dialer=self.dialer, dispatcher=self.dispatcher, started_at=self.started_at)
+        self.services = build_services(self)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
-        self.stopping = asyncio.Event()
-
-    def live(self) -> dict[str, Any]:
-        """Everything the dashboard shows, in one JSON-ready dict (also refreshes the live metrics)."""
-        snap = self.state.snapshot()
-        decision = self.balance.last_decision
-        for name, q in snap["queues"].items():
-            est = decision.estimates.get(name) if decision else None
-            q["estimated_wait"] = None if est is None or est == float("inf") else round(est, 1)
-            q["overflow_open"] = bool(self.balance.tiers.get(name) and self.balance.tiers[name].open)
-        for q in snap["queues"].values():
-            for c in q["callers"]:
-                known = self.continuity.context.get(c["uniqueid"])
-                if known:
-                    c["context"] = known
-        self.metrics.update_live(snap, self.ami.connected, self.ami.reconnects, self.balance.actions_by_kind)
-        agents = self.roster.describe()
-        for a in agents:
-            agent = self.roster.agents[a["id"]]
-            ifaces = agent.interfaces
-            live = [m for q in snap["queues"].values() for m in q["members"] if m["interface"] in ifaces]
-            a["status"] = live[0]["status"] if live else "not in a queue"
-            a["in_call"] = any(m["in_call"] for m in live)
-            a["paused"] = any(m["paused"] for m in live)
-            a["queues_now"] = sorted(n for n, q in snap["queues"].items()
-                                     if any(m["interface"] in ifaces for m in q["members"]))
-            a["device"] = self.state.devices.get(agent.interface, "")
-            a["on_mobile"] = bool(agent.mobile_interface) and any(
-                m["interface"] == agent.mobile_interface for m in live)
-            talking = next((m.bridged for q in self.state.queues.values() for i in ifaces
-                            if (m := q.members.get(i)) is not None and m.bridged), "")
-            if talking:   # the caller this agent is talking to, with what the IVR knew about them
-                a["caller"] = {"uniqueid": talking, **self.continuity.context.get(talking, {})}
-        return {"time": snap["time"], "node": self.cfg.node, "ami": self.ami.connected,
-                "queues": snap["queues"], "agents": agents, "history": self.metrics.hourly()}
 
     def _agent_connected(self, interface: str, uid: str) -> None:
         """Remember the call an agent's phone took last (their *7<code> disposition goes on it)."""
@@ -169,36 +162,6 @@ class Controller:
     def _call_finished(self, record: dict[str, Any]) -> None:
         self.metrics.call_finished(record)
         self.continuity.call_finished(record)
-
-    def queue_position(self, queue: str, since: float) -> int | None:
-        """Queue() position for a returning caller whose place dates from ``since`` (None: no queue known)."""
-        q = self.state.queues.get(queue)
-        if q is None:
-            return None
-        return self.continuity.queue_position(((uid, c.joined_at) for uid, c in q.callers.items()), since)
-
-    # --------------------------------------------------------------- estimates
-    def asterisk_estimate(self, queue: str) -> float | None:
-        """What app_queue would announce to a caller joining ``queue`` now: its average hold time
-        (None until the queue has answered ``MIN_HISTORY`` calls: a moving average of fewer means little)."""
-        q = self.state.queues.get(queue)
-        if q is None or not self.ami.connected or q.stats.answered < MIN_HISTORY:
-            return None
-        return float(q.asterisk_holdtime)
-
-    def estimate_wait(self, queue: str, default_aht: float = 180.0) -> float | None:
-        """Expected wait for a caller joining ``queue`` now (None when unknown)."""
-        if not self.ami.connected:
-            return None
-        q = self.state.queues.get(queue)
-        if q is None:
-            return None
-        serving = [m for m in q.members.values()
-                   if not m.paused and m.status not in (ev.DEVICE_UNAVAILABLE, ev.DEVICE_INVALID)]
-        free = sum(1 for m in serving if m.available)
-        s = q.stats
-        aht = s.total_talk / s.answered if s.answered >= 5 and s.total_talk > 0 else default_aht
-        return estimate_wait(len(q.callers) + 1, len(serving), free, aht).seconds
 
     async def _watch_menus(self, interval: float = 2.0) -> None:
         """Reload menus when a file in the dialplans directory changes."""
@@ -276,9 +239,7 @@ class Controller:
         if self.cfg.continuity.enabled:
             self._tasks.append(asyncio.create_task(self.continuity.run_sweeper(self.store.callbacks),
                                                    name="continuity-sweep"))
-        from ..api.app import build_app  # imported late: the API imports the controller's types
-
-        app = build_app(self)
+        app = build_app(self.services)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.cfg.api.host, self.cfg.api.port, reuse_address=True)
@@ -288,7 +249,7 @@ class Controller:
 
     async def _apply_accounts(self) -> None:
         await self.provisioner.apply(self.roster.runtime_accounts())
-        self.balance.wake()
+        self.balance_ref.get().wake()
 
     async def _sync_accounts(self) -> None:
         """At start: bring pjsip_volunteers.conf in line with the roster in Redis (reload only if it changed)."""
@@ -336,37 +297,26 @@ class Controller:
         finally:
             await self.stop()
 
-    # ----------------------------------------------------------------- health
-    async def health(self) -> dict[str, Any]:
-        try:
-            redis_ok = await asyncio.wait_for(self.store.ping(), 1.0)
-        except Exception:
-            redis_ok = False
-        ok = redis_ok and self.ami.connected
-        return {
-            "status": "ok" if ok else "degraded",
-            "node": self.cfg.node,
-            "version": __version__,
-            "uptime": round(time.time() - self.started_at, 1),
-            "redis": redis_ok,
-            "ami": {"connected": self.ami.connected, "reconnects": self.ami.reconnects, "flaps": self.ami.flaps,
-                    "last_error": self.ami.last_error},
-            "agi": {"port": self.agi.port, "active_calls": self.agi.active_calls,
-                    "calls": self.agi.calls_total, "failed": self.agi.calls_failed,
-                    "commands": self.agi.commands_total},
-            "menus": {"loaded": sorted(self.menus.menus), "errors": self.menus.errors},
-            "tasks": len(asyncio.all_tasks()),
-            "records": {"written": self.recorder.records_written, "active": self.recorder.active,
-                        "pending": self.recorder.pending, "retries": self.recorder.retries,
-                        "write_errors": self.recorder.write_errors},
-            "balance": {"ticks": self.balance.ticks, "errors": self.balance.errors,
-                        "last_tick_ms": round(self.balance.last_tick_ms, 2),
-                        "actions": self.balance.actions_by_kind,
-                        "tiers_open": sorted(q for q, t in self.balance.tiers.items() if t.open)},
-            "dialer": self.dialer.health(),
-            "callbacks": {"recovered": self.dispatcher.recovered, "recover_errors": self.dispatcher.recover_errors,
-                          "last_recover_error": self.dispatcher.last_recover_error},
-        }
+def build_services(c: Controller) -> Services:
+    """The services the HTTP layer is built from, each on the parts it needs (and nothing of the controller)."""
+    cfg, store = c.cfg, c.store
+    callbacks = CallbackQueries(store.callbacks)
+    campaigns = CampaignService(c.dialer, store, cfg.queue_names(), cfg.languages)
+    return Services(
+        access=AccessService(store, store, fail_limit=cfg.api.auth_fail_limit, fail_window=cfg.api.auth_fail_window),
+        client_address=ClientAddress.from_config(cfg.api.trusted_proxies, cfg.api.client_ip_header),
+        system=c.system,
+        live=LiveView(c.state, c.balance, c.roster, c.continuity, c.ami, c.metrics, callbacks, campaigns, cfg.node),
+        agents=AgentService(c.roster, c.state, c.ami, c.balance, c.provisioner, store, cfg.asterisk),
+        callers=CallerService(c.continuity, store),
+        outcomes=OutcomesDesk(c.outcomes, store, store.surveys, cfg.dispositions),
+        callbacks=callbacks,
+        refunds=RefundDesk(c.refunds, store.refunds, store, cfg.languages),
+        banner=c.banner,
+        reports=ReportService(store, cfg.dispositions),
+        campaigns=campaigns,
+        stopping=c.stopping,
+    )
 
 
 def cfg_has_trunk(cfg: Config) -> bool:
@@ -374,10 +324,4 @@ def cfg_has_trunk(cfg: Config) -> bool:
     return bool(cfg.asterisk.trunk_uri)
 
 
-async def reload_menus(controller: Controller) -> list[str]:
-    """Reload menus and prompts; returns the errors (the valid menus are live either way)."""
-    controller.prompts.scan()
-    return controller.menus.load()
-
-
-__all__ = ["Controller", "reload_menus", "AmiError"]
+__all__ = ["Controller", "AmiError"]

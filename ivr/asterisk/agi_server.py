@@ -336,7 +336,7 @@ class AgiServer:
     """Listens for FastAGI connections and runs one routed handler per call."""
 
     def __init__(self, router: AgiRouter, host: str, port: int, *, read_timeout: float = 30.0,
-                 max_connections: int = 2000) -> None:
+                 max_connections: int = 2000, step_latency: Callable[[float], None] | None = None) -> None:
         self.router = router
         self.host, self.port = host, port
         self.read_timeout = read_timeout
@@ -348,7 +348,7 @@ class AgiServer:
         self.calls_failed = 0
         self.calls_refused = 0
         self.commands_total = 0
-        self.step_latency: Callable[[float], None] | None = None
+        self.step_latency = step_latency   # told each AGI step's seconds (the metrics histogram)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

@@ -76,7 +76,7 @@ class CallbackDispatcher:
 
     def __init__(self, cfg: Config, ami: AmiClient, callbacks: CallbackStore, prompts: PromptLibrary,
                  guard: OutboundGuard, max_attempts: int = 3,
-                 on_made: Callable[[str], None] | None = None) -> None:
+                 on_made: Callable[[str], None] | None = None, continuity: Any = None) -> None:
         self.cfg = cfg
         self.on_made = on_made        # told "yes", "no" or "none" for each callback made (kept within its promise?)
         self.guard = guard
@@ -93,7 +93,7 @@ class CallbackDispatcher:
         self.recover_errors = 0
         self.last_recover_error = ""
         self._unreachable = RateLimit(10.0)
-        self.continuity: Any = None   # ivr.continuity.service.Continuity: no callback to someone on a call with us
+        self.continuity = continuity  # ivr.continuity.service.Continuity: no callback to someone on a call with us
 
     @property
     def enabled(self) -> bool:

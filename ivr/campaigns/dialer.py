@@ -91,7 +91,8 @@ class Running:
 class Dialer:
     """Runs every campaign in state ``running``; one dialer per deployment (the leader)."""
 
-    def __init__(self, cfg: Config, store: Store, ami: AmiClient, guard: OutboundGuard | None = None) -> None:
+    def __init__(self, cfg: Config, store: Store, ami: AmiClient, guard: OutboundGuard | None = None, *,
+                 continuity: Any = None, on_attempt: Callable[[str, str], None] | None = None) -> None:
         self.cfg = cfg
         self.guard = guard or OutboundGuard(cfg, store)   # every contact dialled passes it
         self.store = store
@@ -108,9 +109,9 @@ class Dialer:
         self.recover_errors = 0
         self.last_recover_error = ""
         self.slots_reclaimed = 0
-        self.continuity: Any = None            # ivr.continuity.service.Continuity: callers on a call are not dialled
+        self.continuity = continuity           # ivr.continuity.service.Continuity: callers on a call are not dialled
+        self._on_attempt = on_attempt          # told (campaign id, outcome) of each attempt (the metrics)
         self.transfers = Transfers()           # answered calls sent to the agents (max_transfers)
-        self.store_metric: Callable[[str, str], None] = lambda cid, outcome: None   # hook for metrics (the controller's)
 
     # ------------------------------------------------------------------ keys
     def _k(self, cid: str, part: str = "") -> str:
@@ -473,6 +474,11 @@ class Dialer:
                               maxlen=2_000_000, approximate=True)
         self.store_metric(cid, outcome)
         log.info("campaign %s: contact %s attempt %d: %s", cid, n, attempt, outcome)
+
+    def store_metric(self, cid: str, outcome: str) -> None:
+        """Count an attempt's outcome (``on_attempt``, given by the controller)."""
+        if self._on_attempt is not None:
+            self._on_attempt(cid, outcome)
 
     async def _close(self, cid: str, n: str, status: str, **fields: str) -> None:
         """Close a contact; a retry planned for it (an outcome taken for failed before the real one) goes too."""

@@ -113,7 +113,8 @@ class Recognised:
 class Continuity:
     """One per controller; every method that touches Redis may raise RedisError (callers decide)."""
 
-    def __init__(self, cfg: ContinuityConfig, store: Store) -> None:
+    def __init__(self, cfg: ContinuityConfig, store: Store, *, guard: Any = None,
+                 channel_alive: Callable[[str], bool] | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.redis = store.redis
@@ -127,10 +128,10 @@ class Continuity:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ended: list[tuple[Mapping[str, Any], float | None]] = []   # calls whose history is not written yet
         self._remembering = False
-        # is this Uniqueid a channel on Asterisk now? (set by the controller from its AMI state)
-        self.channel_alive: Callable[[str], bool] | None = None
-        # ivr.campaigns.outbound.OutboundGuard (set by the controller): a number it refuses is not made a callback
-        self.guard: Any = None
+        # is this Uniqueid a channel on Asterisk now? (given by the controller from its AMI state)
+        self.channel_alive = channel_alive
+        # ivr.campaigns.outbound.OutboundGuard (given by the controller): a number it refuses is not made a callback
+        self.guard = guard
         self.callbacks_refused = 0
 
     # ---------------------------------------------------------------- keys

@@ -66,7 +66,8 @@ class CallRecorder:
 
     def __init__(self, store: Store, *, finalize_delay: float = 1.0, max_backlog: int = 100_000,
                  late_complete_delay: float = LATE_AGENT_COMPLETE_S, inbound: frozenset[str] = frozenset(),
-                 inbound_context: str = "from-trunk", linger: float = 0.1, batch_max: int = 256) -> None:
+                 inbound_context: str = "from-trunk", linger: float = 0.1, batch_max: int = 256,
+                 on_finished: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.store = store
         # the numbers callers dial: a new channel in ``inbound_context`` for one of them is a caller, recorded
         # from its first moment (a call that ends before the IVR starts still leaves a record)
@@ -87,7 +88,7 @@ class CallRecorder:
         self.retries = 0
         self.dropped = 0
         self.batches = 0
-        self.on_finished: Callable[[dict[str, Any]], None] | None = None
+        self.on_finished = on_finished   # told each finished call's record
 
     async def start(self) -> None:
         self._worker = asyncio.create_task(self._run(), name="call-recorder")

