@@ -113,11 +113,7 @@ class Controller:
         self.dialer = Dialer(cfg, self.store, ami, self.guard, continuity=continuity,
                              on_attempt=lambda cid, outcome: metrics.campaign_attempts.labels(cid, outcome).inc())
         self.refunds = RefundService(cfg, self.store, self.dialer, self.continuity.key, self.guard)
-        # ivr/menu/services.py's RefundsBackend takes its RefundService as an attribute (no constructor
-        # argument yet: ivr/menu/ is being reworked apart); it is given here, before anything runs
-        refunds_backend = RefundsBackend(self.store)
-        refunds_backend.service = self.refunds
-        self.backends: dict[str, Any] = {"refunds": refunds_backend}
+        self.backends: dict[str, Any] = {"refunds": RefundsBackend(self.store, self.refunds)}
         self.menus = MenuSet(cfg.dialplans_dir, frozenset(cfg.queue_names()), cfg.languages,
                              frozenset(self.backends))
         engine_services = EngineServices(

@@ -43,9 +43,9 @@ class RefundsBackend:
 
     operations = frozenset({"status", "create"})
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, service: Any = None) -> None:
         self.store = store
-        self.service: Any = None    # ivr.refunds.service.RefundService: creation applies the approval policy
+        self.service = service      # ivr.refunds.service.RefundService: creation applies the approval policy
 
     async def lookup(self, operation: str, params: Mapping[str, str]) -> dict[str, Any] | None:
         booking = params.get("booking", "")
