@@ -23,7 +23,7 @@ from ..core.service_errors import ServiceError
 from ..store.redis_store import ROLES
 from . import routes_agents, routes_banner, routes_callers, routes_live, routes_outcomes, routes_refunds
 from . import routes_system
-from .http import HEALTH, PUBLIC, STREAM, Handler, json_error, requires
+from .http import AUTH, HEALTH, PUBLIC, STREAM, Handler, json_error, requires
 from .live import LiveFeed
 from .services import ACCESS, CLIENT_ADDRESS, LIVE_FEED, Services, install
 
@@ -72,7 +72,7 @@ def client_address(request: web.Request) -> str:
 
 
 async def _authenticate(request: web.Request, needed: str) -> web.Response | None:
-    """Check the bearer token; None when it may go on (``request["auth"]`` set), else the refusal.
+    """Check the bearer token; None when it may go on (``request[AUTH]`` set), else the refusal.
 
     A valid token is checked first and always accepted: only failures are counted, against the client's
     address, so a locked-out address (or a shared proxy) never shuts out the supervisors and Prometheus.
@@ -109,7 +109,7 @@ def _grant(request: web.Request, info: dict[str, Any], needed: str) -> web.Respo
     """403 when the token's role is below ``needed``; else the request goes on as that token."""
     if ROLE_RANK.get(info.get("role", ""), -1) < ROLE_RANK[needed]:
         return json_error(403, f"this needs the {needed} role; token {info.get('name')!r} has {info.get('role')!r}")
-    request["auth"] = info
+    request[AUTH] = info
     return None
 
 

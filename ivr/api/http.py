@@ -36,9 +36,12 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
+AUTH = web.RequestKey("auth", dict[str, Any])   # the token the middleware admitted: {name, role, ...}
+
+
 def who(request: web.Request) -> str:
     """The name of the token the request came with (the middleware checked it)."""
-    return str(request["auth"].get("name", ""))
+    return str(request[AUTH].get("name", ""))
 
 
 def call_uid(request: web.Request) -> str:

@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from .http import STREAM, requires
+from .http import AUTH, STREAM, requires
 from .services import ACCESS, LIVE, LIVE_FEED, STOPPING
 
 
@@ -21,7 +21,8 @@ async def stream_ticket(request: web.Request) -> web.Response:
     """A ticket for one event stream (``GET /api/v1/stream?ticket=``), good for 30 s: EventSource cannot send
     the Authorization header, and a token in a URL would end up in proxy and browser logs."""
     access = request.app[ACCESS]
-    ticket = await access.create_ticket(request["auth"])
+    auth = request[AUTH]
+    ticket = await access.create_ticket(auth)
     return web.json_response({"ticket": ticket, "expires_in": access.ticket_ttl,
                               "stream": f"{STREAM}?ticket={ticket}"}, status=201,
                              headers={"Cache-Control": "no-store"})

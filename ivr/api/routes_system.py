@@ -7,7 +7,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .http import DASHBOARD_PATHS, HEALTH, OPENAPI, PUBLIC, STATIC_FILES, json_error, requires
+from .http import AUTH, DASHBOARD_PATHS, HEALTH, OPENAPI, PUBLIC, STATIC_FILES, json_error, requires
 from .openapi_spec import spec
 from .services import ACCESS, SYSTEM
 
@@ -33,7 +33,7 @@ async def health(request: web.Request) -> web.Response:
     """Up or down for anyone (200 / 503 and the status word); with a viewer token, the detail (AMI's last
     error, menu errors, counters), which says too much about the system to be public."""
     h = await request.app[SYSTEM].health()
-    body = h if "auth" in request else {"status": h["status"]}
+    body = h if AUTH in request else {"status": h["status"]}
     return web.json_response(body, status=200 if h["status"] == "ok" else 503,
                              headers={"Cache-Control": "no-store"})
 
