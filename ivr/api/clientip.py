@@ -41,7 +41,7 @@ class ClientAddress:
 
     @classmethod
     def from_config(cls, trusted_proxies: Iterable[str], header: str) -> "ClientAddress":
-        """From ``api.trusted_proxies`` and ``api.client_ip_header`` (validated by ivr.app.config)."""
+        """From ``api.trusted_proxies`` and ``api.client_ip_header`` (validated by ivr.app.config_load)."""
         return cls(tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies), header)
 
     def is_trusted(self, address: Address | None) -> bool:

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Sequence
 
 from .cli_offline import cmd_banner, cmd_campaign, cmd_report, cmd_token
-from .config import ConfigError, load
+from .config import ConfigError
+from .config_load import load
 
 
 def _setup_logging(level: str, log_file: str | None) -> None:
@@ -76,7 +77,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     from ..asterisk import conf as asterisk_conf
-    from .config import load_secrets, write_secrets
+    from .config_load import load_secrets, write_secrets
 
     cfg = load(args.config)
     out = Path(args.out)
@@ -127,7 +128,7 @@ def _api_call(args: argparse.Namespace, method: str, path: str, body: object = N
     import urllib.error
     import urllib.request
 
-    from .config import load_secrets
+    from .config_load import load_secrets
 
     cfg = load(args.config)
     token = args.token or os.environ.get("IVR_TOKEN", "")

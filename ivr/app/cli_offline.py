@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import load
+from .config_load import load
 
 
 def cmd_banner(args: argparse.Namespace) -> int:

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Sequence, TextIO
 
 from . import connect_latency, crisis, crisis_report
-from ..app.config import PROJECT_ROOT, load_secrets
+from ..app.config import PROJECT_ROOT
+from ..app.config_load import load_secrets
 from .sipp import Sipp, free_port
 from .stack import Stack, StackError, pick_port_base, seed_refund
 

@@ -25,7 +25,8 @@ from typing import Any, Mapping
 import yaml
 
 from ..asterisk import conf as asterisk_conf
-from ..app.config import Config, ConfigError, load, load_secrets, write_secrets
+from ..app.config import Config, ConfigError
+from ..app.config_load import load, load_secrets, write_secrets
 
 # What a private stack may dial out: its "carrier" is SIPp on loopback, and the test and demo customers are
 # +1 202 numbers (the 555-01xx fictional range, and the benchmarks' 2XX exchanges). A real deployment lists

@@ -12,7 +12,8 @@ from typing import AsyncIterator
 import pytest
 
 from ivr.campaigns import contacts
-from ivr.app.config import ContinuityConfig, from_mapping
+from ivr.app.config import ContinuityConfig
+from ivr.app.config_load import from_mapping
 from ivr.continuity.service import Continuity
 from ivr.app.metrics import Metrics
 from ivr.campaigns.outbound import OutboundGuard

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from ivr.app.config import load_secrets, write_secrets
+from ivr.app.config_load import load_secrets, write_secrets
 from ivr.devtools.sipp import Sipp, free_port
 from ivr.devtools.stack import Stack
 

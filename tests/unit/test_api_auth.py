@@ -16,7 +16,7 @@ from ivr.api.live import LiveFeed
 from ivr.api.clientip import ClientAddress
 from ivr.api.services import Services
 from ivr.outcomes.desk import OutcomesDesk
-from ivr.app.config import from_mapping
+from ivr.app.config_load import from_mapping
 from ivr.store.redis_store import _hash_token
 
 VALID = "valid-token-of-a-supervisor"

@@ -11,7 +11,8 @@ import pytest
 
 from ivr.asterisk import conf as asterisk_conf
 from ivr.asterisk.conf import CONF_FILES, MODULES, SECRET_FILES, AsteriskDirs, new_secret, render
-from ivr.app.config import Config, from_mapping
+from ivr.app.config import Config
+from ivr.app.config_load import from_mapping
 
 AMI_SECRET = "ami-Secret_0123456789abcdef"
 

@@ -10,7 +10,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ivr.balance.loop import BalanceLoop
-from ivr.app.config import from_mapping
+from ivr.app.config_load import from_mapping
 from ivr.agents.roster import Roster
 from ivr.asterisk.state import CallCenterState
 

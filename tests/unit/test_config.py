@@ -1,4 +1,4 @@
-"""Tests for ivr.app.config: defaults, YAML + secrets loading, env overrides, validation messages."""
+"""Tests for ivr.app.config and config_load: defaults, YAML + secrets loading, env overrides, validation messages."""
 
 from __future__ import annotations
 
@@ -11,18 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from ivr.app import config as config_mod
-from ivr.app.config import (
-    AgentConfig,
-    Config,
-    ConfigError,
-    QueueConfig,
-    from_mapping,
-    load,
-    load_secrets,
-    validate,
-    write_secrets,
-)
+from ivr.app import config_load as config_mod
+from ivr.app.config import AgentConfig, Config, ConfigError, QueueConfig
+from ivr.app.config_load import from_mapping, load, load_secrets, validate, write_secrets
 
 NO_ENV: dict[str, str] = {}
 

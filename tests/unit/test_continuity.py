@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 import redis.exceptions
 
-from ivr.app.config import ConfigError, from_mapping
+from ivr.app.config import ConfigError
+
+from ivr.app.config_load import from_mapping
 from ivr.continuity.service import Continuity, Recognised, caller_key, summarise
 from ivr.app.config import ContinuityConfig
 from ivr.menu.schema import MenuError, parse_menu

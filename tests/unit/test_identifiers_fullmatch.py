@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from ivr.campaigns.model import CampaignError, parse_campaign
-from ivr.app.config import ConfigError, from_mapping
+from ivr.app.config import ConfigError
+from ivr.app.config_load import from_mapping
 from ivr.menu.schema import MenuError, parse_menu
 from ivr.agents.roster import RosterError, check_profile
 from ivr.store.selfservice import _check_digits

@@ -13,7 +13,8 @@ import redis.exceptions
 from ivr.balance.loop import BalanceLoop
 from ivr.callbacks.service import CallbackDispatcher
 from ivr.campaigns.model import MAX_HOURLY_CAP, CampaignError, campaign_from_dict, parse_campaign
-from ivr.app.config import AgentConfig, ConfigError, from_mapping
+from ivr.app.config import AgentConfig, ConfigError
+from ivr.app.config_load import from_mapping
 from ivr.app.metrics import Metrics
 from ivr.campaigns.outbound import OutboundGuard, Policy, Verdict, internal_channel, judge, mask
 from ivr.prompts.library import PromptLibrary

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from ivr.app.config import ConfigError, from_mapping
+from ivr.app.config import ConfigError
+
+from ivr.app.config_load import from_mapping
 from ivr.menu.schema import MenuError
 from ivr.outcomes.service import Outcomes, summarise_dispositions
 from ivr.prompts.library import PromptLibrary

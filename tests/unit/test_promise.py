@@ -12,7 +12,8 @@ from ivr.core import names as ev
 from ivr.balance.arrivals import ArrivalWindow, queue_share
 from ivr.balance.forecast import Promise, callback_promise, outlook_from_hours
 from ivr.callbacks.service import kept_within
-from ivr.app.config import ConfigError, ForecastConfig, PromiseConfig, from_mapping
+from ivr.app.config import ConfigError, ForecastConfig, PromiseConfig
+from ivr.app.config_load import from_mapping
 from ivr.menu.schema import MenuError, parse_menu
 from ivr.callbacks.promise import PromiseService
 from ivr.asterisk.state import CallCenterState, Caller, Member, QueueState

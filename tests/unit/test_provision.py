@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ivr.app.config import ConfigError, from_mapping
+from ivr.app.config import ConfigError
+
+from ivr.app.config_load import from_mapping
 from ivr.asterisk.provision import AsteriskCtl, ProvisionError, SipProvisioner, ctl_for
 
 ACCOUNT = {"id": "7001", "display": "Vol", "contact": "", "md5_cred": "0" * 32, "realm": "asterisk", "password": ""}

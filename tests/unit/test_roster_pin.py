@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from ivr.agents import roster as roster_mod
-from ivr.app.config import from_mapping
+from ivr.app.config_load import from_mapping
 from ivr.agents.roster import PIN_TRIES, Roster
 from ivr.store.keys import Keys
 

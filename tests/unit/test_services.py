@@ -15,7 +15,8 @@ from ivr.agents.service import AgentService
 from ivr.api.access import AccessService, TokenAdmin
 from ivr.api.app import build_app
 from ivr.api.services import Services
-from ivr.app.config import AgentConfig, from_mapping
+from ivr.app.config import AgentConfig
+from ivr.app.config_load import from_mapping
 from ivr.asterisk.ami_client import AmiError
 from ivr.core.service_errors import Conflict, Invalid, NotFound, Unavailable
 
