@@ -28,7 +28,8 @@ import yaml
 
 from .sim_model import Profile, build_roster, make_callers
 from ..app.config import PROJECT_ROOT, PromiseConfig
-from .sipp import _SDP, CallerScript, Sipp, _uas_hangup, free_port, free_port_pair
+from .sipp import Sipp, free_port, free_port_pair
+from .sipp_scenarios import SDP, CallerScript, uas_hangup
 
 DEFAULT_PROFILE = (PROJECT_ROOT / "profiles" / "crisis-day.yaml"
                    if (PROJECT_ROOT / "profiles" / "crisis-day.yaml").exists()
@@ -273,11 +274,11 @@ Contact: <sip:agent@[local_ip]:[local_port]>
 Content-Type: application/sdp
 Content-Length: [len]
 
-{_SDP}
+{SDP}
 ]]></send>
   <recv request="ACK" crlf="true"/>
   <pause variable="talkms"/>
-{_uas_hangup('agent')}
+{uas_hangup('agent')}
 </scenario>
 """
 
