@@ -43,7 +43,7 @@ async def get_campaign(request: web.Request) -> web.Response:
     found = await ctl.dialer.get(cid)
     if found is None:
         return json_error(404, f"no campaign {cid!r}")
-    counts = await contacts.counts(ctl.store.redis, ctl.store.keys.prefix, cid)
+    counts = await contacts.counts(ctl.store.campaigns, None, cid)
     return web.json_response({**found[0].to_dict(), "state": found[1], "counts": counts, **ctl.dialer.live(cid)})
 
 
@@ -65,7 +65,7 @@ async def import_contacts(request: web.Request) -> web.Response:
                     return json_error(413, f"CSV over {MAX_CSV_BYTES // 2**20} MiB")
                 fh.write(chunk)
         try:
-            report = await contacts.import_csv(ctl.store.redis, ctl.store.keys.prefix, cid, path,
+            report = await contacts.import_csv(ctl.store.campaigns, None, cid, path,
                                                default_region=request.query.get("region", "US"),
                                                default_lang=found[0].default_lang,
                                                allowed_prefixes=found[0].allowed_prefixes, batch=250)
@@ -113,7 +113,7 @@ async def export(request: web.Request) -> web.StreamResponse:
     with tempfile.TemporaryDirectory(prefix="ivr-export-") as tmp:
         path = Path(tmp) / f"{cid}.csv"
         with open(path, "w", newline="", encoding="utf-8") as fh:
-            await contacts.export_csv(ctl.store.redis, ctl.store.keys.prefix, cid, fh)
+            await contacts.export_csv(ctl.store.campaigns, None, cid, fh)
         return web.Response(body=path.read_bytes(), content_type="text/csv",
                             headers={"Content-Disposition": f'attachment; filename="{cid}.csv"'})
 

@@ -16,8 +16,8 @@ import urllib.parse
 from typing import Any, Callable, Mapping, Protocol
 
 import aiohttp
-import redis.exceptions
 
+from ..store.errors import StoreError
 from ..store.redis_store import Store
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class RefundsBackend:
                                     call_uid=params.get("uid", ""), source="ivr")
         except ValueError as exc:
             raise LookupFailed(str(exc)) from None
-        except (ConnectionError, OSError, asyncio.TimeoutError, redis.exceptions.RedisError) as exc:
+        except (ConnectionError, OSError, asyncio.TimeoutError, StoreError) as exc:
             raise LookupFailed(f"Redis: {exc}") from None
         raise LookupFailed(f"refunds: unknown operation {operation!r}")
 

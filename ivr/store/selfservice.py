@@ -27,6 +27,7 @@ from typing import Any, Collection
 
 import redis.asyncio as aioredis
 
+from .errors import Translating
 from .keys import Keys
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def _check_digits(name: str, value: str, lo: int = 1, hi: int = 20) -> str:
     return value
 
 
-class RefundStore:
+class RefundStore(Translating):
     """Refund requests by reference and by booking number."""
 
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
@@ -189,7 +190,7 @@ class RefundStore:
             return dict(zip(REFUND_STATUSES, await p.execute()))
 
 
-class CallbackStore:
+class CallbackStore(Translating):
     """Callback requests; pending ones are ordered by the caller's original place in line.
 
     A callback taken for dialling moves from ``pending`` to ``leases`` in one step (CLAIM_LUA) and comes
@@ -364,7 +365,7 @@ class CallbackStore:
         return out
 
 
-class SurveyStore:
+class SurveyStore(Translating):
     """Post-call satisfaction scores (1-5)."""
 
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
