@@ -16,6 +16,7 @@ from redis.asyncio.connection import Connection
 from redis.exceptions import DataError
 
 from .agents import AgentStore
+from .callrecord import stage_call_fields
 from .campaigns import CampaignStore
 from .continuity import ContinuityStore
 from .errors import Translating
@@ -242,7 +243,7 @@ class Store(Translating):
     async def call_disposition(self, uid: str, fields: Mapping[str, Any], entry: Mapping[str, Any]) -> None:
         """Set a call's disposition fields and append ``entry`` to the dispositions stream (one transaction)."""
         async with self.redis.pipeline(transaction=True) as p:
-            p.hset(self.keys.call(uid), mapping=dict(fields))
+            stage_call_fields(p, self.keys, uid, fields)
             p.xadd(self.keys.dispositions, dict(entry), maxlen=DISPOSITIONS_MAXLEN, approximate=True)
             await p.execute()
 

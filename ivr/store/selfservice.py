@@ -27,6 +27,7 @@ from typing import Any, Collection
 
 import redis.asyncio as aioredis
 
+from .callrecord import stage_call_fields
 from .errors import Translating
 from .keys import Keys
 
@@ -331,8 +332,7 @@ class CallbackStore(Translating):
         if kept:
             fields["callback_kept"] = kept
         async with self.redis.pipeline(transaction=True) as p:
-            p.hset(self.keys.call(call_uid), mapping=fields)
-            p.expire(self.keys.call(call_uid), ttl)
+            stage_call_fields(p, self.keys, call_uid, fields, ttl)
             p.hset(self.keys.callback(cb_id), "call_uid_back", call_uid)
             await p.execute()
 
@@ -379,7 +379,7 @@ class SurveyStore(Translating):
             p.xadd(self.keys.surveys, {"uid": call_uid, "score": str(score), "menu": menu, "lang": lang,
                                        "queue": queue, "agent": agent, "at": str(time.time())},
                    maxlen=1_000_000, approximate=True)
-            p.hset(self.keys.call(call_uid), mapping={"survey": str(score)})
+            stage_call_fields(p, self.keys, call_uid, {"survey": str(score)})
             await p.execute()
 
     async def recent(self, count: int = 100) -> list[dict[str, Any]]:
