@@ -3,7 +3,8 @@ the PIN lock counters and the run-time id sequence (keys: ivr/store/keys.py)."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import redis.asyncio as aioredis
 

@@ -4,7 +4,8 @@ disposition, a callback made, a survey score) stages its fields here."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .keys import Keys
 

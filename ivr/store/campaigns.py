@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -105,7 +106,7 @@ class CampaignStore(Translating):
         self._scripts: dict[str, Any] = {}
 
     @classmethod
-    def wrap(cls, db: Any, prefix: str | None = None) -> "CampaignStore":
+    def wrap(cls, db: Any, prefix: str | None = None) -> CampaignStore:
         """The campaign store for ``db``: a CampaignStore, a ``Store`` (its ``campaigns``), or (as the
         functions of ivr.campaigns.contacts were once called) a Redis client and a key prefix."""
         if isinstance(db, CampaignStore):

@@ -4,7 +4,8 @@ for callers who dropped out of a queue (keys: ivr/store/keys.py; the logic: ivr/
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 

@@ -22,7 +22,7 @@ class ReportStore(Translating):
         self.redis, self.keys = client, keys
 
     @classmethod
-    def wrap(cls, db: Any, prefix: str | None = None) -> "ReportStore":
+    def wrap(cls, db: Any, prefix: str | None = None) -> ReportStore:
         """The report store for ``db``: a ReportStore, a ``Store`` (its ``reports``), or (as the functions
         of ivr.reports.service were once called) a Redis client and a key prefix."""
         if isinstance(db, ReportStore):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 import redis as redis_sync
 
@@ -29,8 +29,8 @@ class Pinger:
     def close(self) -> None:
         self.client.close()
 
-    def __enter__(self) -> "Pinger":
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

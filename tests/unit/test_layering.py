@@ -40,21 +40,27 @@ def _rel(path: Path) -> str:
     return path.relative_to(ROOT).as_posix()
 
 
+def _is_redis(name: object) -> bool:
+    return isinstance(name, str) and (name == "redis" or name.startswith("redis."))
+
+
 def _imports_redis(tree: ast.AST) -> list[int]:
+    """Lines that import redis: ``import redis...``, ``from redis... import``, ``__import__("redis")``,
+    ``importlib.import_module("redis...")``."""
     lines = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            if any(a.name == "redis" or a.name.startswith("redis.") for a in node.names):
-                lines.append(node.lineno)
+            found = any(_is_redis(a.name) for a in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level == 0 and node.module and (node.module == "redis" or node.module.startswith("redis.")):
-                lines.append(node.lineno)
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "__import__":
-            if node.args and isinstance(node.args[0], ast.Constant) and str(node.args[0].value).startswith("redis"):
-                lines.append(node.lineno)
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "import_module":
-            if node.args and isinstance(node.args[0], ast.Constant) and str(node.args[0].value).startswith("redis"):
-                lines.append(node.lineno)
+            found = node.level == 0 and _is_redis(node.module)
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            func = node.func
+            called = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            found = called in ("__import__", "import_module") and _is_redis(node.args[0].value)
+        else:
+            found = False
+        if found:
+            lines.append(node.lineno)
     return lines
 
 
