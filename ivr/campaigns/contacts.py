@@ -55,7 +55,6 @@ from phonenumbers.timezone import time_zones_for_geographical_number, time_zones
 
 from ..core import csvsafe
 from ..store.campaigns import CampaignStore
-from ..store.keys import CampaignKeys   # noqa: F401  (was defined here; kept for callers)
 
 STATUSES = ("pending", "dnc", "in_progress", "done", "failed", "optout", "reached")
 LANGUAGES = ("en", "fa", "zh")
