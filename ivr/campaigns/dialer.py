@@ -263,8 +263,8 @@ class Dialer:
         want = min(int(r.tokens), c.pacing.max_channels - len(r.active))
         if want <= 0:
             return
-        hour_key = time.strftime("%Y%m%d%H", time.gmtime())
-        used = await self.db.dials_this_hour(cid, hour_key)
+        hour = time.strftime("%Y%m%d%H", time.gmtime())
+        used = await self.db.dials_this_hour(cid, hour)
         want = min(want, c.hourly_cap - used)
         if want <= 0:
             return
@@ -276,9 +276,9 @@ class Dialer:
             return
         for n in ns:
             r.tokens -= 1
-            await self._dial(cid, r, str(n), hour_key)
+            await self._dial(cid, r, str(n), hour)
 
-    async def _dial(self, cid: str, r: Running, n: str, hour_key: str) -> None:
+    async def _dial(self, cid: str, r: Running, n: str, hour: str) -> None:
         c = r.campaign
         contact = await contacts.contact(self.db, None, cid, int(n))
         if contact is None:
@@ -332,7 +332,7 @@ class Dialer:
         code = account_code(cid, n, attempt)
         await contacts.set_status(self.db, None, cid, int(n), "in_progress", attempts=str(attempt),
                                   dialled_at=str(time.time()), attempt_id=code)
-        await self.db.count_dial(cid, hour_key)
+        await self.db.count_dial(cid, hour)
         r.active[code] = time.monotonic()
         self.originating.add(code)
         r.dialled += 1
