@@ -27,7 +27,7 @@ caller's channel.
 | {p}:outbound:{hour}       | string | calls out counted in that UTC hour (YYYYMMDDHH), all nodes |
 | {p}:outbound:{hour}:{n}   | string | calls out to E.164 number n counted in that hour          |
 | {p}:authfail:{address}    | string | failed token checks from one address in the current window |
-| {p}:agent:{id}            | hash   | one agent: SIP secret, pin (hashed), profile (JSON), ...   |
+| {p}:agent:{id}            | hash   | one agent: logged_in, updated, by, pin (PBKDF2), profile   |
 | {p}:agent:{id}:pin_fails  | string | wrong PINs in a row (locks the PIN for a while)            |
 | {p}:agents:added          | hash   | agent id -> JSON of an agent added at run time             |
 | {p}:agents:seq            | string | last generated agent number (INCR)                         |
@@ -52,6 +52,10 @@ caller's channel.
 | {p}:campaign:{cid}:import | hash   | the last import's summary                                  |
 | {p}:campaign:{cid}:attempts | stream | dial attempts and their outcomes                         |
 | {p}:campaign:{cid}:hour:{YYYYMMDDHH} | string | the campaign's dials in that UTC hour           |
+
+Lua scripts get their keys in KEYS, built here, except the contact scripts of ivr/store/campaigns.py
+(import, set status, add one), which get ``{p}:campaign:{cid}`` in ARGV and append ``:contact:{n}`` and
+``:count:{status}`` to it, as ``campaign_contact`` and ``campaign_count`` spell them.
 
 No other module builds a key: code outside ``ivr/store/`` never sees one (tests/unit/test_layering.py).
 """
