@@ -201,10 +201,6 @@ class CampaignStore(Translating):
         await self.redis.xadd(self.keys.campaign_attempts(cid), dict(fields), maxlen=ATTEMPTS_MAXLEN,
                               approximate=True)
 
-    async def attempts(self, cid: str, start: str = "-", end: str = "+", count: int | None = None) -> list[tuple[str, dict[str, str]]]:
-        return list(await self.redis.xrange(self.keys.campaign_attempts(cid), start, end, count=count))
-
-    # -------------------------------------------------------------- contacts
     async def import_started(self, cid: str) -> None:
         k = self.contact_keys(cid)
         async with self.redis.pipeline(transaction=True) as p:

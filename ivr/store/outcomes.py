@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -63,6 +62,3 @@ class OutcomeStore(Translating):
             for team in teams:
                 p.zcard(self.keys.feedback_team(team))
             return dict(zip(teams, await p.execute()))
-
-    async def dispositions(self, start: Any = "-", end: Any = "+", count: int | None = None) -> list[tuple[str, dict[str, Any]]]:
-        return list(await self.redis.xrange(self.keys.dispositions, start, end, count=count))
