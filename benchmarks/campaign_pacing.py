@@ -91,7 +91,7 @@ async def dial_times(url: str, prefix: str, cid: str, password: str = "") -> tup
     """When each contact was dialled, and how many attempts each contact had (from Redis)."""
     import redis.asyncio as aioredis
 
-    from ivr.campaigns.contacts import CampaignKeys
+    from ivr.store.keys import CampaignKeys
     r = aioredis.from_url(url, decode_responses=True, password=password or None)
     k = CampaignKeys(prefix, cid)
     try:

@@ -29,11 +29,14 @@ import os
 import re
 import secrets
 import time
-from typing import Any, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
 from ..app.config import SKILLS, AgentConfig, Config
 from ..campaigns.outbound import OutboundGuard
 from ..store.redis_store import Store
+
+if TYPE_CHECKING:
+    from ..store.agents import AgentStore
 
 log = logging.getLogger(__name__)
 
@@ -124,18 +127,16 @@ class Roster:
         self.on_accounts_changed = on_accounts_changed
         self._hashing = asyncio.Semaphore(PIN_HASH_THREADS)
 
-    def _key(self, agent_id: str) -> str:
-        return f"{self.store.keys.prefix}:agent:{agent_id}"
-
     @property
-    def _added_key(self) -> str:
-        return f"{self.store.keys.prefix}:agents:added"
+    def db(self) -> "AgentStore":
+        """The store's agents part: everything this class keeps in Redis goes through it."""
+        return self.store.agents
 
     async def load(self) -> None:
         """Read runtime agents, overrides and login state from Redis; config agents not there yet are seeded."""
         agents = dict(self.configured)
         added: dict[str, str] = {}
-        for agent_id, raw in (await self.store.redis.hgetall(self._added_key)).items():
+        for agent_id, raw in (await self.db.added()).items():
             try:
                 data = json.loads(raw)
                 profile: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data["profile"].items()}
@@ -144,9 +145,9 @@ class Roster:
             except (ValueError, KeyError, TypeError) as exc:
                 log.error("roster: runtime agent %s in Redis is damaged (%s); skipped", agent_id, exc)
         for agent_id, agent in list(agents.items()):
-            h = await self.store.redis.hgetall(self._key(agent_id))
+            h = await self.db.state(agent_id)
             if "logged_in" not in h:
-                await self.store.redis.hset(self._key(agent_id), mapping={
+                await self.db.set_state(agent_id, {
                     "logged_in": "1" if agent.logged_in else "0", "updated": str(time.time()), "by": "config"})
                 self.logged_in[agent_id] = agent.logged_in
             else:
@@ -165,7 +166,7 @@ class Roster:
         if agent_id not in self.agents:
             raise KeyError(agent_id)
         old = self.logged_in.get(agent_id, False)
-        await self.store.redis.hset(self._key(agent_id), mapping={
+        await self.db.set_state(agent_id, {
             "logged_in": "1" if logged_in else "0", "updated": str(time.time()), "by": by or "api"})
         self.logged_in[agent_id] = logged_in
         self.changed_at = time.time()
@@ -181,28 +182,23 @@ class Roster:
             raise RosterError("pin: 4-8 digits")
         salt = os.urandom(16)
         digest = await self._pin_digest(pin, salt, PIN_ROUNDS)
-        await self.store.redis.hset(self._key(agent_id), "pin", f"pbkdf2${PIN_ROUNDS}${salt.hex()}${digest.hex()}")
+        await self.db.set_state(agent_id, {"pin": f"pbkdf2${PIN_ROUNDS}${salt.hex()}${digest.hex()}"})
         await self.store.audit(by or "api", "agent.pin", agent_id, None, "set")
 
     async def check_pin(self, agent_id: str, pin: str) -> bool | None:
         """True/False, or None when the agent has no PIN. Wrong tries are counted: after PIN_TRIES within
         PIN_LOCK_S the PIN is refused whatever it is (guessing over the phone is throttled)."""
-        key = self._key(agent_id)
-        stored = await self.store.redis.hget(key, "pin")
+        stored = await self.db.pin(agent_id)
         if not stored:
             return None
-        fails_key = f"{key}:pin_fails"
-        if int(await self.store.redis.get(fails_key) or 0) >= PIN_TRIES:
+        if await self.db.pin_fails(agent_id) >= PIN_TRIES:
             return False
         _, rounds, salt, digest = stored.split("$")
         ok = hmac.compare_digest((await self._pin_digest(pin, bytes.fromhex(salt), int(rounds))).hex(), digest)
         if ok:
-            await self.store.redis.delete(fails_key)
+            await self.db.clear_pin_fails(agent_id)
         else:
-            async with self.store.redis.pipeline(transaction=True) as p:
-                p.incr(fails_key)
-                p.expire(fails_key, PIN_LOCK_S)
-                await p.execute()
+            await self.db.pin_failed(agent_id, PIN_LOCK_S)
         return ok
 
     async def _pin_digest(self, pin: str, salt: bytes, rounds: int) -> bytes:
@@ -235,10 +231,9 @@ class Roster:
         cred = md5_cred(agent_id, password)
         stored = {"profile": {k: list(v) if isinstance(v, tuple) else v for k, v in profile.items()},
                   "md5_cred": cred, "added_at": time.time(), "by": by or "api"}
-        if not await self.store.redis.hsetnx(self._added_key, agent_id, json.dumps(stored)):
+        if not await self.db.add(agent_id, json.dumps(stored), {
+                "logged_in": "0", "updated": str(time.time()), "by": by or "api"}):
             raise RosterError(f"id: agent {agent_id} exists already")
-        await self.store.redis.hset(self._key(agent_id), mapping={
-            "logged_in": "0", "updated": str(time.time()), "by": by or "api"})
         agent = AgentConfig(id=agent_id, **profile)
         self.agents[agent_id], self.added[agent_id], self.logged_in[agent_id] = agent, cred, False
         self.changed_at = time.time()
@@ -258,12 +253,12 @@ class Roster:
         profile = {k: list(getattr(new, k)) if isinstance(getattr(new, k), tuple) else getattr(new, k)
                    for k in EDITABLE}
         if agent_id in self.added:
-            raw = await self.store.redis.hget(self._added_key, agent_id)
+            raw = await self.db.added_one(agent_id)
             stored = json.loads(raw) if raw else {"md5_cred": self.added[agent_id]}
             stored["profile"] = profile
-            await self.store.redis.hset(self._added_key, agent_id, json.dumps(stored))
+            await self.db.replace_added(agent_id, json.dumps(stored))
         else:
-            await self.store.redis.hset(self._key(agent_id), "profile", json.dumps(profile))
+            await self.db.set_state(agent_id, {"profile": json.dumps(profile)})
         self.agents[agent_id] = new
         self.changed_at = time.time()
         await self.store.audit(by or "api", "agent.update", agent_id,
@@ -287,15 +282,14 @@ class Roster:
         old = self.agents.pop(agent_id)
         del self.added[agent_id]
         self.logged_in.pop(agent_id, None)
-        await self.store.redis.hdel(self._added_key, agent_id)
-        await self.store.redis.delete(self._key(agent_id))
+        await self.db.remove(agent_id)
         self.changed_at = time.time()
         await self.store.audit(by or "api", "agent.remove", agent_id, {"name": old.name, "team": old.team}, None)
         await self._accounts_changed()
 
     async def _next_id(self) -> str:
         while True:
-            n = await self.store.redis.incr(f"{self.store.keys.prefix}:agents:seq")
+            n = await self.db.next_seq()
             agent_id = str(FIRST_RUNTIME_ID - 1 + int(n))
             if agent_id not in self.agents:
                 return agent_id

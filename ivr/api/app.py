@@ -16,10 +16,10 @@ import logging
 from typing import Any
 
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from ..campaigns import routes as campaign_routes
 from ..core.service_errors import ServiceError
+from ..store.errors import StoreError
 from ..store.redis_store import ROLES
 from . import routes_agents, routes_banner, routes_callers, routes_live, routes_outcomes, routes_refunds
 from . import routes_system
@@ -46,7 +46,7 @@ async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamR
         elif request.path == HEALTH and "Authorization" in request.headers:   # the detail: a viewer's
             try:
                 refused = await _authenticate(request, "viewer")
-            except RedisError:      # no token can be checked: up or down is all there is to say
+            except StoreError:      # no token can be checked: up or down is all there is to say
                 refused = None
             if refused is not None:
                 return refused
@@ -57,7 +57,7 @@ async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamR
         if exc.status >= 400:
             return json_error(exc.status, exc.reason)
         raise
-    except RedisError as exc:
+    except StoreError as exc:
         log.warning("API: Redis unreachable on %s %s: %s", request.method, request.path, exc)
         return json_error(503, "Redis is unreachable: try again in a moment")
     except Exception:

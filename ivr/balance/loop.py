@@ -19,7 +19,7 @@ import time
 from collections import deque
 from typing import Any, Awaitable, Callable, Sequence
 
-from redis.exceptions import RedisError
+from ..store.errors import StoreError
 
 from ..core import names as ev
 from ..asterisk.ami_client import AmiClient, AmiError
@@ -274,7 +274,7 @@ class BalanceLoop:
                 await self.tick()
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:   # Redis restarting: one line now and then, no traceback
+            except (StoreError, OSError) as exc:   # Redis restarting: one line now and then, no traceback
                 self.errors += 1
                 self._unreachable.log(log, logging.WARNING, "balance: Redis unreachable (%s); retrying", exc)
             except Exception:

@@ -17,11 +17,11 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import RedisError
 
 from ..app.config import Config
 from ..app.logutil import RateLimit
 from ..prompts.build import PromptBuildError, PromptSource, build_one
+from ..store.errors import StoreError
 from ..store.redis_store import Store
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class BannerService:
             if raw:
                 data = json.loads(raw)
                 path = await self._render(lang, data["text"], data["version"])
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (StoreError, OSError, asyncio.TimeoutError) as exc:
             # Redis restarting: keep playing the banner callers heard last (or the default message)
             path = hit[1] if hit else None
             self._unreachable.log(log, logging.WARNING, "banner %s: Redis unreachable (%s): playing %s", lang,

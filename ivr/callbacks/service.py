@@ -26,7 +26,6 @@ import math
 import time
 from typing import Any, Callable, Mapping
 
-from redis.exceptions import RedisError
 
 from ..core import names as ev
 from ..asterisk.ami_client import AmiClient, AmiError
@@ -34,6 +33,7 @@ from ..app.config import Config
 from ..app.logutil import RateLimit
 from ..campaigns.outbound import OutboundGuard
 from ..prompts.library import PromptLibrary
+from ..store.errors import StoreError
 from ..store.selfservice import CallbackStore
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class CallbackDispatcher:
                     log.info("callback %s: %s is on a call with us now; tried again in %.0fs", callback_id,
                              number, BUSY_RETRY_S)
                     return
-            except RedisError as exc:
+            except StoreError as exc:
                 log.warning("callback %s: caller state unknown (Redis: %s); dialling anyway", callback_id, exc)
         attempts = int(rec.get("attempts") or 0) + 1
         verdict = await self.guard.check(number, "callback", ref=callback_id)
@@ -181,7 +181,7 @@ class CallbackDispatcher:
     # ------------------------------------------------------------ recovery
     async def recover(self) -> dict[str, str]:
         """Settle the claims nobody holds any more (see the module docstring); callback id -> what was done.
-        Raises AmiError or RedisError when the live channels or Redis cannot be read (nothing is changed)."""
+        Raises AmiError or StoreError when the live channels or Redis cannot be read (nothing is changed)."""
         orphans = await self.callbacks.orphans(self.cfg.node)
         if not orphans:
             return {}
@@ -209,7 +209,7 @@ class CallbackDispatcher:
                 self.last_recover_error = ""
             except asyncio.CancelledError:
                 raise
-            except (AmiError, RedisError, OSError) as exc:
+            except (AmiError, StoreError, OSError) as exc:
                 self.recover_errors += 1
                 self.last_recover_error = str(exc)[:200]
                 self._unreachable.log(log, logging.WARNING, "callback recovery failed (%s); retrying", exc)

@@ -50,11 +50,11 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Sequence
 
 import phonenumbers
-import redis.asyncio as aioredis
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 from phonenumbers.timezone import time_zones_for_geographical_number, time_zones_for_number
 
 from ..core import csvsafe
+from ..store.campaigns import CampaignStore
 
 STATUSES = ("pending", "dnc", "in_progress", "done", "failed", "optout", "reached")
 LANGUAGES = ("en", "fa", "zh")
@@ -73,82 +73,10 @@ _HOSTILE_WHY = {"\r": "contains a line break", "\n": "contains a line break", "\
                 "\ufffd": "is not valid UTF-8", "${": "contains '${'", "$[": "contains '$['"}
 _CTRL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
-IMPORT_LUA = """
-local base, f = ARGV[1], tonumber(ARGV[2])
-local names, nums = {unpack(ARGV, 3, 2 + f)}, {}
-for i = 3 + f, #ARGV, f do nums[#nums + 1] = ARGV[i] end
-local function each(cmd, key, list, out)   -- one command per 4000 arguments (unpack's limit is 8000)
-  for s = 1, #list, 4000 do
-    local r = redis.call(cmd, key, unpack(list, s, math.min(s + 3999, #list)))
-    if out then for _, v in ipairs(r) do out[#out + 1] = v end end
-  end
-  return out
-end
-local known, banned = each('HMGET', KEYS[1], nums, {}), each('SMISMEMBER', KEYS[4], nums, {})
-local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
-local here, index, due, new, dnc, merged = {}, {}, {}, 0, 0, 0
-for r, number in ipairs(nums) do
-  local i, n = 3 + f + (r - 1) * f, here[number] or known[r]
-  local key = n and (base .. ':contact:' .. n)
-  if n and redis.call('EXISTS', key) == 1 then     -- a repeat: fill the first contact's empty fields
-    local cur, fill = redis.call('HMGET', key, unpack(names)), {}
-    for j = 2, f do
-      local v = ARGV[i + j - 1]
-      if v ~= '' and (not cur[j] or cur[j] == '') then fill[#fill + 1] = names[j]; fill[#fill + 1] = v end
-    end
-    if #fill > 0 then redis.call('HSET', key, unpack(fill)) end
-    merged = merged + 1
-  else
-    seq = seq + 1
-    n, here[number] = seq, seq
-    local status = banned[r] == 1 and 'dnc' or 'pending'
-    local args = {'status', status, 'attempts', '0'}
-    for j = 1, f do
-      local v = ARGV[i + j - 1]
-      if v ~= '' then args[#args + 1] = names[j]; args[#args + 1] = v end
-    end
-    redis.call('HSET', base .. ':contact:' .. n, unpack(args))
-    index[#index + 1] = number; index[#index + 1] = n
-    if status == 'dnc' then dnc = dnc + 1 else new = new + 1; due[#due + 1] = 0; due[#due + 1] = n end
-  end
-end
-if #index > 0 then redis.call('SET', KEYS[2], seq); each('HSET', KEYS[1], index) end
-if #due > 0 then each('ZADD', KEYS[3], due) end
-if new > 0 then redis.call('INCRBY', base .. ':count:pending', new) end
-if dnc > 0 then redis.call('INCRBY', base .. ':count:dnc', dnc) end
-return {new, dnc, merged}
-"""
-SET_STATUS_LUA = """
-local old = redis.call('HGET', KEYS[1], 'status')
-if not old then return false end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], unpack(ARGV, 3))
-if old ~= ARGV[2] then
-  redis.call('DECR', ARGV[1] .. ':count:' .. old)
-  redis.call('INCR', ARGV[1] .. ':count:' .. ARGV[2])
-end
-return old
-"""
 
 
 class ContactsError(ValueError):
     """The file as a whole cannot be imported (no header, no phone column, bad options)."""
-
-
-class CampaignKeys:
-    """Key builder for one campaign's contacts (see the module docstring)."""
-
-    def __init__(self, prefix: str, cid: str) -> None:
-        if not _ID_RE.fullmatch(cid):
-            raise ValueError(f"campaign id: lower-case letters, digits and -, got {cid!r}")
-        self.base = b = f"{prefix}:campaign:{cid}"
-        self.due, self.numbers, self.seq, self.summary = f"{b}:due", f"{b}:numbers", f"{b}:seq", f"{b}:import"
-        self.dnc = f"{prefix}:dnc"
-
-    def contact(self, n: int | str) -> str:
-        return f"{self.base}:contact:{n}"
-
-    def count(self, status: str) -> str:
-        return f"{self.base}:count:{status}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,7 +292,7 @@ def _batches(lines: Iterable[str], size: int, opts: dict[str, Any]) -> Iterator[
 
 
 # ---------------------------------------------------------------- import / export
-async def import_csv(redis: aioredis.Redis, keys_prefix: str, cid: str,
+async def import_csv(db: Any, keys_prefix: str | None, cid: str,
                      path_or_file: str | os.PathLike[str] | IO[Any], *, default_region: str = "US",
                      default_lang: str = "en", allowed_prefixes: Sequence[str] = (), keep_columns: Sequence[str] = (),
                      batch: int = 1000, progress: Callable[[int, int], None] | None = None,
@@ -373,8 +301,10 @@ async def import_csv(redis: aioredis.Redis, keys_prefix: str, cid: str,
 
     ``progress(rows_done, bytes_done)`` is called after every batch; ``errors_path`` gets every rejected
     row as CSV (line, reason, number). Raises ContactsError if the file as a whole is unusable.
+    ``db``: the campaign store (or a ``Store``; or, as before, a Redis client with ``keys_prefix``).
     """
-    k = CampaignKeys(keys_prefix, cid)
+    store = CampaignStore.wrap(db, keys_prefix)
+    store.contact_keys(cid)   # checks the id
     bad = [p for p in allowed_prefixes if not _PREFIX_RE.fullmatch(p)]
     if bad:
         raise ContactsError(f"allowed_prefixes: {bad[0]!r} is not an E.164 prefix like +44")
@@ -385,12 +315,8 @@ async def import_csv(redis: aioredis.Redis, keys_prefix: str, cid: str,
     opts = {"default_region": default_region, "default_lang": default_lang, "allowed_prefixes": tuple(allowed_prefixes),
             "keep_columns": tuple(keep_columns), "languages": tuple(languages)}
     names = ["number", "name", "lang", "tz", "booking", "line", *(c.strip().lower() for c in keep_columns)]
-    script = redis.register_script(IMPORT_LUA)
     report, started = ImportReport(), time.monotonic()
-    async with redis.pipeline(transaction=True) as p:
-        p.delete(k.summary)
-        p.hset(k.summary, mapping={"state": "running", "started": str(time.time())})
-        await p.execute()
+    await store.import_started(cid)
     nxt: asyncio.Future[Any] | None = None
     owned = err_fh = None
     try:
@@ -416,11 +342,9 @@ async def import_csv(redis: aioredis.Redis, keys_prefix: str, cid: str,
                 if err_csv:
                     err_csv.writerow([e.line, e.reason, e.number])
             report.rejected += len(errors)
-            if contacts:   # one round trip: [key base, fields per contact, field names, values...]
-                args = [k.base, str(len(names)), *names]
-                for c in contacts:
-                    args += [c.number, c.name, c.lang, c.tz, c.booking, str(c.line), *c.extra.values()]
-                new, dnc, merged = await script(keys=[k.numbers, k.seq, k.due, k.dnc], args=args)
+            if contacts:   # one round trip
+                new, dnc, merged = await store.import_batch(cid, names, (
+                    [c.number, c.name, c.lang, c.tz, c.booking, str(c.line), *c.extra.values()] for c in contacts))
                 report.imported += int(new)
                 report.dnc += int(dnc)
                 report.merged += int(merged)
@@ -428,7 +352,7 @@ async def import_csv(redis: aioredis.Redis, keys_prefix: str, cid: str,
                 progress(report.rows, done_bytes)
     except BaseException as exc:
         with contextlib.suppress(Exception):   # best effort: Redis may be what failed
-            await asyncio.shield(redis.hset(k.summary, mapping={"state": "failed", "error": str(exc)[:300]}))
+            await asyncio.shield(store.import_summary(cid, {"state": "failed", "error": str(exc)[:300]}))
         raise
     finally:
         if nxt is not None:
@@ -442,50 +366,38 @@ async def import_csv(redis: aioredis.Redis, keys_prefix: str, cid: str,
     summary = {"state": "done", "finished": str(time.time()), "rows": report.rows, "imported": report.imported,
                "merged": report.merged, "dnc": report.dnc, "rejected": report.rejected, "seconds": report.seconds,
                "source": str(path_or_file) if isinstance(path_or_file, (str, os.PathLike)) else ""}
-    await redis.hset(k.summary, mapping={key: str(val) for key, val in summary.items()})
+    await store.import_summary(cid, summary)
     return report
 
 
-def _s(v: Any) -> str:
-    return v.decode("utf-8", "replace") if isinstance(v, bytes) else ("" if v is None else str(v))
-
-
-async def export_csv(redis: aioredis.Redis, keys_prefix: str, cid: str, out_file: IO[str], *,
+async def export_csv(db: Any, keys_prefix: str | None, cid: str, out_file: IO[str], *,
                      batch: int = 1000) -> int:
     """Write every contact (n = 1..seq, ``batch`` per round trip) as CSV to a text file; returns how many."""
-    k = CampaignKeys(keys_prefix, cid)
-    last = int(_s(await redis.get(k.seq)) or 0)
+    store = CampaignStore.wrap(db, keys_prefix)
+    last = await store.last_n(cid)
     w = csvsafe.Writer(out_file)     # names, numbers: text from outside, never a spreadsheet formula
     w.writerow(EXPORT_COLUMNS)
     written = 0
     for first in range(1, last + 1, batch):
         ns = range(first, min(first + batch, last + 1))
-        async with redis.pipeline(transaction=False) as p:
-            for n in ns:
-                p.hgetall(k.contact(n))
-            hashes = await p.execute()
-        for n, raw in zip(ns, hashes):
-            if raw:
-                rec = {_s(a): _s(b) for a, b in raw.items()}
+        for n, rec in zip(ns, await store.contacts(cid, list(ns))):
+            if rec:
                 w.writerow([n, *(rec.get(c, "") for c in EXPORT_COLUMNS[1:])])
                 written += 1
     return written
 
 
-async def contact(redis: aioredis.Redis, prefix: str, cid: str, n: int) -> dict[str, str] | None:
+async def contact(db: Any, prefix: str | None, cid: str, n: int) -> dict[str, str] | None:
     """One contact's fields (plus ``n``), or None."""
-    raw = await redis.hgetall(CampaignKeys(prefix, cid).contact(n))
-    return {**{_s(a): _s(b) for a, b in raw.items()}, "n": str(n)} if raw else None
+    return await CampaignStore.wrap(db, prefix).contact(cid, n)
 
 
-async def counts(redis: aioredis.Redis, prefix: str, cid: str) -> dict[str, int]:
+async def counts(db: Any, prefix: str | None, cid: str) -> dict[str, int]:
     """Contacts by status (every status, zeros included): one MGET of the counters."""
-    k = CampaignKeys(prefix, cid)
-    values = await redis.mget([k.count(s) for s in STATUSES])
-    return {s: int(_s(v) or 0) for s, v in zip(STATUSES, values)}
+    return await CampaignStore.wrap(db, prefix).counts(cid, STATUSES)
 
 
-async def set_status(redis: aioredis.Redis, prefix: str, cid: str, n: int, new_status: str,
+async def set_status(db: Any, prefix: str | None, cid: str, n: int, new_status: str,
                      **fields: str) -> str | None:
     """Set a contact's status (and other fields) and move the status counters, atomically (Lua).
 
@@ -495,35 +407,19 @@ async def set_status(redis: aioredis.Redis, prefix: str, cid: str, n: int, new_s
         raise ValueError(f"status: expected one of {', '.join(STATUSES)}, got {new_status!r}")
     if "status" in fields:
         raise ValueError("status: pass it as new_status")
-    k = CampaignKeys(prefix, cid)
-    flat = [x for kv in fields.items() for x in (kv[0], str(kv[1]))]
-    old = await redis.register_script(SET_STATUS_LUA)(keys=[k.contact(n)], args=[k.base, new_status, *flat])
-    return _s(old) if old else None
+    return await CampaignStore.wrap(db, prefix).set_status(cid, n, new_status, fields)
 
 
 # ---------------------------------------------------------------- do-not-call list
-ADD_LUA = """
-local n = redis.call('INCR', KEYS[2])
-local status = redis.call('SISMEMBER', KEYS[3], ARGV[2]) == 1 and 'dnc' or 'pending'
-redis.call('HSET', ARGV[1] .. ':contact:' .. n, 'status', status, 'attempts', '0', 'line', '0', unpack(ARGV, 3))
-redis.call('HSET', KEYS[1], ARGV[2], n)
-redis.call('INCR', ARGV[1] .. ':count:' .. status)
-if status == 'pending' then redis.call('ZADD', ARGV[1] .. ':due', 0, n) end
-return {n, status}
-"""
 
 
-async def add_contact(redis: aioredis.Redis, prefix: str, cid: str, contact: Contact) -> tuple[int, str]:
+async def add_contact(db: Any, prefix: str | None, cid: str, contact: Contact) -> tuple[int, str]:
     """Append one validated contact (one Lua call) and return (n, status). Unlike an import it never merges
     into an earlier contact of the same number: each call is its own message (e.g. one per refund decision);
     the number index points at the newest."""
-    k = CampaignKeys(prefix, cid)
     fields = {"number": contact.number, "lang": contact.lang, "tz": contact.tz, "name": contact.name,
               "booking": contact.booking, **contact.extra, "added": f"{time.time():.3f}"}
-    flat = [x for kv in fields.items() if kv[1] for x in kv]
-    n, status = await redis.register_script(ADD_LUA)(keys=[k.numbers, k.seq, k.dnc],
-                                                     args=[k.base, contact.number, *flat])
-    return int(n), _s(status)
+    return await CampaignStore.wrap(db, prefix).add_contact(cid, contact.number, fields)
 
 
 def _dnc_numbers(numbers: Iterable[str], default_region: str) -> list[str]:
@@ -535,26 +431,26 @@ def _dnc_numbers(numbers: Iterable[str], default_region: str) -> list[str]:
         raise ValueError(f"do-not-call: not a phone number ({exc})") from None
 
 
-async def add_dnc(redis: aioredis.Redis, prefix: str, numbers: Iterable[str], *, default_region: str = "US") -> int:
+async def add_dnc(db: Any, prefix: str | None, numbers: Iterable[str], *, default_region: str = "US") -> int:
     """Put numbers on the do-not-call list (normalised to E.164); returns how many were new."""
-    added, it = 0, iter(numbers)
+    store, added, it = CampaignStore.wrap(db, prefix), 0, iter(numbers)
     while chunk := _dnc_numbers(itertools.islice(it, 1000), default_region):
-        added += int(await redis.sadd(f"{prefix}:dnc", *chunk))
+        added += await store.dnc_add(chunk)
     return added
 
 
-async def is_dnc(redis: aioredis.Redis, prefix: str, number: str, *, default_region: str = "US") -> bool:
+async def is_dnc(db: Any, prefix: str | None, number: str, *, default_region: str = "US") -> bool:
     """Is the number (any format; not a number at all: False) on the do-not-call list?"""
     with contextlib.suppress(ValueError):
-        return bool(await redis.sismember(f"{prefix}:dnc", _dnc_numbers([number], default_region)[0]))
+        return await CampaignStore.wrap(db, prefix).dnc_has(_dnc_numbers([number], default_region)[0])
     return False
 
 
-async def remove_dnc(redis: aioredis.Redis, prefix: str, numbers: Iterable[str], *, default_region: str = "US") -> int:
+async def remove_dnc(db: Any, prefix: str | None, numbers: Iterable[str], *, default_region: str = "US") -> int:
     """Take numbers off the do-not-call list; returns how many were on it."""
-    removed, it = 0, iter(numbers)
+    store, removed, it = CampaignStore.wrap(db, prefix), 0, iter(numbers)
     while chunk := _dnc_numbers(itertools.islice(it, 1000), default_region):
-        removed += int(await redis.srem(f"{prefix}:dnc", *chunk))
+        removed += await store.dnc_remove(chunk)
     return removed
 
 

@@ -30,14 +30,11 @@ from __future__ import annotations
 import asyncio
 import builtins
 import datetime
-import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from redis.exceptions import RedisError
 
 from ..core import names as ev
 from ..asterisk.ami_client import AmiClient, AmiError
@@ -45,21 +42,18 @@ from ..balance.policy import CampaignView
 from ..app.config import Config
 from ..app.logutil import RateLimit
 from .outbound import OutboundGuard
+from ..store.errors import StoreError
 from ..store.redis_store import Store
+
 from . import contacts
 from .model import Campaign, campaign_from_dict
 from .transfers import Transfers
 
+if TYPE_CHECKING:
+    from ..store.campaigns import CampaignStore
+
 log = logging.getLogger(__name__)
 
-CLAIM_LUA = """
-local ns = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, n in ipairs(ns) do
-  redis.call('ZREM', KEYS[1], n)
-  redis.call('ZADD', KEYS[2], ARGV[3], n)
-end
-return ns
-"""
 # OriginateResponse Reason (the last control frame): 5 busy, 3 ringing (no answer), 1 hung up, 8 congestion
 ORIGINATE_REASONS = {"5": "busy", "3": "no_answer", "1": "no_answer", "0": "failed", "8": "failed"}
 # Q.850 hangup causes of the outbound channel, which tell "busy" apart when the reason is 0 (PJSIP 486)
@@ -96,11 +90,8 @@ class Dialer:
         self.cfg = cfg
         self.guard = guard or OutboundGuard(cfg, store)   # every contact dialled passes it
         self.store = store
-        self.redis = store.redis
-        self.prefix = store.keys.prefix
         self.ami = ami
         self.running: dict[str, Running] = {}
-        self._claim = self.redis.register_script(CLAIM_LUA)
         self.causes: dict[str, str] = {}       # account code -> Q.850 cause of its Hangup
         self.errors = 0
         self._unreachable = RateLimit(10.0)
@@ -113,24 +104,22 @@ class Dialer:
         self._on_attempt = on_attempt          # told (campaign id, outcome) of each attempt (the metrics)
         self.transfers = Transfers()           # answered calls sent to the agents (max_transfers)
 
-    # ------------------------------------------------------------------ keys
-    def _k(self, cid: str, part: str = "") -> str:
-        return f"{self.prefix}:campaign:{cid}" + (f":{part}" if part else "")
+    @property
+    def db(self) -> "CampaignStore":
+        """The store's campaigns part: everything this class keeps in Redis goes through it."""
+        return self.store.campaigns
 
     # ---------------------------------------------------------- definitions
     async def create(self, campaign: Campaign, by: str = "") -> None:
-        if await self.redis.exists(self._k(campaign.id)):
+        if not await self.db.create(campaign.id, campaign.to_dict()):
             raise ValueError(f"campaign {campaign.id!r} exists already")
-        await self.redis.hset(self._k(campaign.id), mapping={
-            "def": json.dumps(campaign.to_dict()), "state": "draft", "created": str(time.time())})
-        await self.redis.sadd(f"{self.prefix}:campaigns", campaign.id)
         await self.store.audit(by or "api", "campaign.create", campaign.id, None, campaign.to_dict())
 
     async def get(self, cid: str) -> tuple[Campaign, str] | None:
-        raw = await self.redis.hgetall(self._k(cid))
-        if not raw:
+        found = await self.db.get(cid)
+        if found is None:
             return None
-        return campaign_from_dict(json.loads(raw["def"])), raw.get("state", "draft")
+        return campaign_from_dict(found[0]), found[1]
 
     async def set_state(self, cid: str, state: str, by: str = "") -> None:
         if state not in STATES:
@@ -138,16 +127,16 @@ class Dialer:
         found = await self.get(cid)
         if found is None:
             raise KeyError(cid)
-        await self.redis.hset(self._k(cid), mapping={"state": state, "updated": str(time.time())})
+        await self.db.set_state(cid, state)
         await self.store.audit(by or "api", "campaign.state", cid, found[1], state)
         log.info("campaign %s: %s -> %s", cid, found[1], state)
 
     async def list(self) -> list[dict[str, Any]]:
         out = []
-        for cid in sorted(await self.redis.smembers(f"{self.prefix}:campaigns")):
+        for cid in sorted(await self.db.ids()):
             found = await self.get(cid)
             if found:
-                counts = await contacts.counts(self.redis, self.prefix, cid)
+                counts = await contacts.counts(self.db, None, cid)
                 out.append({"id": cid, "name": found[0].name, "state": found[1], "counts": counts,
                             **self.live(cid)})
         return out
@@ -184,7 +173,7 @@ class Dialer:
                         await self._pace(cid, r)
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:   # Redis restarting: one line now and then, no traceback
+            except (StoreError, OSError) as exc:   # Redis restarting: one line now and then, no traceback
                 self.errors += 1
                 self._unreachable.log(log, logging.WARNING, "dialer: Redis unreachable (%s); retrying", exc)
             except Exception:
@@ -207,7 +196,7 @@ class Dialer:
             except Exception as exc:
                 self.recover_errors += 1
                 self.last_recover_error = str(exc)[:200]
-                if isinstance(exc, (RedisError, OSError, AmiError)):
+                if isinstance(exc, (StoreError, OSError, AmiError)):
                     self._unreachable.log(log, logging.WARNING, "dialer recovery failed (%s); retrying in %.0fs",
                                           exc, delay)
                 else:
@@ -244,7 +233,7 @@ class Dialer:
 
     async def _refresh(self) -> None:
         """Follow campaign state changes made through the API or the CLI (or another node)."""
-        for cid in await self.redis.smembers(f"{self.prefix}:campaigns"):
+        for cid in await self.db.ids():
             found = await self.get(cid)
             if found is None:
                 continue
@@ -261,7 +250,7 @@ class Dialer:
         c = r.campaign
         r.tokens = min(max(1.0, c.pacing.cps), r.tokens + (now - r.last) * c.pacing.cps * r.pace)
         r.last = now
-        state = (await self.redis.hget(self._k(cid), "state")) or "draft"
+        state = (await self.db.state(cid)) or "draft"
         if state != "running":
             return
         held = self.transfers.full(c)
@@ -277,46 +266,42 @@ class Dialer:
         want = min(int(r.tokens), c.pacing.max_channels - len(r.active))
         if want <= 0:
             return
-        hour_key = self._k(cid, "hour:" + time.strftime("%Y%m%d%H", time.gmtime()))
-        used = int(await self.redis.get(hour_key) or 0)
+        hour = time.strftime("%Y%m%d%H", time.gmtime())
+        used = await self.db.dials_this_hour(cid, hour)
         want = min(want, c.hourly_cap - used)
         if want <= 0:
             return
-        ns = await self._claim(keys=[self._k(cid, "due"), self._k(cid, "leases")],
-                               args=[time.time(), want, time.time() + 3600])
+        ns = await self.db.claim(cid, time.time(), want, time.time() + 3600)
         if not ns:
-            if not r.active and not await self.redis.zcard(self._k(cid, "leases")):
-                if not await self.redis.zcard(self._k(cid, "due")):
+            if not r.active and not await self.db.leased_count(cid):
+                if not await self.db.due_count(cid):
                     await self.set_state(cid, "done", by="dialer")
             return
         for n in ns:
             r.tokens -= 1
-            await self._dial(cid, r, str(n), hour_key)
+            await self._dial(cid, r, str(n), hour)
 
-    async def _dial(self, cid: str, r: Running, n: str, hour_key: str) -> None:
+    async def _dial(self, cid: str, r: Running, n: str, hour: str) -> None:
         c = r.campaign
-        contact = await contacts.contact(self.redis, self.prefix, cid, int(n))
+        contact = await contacts.contact(self.db, None, cid, int(n))
         if contact is None:
-            await self.redis.zrem(self._k(cid, "leases"), n)
+            await self.db.release(cid, n)
             return
         number = contact.get("number", "")
         if contact.get("status") in CLOSED:   # called in while it was being claimed, or closed by a late outcome
-            await self.redis.zrem(self._k(cid, "leases"), n)
+            await self.db.release(cid, n)
             return
         if self.continuity is not None and await self.continuity.busy(number):
             # on a call with us right now (the IVR, a queue, an agent): not now; the call in progress
             # marks the contact reached, else it is dialled after BUSY_DEFER_S
-            async with self.redis.pipeline(transaction=True) as p:
-                p.zrem(self._k(cid, "leases"), n)
-                p.zadd(self._k(cid, "due"), {n: time.time() + BUSY_DEFER_S})
-                await p.execute()
+            await self.db.requeue(cid, n, time.time() + BUSY_DEFER_S)
             log.info("campaign %s: contact %s is on a call with us: not dialled now", cid, n)
             return
         if not c.allows(number):
             await self._close(cid, n, "failed", last_outcome="destination not allowed")
             log.warning("campaign %s: contact %s: %s is outside the allowed destinations", cid, n, number)
             return
-        if await self.redis.sismember(f"{self.prefix}:dnc", number):
+        if await self.db.dnc_has(number):
             await self._close(cid, n, "dnc", last_outcome="do not call")
             return
         tz = contact.get("tz") or ""
@@ -333,10 +318,7 @@ class Dialer:
                                 "(give it a tz column)", cid, n, number, len(zones))
                     return
                 when = common.timestamp()
-            async with self.redis.pipeline(transaction=True) as p:
-                p.zrem(self._k(cid, "leases"), n)
-                p.zadd(self._k(cid, "due"), {n: when})
-                await p.execute()
+            await self.db.requeue(cid, n, when)
             return
         purpose = "refund" if cid == self.cfg.refunds.notice_campaign else "campaign"
         verdict = await self.guard.check(number, purpose, narrower=c.allowed_prefixes,
@@ -344,20 +326,16 @@ class Dialer:
         if not verdict.ok:
             if verdict.retry_later:   # a cap: at the next clock hour; Redis away: in a minute
                 when = (time.time() // 3600 + 1) * 3600 if verdict.reason.startswith("cap_") else time.time() + 60
-                async with self.redis.pipeline(transaction=True) as p:
-                    p.zrem(self._k(cid, "leases"), n)
-                    p.zadd(self._k(cid, "due"), {n: when})
-                    await p.execute()
+                await self.db.requeue(cid, n, when)
             else:
                 await self._close(cid, n, "dnc" if verdict.reason == "dnc" else "failed",
                                   last_outcome=f"refused: {verdict.reason}", updated=str(time.time()))
             return
         attempt = int(contact.get("attempts") or 0) + 1
         code = account_code(cid, n, attempt)
-        await contacts.set_status(self.redis, self.prefix, cid, int(n), "in_progress", attempts=str(attempt),
+        await contacts.set_status(self.db, None, cid, int(n), "in_progress", attempts=str(attempt),
                                   dialled_at=str(time.time()), attempt_id=code)
-        await self.redis.incr(hour_key)
-        await self.redis.expire(hour_key, 7200)
+        await self.db.count_dial(cid, hour)
         r.active[code] = time.monotonic()
         self.originating.add(code)
         r.dialled += 1
@@ -411,7 +389,7 @@ class Dialer:
             try:
                 await self.finish_attempt(cid, n, attempt, outcome, keypress=keypress)
                 return
-            except RedisError as exc:
+            except StoreError as exc:
                 if time.monotonic() > deadline:
                     log.error("campaign %s: contact %s: outcome %s not recorded (Redis: %s); the recovery at the "
                               "next start settles it", cid, n, outcome, exc)
@@ -446,7 +424,7 @@ class Dialer:
         if found is None:
             return
         c = found[0]
-        contact = await contacts.contact(self.redis, self.prefix, cid, int(n)) or {}
+        contact = await contacts.contact(self.db, None, cid, int(n)) or {}
         if contact.get("attempt_id") and contact["attempt_id"] != account_code(cid, n, attempt):
             log.warning("campaign %s: contact %s: late outcome for attempt %d ignored", cid, n, attempt)
             return
@@ -458,20 +436,16 @@ class Dialer:
         elif contact.get("status") in CLOSED:   # e.g. "unknown" after the notice stored the callee's choice
             log.warning("campaign %s: contact %s: outcome %s of attempt %d came after the contact was closed (%s): "
                         "ignored", cid, n, outcome, attempt, contact["status"])
-            await self.redis.zrem(self._k(cid, "leases"), n)
+            await self.db.release(cid, n)
             return
         elif attempt < c.max_attempts:
             when = time.time() + float(c.retry.get(outcome, c.retry.get("failed", 1800)))
-            await contacts.set_status(self.redis, self.prefix, cid, int(n), "pending", **extra)
-            async with self.redis.pipeline(transaction=True) as p:
-                p.zrem(self._k(cid, "leases"), n)
-                p.zadd(self._k(cid, "due"), {n: when})
-                await p.execute()
+            await contacts.set_status(self.db, None, cid, int(n), "pending", **extra)
+            await self.db.requeue(cid, n, when)
         else:
             await self._close(cid, n, "failed", **extra)
-        await self.redis.xadd(self._k(cid, "attempts"), {"n": n, "attempt": str(attempt), "outcome": outcome,
-                                                         "keypress": keypress, "at": str(time.time())},
-                              maxlen=2_000_000, approximate=True)
+        await self.db.add_attempt(cid, {"n": n, "attempt": str(attempt), "outcome": outcome,
+                                        "keypress": keypress, "at": str(time.time())})
         self.store_metric(cid, outcome)
         log.info("campaign %s: contact %s attempt %d: %s", cid, n, attempt, outcome)
 
@@ -482,26 +456,20 @@ class Dialer:
 
     async def _close(self, cid: str, n: str, status: str, **fields: str) -> None:
         """Close a contact; a retry planned for it (an outcome taken for failed before the real one) goes too."""
-        await contacts.set_status(self.redis, self.prefix, cid, int(n), status, **fields)
-        async with self.redis.pipeline(transaction=True) as p:
-            p.zrem(self._k(cid, "leases"), n)
-            p.zrem(self._k(cid, "due"), n)
-            await p.execute()
+        await contacts.set_status(self.db, None, cid, int(n), status, **fields)
+        await self.db.unschedule(cid, n)
 
     # ------------------------------------------------------------ recovery
     async def recover(self) -> dict[str, int]:
         """After a (re)start: settle every lease left by a previous run (see the module docstring)."""
         live = await self._live_account_codes()
         summary = {"requeued": 0, "answered": 0, "still_live": 0, "unknown": 0}
-        for cid in await self.redis.smembers(f"{self.prefix}:campaigns"):
-            for n in await self.redis.zrange(self._k(cid, "leases"), 0, -1):
-                contact = await contacts.contact(self.redis, self.prefix, cid, int(n)) or {}
+        for cid in await self.db.ids():
+            for n in await self.db.leased(cid):
+                contact = await contacts.contact(self.db, None, cid, int(n)) or {}
                 code = contact.get("attempt_id", "")
                 if contact.get("status") != "in_progress":
-                    async with self.redis.pipeline(transaction=True) as p:
-                        p.zrem(self._k(cid, "leases"), n)
-                        p.zadd(self._k(cid, "due"), {n: time.time()})
-                        await p.execute()
+                    await self.db.requeue(cid, n, time.time())
                     summary["requeued"] += 1
                 elif contact.get("key_attempt") == code and contact.get("key_action"):
                     # the callee pressed a key and the action ran before the stop: that is the outcome

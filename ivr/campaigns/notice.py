@@ -20,11 +20,11 @@ import logging
 import time
 from typing import Any
 
-from redis.exceptions import RedisError
 
 from ..asterisk.agi_server import AgiSession
 from ..menu.engine import CallContext, MenuEngine
 from ..menu.schema import Menu
+from ..store.errors import StoreError
 from ..store.redis_store import Store
 from ..store.selfservice import GROUP_RE, REFUND_STATUSES
 from . import contacts
@@ -47,9 +47,9 @@ class NoticeHandler:
         amd = (await s.get_variable("AMDSTATUS")) or ""
         try:
             found = await self.dialer.get(cid)
-            contact = (await contacts.contact(self.store.redis, self.store.keys.prefix, cid, int(n))
+            contact = (await contacts.contact(self.store.campaigns, None, cid, int(n))
                        if n.isdigit() else None)
-        except RedisError as exc:   # the callee answered but nothing can be read: end politely, retry later
+        except StoreError as exc:   # the callee answered but nothing can be read: end politely, retry later
             log.warning("campaign %s: contact %s answered while Redis is unreachable (%s); retried later", cid, n, exc)
             if n.isdigit():
                 await self.dialer.record_outcome(cid, n, attempt, "unknown")
@@ -67,7 +67,7 @@ class NoticeHandler:
         if continuity is not None:
             try:
                 await continuity.mark_live(contact["number"], ctx.uid)
-            except RedisError as exc:
+            except StoreError as exc:
                 log.warning("campaign %s: contact %s: not marked as on a call (Redis: %s)", cid, n, exc)
         outcome, key, reference = "no_key", "", ""
         try:
@@ -90,11 +90,11 @@ class NoticeHandler:
                     action = "callback"   # the campaign's transfers to agents are full: called back instead
                 outcome = action
                 # recorded before acting: a controller stopped mid-action knows the callee answered
-                await self.store.redis.hset(f"{self.store.keys.prefix}:campaign:{cid}:contact:{n}", mapping={
+                await self.store.campaigns.set_contact_fields(cid, n, {
                     "keypress": key, "key_action": action, "key_attempt": f"c:{cid}:{n}:{attempt}"})
                 reference = await self._act(s, ctx, campaign.queue, action, contact)
                 return
-        except RedisError as exc:
+        except StoreError as exc:
             # the keypress's action (refund request, callback, opt-out) could not be stored: never report it
             # as done; the contact is retried under its retry rules instead
             log.warning("campaign %s: contact %s: %s not stored (Redis: %s); the contact will be retried",
@@ -106,14 +106,14 @@ class NoticeHandler:
                                                       "language": lang, "started_at": round(ctx.started, 3),
                                                       "ivr_outcome": f"notice_{outcome}", "campaign": cid,
                                                       "contact": n, "keypress": key})
-            except RedisError as exc:
+            except StoreError as exc:
                 log.warning("campaign %s: contact %s: call record not saved (Redis: %s)", cid, n, exc)
             if continuity is not None:
                 try:   # the next inbound call of this number gets the short path (ivr/continuity/service.py)
                     await continuity.noticed(contact["number"], {
                         "campaign": cid, "contact": n, "action": outcome, "keypress": key, "lang": lang,
                         "booking": contact.get("booking") or "", "reference": reference, "uid": ctx.uid})
-                except RedisError as exc:
+                except StoreError as exc:
                     log.warning("campaign %s: contact %s: notice not remembered (Redis: %s)", cid, n, exc)
             await self.dialer.record_outcome(cid, n, attempt, outcome, keypress=key if outcome != "machine" else "")
 
@@ -156,7 +156,7 @@ class NoticeHandler:
             await self._to_queue(s, queue)
             return reference
         elif action == "optout":
-            await self.store.redis.sadd(f"{self.store.keys.prefix}:dnc", contact["number"])
+            await self.store.campaigns.dnc_add([contact["number"]])
             await self.engine.play(s, ctx, ("optout-done",))
         await self.engine.play(s, ctx, ("goodbye",))
         await s.set_variable("IVR_NEXT", "hangup")

@@ -32,7 +32,7 @@ from typing import Any, Iterable
 
 import phonenumbers
 from phonenumbers import PhoneNumberType
-from redis.exceptions import RedisError
+from ..store.errors import StoreError
 
 from ..app.config import AgentConfig, Config, OutboundConfig
 
@@ -183,7 +183,7 @@ class OutboundGuard:
             try:
                 reason = await self.store.outbound.admit(verdict.number, per_number=self.cfg.per_number_hourly,
                                                          global_cap=self.cfg.global_hourly, count=count)
-            except (RedisError, OSError) as exc:
+            except (StoreError, OSError) as exc:
                 log.warning("outbound %s: do-not-call list and caps unreadable (%s): refused", purpose, exc)
                 reason = "unavailable"
             if reason:
@@ -203,5 +203,5 @@ class OutboundGuard:
         try:
             await self.store.audit("outbound-guard", "outbound.refused", shown, None,
                                    {"purpose": purpose, "reason": v.reason, **({"ref": ref} if ref else {})})
-        except (RedisError, OSError) as exc:
+        except (StoreError, OSError) as exc:
             log.warning("outbound %s: refusal not audited (Redis: %s)", purpose, exc)

@@ -64,7 +64,7 @@ class CampaignService:
     async def detail(self, cid: str) -> dict[str, Any]:
         """The definition, state, contact counts and live dialling figures of one campaign."""
         campaign, state = await self.get(cid)
-        counts = await contacts.counts(self._store.redis, self._store.keys.prefix, cid)
+        counts = await contacts.counts(self._store.campaigns, None, cid)
         return {**campaign.to_dict(), "state": state, "counts": counts, **self._dialer.live(cid)}
 
     async def import_contacts(self, cid: str, path: Path, *, region: str, by: str | None = None,
@@ -73,7 +73,7 @@ class CampaignService:
         """Import a contacts CSV file into the campaign; audited as ``by`` when given (the API)."""
         campaign, _ = await self.get(cid)
         try:
-            report = await contacts.import_csv(self._store.redis, self._store.keys.prefix, cid, path,
+            report = await contacts.import_csv(self._store.campaigns, None, cid, path,
                                                default_region=region, default_lang=campaign.default_lang,
                                                allowed_prefixes=campaign.allowed_prefixes, batch=250,
                                                progress=progress, errors_path=errors_path)
@@ -93,4 +93,4 @@ class CampaignService:
 
     async def export(self, cid: str, out: IO[str]) -> int:
         """Every contact as CSV (cells safe from formulas) into ``out``; how many."""
-        return await contacts.export_csv(self._store.redis, self._store.keys.prefix, cid, out)
+        return await contacts.export_csv(self._store.campaigns, None, cid, out)

@@ -41,13 +41,16 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import phonenumbers
-from redis.exceptions import RedisError
 
 from ..app.config import ContinuityConfig
-from ..store.redis_store import Store, script_sha, scripted_pipeline
+from ..store.errors import StoreError
+from ..store.redis_store import Store
+
+if TYPE_CHECKING:
+    from ..store.continuity import ContinuityStore
 
 log = logging.getLogger(__name__)
 
@@ -55,20 +58,6 @@ log = logging.getLogger(__name__)
 HEARD = frozenset({"machine", "no_key", "refund", "callback", "agent", "optout", "heard"})
 DROPPED = frozenset({"abandoned", "left_queue"})
 HISTORY_BATCH = 500   # caller histories written in one round trip at most
-# KEYS: the caller's live set, their calls list, their hash. ARGV: the call's uid, its summary (JSON), the
-# history's last index, the TTL, when it was answered ("" if it was not).
-REMEMBER_LUA = """
-redis.call('SREM', KEYS[1], ARGV[1])
-redis.call('LPUSH', KEYS[2], ARGV[2])
-redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]))
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-if ARGV[5] ~= '' then
-  redis.call('HSET', KEYS[3], 'last_answered', ARGV[5])
-  redis.call('EXPIRE', KEYS[3], ARGV[4])
-end
-return 0
-"""
-REMEMBER_SHA = script_sha(REMEMBER_LUA)
 LIVE_TTL_S = 6 * 3600
 SUMMARY_FIELDS = ("outcome", "queue", "agent", "wait", "talk", "language", "menu", "kind", "campaign", "keypress")
 
@@ -111,14 +100,12 @@ class Recognised:
 
 
 class Continuity:
-    """One per controller; every method that touches Redis may raise RedisError (callers decide)."""
+    """One per controller; every method that touches Redis may raise StoreError (callers decide)."""
 
     def __init__(self, cfg: ContinuityConfig, store: Store, *, guard: Any = None,
                  channel_alive: Callable[[str], bool] | None = None) -> None:
         self.cfg = cfg
         self.store = store
-        self.redis = store.redis
-        self.prefix = store.keys.prefix
         self.place_since: dict[str, float] = {}      # uid -> the time their place dates from (returning callers)
         self.context: dict[str, dict[str, Any]] = {}  # uid -> what the dashboard shows next to the call
         self.returned = 0
@@ -134,18 +121,12 @@ class Continuity:
         self.guard = guard
         self.callbacks_refused = 0
 
-    # ---------------------------------------------------------------- keys
-    def _k(self, number: str, part: str = "") -> str:
-        return f"{self.prefix}:caller:{number}" + (f":{part}" if part else "")
-
     @property
-    def _dropped(self) -> str:
-        return f"{self.prefix}:dropped"
+    def db(self) -> "ContinuityStore":
+        """The store's continuity part: everything this class keeps in Redis goes through it."""
+        return self.store.continuity
 
-    @property
-    def _due(self) -> str:
-        return f"{self.prefix}:dropped:due"
-
+    # ---------------------------------------------------------------- numbers
     def key(self, raw: str) -> str:
         return caller_key(raw, self.cfg.region)
 
@@ -167,17 +148,8 @@ class Continuity:
         if not number or not self.cfg.enabled:
             return Recognised(number=number)
         now = time.time()
-        async with self.redis.pipeline(transaction=False) as p:
-            p.sadd(self._k(number, "live"), uid)
-            p.expire(self._k(number, "live"), LIVE_TTL_S)
-            p.hget(self._dropped, number)
-            p.zscore(self._due, number)
-            p.hget(self._k(number), "notice")
-            p.lrange(self._k(number, "calls"), 0, max(0, self.cfg.history - 1))
-            p.hget(self._k(number), "flag")
-            p.hset(self._k(number), mapping={"last_in": str(now), "last_uid": uid})
-            p.expire(self._k(number), self._history_ttl)
-            _, _, raw_drop, deadline, raw_notice, raw_calls, raw_flag, _, _ = await p.execute()
+        raw_drop, deadline, raw_notice, raw_calls, raw_flag = await self.db.recognise(
+            number, uid, now, live_ttl=LIVE_TTL_S, history=self.cfg.history, history_ttl=self._history_ttl)
         found = Recognised(number=number, calls=[_loads(c) for c in raw_calls])
         found.calls = [c for c in found.calls if c]
         since_repeat = now - self.cfg.repeat_hours * 3600
@@ -187,11 +159,7 @@ class Continuity:
             found.group = flag["group"]
         drop = _loads(raw_drop)
         if drop and deadline is not None and float(deadline) >= now:
-            async with self.redis.pipeline(transaction=True) as p:   # one return per drop
-                p.zrem(self._due, number)
-                p.hdel(self._dropped, number)
-                taken, _ = await p.execute()
-            if taken:
+            if await self.db.take_place(number):   # one return per drop
                 found.dropped = drop
                 self.place_since[uid] = float(drop.get("place_since") or now)
                 self.returned += 1
@@ -223,26 +191,22 @@ class Continuity:
 
         marked = 0
         if campaigns is None:
-            campaigns = await self.redis.smembers(f"{self.prefix}:campaigns")
+            campaigns = await self.store.campaigns.ids()
         cids = sorted(campaigns)
         if not cids:
             return 0
-        keys = [contacts.CampaignKeys(self.prefix, cid) for cid in cids]
-        async with self.redis.pipeline(transaction=False) as p:
-            for k in keys:
-                p.hget(k.numbers, number)
-            found = await p.execute()
-        for cid, k, n in zip(cids, keys, found):
+        found = await self.db.numbers_in_campaigns(cids, number)
+        for cid, n in zip(cids, found):
             if not n:
                 continue
-            contact = await contacts.contact(self.redis, self.prefix, cid, int(n)) or {}
+            contact = await contacts.contact(self.store.campaigns, None, cid, int(n)) or {}
             if contact.get("status") != "pending":
                 continue
             if before is not None and float(contact.get("added") or 0) > before:
                 continue
-            old = await contacts.set_status(self.redis, self.prefix, cid, int(n), "reached",
+            old = await contacts.set_status(self.store.campaigns, None, cid, int(n), "reached",
                                             last_outcome="called in", updated=str(time.time()))
-            await self.redis.zrem(k.due, n)
+            await self.store.campaigns.unschedule_due(cid, n)
             if old is not None:
                 marked += 1
                 log.info("campaign %s: contact %s called in: marked reached, not dialled", cid, n)
@@ -282,22 +246,14 @@ class Continuity:
         now = time.time()
         flag = {"group": group, "priority": self.group_priority(group), "note": note, "by": by,
                 "at": round(now, 3), "until": round(now + hours * 3600, 3)}
-        async with self.redis.pipeline(transaction=True) as p:
-            p.hget(self._k(number), "flag")
-            p.hset(self._k(number), "flag", json.dumps(flag))
-            p.expire(self._k(number), max(self._history_ttl, int(hours * 3600) + 60))
-            old, _, _ = await p.execute()
+        old = await self.db.swap_flag(number, json.dumps(flag), max(self._history_ttl, int(hours * 3600) + 60))
         log.info("caller %s flagged %s (priority %d) for %.0f h by %s", number, group, flag["priority"], hours,
                  by or "?")
         return dict(flag, number=number), self._current_flag(_loads(old), now)
 
     async def clear_flag(self, raw_number: str) -> dict[str, Any] | None:
         number = self._checked_key(raw_number)
-        async with self.redis.pipeline(transaction=True) as p:
-            p.hget(self._k(number), "flag")
-            p.hdel(self._k(number), "flag")
-            old, _ = await p.execute()
-        return _loads(old)
+        return _loads(await self.db.swap_flag(number, None))
 
     # ----------------------------------------------------------- campaigns
     async def noticed(self, raw_number: str, info: Mapping[str, Any]) -> None:
@@ -307,19 +263,13 @@ class Continuity:
             return
         notice = {k: str(v) for k, v in info.items() if v not in (None, "")}
         notice.setdefault("at", str(time.time()))
-        async with self.redis.pipeline(transaction=False) as p:
-            p.hset(self._k(number), "notice", json.dumps(notice))
-            p.expire(self._k(number), max(self._history_ttl, int(self.cfg.notice_hours * 3600)))
-            await p.execute()
+        await self.db.set_notice(number, json.dumps(notice), max(self._history_ttl, int(self.cfg.notice_hours * 3600)))
 
     async def mark_live(self, raw_number: str, uid: str) -> None:
         """A call with this number that did not come in through the IVR (a callback, a notice) is in progress."""
         number = self.key(raw_number)
         if number and uid and self.cfg.enabled:
-            async with self.redis.pipeline(transaction=False) as p:
-                p.sadd(self._k(number, "live"), uid)
-                p.expire(self._k(number, "live"), LIVE_TTL_S)
-                await p.execute()
+            await self.db.mark_live(number, uid, LIVE_TTL_S)
 
     async def busy(self, raw_number: str, besides: str = "") -> bool:
         """Is this number on a call with us right now (in the IVR, waiting or with an agent)? The call
@@ -327,11 +277,11 @@ class Continuity:
         number = self.key(raw_number)
         if not number or not self.cfg.enabled:
             return False
-        uids = set(await self.redis.smembers(self._k(number, "live"))) - {besides}
+        uids = await self.db.live(number) - {besides}
         if uids and self.channel_alive is not None:
             stale = {u for u in uids if not self.channel_alive(u)}
             if stale:   # calls whose end was never recorded (the controller was killed): forget them
-                await self.redis.srem(self._k(number, "live"), *stale)
+                await self.db.forget_live(number, stale)
                 log.info("%s: %d call(s) no longer on Asterisk dropped from the live set", number, len(stale))
             uids -= stale
         return bool(uids)
@@ -341,8 +291,8 @@ class Continuity:
         number = self.key(raw_number)
         if not number or not self.cfg.enabled:
             return False
-        last = await self.redis.hget(self._k(number), "last_answered")
-        return bool(last) and float(last) > since
+        last = await self.db.last_answered(number)
+        return last is not None and bool(last) and float(last) > since
 
     # ------------------------------------------------------- after a call
     def call_finished(self, record: Mapping[str, Any]) -> None:
@@ -379,21 +329,15 @@ class Continuity:
         if not entries:
             return
         reach_any = any(_reaches(record) for _, record, _ in entries)
-        def stage(p: Any) -> None:
-            if reach_any:        # read in the same round trip: most calls end with no campaign running
-                p.smembers(f"{self.prefix}:campaigns")
-            for number, record, _ in entries:   # one command a call (REMEMBER_LUA)
-                answered = str(record.get("answered_at") or time.time()) if record.get("outcome") == "answered" else ""
-                p.evalsha(REMEMBER_SHA, 3, self._k(number, "live"), self._k(number, "calls"), self._k(number),
-                          _uid(record), json.dumps(summarise(record)), max(0, self.cfg.history - 1),
-                          self._history_ttl, answered)
-
-        replies = await scripted_pipeline(self.redis, stage, [REMEMBER_LUA])
+        writes = [(number, _uid(record), json.dumps(summarise(record)),
+                   str(record.get("answered_at") or time.time()) if record.get("outcome") == "answered" else "")
+                  for number, record, _ in entries]
+        campaigns, replies = await self.db.remember(writes, last_index=max(0, self.cfg.history - 1),
+                                                    ttl=self._history_ttl, with_campaigns=reach_any)
         failed = [r for r in replies if isinstance(r, Exception)]
         if failed:
             log.warning("continuity: %d of %d history writes refused by Redis: %s", len(failed), len(replies),
                         failed[0])
-        campaigns: set[str] = replies[0] if reach_any and not isinstance(replies[0], Exception) else set()
         for number, record, since in entries:
             if _reaches(record):   # added to a campaign while on this call: in touch already
                 await self.mark_reached(number, before=_num(record.get("ended_at")), campaigns=campaigns)
@@ -415,10 +359,7 @@ class Continuity:
         place = since or _vars(record).get("place_since") or record.get("joined_at") or ended - waited
         drop = {"uid": uid, "queue": queue, "lang": record.get("language") or "", "place_since": float(place),
                 "dropped_at": ended, "waited": round(waited, 1), "caller": str(record.get("caller"))}
-        async with self.redis.pipeline(transaction=True) as p:
-            p.hset(self._dropped, number, json.dumps(drop))
-            p.zadd(self._due, {number: ended + self.cfg.window})
-            await p.execute()
+        await self.db.keep_place(number, drop, ended + self.cfg.window)
         log.info("call %s: %s dropped out of %s after %.0fs; their place is kept for %ds", uid, number, queue,
                  waited, self.cfg.window)
 
@@ -427,12 +368,8 @@ class Continuity:
         that keep the same place in the callback line. Returns how many callbacks were made."""
         now = time.time() if now is None else now
         made = 0
-        for number in await self.redis.zrangebyscore(self._due, "-inf", now, start=0, num=200):
-            async with self.redis.pipeline(transaction=True) as p:   # claimed once, even with several nodes
-                p.zrem(self._due, number)
-                p.hget(self._dropped, number)
-                p.hdel(self._dropped, number)
-                taken, raw, _ = await p.execute()
+        for number in await self.db.places_due(now, 200):
+            taken, raw = await self.db.claim_place(number)   # claimed once, even with several nodes
             drop = _loads(raw)
             if not taken or not drop:
                 continue
@@ -459,7 +396,7 @@ class Continuity:
                 await self.sweep(callbacks=callbacks)
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except (StoreError, OSError) as exc:
                 log.warning("continuity sweep: Redis unreachable (%s)", exc)
             except Exception:
                 log.exception("continuity sweep failed")
@@ -468,13 +405,7 @@ class Continuity:
     async def describe(self, raw_number: str) -> dict[str, Any]:
         """Everything known about a caller: live calls, kept place, last notice, recent calls, refunds."""
         number = self._checked_key(raw_number)
-        async with self.redis.pipeline(transaction=False) as p:
-            p.hgetall(self._k(number))
-            p.smembers(self._k(number, "live"))
-            p.lrange(self._k(number, "calls"), 0, -1)
-            p.hget(self._dropped, number)
-            p.zscore(self._due, number)
-            info, live, raw_calls, raw_drop, deadline = await p.execute()
+        info, live, raw_calls, raw_drop, deadline = await self.db.describe(number)
         calls = [c for c in (_loads(x) for x in raw_calls) if c]
         now = time.time()
         notice = _loads(info.get("notice"))

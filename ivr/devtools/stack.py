@@ -96,7 +96,7 @@ def start_scratch_redis(workdir: Path, attempts: int = 5) -> tuple[subprocess.Po
 
     Returns the process (the caller terminates it) and its port; raises StackError if none starts.
     """
-    import redis as redis_sync
+    from ..store.sync import Pinger
     for _ in range(attempts):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
@@ -104,17 +104,12 @@ def start_scratch_redis(workdir: Path, attempts: int = 5) -> tuple[subprocess.Po
         proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                  "--appendonly", "no", "--daemonize", "no", "--dir", str(workdir)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis_sync.Redis(port=port, socket_connect_timeout=0.5)
-        try:
+        with Pinger(port, connect_timeout=0.5) as pinger:
             deadline = time.monotonic() + 10
             while proc.poll() is None and time.monotonic() < deadline:
-                try:
-                    client.ping()
+                if pinger.answers():
                     return proc, port
-                except redis_sync.ConnectionError:
-                    time.sleep(0.05)
-        finally:
-            client.close()
+                time.sleep(0.05)
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=10)
@@ -327,13 +322,9 @@ class Stack:
             if time.monotonic() > deadline:
                 raise StackError(f"Redis did not answer on port {port} in time:\n{_tail(self.logs / 'redis.log')}")
             time.sleep(0.05)
-        import redis as redis_sync  # registered here so the token works before the controller is up
+        from ..store.tokens import register_token_sync  # registered here so the token works before the controller is up
 
-        client = redis_sync.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=5)
-        from ..store.redis_store import _hash_token
-        client.hset(f"{cfg.redis.prefix}:tokens", _hash_token(self.secrets()["api_token"]),
-                    json.dumps({"name": "admin", "role": "admin", "created": time.time()}))
-        client.close()
+        register_token_sync(port, password, cfg.redis.prefix, self.secrets()["api_token"], name="admin", role="admin")
 
     @staticmethod
     def _redis_ping(port: int, password: str) -> bool:

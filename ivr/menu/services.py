@@ -15,8 +15,8 @@ import urllib.parse
 from typing import Any, Callable, Mapping, Protocol
 
 import aiohttp
-import redis.exceptions
 
+from ..store.errors import StoreError
 from ..store.redis_store import Store
 from .validators import TEMPLATE_RE, VALIDATORS, format_part, is_digits, safe_prompt_name
 
@@ -58,7 +58,7 @@ class RefundsBackend:
                                     call_uid=params.get("uid", ""), source="ivr")
         except ValueError as exc:
             raise LookupFailed(str(exc)) from None
-        except (ConnectionError, OSError, asyncio.TimeoutError, redis.exceptions.RedisError) as exc:
+        except (ConnectionError, OSError, asyncio.TimeoutError, StoreError) as exc:
             raise LookupFailed(f"Redis: {exc}") from None
         raise LookupFailed(f"refunds: unknown operation {operation!r}")
 

@@ -15,10 +15,9 @@ import logging
 import time
 from typing import Any, Awaitable, Callable, Mapping
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..core import names as ev
+from ..store.errors import StoreUnavailable
 from ..store.redis_store import Store
 
 log = logging.getLogger(__name__)
@@ -167,7 +166,7 @@ class CallRecorder:
                     log.info("call recorder: Redis is back after %.1fs; writing %d queued record updates",
                              time.monotonic() - since, self._jobs.qsize() + 1)
                 return result
-            except (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError, asyncio.TimeoutError) as exc:
+            except (StoreUnavailable, ConnectionError, OSError, asyncio.TimeoutError) as exc:
                 if not since:
                     since = time.monotonic()
                     log.warning("call recorder: Redis unreachable (%s): record updates are kept in memory "

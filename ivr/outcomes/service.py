@@ -28,12 +28,15 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ..asterisk.agi_server import AgiSession
 from ..app.config import Config
 from ..prompts.library import PromptLibrary
 from ..store.redis_store import Store
+
+if TYPE_CHECKING:
+    from ..store.outcomes import OutcomeStore
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +48,6 @@ class Outcomes:
     def __init__(self, cfg: Config, store: Store, prompts: PromptLibrary) -> None:
         self.cfg = cfg
         self.store = store
-        self.redis = store.redis
-        self.p = store.keys.prefix
         self.prompts = prompts
         self.codes = dict(cfg.dispositions)
         self.names = {name: code for code, name in cfg.dispositions}
@@ -55,12 +56,17 @@ class Outcomes:
         self.feedback_dir = Path(cfg.feedback_dir or Path(cfg.workdir or ".") / "feedback")
         self.set_by_phone = 0
 
+    @property
+    def db(self) -> "OutcomeStore":
+        """The store's outcomes part: everything this class keeps in Redis goes through it."""
+        return self.store.outcomes
+
     # ------------------------------------------------------------ dispositions
     def agent_connected(self, interface: str, uid: str) -> None:
         self.last_call[interface] = uid
 
     async def remember_connect(self, interface: str, uid: str) -> None:
-        await self.redis.hset(f"{self.p}:agents:last_call", interface, uid)
+        await self.db.remember_connect(interface, uid)
 
     def resolve(self, value: str) -> tuple[str, str]:
         """(code, name) from a code or a name; ValueError names the known ones."""
@@ -83,12 +89,9 @@ class Outcomes:
         fields = {"disposition": name, "disposition_code": code, "disposition_by": by, "disposition_at": f"{now:.3f}"}
         if note:
             fields["disposition_note"] = note
-        async with self.redis.pipeline(transaction=True) as p:
-            p.hset(self.store.keys.call(uid), mapping=fields)
-            p.xadd(f"{self.p}:dispositions", {"uid": uid, "code": code, "name": name, "by": by, "source": source,
-                                              "reason": record.get("reason", ""), "agent": record.get("agent", ""),
-                                              "at": f"{now:.3f}"}, maxlen=2_000_000, approximate=True)
-            await p.execute()
+        await self.store.call_disposition(uid, fields, {
+            "uid": uid, "code": code, "name": name, "by": by, "source": source, "reason": record.get("reason", ""),
+            "agent": record.get("agent", ""), "at": f"{now:.3f}"})
         if record.get("disposition"):
             await self.store.audit(by, "call.disposition", uid, record.get("disposition"), name)
         log.info("call %s: disposition %s (%s) set by %s via %s", uid, name, code, by, source)
@@ -104,7 +107,7 @@ class Outcomes:
             if m is None:
                 raise LookupError(f"channel {s.env.channel!r} is not an agent's phone")
             interface = f"PJSIP/{m.group(1)}"
-            uid = self.last_call.get(interface) or await self.redis.hget(f"{self.p}:agents:last_call", interface)
+            uid = self.last_call.get(interface) or await self.db.last_call(interface)
             if not uid:
                 raise LookupError(f"{interface} has taken no call to set a disposition on")
             await self.set_disposition(uid, code, by=f"agent {m.group(1)}", source="phone")
@@ -123,15 +126,12 @@ class Outcomes:
     async def add_feedback(self, *, kind: str, uid: str, reason: str, caller: str = "", lang: str = "",
                            score: int | None = None, file: str = "", seconds: float = 0.0) -> dict[str, Any]:
         team = self.team_for(reason or "other")
-        item_id = str(await self.redis.incr(f"{self.p}:feedback:seq"))
+        item_id = await self.db.new_feedback_id()
         now = time.time()
         item = {"id": item_id, "kind": kind, "team": team, "reason": reason or "none", "uid": uid, "caller": caller,
                 "lang": lang, "score": "" if score is None else str(score), "file": file,
                 "seconds": f"{seconds:.1f}", "status": "open", "created": f"{now:.3f}"}
-        async with self.redis.pipeline(transaction=True) as p:
-            p.hset(f"{self.p}:feedback:{item_id}", mapping=item)
-            p.zadd(f"{self.p}:feedback:team:{team}", {item_id: now})
-            await p.execute()
+        await self.db.add_feedback(item, now)
         log.info("call %s: %s feedback %s for team %s (reason %s)", uid, kind, item_id, team, reason or "none")
         return item
 
@@ -144,37 +144,24 @@ class Outcomes:
                                        caller=record.get("caller", ""), lang=lang, score=score)
 
     async def attach_recording(self, item_id: str, file: str, seconds: float) -> None:
-        await self.redis.hset(f"{self.p}:feedback:{item_id}", mapping={"file": file, "seconds": f"{seconds:.1f}",
-                                                                      "kind": "survey+recording"})
+        await self.db.update_feedback(item_id, {"file": file, "seconds": f"{seconds:.1f}", "kind": "survey+recording"})
 
     async def feedback_items(self, team: str, count: int = 100) -> list[dict[str, Any]]:
-        ids = await self.redis.zrange(f"{self.p}:feedback:team:{team}", 0, count - 1)
-        async with self.redis.pipeline(transaction=False) as p:
-            for i in ids:
-                p.hgetall(f"{self.p}:feedback:{i}")
-            return [dict(x) for x in await p.execute() if x]
+        return await self.db.feedback_items(team, count)
 
     async def feedback_counts(self) -> dict[str, int]:
         """Open items per team."""
-        teams = self.teams_known()
-        async with self.redis.pipeline(transaction=False) as p:
-            for team in teams:
-                p.zcard(f"{self.p}:feedback:team:{team}")
-            return dict(zip(teams, await p.execute()))
+        return await self.db.feedback_counts(self.teams_known())
 
     async def feedback_get(self, item_id: str) -> dict[str, Any] | None:
-        raw = await self.redis.hgetall(f"{self.p}:feedback:{item_id}")
-        return dict(raw) if raw else None
+        return await self.db.feedback(item_id)
 
     async def feedback_done(self, item_id: str, by: str, note: str = "") -> dict[str, Any]:
         item = await self.feedback_get(item_id)
         if item is None:
             raise KeyError(item_id)
-        async with self.redis.pipeline(transaction=True) as p:
-            p.hset(f"{self.p}:feedback:{item_id}", mapping={"status": "done", "done_by": by,
-                                                            "done_at": f"{time.time():.3f}", "note": note[:500]})
-            p.zrem(f"{self.p}:feedback:team:{item['team']}", item_id)
-            await p.execute()
+        await self.db.close_feedback(item_id, item["team"], {"status": "done", "done_by": by,
+                                                             "done_at": f"{time.time():.3f}", "note": note[:500]})
         await self.store.audit(by, "feedback.done", item_id, "open", "done")
         return {**item, "status": "done", "done_by": by}
 

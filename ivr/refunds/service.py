@@ -25,12 +25,12 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Iterable
 
-from redis.exceptions import RedisError
 
 from ..campaigns import contacts
 from ..campaigns.model import CampaignError, parse_campaign
 from ..app.config import Config
 from ..campaigns.outbound import OutboundGuard
+from ..store.errors import StoreError
 from ..store.redis_store import Store
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class RefundService:
             return rec, "not notified"
         try:
             notice = await self.notify(rec)
-        except (RedisError, OSError) as exc:   # the decision stands; the call can be queued again later
+        except (StoreError, OSError) as exc:   # the decision stands; the call can be queued again later
             notice = f"not queued: Redis ({exc})"
             log.warning("refund %s: decision stored, call not queued: %s", ref, exc)
         await self.store.refunds.set_fields(ref, notice=notice)
@@ -146,7 +146,7 @@ class RefundService:
             cid = await self.ensure_campaign()
         except CampaignError as exc:
             return f"not notified: the notice campaign is invalid ({exc})"
-        n, status = await contacts.add_contact(self.store.redis, self.store.keys.prefix, cid, checked)
+        n, status = await contacts.add_contact(self.store.campaigns, None, cid, checked)
         if status == "dnc":
             return "not notified: the number is on the do-not-call list"
         self.notices_queued += 1

@@ -27,7 +27,7 @@ class ReportService:
 
     async def report(self, *, start: float, end: float, by: str, tz: tzinfo, sl_target: float) -> dict[str, Any]:
         try:
-            return await reports.report(self._store.redis, self._store.keys.prefix, start=start, end=end, by=by,
+            return await reports.report(self._store.reports, None, start=start, end=end, by=by,
                                         tz=tz, sl_target=sl_target)
         except reports.ReportError as exc:
             raise Invalid(str(exc)) from None
@@ -62,7 +62,7 @@ class ReportService:
         try:
             tz = reports.parse_tz(query.get("tz", "UTC"))
             start, end = reports.window_from(query, tz, "hour")
-            data = await reports.reasons_report(self._store.redis, self._store.keys.prefix, start=start, end=end)
+            data = await reports.reasons_report(self._store.reports, None, start=start, end=end)
         except reports.ReportError as exc:
             raise Invalid(str(exc)) from None
         data["dispositions"] = dict(self._dispositions)

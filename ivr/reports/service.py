@@ -44,9 +44,8 @@ from datetime import datetime, timezone, tzinfo
 from typing import Any, Iterable, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import redis.asyncio as aioredis
-
 from ..core import csvsafe
+from ..store.reports import ReportStore
 
 REPEAT_WINDOW_S = 24 * 3600
 QUEUE_OUTCOMES = ("answered", "abandoned", "left_queue")
@@ -284,48 +283,30 @@ def to_table(rows: list[dict[str, Any]]) -> str:
 
 # ------------------------------------------------------------------ loading from Redis
 
-def _stream_id(ts: float) -> str:
-    return str(max(0, int(ts * 1000)))
-
-
-async def _read_stream(redis: aioredis.Redis, key: str, start: float, end: float,
-                       batch: int = 5000) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    lo = _stream_id(start)
-    hi = _stream_id(end)
-    while True:
-        chunk = await redis.xrange(key, min=lo, max=hi, count=batch)
-        out.extend(dict(f) for _, f in chunk)
-        if len(chunk) < batch:
-            return out
-        last = chunk[-1][0]
-        ms, seq = last.split("-")
-        lo = f"{ms}-{int(seq) + 1}"
-
-
-async def load(redis: aioredis.Redis, prefix: str, start: float, end: float) -> tuple[list[dict], list[dict]]:
+async def load(db: Any, prefix: str | None, start: float, end: float) -> tuple[list[dict], list[dict]]:
     """Call records that ended in [start, end + 24 h] and campaign attempts in [start, end].
 
     Stream entry ids are the time the entry was written, which for call records
     is when the call ended (to within the recorder's finalise delay): a margin of
     a minute each side catches the stragglers, and ``build`` filters exactly.
     """
-    records = await _read_stream(redis, f"{prefix}:calls", start - 60, min(end + REPEAT_WINDOW_S, time.time()) + 60)
+    store = ReportStore.wrap(db, prefix)
+    records = await store.calls(start - 60, min(end + REPEAT_WINDOW_S, time.time()) + 60)
     attempts: list[dict[str, Any]] = []
-    for cid in sorted(await redis.smembers(f"{prefix}:campaigns")):
-        for at in await _read_stream(redis, f"{prefix}:campaign:{cid}:attempts", start - 60, end + 60):
+    for cid in await store.campaign_ids():
+        for at in await store.attempts(cid, start - 60, end + 60):
             at["campaign"] = cid
             attempts.append(at)
     return records, attempts
 
 
-async def report(redis: aioredis.Redis, prefix: str, *, start: float, end: float, by: str = "hour",
+async def report(db: Any, prefix: str | None = None, *, start: float, end: float, by: str = "hour",
                  tz: tzinfo = timezone.utc, sl_target: float = 20.0) -> dict[str, Any]:
     if end <= start:
         raise ReportError("until: must be after since")
     if end - start > 92 * 86400:
         raise ReportError("since: a report covers at most 92 days")
-    records, attempts = await load(redis, prefix, start, end)
+    records, attempts = await load(db, prefix, start, end)
     rows = build(records, attempts, start=start, end=end, by=by, tz=tz, sl_target=sl_target)
     return {"by": by, "tz": str(tz), "since": start, "until": end, "sl_target_s": sl_target,
             "rows": rows, "total": totals(rows), "columns": columns(rows)}
@@ -392,12 +373,13 @@ def build_reasons(records: Iterable[Mapping[str, Any]], dispositions: Iterable[M
     return sorted(rows.values(), key=lambda x: (-x["calls"], x["reason"]))
 
 
-async def reasons_report(redis: aioredis.Redis, prefix: str, *, start: float, end: float) -> dict[str, Any]:
+async def reasons_report(db: Any, prefix: str | None = None, *, start: float, end: float) -> dict[str, Any]:
     if end <= start:
         raise ReportError("until: must be after since")
     if end - start > 92 * 86400:
         raise ReportError("since: a report covers at most 92 days")
-    records = await _read_stream(redis, f"{prefix}:calls", start - 60, end + 60)
-    dispositions = await _read_stream(redis, f"{prefix}:dispositions", start - 60, time.time() + 60)
+    store = ReportStore.wrap(db, prefix)
+    records = await store.calls(start - 60, end + 60)
+    dispositions = await store.dispositions(start - 60, time.time() + 60)
     rows = build_reasons(records, dispositions, start=start, end=end)
     return {"since": start, "until": end, "rows": rows}

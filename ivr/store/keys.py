@@ -26,9 +26,45 @@ caller's channel.
 | {p}:dnc                   | set    | do-not-call numbers (E.164), for every call out           |
 | {p}:outbound:{hour}       | string | calls out counted in that UTC hour (YYYYMMDDHH), all nodes |
 | {p}:outbound:{hour}:{n}   | string | calls out to E.164 number n counted in that hour          |
+| {p}:authfail:{address}    | string | failed token checks from one address in the current window |
+| {p}:agent:{id}            | hash   | one agent: logged_in, updated, by, pin (PBKDF2), profile   |
+| {p}:agent:{id}:pin_fails  | string | wrong PINs in a row (locks the PIN for a while)            |
+| {p}:agents:added          | hash   | agent id -> JSON of an agent added at run time             |
+| {p}:agents:seq            | string | last generated agent number (INCR)                         |
+| {p}:agents:last_call      | hash   | queue member interface -> Uniqueid of the last caller bridged |
+| {p}:dispositions          | stream | uid, code, name, by, source, reason, agent, at              |
+| {p}:feedback:seq          | string | last feedback item id (INCR)                               |
+| {p}:feedback:{id}         | hash   | one feedback item (recording / survey)                     |
+| {p}:feedback:team:{team}  | zset   | open feedback items of a team -> time                      |
+| {p}:caller:{n}            | hash   | last_in, last_uid, last_answered, notice (JSON)            |
+| {p}:caller:{n}:calls      | list   | newest first: JSON summaries of the caller's calls (capped)|
+| {p}:caller:{n}:live       | set    | Uniqueids of the caller's calls in progress                |
+| {p}:dropped               | hash   | n -> JSON of a dropped caller's place                      |
+| {p}:dropped:due           | zset   | n -> the end of their window (unix s)                      |
+| {p}:campaigns             | set    | campaign ids                                               |
+| {p}:campaign:{cid}        | hash   | the campaign (definition, state)                           |
+| {p}:campaign:{cid}:contact:{n} | hash | one contact: number, name, lang, tz, status, attempts, ... |
+| {p}:campaign:{cid}:due    | zset   | n -> earliest dial time (unix s)                           |
+| {p}:campaign:{cid}:leases | zset   | n claimed for dialling -> when its lease runs out          |
+| {p}:campaign:{cid}:numbers| hash   | E.164 -> n (dedupe index)                                  |
+| {p}:campaign:{cid}:seq    | string | last n given out (INCR)                                    |
+| {p}:campaign:{cid}:count:{st} | string | contacts in status st                                  |
+| {p}:campaign:{cid}:import | hash   | the last import's summary                                  |
+| {p}:campaign:{cid}:attempts | stream | dial attempts and their outcomes                         |
+| {p}:campaign:{cid}:hour:{YYYYMMDDHH} | string | the campaign's dials in that UTC hour           |
+
+Lua scripts get their keys in KEYS, built here, except the contact scripts of ivr/store/campaigns.py
+(import, set status, add one), which get ``{p}:campaign:{cid}`` in ARGV and append ``:contact:{n}`` and
+``:count:{status}`` to it, as ``campaign_contact`` and ``campaign_count`` spell them.
+
+No other module builds a key: code outside ``ivr/store/`` never sees one (tests/unit/test_layering.py).
 """
 
 from __future__ import annotations
+
+import re
+
+_CAMPAIGN_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 
 
 class Keys:
@@ -106,3 +142,114 @@ class Keys:
 
     def outbound_number(self, hour: str, number: str) -> str:
         return f"{self.prefix}:outbound:{hour}:{number}"
+
+    # ---------------------------------------------------------------- agents
+    def agent(self, agent_id: str) -> str:
+        return f"{self.prefix}:agent:{agent_id}"
+
+    def agent_pin_fails(self, agent_id: str) -> str:
+        return f"{self.agent(agent_id)}:pin_fails"
+
+    @property
+    def agents_added(self) -> str:
+        return f"{self.prefix}:agents:added"
+
+    @property
+    def agents_seq(self) -> str:
+        return f"{self.prefix}:agents:seq"
+
+    @property
+    def agents_last_call(self) -> str:
+        return f"{self.prefix}:agents:last_call"
+
+    # -------------------------------------------------------------- outcomes
+    @property
+    def dispositions(self) -> str:
+        return f"{self.prefix}:dispositions"
+
+    @property
+    def feedback_seq(self) -> str:
+        return f"{self.prefix}:feedback:seq"
+
+    def feedback(self, item_id: str) -> str:
+        return f"{self.prefix}:feedback:{item_id}"
+
+    def feedback_team(self, team: str) -> str:
+        return f"{self.prefix}:feedback:team:{team}"
+
+    # ------------------------------------------------------------ continuity
+    def caller(self, number: str) -> str:
+        return f"{self.prefix}:caller:{number}"
+
+    def caller_calls(self, number: str) -> str:
+        return f"{self.caller(number)}:calls"
+
+    def caller_live(self, number: str) -> str:
+        return f"{self.caller(number)}:live"
+
+    @property
+    def dropped(self) -> str:
+        return f"{self.prefix}:dropped"
+
+    @property
+    def dropped_due(self) -> str:
+        return f"{self.prefix}:dropped:due"
+
+    # ------------------------------------------------------------- campaigns
+    @property
+    def campaigns(self) -> str:
+        return f"{self.prefix}:campaigns"
+
+    def campaign(self, cid: str) -> str:
+        return f"{self.prefix}:campaign:{cid}"
+
+    def campaign_due(self, cid: str) -> str:
+        return f"{self.campaign(cid)}:due"
+
+    def campaign_leases(self, cid: str) -> str:
+        return f"{self.campaign(cid)}:leases"
+
+    def campaign_numbers(self, cid: str) -> str:
+        return f"{self.campaign(cid)}:numbers"
+
+    def campaign_seq(self, cid: str) -> str:
+        return f"{self.campaign(cid)}:seq"
+
+    def campaign_import(self, cid: str) -> str:
+        return f"{self.campaign(cid)}:import"
+
+    def campaign_attempts(self, cid: str) -> str:
+        return f"{self.campaign(cid)}:attempts"
+
+    def campaign_hour(self, cid: str, hour: str) -> str:
+        return f"{self.campaign(cid)}:hour:{hour}"
+
+    def campaign_contact(self, cid: str, n: int | str) -> str:
+        return f"{self.campaign(cid)}:contact:{n}"
+
+    def campaign_count(self, cid: str, status: str) -> str:
+        return f"{self.campaign(cid)}:count:{status}"
+
+    def campaign_keys(self, cid: str) -> "CampaignKeys":
+        return CampaignKeys(self, cid)
+
+
+class CampaignKeys:
+    """The keys of one campaign's contacts (built by ``Keys``; the campaign id is checked)."""
+
+    def __init__(self, keys: "Keys | str", cid: str) -> None:
+        if isinstance(keys, str):      # CampaignKeys(prefix, cid), as ivr.campaigns.contacts had it
+            keys = Keys(keys)
+        if not _CAMPAIGN_ID_RE.fullmatch(cid):
+            raise ValueError(f"campaign id: lower-case letters, digits and -, got {cid!r}")
+        self.keys, self.cid = keys, cid
+        self.base = keys.campaign(cid)
+        self.due, self.numbers = keys.campaign_due(cid), keys.campaign_numbers(cid)
+        self.seq, self.summary = keys.campaign_seq(cid), keys.campaign_import(cid)
+        self.dnc = keys.dnc
+
+    def contact(self, n: int | str) -> str:
+        return self.keys.campaign_contact(self.cid, n)
+
+    def count(self, status: str) -> str:
+        return self.keys.campaign_count(self.cid, status)

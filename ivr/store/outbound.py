@@ -11,6 +11,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from .errors import Translating
 from .keys import Keys
 
 COUNT_TTL_S = 7200   # an hour's counters outlive their hour (a clock a little off on another node)
@@ -34,7 +35,7 @@ def hour_of(now: float | None = None) -> str:
     return time.strftime("%Y%m%d%H", time.gmtime(now))
 
 
-class OutboundStore:
+class OutboundStore(Translating):
     """The do-not-call check and the per-number and global hourly counters."""
 
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:

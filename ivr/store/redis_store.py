@@ -6,18 +6,26 @@ of writes can be lost on a crash of the Redis host itself.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
-from redis.exceptions import DataError, NoScriptError
+from redis.exceptions import DataError
 
+from .agents import AgentStore
+from .callrecord import stage_call_fields
+from .campaigns import CampaignStore
+from .continuity import ContinuityStore
+from .errors import Translating
 from .keys import Keys
+from .scripting import script_sha, scripted_pipeline
+from .tokens import ROLES, hash_token, put_token
+from .outcomes import DISPOSITIONS_MAXLEN, OutcomeStore
 from .outbound import OutboundStore
+from .reports import ReportStore
 from .selfservice import CallbackStore, RefundStore, SurveyStore
 
 if TYPE_CHECKING:
@@ -94,20 +102,13 @@ class HiredisPackedConnection(Connection):
         return [hiredis.pack_command(args)]
 
 
-def script_sha(text: str) -> str:
-    """The SHA1 Redis names a Lua script by (EVALSHA)."""
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()
-
-
 FINISH_SHA = script_sha(FINISH_LUA)
 WRITE_SHA = script_sha(WRITE_LUA)
 SCRIPTS = {FINISH_SHA: FINISH_LUA, WRITE_SHA: WRITE_LUA}
-ROLES = ("viewer", "supervisor", "admin")
 STREAM_TICKET_TTL = 30   # seconds a stream ticket stays good (it is used within a second by the dashboard)
 
 
-def _hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+_hash_token = hash_token   # the name ivr/devtools once imported
 
 
 def _path(raw: str | None) -> list[str]:
@@ -130,22 +131,7 @@ def _pairs(mapping: Mapping[str, Any]) -> list[str]:
     return [x for kv in _flat(mapping).items() for x in kv]
 
 
-async def scripted_pipeline(client: aioredis.Redis, stage: Callable[[Any], None], scripts: Iterable[str]) -> list[Any]:
-    """Run ``stage(pipeline)`` (commands of many calls, EVALSHA among them) in one round trip, errors
-    returned in place. If Redis had lost the scripts (a restart, SCRIPT FLUSH) they are loaded and the whole
-    pipeline runs again: what ``stage`` adds must be safe to apply twice."""
-    for attempt in range(2):
-        async with client.pipeline(transaction=False) as p:
-            stage(p)
-            replies = list(await p.execute(raise_on_error=False))
-        if attempt or not any(isinstance(r, NoScriptError) for r in replies):
-            break
-        for text in scripts:
-            await client.script_load(text)
-    return replies
-
-
-class Store:
+class Store(Translating):
     """Thin async facade over Redis; one instance per process, passed in where needed."""
 
     def __init__(self, client: aioredis.Redis, prefix: str = "ivr") -> None:
@@ -155,6 +141,11 @@ class Store:
         self.callbacks = CallbackStore(client, self.keys)
         self.surveys = SurveyStore(client, self.keys)
         self.outbound = OutboundStore(client, self.keys)
+        self.campaigns = CampaignStore(client, self.keys)
+        self.agents = AgentStore(client, self.keys)
+        self.outcomes = OutcomeStore(client, self.keys)
+        self.continuity = ContinuityStore(client, self.keys)
+        self.reports = ReportStore(client, self.keys)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "ivr", password: str = "") -> "Store":
@@ -250,6 +241,13 @@ class Store:
                 out.append(self._record(uid, dict(zip(raw[::2], raw[1::2]))))
         return out
 
+    async def call_disposition(self, uid: str, fields: Mapping[str, Any], entry: Mapping[str, Any]) -> None:
+        """Set a call's disposition fields and append ``entry`` to the dispositions stream (one transaction)."""
+        async with self.redis.pipeline(transaction=True) as p:
+            stage_call_fields(p, self.keys, uid, fields)
+            p.xadd(self.keys.dispositions, dict(entry), maxlen=DISPOSITIONS_MAXLEN, approximate=True)
+            await p.execute()
+
     @staticmethod
     def _raise_first(results: Sequence[Any]) -> None:
         for r in results:
@@ -279,14 +277,12 @@ class Store:
         if role not in ROLES:
             raise ValueError(f"role: expected one of {', '.join(ROLES)}, got {role!r}")
         token = secrets.token_urlsafe(32)
-        await self.redis.hset(self.keys.tokens, _hash_token(token),
-                              json.dumps({"name": name, "role": role, "created": time.time()}))
+        await put_token(self.redis, self.keys, token, name, role)
         return token
 
     async def add_token_hash(self, token: str, name: str, role: str) -> None:
         """Register an existing token (the one generated into the secrets file at install)."""
-        await self.redis.hset(self.keys.tokens, _hash_token(token),
-                              json.dumps({"name": name, "role": role, "created": time.time()}))
+        await put_token(self.redis, self.keys, token, name, role)
 
     async def list_tokens(self) -> list[dict[str, Any]]:
         """Token names, roles and creation times (never the tokens; the id is a prefix of the hash)."""

@@ -27,6 +27,8 @@ from typing import Any, Collection
 
 import redis.asyncio as aioredis
 
+from .callrecord import stage_call_fields
+from .errors import Translating
 from .keys import Keys
 
 log = logging.getLogger(__name__)
@@ -84,7 +86,7 @@ def _check_digits(name: str, value: str, lo: int = 1, hi: int = 20) -> str:
     return value
 
 
-class RefundStore:
+class RefundStore(Translating):
     """Refund requests by reference and by booking number."""
 
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
@@ -189,7 +191,7 @@ class RefundStore:
             return dict(zip(REFUND_STATUSES, await p.execute()))
 
 
-class CallbackStore:
+class CallbackStore(Translating):
     """Callback requests; pending ones are ordered by the caller's original place in line.
 
     A callback taken for dialling moves from ``pending`` to ``leases`` in one step (CLAIM_LUA) and comes
@@ -330,8 +332,7 @@ class CallbackStore:
         if kept:
             fields["callback_kept"] = kept
         async with self.redis.pipeline(transaction=True) as p:
-            p.hset(self.keys.call(call_uid), mapping=fields)
-            p.expire(self.keys.call(call_uid), ttl)
+            stage_call_fields(p, self.keys, call_uid, fields, ttl)
             p.hset(self.keys.callback(cb_id), "call_uid_back", call_uid)
             await p.execute()
 
@@ -364,7 +365,7 @@ class CallbackStore:
         return out
 
 
-class SurveyStore:
+class SurveyStore(Translating):
     """Post-call satisfaction scores (1-5)."""
 
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
@@ -378,7 +379,7 @@ class SurveyStore:
             p.xadd(self.keys.surveys, {"uid": call_uid, "score": str(score), "menu": menu, "lang": lang,
                                        "queue": queue, "agent": agent, "at": str(time.time())},
                    maxlen=1_000_000, approximate=True)
-            p.hset(self.keys.call(call_uid), mapping={"survey": str(score)})
+            stage_call_fields(p, self.keys, call_uid, {"survey": str(score)})
             await p.execute()
 
     async def recent(self, count: int = 100) -> list[dict[str, Any]]:

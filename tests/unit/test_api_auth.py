@@ -244,12 +244,12 @@ async def test_a_stream_ticket_needs_a_token(streaming) -> None:
 
 
 async def test_health_with_a_token_while_redis_is_down_says_up_or_down(direct) -> None:
-    from redis.exceptions import ConnectionError as RedisConnectionError
+    from ivr.store.errors import StoreUnavailable
     client, ctl = direct
     ctl.detail = dict(DETAIL)
 
-    async def unreachable(token: str) -> None:
-        raise RedisConnectionError("Connection refused")
+    async def unreachable(token: str) -> None:     # what the store raises when Redis cannot be reached
+        raise StoreUnavailable("Connection refused")
     ctl.store.verify_token = unreachable
     async with client.get("/health", headers={"Authorization": f"Bearer {VALID}"}) as resp:
         assert resp.status == 503 and await resp.json() == {"status": "degraded"}

@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from redis.exceptions import ConnectionError as RedisConnectionError
+from ivr.store.errors import StoreUnavailable
 
 from ivr.balance.loop import BalanceLoop
 from ivr.app.config_load import from_mapping
@@ -38,10 +38,10 @@ def loop_with(pending: Any) -> tuple[BalanceLoop, FakeAmi]:
 
 def test_members_are_added_even_when_redis_is_down() -> None:
     async def redis_down() -> list[dict[str, Any]]:
-        raise RedisConnectionError("Connection refused")
+        raise StoreUnavailable("Connection refused")
 
     loop, ami = loop_with(redis_down)
-    with pytest.raises(RedisConnectionError):
+    with pytest.raises(StoreUnavailable):
         asyncio.run(loop.tick())
     assert [(n, f["Queue"], f["Interface"]) for n, f in ami.actions] == [("QueueAdd", "support", "PJSIP/1001")]
 

@@ -11,6 +11,7 @@ from ivr.campaigns.dialer import Dialer, Running
 from ivr.campaigns.model import campaign_from_dict
 from ivr.campaigns.transfers import Transfers
 from ivr.app.config import Config
+from ivr.store.campaigns import CampaignStore
 from ivr.store.keys import Keys
 
 
@@ -115,8 +116,8 @@ class FakeRedis:
 
 class FakeStore:
     def __init__(self, redis: FakeRedis) -> None:
-        self.redis = redis
         self.keys = Keys("t")
+        self.campaigns = CampaignStore(redis, self.keys)
 
 
 async def test_the_dialler_holds_new_dials_while_the_transfers_are_full_and_resumes_after_the_hangup() -> None:
@@ -160,9 +161,10 @@ class NoticeFakes:
         self.outcomes: list[tuple[str, str]] = []
         self.transfers = Transfers()
         self.key = "3"            # what every callee presses
-        self.redis, self.keys, self.sink, self.continuity, self.callbacks = self, Keys("t"), self, None, self
+        self.keys, self.sink, self.continuity, self.callbacks = Keys("t"), self, None, self
+        self.campaigns = CampaignStore(self, self.keys)
 
-    # store.redis, store.callbacks, the dialler, engine.sink
+    # the Redis under store.campaigns, store.callbacks, the dialler, engine.sink
     async def hgetall(self, key: str) -> dict[str, str]:
         return self.contacts.get(key.rsplit(":", 1)[1], {})
 

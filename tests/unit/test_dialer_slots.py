@@ -13,6 +13,7 @@ from ivr.asterisk.ami_client import AmiError
 from ivr.campaigns.dialer import Dialer, Running
 from ivr.campaigns.model import campaign_from_dict
 from ivr.app.config import Config
+from ivr.store.campaigns import CampaignStore
 from ivr.store.keys import Keys
 
 
@@ -38,8 +39,8 @@ class FakeRedis:
 
 class FakeStore:
     def __init__(self, redis: FakeRedis) -> None:
-        self.redis = redis
         self.keys = Keys("t")
+        self.campaigns = CampaignStore(redis, self.keys)
 
 
 class FakeAmi:

@@ -8,7 +8,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import redis.exceptions
 
 from ivr.balance.loop import BalanceLoop
 from ivr.callbacks.service import CallbackDispatcher
@@ -19,6 +18,7 @@ from ivr.app.metrics import Metrics
 from ivr.campaigns.outbound import OutboundGuard, Policy, Verdict, internal_channel, judge, mask
 from ivr.prompts.library import PromptLibrary
 from ivr.agents.roster import Roster, RosterError
+from ivr.store.errors import StoreUnavailable
 from ivr.asterisk.state import CallCenterState
 
 from .test_menu_engine import (CALLER, EXEC_OK, PLAYED, TIMEOUT, ScriptedAsterisk, bye, engine_for, gd,  # noqa: F401
@@ -202,7 +202,7 @@ async def test_the_shared_side_decides_dnc_and_caps() -> None:
 
 
 async def test_redis_down_is_a_refusal() -> None:
-    guard = guard_for(fail=redis.exceptions.ConnectionError("down"))
+    guard = guard_for(fail=StoreUnavailable("down"))
     v = await guard.check("442079460000", "callback")
     assert (v.ok, v.reason, v.retry_later) == (False, "unavailable", True)
     assert guard.store.audits == [] and refused_metric(guard, "callback", "unavailable") == 1

@@ -13,6 +13,7 @@ import pytest
 from ivr.agents import roster as roster_mod
 from ivr.app.config_load import from_mapping
 from ivr.agents.roster import PIN_TRIES, Roster
+from ivr.store.agents import AgentStore
 from ivr.store.keys import Keys
 
 
@@ -23,8 +24,9 @@ class FakeRedis:
     async def hget(self, key: str, field: str) -> str | None:
         return self.data.get(key, {}).get(field)
 
-    async def hset(self, key: str, field: str, value: str) -> None:
-        self.data.setdefault(key, {})[field] = value
+    async def hset(self, key: str, field: str | None = None, value: str | None = None,
+                   mapping: dict[str, str] | None = None) -> None:
+        self.data.setdefault(key, {}).update({field: value} if field is not None else mapping or {})
 
     async def get(self, key: str) -> str | None:
         return self.data.get(key)
@@ -62,7 +64,8 @@ def make_roster() -> Roster:
     async def audit(*a: Any) -> None:
         return None
     cfg = from_mapping({"agents": [{"id": "1001"}, {"id": "1002"}]}, env={})
-    store = SimpleNamespace(redis=FakeRedis(), keys=Keys("ivr"), audit=audit)
+    redis, keys = FakeRedis(), Keys("ivr")
+    store = SimpleNamespace(redis=redis, keys=keys, agents=AgentStore(redis, keys), audit=audit)
     return Roster(cfg, store)  # type: ignore[arg-type]
 
 
