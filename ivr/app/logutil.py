@@ -128,7 +128,7 @@ class BufferedWatchedFileHandler(logging.handlers.WatchedFileHandler):
                 self.flush()
 
     def flush(self) -> None:
-        with self.lock:   # type: ignore[union-attr]
+        with self.lock:   # type: ignore[union-attr]  # logging.Handler.createLock set it in __init__
             self._dirty = False
             if self.stream and hasattr(self.stream, "flush"):
                 self.stream.flush()

@@ -34,7 +34,7 @@ async def offline_services(cfg: Config) -> AsyncIterator[OfflineServices]:
     store = Store.from_config(cfg.redis)
     try:
         # managing campaigns (create, import, state, export) needs no AMI: only a running controller dials
-        dialer = Dialer(cfg, store, None)  # type: ignore[arg-type]
+        dialer = Dialer(cfg, store, None)  # type: ignore[arg-type]  # managing campaigns sends no AMI action
         yield OfflineServices(
             banner=BannerService(store, live_prompts_dir(cfg), cfg.languages),
             tokens=TokenAdmin(store),

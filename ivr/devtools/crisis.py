@@ -341,7 +341,7 @@ def start_callers(sipp: Sipp, groups: dict[str, tuple[Sequence[tuple[str, str | 
                 *sipp._common(port, free_port_pair())]
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 cwd=sipp.workdir, start_new_session=True)
-        proc.argv = argv  # type: ignore[attr-defined]
+        proc.argv = argv  # type: ignore[attr-defined]  # kept with the process for its result
         runs.append(CallerRun(name, calls, proc, argv))
     return runs
 

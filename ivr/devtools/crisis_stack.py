@@ -85,6 +85,13 @@ class Replay:
         self.bound_s = int(self.span + opts.drain_s + opts.notice_lead_s + 120)
         self.agent_sipp = Sipp(workdir=opts.workdir / "sipp-agents")
 
+    @property
+    def _up(self) -> Stack:
+        """The stack of the run in progress (``run`` brings it up first)."""
+        if self.stack is None:
+            raise StackError("no stack is up")
+        return self.stack
+
     def log(self, msg: str) -> None:
         print(msg, file=self.out, flush=True)
 
@@ -194,16 +201,16 @@ class Replay:
         want = len(self.roster) if mode == "static" else sum(1 for a in self.roster if a.tier == "core")
         members = self._wait_members(info, want)
         h0 = self.get(info, "/health")
-        tail = crisis.LogTail(self.stack.logs / "controller.log")   # type: ignore[union-attr]
+        tail = crisis.LogTail(self._up.logs / "controller.log")
         tail.skip_to_end()
         self.log(f"[{mode}] stack up ({info['sip']}); dashboard: {info['api']}/  (token in "
-                 f"{self.stack.secrets_path}); {members} agents in the queues")   # type: ignore[union-attr]
+                 f"{self._up.secrets_path}); {members} agents in the queues")
         lead = 0.0
         if mode == "controller" and self.notices:
             self._start_notices(info)
             lead = o.notice_lead_s
         t0 = time.time() + lead + 1.0
-        sipp = Sipp(target_port=self.stack.config().asterisk.sip_port,   # type: ignore[union-attr]
+        sipp = Sipp(target_port=self._up.config().asterisk.sip_port,
                     workdir=o.workdir / mode / "sipp")
         groups: dict[str, tuple[Sequence[tuple[str, str | int]], list[crisis.TraceCall]]]
         if mode == "static":
@@ -227,7 +234,7 @@ class Replay:
             try:
                 out, _ = r.proc.communicate(timeout=30)
             except subprocess.TimeoutExpired:
-                Sipp.stop(r.proc)   # type: ignore[arg-type]
+                Sipp.stop(r.proc)
                 out = ""
             results.append(sipp._result(r.argv, r.proc.returncode, out or ""))
         self._wait_quiet(info)
@@ -240,14 +247,14 @@ class Replay:
             c = self.get(info, f"/api/v1/campaigns/{NOTICE_CAMPAIGN}")
             res["notices"] = {"state": c["state"], "counts": {k: v for k, v in c["counts"].items() if v}}
         res["members_at_start"] = members
-        self.stack.down()   # type: ignore[union-attr]
+        self._up.down()
         self.stack = None
         return res
 
     def _tap(self) -> connect_latency.AmiTap:
         """A second AMI session that records the queue events: app_queue's latency per call."""
-        cfg = self.stack.config()   # type: ignore[union-attr]  # reason: run() brought the stack up
-        secret = str(load_secrets(self.stack.secrets_path).get("ami_secret", ""))   # type: ignore[union-attr]  # reason: idem
+        cfg = self._up.config()
+        secret = str(load_secrets(self._up.secrets_path).get("ami_secret", ""))
         tap = connect_latency.AmiTap(cfg.asterisk.ami_port, cfg.asterisk.ami_username, secret).start()
         if tap.error:
             self.log(f"connect latency not measured: {tap.error}")
@@ -265,7 +272,7 @@ class Replay:
             if time.time() > end:
                 self.log(f"[{mode}] drain time over: stopping the callers still on the line")
                 for r in self.callers:
-                    Sipp.stop(r.proc)   # type: ignore[arg-type]
+                    Sipp.stop(r.proc)
                 break
             time.sleep(1.0)
             now = time.time() - t0
@@ -375,7 +382,7 @@ class Replay:
                 "cb_all": len(cbs)}
 
     def _queue_log(self) -> dict[str, int]:
-        path = self.stack.asterisk_state / "log" / "queue_log"   # type: ignore[union-attr]
+        path = self._up.asterisk_state / "log" / "queue_log"
         counts: dict[str, int] = {}
         if path.exists():
             for line in path.read_text(errors="replace").splitlines():
@@ -411,7 +418,7 @@ class Replay:
 
     def stop(self) -> None:
         for r in self.callers:
-            Sipp.stop(r.proc)   # type: ignore[arg-type]
+            Sipp.stop(r.proc)
         for p in self.phones:
             Sipp.stop(p)
         if self.stack is not None:

@@ -304,7 +304,7 @@ class Simulation:
         keep = self.p.place_keeping and c.recall_after <= self.p.keep_window_s
         r = Caller(len(self.callers), c.queue, t, c.recall_patience, c.handle, c.cb_handle, c.u_cb, c.attempt + 1,
                    place=c.place if keep else -1.0, root=c.root or c, waited_before=c.waited_before + c.wait)
-        r.root.last = r  # type: ignore[union-attr]
+        (c.root or c).last = r
         self.callers.append(r)
         self._push(t, _ARRIVE, r)
 
@@ -324,7 +324,7 @@ class Simulation:
                        root=c.root or c, waited_before=c.waited_before + c.wait, branch=c.branch,
                        u_reach=c.u_reach, u_no_call=c.u_no_call)
             if r.t < self.end:
-                r.root.last = r  # type: ignore[union-attr]
+                (c.root or c).last = r
                 self.callers.append(r)
                 self._push(r.t, _ARRIVE, r)
 
@@ -449,7 +449,7 @@ class Simulation:
         cbs = [c for c in cs if c.outcome == CALLBACK]
         made = [c for c in cbs if c.cb_at is not None]
         promised = [c for c in made if c.promise is not None]
-        kept = sum(c.cb_at - c.cb_req <= c.promise for c in promised)  # type: ignore[operator]
+        kept = sum(c.cb_at - c.cb_req <= c.promise for c in promised if c.cb_at is not None and c.promise is not None)
         n_ab, est = sum(c.outcome == ABANDONED for c in cs), [c for c in ans if math.isfinite(c.est)]
         erlc = [c for c in ans if math.isfinite(c.est_erlc)]
         n_ss = sum(c.outcome == SELF_SERVED for c in cs)
@@ -464,7 +464,7 @@ class Simulation:
             "cb_offered": sum(c.cb_offered for c in cs), "cb_requested": len(cbs), "cb_made": len(made),
             "cb_kept": kept, "cb_kept_pct": 100.0 * kept / len(promised) if promised else 0.0,
             "cb_no_promise": len(made) - len(promised), "cb_pending_end": len(cbs) - len(made),
-            "cb_wait_avg_s": _mean([c.cb_at - c.cb_req for c in made]),  # type: ignore[operator]
+            "cb_wait_avg_s": _mean([c.cb_at - c.cb_req for c in made if c.cb_at is not None]),
             "cb_promise_avg_s": _mean([c.promise for c in cbs if c.promise is not None]),
             "notified_no_call": len(everyone) - len(cs), "transfers": sum(c.transfer for c in cs),
             "est_mae_s": _mean([abs(c.est - c.wait) for c in est]), "est_bias_s": _mean([c.est - c.wait for c in est]),

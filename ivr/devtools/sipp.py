@@ -171,12 +171,12 @@ class Sipp:
     def start_calls(self, script: CallerScript, **kwargs: Any) -> subprocess.Popen[str]:
         argv = self.call_args(script, **kwargs)
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=self.workdir)
-        proc.argv = argv  # type: ignore[attr-defined]
+        proc.argv = argv  # type: ignore[attr-defined]  # kept with the process for its result
         return proc
 
     def finish(self, proc: subprocess.Popen[str], timeout: float = 180) -> SippResult:
         out, _ = proc.communicate(timeout=timeout)
-        return self._result(proc.argv, proc.returncode, out or "")  # type: ignore[attr-defined]
+        return self._result(proc.argv, proc.returncode, out or "")  # type: ignore[attr-defined]  # set by start_calls
 
     def _result(self, argv: list[str], rc: int, text: str) -> SippResult:
         errfile = Path(argv[argv.index("-error_file") + 1])
@@ -304,7 +304,7 @@ class Sipp:
         return out
 
     @staticmethod
-    def stop(proc: subprocess.Popen[bytes]) -> None:
+    def stop(proc: subprocess.Popen[Any]) -> None:
         if proc.poll() is None:
             try:
                 os.killpg(proc.pid, signal.SIGTERM)

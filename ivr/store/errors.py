@@ -51,8 +51,8 @@ def translated(fn: F) -> F:
             if new is exc:
                 raise
             raise new from exc
-    wrapper.__store_translated__ = True  # type: ignore[attr-defined]
-    return wrapper  # type: ignore[return-value]
+    wrapper.__store_translated__ = True  # type: ignore[attr-defined]  # a marker on a function object
+    return wrapper  # type: ignore[return-value]  # the same signature as fn: functools.wraps does not say so
 
 
 class Translating:

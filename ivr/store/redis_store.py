@@ -216,7 +216,7 @@ class Store(Translating):
         """Write the final fields and append the whole record to the calls stream, once (see call_finish_many)."""
         (done,) = await self.call_finish_many([(uid, fields)])
         self._raise_first([done])
-        return done  # type: ignore[no-any-return]
+        return done  # type: ignore[no-any-return]  # call_finish_many's rows are records or exceptions; _raise_first raised those
 
     async def call_finish_many(self, items: Sequence[tuple[str, Mapping[str, Any]]]) -> list[Any]:
         """Finish call records: write each one's final fields and append the whole record to the calls
