@@ -222,6 +222,13 @@ def _lookups(value: Any, env: Mapping[str, str]) -> tuple[LookupConfig, ...]:
 
 
 BUILTIN_BACKENDS = ("refunds",)      # registered by the controller itself (ivr/menu/services.py)
+
+
+def backend_names(cfg: Config) -> frozenset[str]:
+    """The backends a menu's lookup node may name: the built-in ones and ``lookups:``."""
+    return frozenset(BUILTIN_BACKENDS) | {lk.name for lk in cfg.lookups}
+
+
 LOOKUP_BUDGET = 5.0                  # ivr/menu/nodes.py LOOKUP_TIMEOUT: the node gives up after this long
 _HEADER_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _URL_RE = re.compile(r"^https?://[A-Za-z0-9.\[\]:_-]+(/[^\s]*)?$")

@@ -429,3 +429,18 @@ async def test_a_lookup_node_speaks_the_mapped_answer_and_takes_error_when_the_c
     finally:
         for g in backends.values():
             await g.close()
+
+
+def test_menus_check_knows_the_configured_backends(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from ivr.app.cli import cmd_menus_check
+
+    (tmp_path / "menus").mkdir()
+    (tmp_path / "menus" / "t.yaml").write_text(textwrap.dedent(LOOKUP_MENU.format(backend="bookings",
+                                                                                  operation="get")))
+    (tmp_path / "ivr.yaml").write_text("lookups:\n  bookings: {url: 'http://127.0.0.1:9/{booking}'}\n")
+    assert cmd_menus_check(argparse.Namespace(config=str(tmp_path / "ivr.yaml"), dir=str(tmp_path / "menus"))) == 0
+    (tmp_path / "ivr.yaml").write_text("node: n1\n")
+    assert cmd_menus_check(argparse.Namespace(config=str(tmp_path / "ivr.yaml"), dir=str(tmp_path / "menus"))) == 1
+    assert "unknown backend 'bookings' (known: refunds)" in capsys.readouterr().out
