@@ -444,3 +444,17 @@ def test_menus_check_knows_the_configured_backends(tmp_path: Path, capsys: pytes
     (tmp_path / "ivr.yaml").write_text("node: n1\n")
     assert cmd_menus_check(argparse.Namespace(config=str(tmp_path / "ivr.yaml"), dir=str(tmp_path / "menus"))) == 1
     assert "unknown backend 'bookings' (known: refunds)" in capsys.readouterr().out
+
+
+def test_the_worked_example_in_the_docs_is_valid() -> None:
+    import re
+
+    import yaml
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "integrations.md").read_text(encoding="utf-8")
+    block = re.search(r"```yaml\n(lookups:.*?)```", docs, re.S).group(1)  # type: ignore[union-attr]  # it is there
+    cfg = from_mapping(yaml.safe_load(block), env={"IVR_LOOKUP_BOOKINGS_AUTH": "Bearer x"})
+    (lk,) = cfg.lookups
+    assert (lk.name, lk.timeout, lk.retries, lk.auth) == ("bookings", 1.5, 1, "Bearer x")
+    assert map_response({"booking": {"state": "confirmed", "ref": "AB1", "legs": [{"flight_number": "12"}]}},
+                        lk.map) == {"status": "confirmed", "reference": "AB1", "flight": "12"}
