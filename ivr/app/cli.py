@@ -12,7 +12,7 @@ from typing import Sequence
 
 from .cli_offline import cmd_banner, cmd_campaign, cmd_report, cmd_token
 from .config import ConfigError
-from .config_load import load
+from .config_load import backend_names, load
 
 
 def _setup_logging(level: str, log_file: str | None) -> None:
@@ -113,7 +113,7 @@ def cmd_menus_check(args: argparse.Namespace) -> int:
 
     cfg = load(args.config) if args.config else load(None)
     menus = MenuSet(args.dir or cfg.dialplans_dir, frozenset(cfg.queue_names()), cfg.languages,
-                    frozenset({"refunds"}))
+                    backend_names(cfg))
     errors = menus.load()
     for name, menu in sorted(menus.menus.items()):
         print(f"ok    {menu.source}: menu {name} ({len(menu.nodes)} nodes)")

@@ -16,9 +16,10 @@ from typing import Any, Mapping
 import yaml
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ..menu.mapping import FIELD_RE, PATH_RE
 from .config import (AGENT_CODECS, OUTBOUND_TYPES, QUEUE_STRATEGIES, SKILLS, AgentConfig, AgiConfig, ApiConfig,
                      AsteriskConfig, BalanceConfig, Config, ConfigError, ContinuityConfig, ForecastConfig,
-                     OutboundConfig, PromiseConfig, QueueConfig, RedisConfig, RefundsConfig)
+                     LookupConfig, OutboundConfig, PromiseConfig, QueueConfig, RedisConfig, RefundsConfig)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
 EXTEN_RE = re.compile(r"^[0-9]{1,20}$")
@@ -79,6 +80,12 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
         for k, v in value.items():
             out[str(k)] = _coerce(f"{key}.{k}", v, "int")
         return out
+    if typ in ("Mapping[str, str]",):
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping of name: text, got {value!r}")
+        return {str(k): _coerce(f"{key}.{k}", v, "str") for k, v in value.items()}
     if typ in ("PromiseConfig",):
         return _build(PromiseConfig, value if value is not None else {}, key)
     if typ in ("ForecastConfig | None",):
@@ -150,6 +157,8 @@ def from_mapping(data: Mapping[str, Any] | None, env: Mapping[str, str] | None =
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown key (known: {', '.join(sorted(top_fields))})")
     kwargs: dict[str, Any] = {}
+    if "lookups" not in data and any(var.startswith("IVR_LOOKUP_") for var in env):
+        data["lookups"] = {}          # a secret for a backend the file does not define: named by _lookups
     for name, value in data.items():
         if name in _SECTIONS:
             kwargs[name] = _build(_SECTIONS[name], value or {}, name)
@@ -157,6 +166,8 @@ def from_mapping(data: Mapping[str, Any] | None, env: Mapping[str, str] | None =
             if not isinstance(value, list) or not value:
                 raise ConfigError("queues: expected a non-empty list of queues")
             kwargs[name] = tuple(_build(QueueConfig, q, f"queues[{i}]") for i, q in enumerate(value))
+        elif name == "lookups":
+            kwargs[name] = _lookups(value, env)
         elif name in ("dispositions", "feedback_teams"):
             if not isinstance(value, dict):
                 raise ConfigError(f"{name}: expected a mapping")
@@ -174,6 +185,102 @@ def from_mapping(data: Mapping[str, Any] | None, env: Mapping[str, str] | None =
     cfg = Config(**kwargs)
     validate(cfg)
     return cfg
+
+
+def lookup_env(name: str) -> str:
+    """The environment variable holding the auth header value of look-up backend ``name``."""
+    return f"IVR_LOOKUP_{name.upper().replace('-', '_')}_AUTH"
+
+
+def _lookups(value: Any, env: Mapping[str, str]) -> tuple[LookupConfig, ...]:
+    """``lookups:``: name -> settings; each backend's auth value from the environment (it wins over
+    secrets.yaml, already merged by ``load``)."""
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise ConfigError("lookups: expected a mapping of name: {url: ..., ...}")
+    out = []
+    for name, raw in value.items():
+        name = str(name)
+        if not NAME_RE.fullmatch(name):
+            raise ConfigError(f"lookups.{name}: names are letters, digits, _ and - (up to 40)")
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"lookups.{name}: expected a mapping with at least url")
+        raw = dict(raw)
+        if not raw.get("url"):
+            raise ConfigError(f"lookups.{name}.url: missing (the backend's address, e.g. "
+                              "https://bookings.example/api/{booking})")
+        if lookup_env(name) in env:
+            raw["auth"] = env[lookup_env(name)]
+        out.append(_build(LookupConfig, {**raw, "name": name}, f"lookups.{name}"))
+    known = {lk.name for lk in out}
+    for var in env:
+        if var.startswith("IVR_LOOKUP_") and var.endswith("_AUTH") and not any(var == lookup_env(n) for n in known):
+            raise ConfigError(f"{var}: no look-up backend of that name in lookups: (configured: "
+                              f"{', '.join(sorted(known)) or 'none'})")
+    return tuple(out)
+
+
+BUILTIN_BACKENDS = ("refunds",)      # registered by the controller itself (ivr/menu/services.py)
+
+
+def backend_names(cfg: Config) -> frozenset[str]:
+    """The backends a menu's lookup node may name: the built-in ones and ``lookups:``."""
+    return frozenset(BUILTIN_BACKENDS) | {lk.name for lk in cfg.lookups}
+
+
+LOOKUP_BUDGET = 5.0                  # ivr/menu/nodes.py LOOKUP_TIMEOUT: the node gives up after this long
+_HEADER_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_URL_RE = re.compile(r"^https?://[A-Za-z0-9.\[\]:_-]+(/[^\s]*)?$")
+
+
+def _validate_lookup(lk: LookupConfig) -> None:
+    import string
+
+    key = f"lookups.{lk.name}"
+    if lk.name in BUILTIN_BACKENDS:
+        raise ConfigError(f"{key}: {lk.name!r} is a built-in backend; pick another name")
+    if "@" in lk.url.split("/", 3)[2 if "//" in lk.url else 0]:
+        raise ConfigError(f"{key}.url: no credentials in the URL; use auth_header with secrets.yaml "
+                          f"lookup_{lk.name}_auth or {lookup_env(lk.name)}")
+    if not _URL_RE.fullmatch(lk.url):
+        raise ConfigError(f"{key}.url: expected http(s)://host[:port]/path with {{name}} placeholders in the path "
+                          f"or query, got {lk.url!r}")
+    try:
+        parts = list(string.Formatter().parse(lk.url))
+    except ValueError as exc:
+        raise ConfigError(f"{key}.url: {exc} (placeholders are {{name}}; a literal brace is doubled)") from None
+    for _, name, spec, conv in parts:
+        if name is not None and (spec or conv or not FIELD_RE.fullmatch(name)):
+            raise ConfigError(f"{key}.url: placeholders are plain names like {{booking}}, got {{{name}}}")
+    if lk.auth_header and not _HEADER_RE.fullmatch(lk.auth_header):
+        raise ConfigError(f"{key}.auth_header: a header name like Authorization, got {lk.auth_header!r}")
+    if lk.auth_header and not lk.auth:
+        raise ConfigError(f"{key}.auth_header: its value is missing: put it in secrets.yaml (lookup_{lk.name}_auth) "
+                          f"or {lookup_env(lk.name)}")
+    if lk.auth and not lk.auth_header:
+        raise ConfigError(f"{key}.auth_header: a secret is set for {lk.name} but no header to send it in")
+    if any(c in lk.auth for c in "\r\n\0"):
+        raise ConfigError(f"{key}.auth_header: the secret value has a line break")
+    if not 0.1 <= lk.timeout <= LOOKUP_BUDGET:
+        raise ConfigError(f"{key}.timeout: expected 0.1 to {LOOKUP_BUDGET:g} seconds, got {lk.timeout}")
+    if not 0 <= lk.retries <= 3:
+        raise ConfigError(f"{key}.retries: expected 0 to 3, got {lk.retries}")
+    if lk.timeout * (lk.retries + 1) > LOOKUP_BUDGET:
+        raise ConfigError(f"{key}.retries: timeout x (retries + 1) = {lk.timeout * (lk.retries + 1):g}s is over the "
+                          f"{LOOKUP_BUDGET:g}s a caller waits for a look-up; lower timeout or retries")
+    if not 1 <= lk.max_concurrent <= 1000:
+        raise ConfigError(f"{key}.max_concurrent: expected 1 to 1000, got {lk.max_concurrent}")
+    if not 1 <= lk.breaker_failures <= 1000:
+        raise ConfigError(f"{key}.breaker_failures: expected 1 to 1000, got {lk.breaker_failures}")
+    for field_name, v in (("breaker_window", lk.breaker_window), ("breaker_cooldown", lk.breaker_cooldown)):
+        if not 1 <= v <= 3600:
+            raise ConfigError(f"{key}.{field_name}: expected 1 to 3600 seconds, got {v}")
+    for spoken, path in lk.map.items():
+        if not FIELD_RE.fullmatch(spoken):
+            raise ConfigError(f"{key}.map.{spoken}: field names are letters, digits and _ (as in say: {{name}})")
+        if not PATH_RE.fullmatch(path):
+            raise ConfigError(f"{key}.map.{spoken}: expected a path like booking.status or items.0.ref, got {path!r}")
 
 
 def validate(cfg: Config) -> None:
@@ -235,6 +342,8 @@ def validate(cfg: Config) -> None:
     if not 0.1 <= r.notice_cps <= 50 or not 1 <= r.notice_max_attempts <= 10 or r.auto_approve_max < 0:
         raise ConfigError("refunds: notice_cps 0.1-50, notice_max_attempts 1-10, auto_approve_max >= 0")
     _validate_outbound(cfg.outbound)
+    for lk in cfg.lookups:
+        _validate_lookup(lk)
     c = cfg.continuity
     for key, value, hi in (("window", c.window, 86400), ("min_wait", c.min_wait, 3600),
                            ("notice_hours", c.notice_hours, 24 * 30), ("repeat_hours", c.repeat_hours, 24 * 30),
@@ -411,6 +520,7 @@ def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = No
             raise ConfigError(f"config file {p}: expected a mapping at the top level")
         data = loaded or {}
         _no_redis_password_in(data, p)
+        _no_lookup_secret_in(data, p)
         if secrets_path is None:
             candidate = p.parent / "secrets.yaml"
             secrets_path = candidate if candidate.exists() else None
@@ -422,6 +532,12 @@ def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = No
                     data["asterisk"] = {}
                 if isinstance(data["asterisk"], dict):
                     data["asterisk"].setdefault(key, secrets[key])
+        lookups = data.get("lookups")
+        if isinstance(lookups, dict):
+            for name, entry in lookups.items():
+                value = secrets.get(f"lookup_{name}_auth")
+                if value and isinstance(entry, dict):
+                    entry.setdefault("auth", value)
         if secrets.get("redis_password"):
             if data.get("redis") is None:
                 data["redis"] = {}
@@ -441,6 +557,17 @@ def _no_redis_password_in(data: Mapping[str, Any], path: Path) -> None:
     if re.match(r"^[a-z]+://[^/@]*:[^/@]+@", str(redis.get("url") or "")):
         raise ConfigError(f"redis.url: no password in {path.name}; put it in secrets.yaml (redis_password) "
                           "or IVR_REDIS_PASSWORD")
+
+
+def _no_lookup_secret_in(data: Mapping[str, Any], path: Path) -> None:
+    """A look-up backend's auth value belongs in secrets.yaml or the environment: refuse it in the config file."""
+    lookups = data.get("lookups")
+    if not isinstance(lookups, Mapping):
+        return
+    for name, entry in lookups.items():
+        if isinstance(entry, Mapping) and "auth" in entry:
+            raise ConfigError(f"lookups.{name}.auth: not in {path.name}; put it in secrets.yaml (lookup_{name}_auth) "
+                              f"or {lookup_env(str(name))}")
 
 
 def load_secrets(path: str | os.PathLike[str]) -> dict[str, str]:
