@@ -45,7 +45,7 @@ from .outbound import OutboundGuard
 from ..store.errors import StoreError
 from ..store.redis_store import Store
 
-from . import contacts
+from . import contacts, contacts_parse
 from .model import Campaign, campaign_from_dict
 from .transfers import Transfers
 
@@ -305,7 +305,7 @@ class Dialer:
             await self._close(cid, n, "dnc", last_outcome="do not call")
             return
         tz = contact.get("tz") or ""
-        zones = [_zone(z) for z in (contacts.number_zones(number) if tz == contacts.MULTI_ZONE else (tz,))]
+        zones = [_zone(z) for z in (contacts_parse.number_zones(number) if tz == contacts_parse.MULTI_ZONE else (tz,))]
         now = datetime.datetime.now(datetime.timezone.utc)
         if not c.in_window_everywhere(now, zones):
             if len(zones) == 1:
