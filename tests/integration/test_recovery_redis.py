@@ -12,7 +12,8 @@ from ivr.app.aiotasks import cancel_and_wait
 from ivr.asterisk.ami_client import AmiError
 from ivr.callbacks.service import CallbackDispatcher
 from ivr.campaigns import contacts, contacts_parse
-from ivr.campaigns.dialer import Dialer, account_code
+from ivr.campaigns.dial_rules import account_code
+from ivr.campaigns.dialer import Dialer
 from ivr.campaigns.model import campaign_from_dict
 from ivr.app.config import Config
 from ivr.store.redis_store import Store
@@ -101,7 +102,7 @@ async def test_an_outcome_that_closes_a_contact_cancels_the_retry_planned_before
     """AMI drops while a notice rings: the Originate fails ("failed", a retry is planned), but the call goes
     on in Asterisk, is answered, and the notice stores the callee's choice for the same attempt. The
     contact is closed and is not dialled again."""
-    from ivr.campaigns.dialer import Running
+    from ivr.campaigns.dial_rules import Running
 
     cid = "t-late"
     code = account_code(cid, "1", 1)
