@@ -51,7 +51,6 @@ async def _store_callback(engine: Engine, ctx: CallContext, number: str, queue: 
     return record, promise
 
 
-
 async def _allowed(engine: Engine, ctx: CallContext, number: str) -> bool:
     """May the line call this number back? (the outbound guard, without using up its hourly caps: the
     dispatcher counts the dial itself). A refusal is logged, counted and audited by the guard."""

@@ -134,12 +134,11 @@ async def collect_node(engine: Engine, s: AgiSession, ctx: CallContext, node: No
     return node.get("on_fail")
 
 
-
 async def set_language(s: AgiSession, ctx: CallContext, lang: str) -> None:
+    """Speak to the caller in ``lang`` from now on, when the menu offers it (a returning or notified caller)."""
     if lang and lang in ctx.menu.languages and lang != ctx.lang:
         ctx.lang = lang
         await s.set_variable("CHANNEL(language)", lang)
-
 
 
 async def hours_node(engine: Engine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:

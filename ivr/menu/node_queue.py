@@ -55,7 +55,6 @@ async def _offer_callback(engine: Engine, ctx: CallContext, queue: str, estimate
     return offered
 
 
-
 async def queue_node(engine: Engine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
     queue = node.get("queue")
     ctx.queue = queue

@@ -41,7 +41,6 @@ async def feedback_node(engine: Engine, s: AgiSession, ctx: CallContext, node: N
     return node.get("next")
 
 
-
 async def survey_node(engine: Engine, s: AgiSession, ctx: CallContext, node: Node) -> str | None:
     prompts = node.prompts or ("survey-intro",)
     for _ in range(int(node.get("retries", 1)) + 1):
