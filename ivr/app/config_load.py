@@ -229,7 +229,7 @@ def backend_names(cfg: Config) -> frozenset[str]:
     return frozenset(BUILTIN_BACKENDS) | {lk.name for lk in cfg.lookups}
 
 
-LOOKUP_BUDGET = 5.0                  # ivr/menu/nodes.py LOOKUP_TIMEOUT: the node gives up after this long
+LOOKUP_BUDGET = 5.0                  # ivr/menu/node_lookup.py LOOKUP_TIMEOUT: the node gives up after this long
 _HEADER_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _URL_RE = re.compile(r"^https?://[A-Za-z0-9.\[\]:_-]+(/[^\s]*)?$")
 

@@ -18,7 +18,7 @@ from ivr.app.config import ConfigError
 from ivr.app.config_load import LOOKUP_BUDGET, from_mapping, load
 from ivr.app.controller import http_backends
 from ivr.app.metrics import Metrics
-from ivr.menu import nodes
+from ivr.menu import node_lookup
 from ivr.menu.lookups import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, GuardedBackend
 from ivr.menu.mapping import map_response
 from ivr.menu.schema import parse_menu
@@ -216,7 +216,7 @@ def test_the_docs_state_the_default_timeout() -> None:
 
 
 def test_the_budget_is_the_lookup_nodes_time_out() -> None:
-    assert LOOKUP_BUDGET == nodes.LOOKUP_TIMEOUT
+    assert LOOKUP_BUDGET == node_lookup.LOOKUP_TIMEOUT
 
 
 @pytest.mark.parametrize("entry, message", [
