@@ -2,12 +2,16 @@
 # The test command: installs what is missing (idempotent), then runs the whole suite
 # (unit tests and integration tests against a real Asterisk, Redis and SIPp on loopback).
 # Extra arguments go to pytest. Exit code: pytest's; "no tests ran" (5) is a failure.
+# The tests run in 4 worker processes side by side (pytest-xdist, pyproject.toml's addopts): IVR_TEST_WORKERS=N
+# runs N (0: all in this process). The slowest 25 tests are listed at the end.
 set -Eeuo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/install.sh"
 cd "$ROOT"
 set +e
-"${IVR_VENV:-$ROOT/.venv}/bin/python" -m pytest -q -p no:cacheprovider "$@"
+workers=()
+if [ -n "${IVR_TEST_WORKERS:-}" ]; then workers=(-n "$IVR_TEST_WORKERS"); fi
+"${IVR_VENV:-$ROOT/.venv}/bin/python" -m pytest -q -p no:cacheprovider "${workers[@]}" "$@"
 rc=$?
 set -e
 if [ "$rc" = 5 ]; then
