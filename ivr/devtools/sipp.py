@@ -36,7 +36,9 @@ from .sipp_scenarios import (CallerScript, agent_scenario, callee_scenario, dial
 # tests and benchmarks put private stacks on (20000 and up), handed out
 # in turn: a port the kernel picked for "any free port" could be picked again by the next SIPp started a
 # moment later, before the first one bound it (27 callers started at once lost that race now and then).
-SIPP_PORTS = (12000, 20000)
+SIPP_PORTS: tuple[int, ...] = (12000, 20000)
+if os.environ.get("IVR_SIPP_PORTS"):   # "first-last", a slice of it: test workers running side by side get one each
+    SIPP_PORTS = tuple(int(p) // 4 * 4 for p in os.environ["IVR_SIPP_PORTS"].split("-", 1))
 _next_block = random.randrange(SIPP_PORTS[0], SIPP_PORTS[1], 4)
 _blocks_lock = threading.Lock()
 
