@@ -15,7 +15,8 @@ import pytest
 from aiohttp import web
 
 from ivr.app.config import ConfigError
-from ivr.app.config_load import LOOKUP_BUDGET, from_mapping, load
+from ivr.app.config_checks import LOOKUP_BUDGET
+from ivr.app.config_load import from_mapping, load
 from ivr.app.controller import http_backends
 from ivr.app.metrics import Metrics
 from ivr.menu import node_lookup
