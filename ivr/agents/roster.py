@@ -104,6 +104,8 @@ def check_profile(cfg: Config, data: Mapping[str, Any], *, partial: bool) -> dic
                 raise RosterError("mobile: digits only, as the trunk dials it (empty to remove)")
             out[key] = value
         elif key == "penalty":
+            if isinstance(value, float) and value.is_integer():   # JSON 77.0 is the whole number 77
+                value = int(value)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
                 raise RosterError(f"penalty: expected a whole number 0-100, got {value!r}")
             out[key] = value

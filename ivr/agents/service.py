@@ -148,7 +148,8 @@ class AgentService:
         try:
             await self._ami.action("QueuePause", fields)
         except AmiError as exc:
-            kind = Conflict if "not there" in str(exc).lower() else Unavailable
+            # the phone is in no queue (the agent is logged out): a state to change first, not an outage
+            kind = Conflict if any(m in str(exc).lower() for m in ("not there", "not found")) else Unavailable
             raise kind(f"QueuePause: {exc}") from None
         await self._audit.audit(by, "agent.pause" if paused else "agent.unpause", agent_id, None, reason or paused)
 
@@ -157,8 +158,10 @@ class AgentService:
         agent, coach = self._roster.agents.get(agent_id), self._roster.agents.get(coach_id)
         if agent is None:
             raise NotFound(f"no agent {agent_id[:20]!r}")
-        if coach is None or coach_id == agent_id:
-            raise Invalid(f"coach: another agent's id, got {coach_id[:20]!r}")
+        if coach_id == agent_id:
+            raise Conflict(f"coach: an agent cannot coach themselves ({agent_id})")
+        if coach is None:
+            raise NotFound(f"coach: no agent {coach_id[:20]!r}")
         if mode not in COACH_MODES:
             raise Invalid(f"mode: expected one of {', '.join(COACH_MODES)}, got {mode[:20]!r}")
         if not self._state.on_a_call(agent.interface):

@@ -55,7 +55,11 @@ async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamR
         return json_error(exc.status, str(exc))
     except web.HTTPException as exc:
         if exc.status >= 400:
-            return json_error(exc.status, exc.reason)
+            resp = json_error(exc.status, exc.reason)
+            for header in ("Allow", "Retry-After"):   # RFC 9110: a 405 names the methods the resource allows
+                if header in exc.headers:
+                    resp.headers[header] = exc.headers[header]
+            return resp
         raise
     except StoreError as exc:
         log.warning("API: Redis unreachable on %s %s: %s", request.method, request.path, exc)

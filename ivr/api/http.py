@@ -36,6 +36,25 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
+def check_fields(body: dict[str, Any], known: tuple[str, ...]) -> None:
+    """400 as an HTTP error when the body has a field the route does not know (the OpenAPI document says
+    ``additionalProperties: false``: a typo is refused, not silently ignored)."""
+    unknown = sorted(set(body) - set(known))
+    if unknown:
+        raise web.HTTPBadRequest(reason=f"unknown field {unknown[0][:40]!r} (known: {', '.join(known)})")
+
+
+def text_field(body: dict[str, Any], name: str, default: str = "", *, max_length: int | None = None) -> str:
+    """The string field ``name`` of a JSON body (``default`` when absent); 400 when it is not a string or is
+    longer than ``max_length`` (refused, not cut: the document's maxLength is the contract)."""
+    value = body.get(name, default)
+    if not isinstance(value, str):
+        raise web.HTTPBadRequest(reason=f"{name}: expected a string")
+    if max_length is not None and len(value) > max_length:
+        raise web.HTTPBadRequest(reason=f"{name}: at most {max_length} characters")
+    return value
+
+
 AUTH = web.RequestKey("auth", dict[str, Any])   # the token the middleware admitted: {name, role, ...}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .http import json_body, requires, who
+from .http import check_fields, json_body, json_error, requires, text_field, who
 from .services import AGENTS
 
 
@@ -17,6 +17,8 @@ async def agents(request: web.Request) -> web.Response:
 async def agent_add(request: web.Request) -> web.Response:
     """Add an agent (by default a novice volunteer) with a new SIP account; the password is shown once."""
     body = await json_body(request)
+    if "id" in body and not isinstance(body["id"], str):   # absent: the next free id; null is not "absent"
+        return json_error(400, "id: expected a string of 2-20 digits (leave it out for the next free id)")
     return web.json_response(await request.app[AGENTS].add(body, by=who(request)), status=201)
 
 
@@ -41,7 +43,8 @@ async def agent_pin(request: web.Request) -> web.Response:
     """Set the PIN an agent keys in to log in or out from their phone (*81 / *82): {"pin": "4-8 digits"}."""
     agent_id = request.match_info["agent_id"]
     body = await json_body(request)
-    await request.app[AGENTS].set_pin(agent_id, str(body.get("pin", "")), by=who(request))
+    check_fields(body, ("pin",))
+    await request.app[AGENTS].set_pin(agent_id, text_field(body, "pin"), by=who(request))
     return web.json_response({"id": agent_id, "pin": "set"})
 
 
@@ -68,7 +71,8 @@ async def _set_pause(request: web.Request, paused: bool) -> web.Response:
     reason = ""
     if request.can_read_body:
         body = await json_body(request)
-        reason = str(body.get("reason", ""))[:60]
+        check_fields(body, ("reason",))
+        reason = text_field(body, "reason", max_length=60)
     await service.set_paused(agent_id, paused, reason, by=who(request))
     return web.json_response({"id": agent_id, "paused": paused, "reason": reason})
 
@@ -88,8 +92,9 @@ async def agent_coach(request: web.Request) -> web.Response:
     """Ring a coach's phone into an agent's call: {"coach": "<agent id>", "mode": "whisper" | "listen" | "barge"}.
     The coach hears the call; with whisper the agent hears the coach and the caller does not."""
     body = await json_body(request)
-    out = await request.app[AGENTS].coach(request.match_info["agent_id"], str(body.get("coach", "")),
-                                          str(body.get("mode", "whisper")), by=who(request))
+    check_fields(body, ("coach", "mode"))
+    out = await request.app[AGENTS].coach(request.match_info["agent_id"], text_field(body, "coach"),
+                                          text_field(body, "mode", "whisper"), by=who(request))
     return web.json_response(out)
 
 

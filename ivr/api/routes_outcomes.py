@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .http import call_uid, json_body, json_error, requires, who
+from .http import call_uid, check_fields, json_body, json_error, requires, text_field, who
 from .services import OUTCOMES, REPORTS
 from ..reports.reporting import to_csv
 
@@ -24,8 +24,9 @@ async def call_disposition(request: web.Request) -> web.Response:
     """Set a call's disposition: {"disposition": "2" or "refund_requested", "note": "..."}."""
     uid = call_uid(request)
     body = await json_body(request)
-    rec = await request.app[OUTCOMES].set_disposition(uid, str(body.get("disposition", "")), by=who(request),
-                                                      note=str(body.get("note") or ""))
+    check_fields(body, ("disposition", "note"))
+    rec = await request.app[OUTCOMES].set_disposition(uid, text_field(body, "disposition"), by=who(request),
+                                                      note=text_field(body, "note"))
     return web.json_response(rec)
 
 
@@ -49,8 +50,9 @@ async def feedback_audio(request: web.Request) -> web.StreamResponse:
 @requires("supervisor")
 async def feedback_done(request: web.Request) -> web.Response:
     body = await json_body(request) if request.can_read_body else {}
+    check_fields(body, ("note",))
     item = await request.app[OUTCOMES].feedback_done(request.match_info["item"], who(request),
-                                                     str(body.get("note") or ""))
+                                                     text_field(body, "note", max_length=500))
     return web.json_response(item)
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
-from .http import json_body, json_error, requires, who
+from .http import check_fields, json_body, json_error, requires, text_field, who
 from .services import CALLBACKS, REFUNDS
+
+_GROUP_RE = re.compile(r"[a-z0-9_-]{1,32}")   # a refund group (the store's rule)
 
 
 @requires("viewer")
@@ -22,8 +26,10 @@ async def refund_by_booking(request: web.Request) -> web.Response:
 async def refund_set_status(request: web.Request) -> web.Response:
     """One decision: {"status": "approved", "note": "..."}; the customer's call is queued (``notice``)."""
     body = await json_body(request)
+    check_fields(body, ("status", "note"))
     return web.json_response(await request.app[REFUNDS].decide(
-        request.match_info["ref"], str(body.get("status", "")), by=who(request), note=str(body.get("note") or "")))
+        request.match_info["ref"], text_field(body, "status"), by=who(request),
+        note=text_field(body, "note", max_length=500)))
 
 
 @requires("supervisor")
@@ -31,6 +37,9 @@ async def refund_decisions(request: web.Request) -> web.Response:
     """Bulk decisions: {"decisions": [{"reference", "status", "note"}, ...]} or {"references": [...], "status",
     "note"}; each is taken on its own and reported on its own."""
     body = await json_body(request)
+    check_fields(body, ("decisions", "references", "status", "note"))
+    if "decisions" in body and "references" in body:
+        return json_error(400, "decisions or references, not both")
     if "decisions" in body:
         items = body["decisions"]
         if not isinstance(items, list) or not all(isinstance(d, dict) for d in items):
@@ -50,17 +59,21 @@ async def refund_list(request: web.Request) -> web.Response:
         count, offset = int(q.get("count", "100")), int(q.get("offset", "0"))
     except ValueError:
         return json_error(400, "count and offset: integers")
+    group = q.get("group", "")
+    if group and not _GROUP_RE.fullmatch(group):
+        return json_error(400, "group: lower-case letters, digits, _ and - (at most 32)")
     return web.json_response(await request.app[REFUNDS].list(q.get("status", "received"), count=count,
-                                                             offset=offset, group=q.get("group", "")))
+                                                             offset=offset, group=group))
 
 
 @requires("supervisor")
 async def refund_create(request: web.Request) -> web.Response:
     """An agent records a request for a caller: {booking, number, lang, amount, group}; policy applies."""
     body = await json_body(request)
+    check_fields(body, ("booking", "number", "lang", "amount", "group"))
     rec = await request.app[REFUNDS].create(
-        booking=str(body.get("booking", "")), number=str(body.get("number") or ""), lang=str(body.get("lang") or ""),
-        amount=str(body.get("amount") or ""), group=str(body.get("group") or ""), by=who(request))
+        booking=text_field(body, "booking"), number=text_field(body, "number"), lang=text_field(body, "lang"),
+        amount=text_field(body, "amount"), group=text_field(body, "group"), by=who(request))
     return web.json_response(rec, status=201)
 
 
@@ -75,9 +88,10 @@ async def callback_get(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    app.router.add_get("/api/v1/refunds/{ref}", refund_get)
+    # {ref} is digits: /api/v1/refunds/decisions is another resource (its Allow header names POST only)
+    app.router.add_get("/api/v1/refunds/{ref:[0-9]+}", refund_get)
     app.router.add_get("/api/v1/refunds/by-booking/{booking}", refund_by_booking)
-    app.router.add_post("/api/v1/refunds/{ref}/status", refund_set_status)
+    app.router.add_post("/api/v1/refunds/{ref:[0-9]+}/status", refund_set_status)
     app.router.add_get("/api/v1/refunds", refund_list)
     app.router.add_post("/api/v1/refunds", refund_create)
     app.router.add_post("/api/v1/refunds/decisions", refund_decisions)

@@ -49,6 +49,9 @@ class Services:
     reports: ReportService | None = None
     campaigns: CampaignService | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)   # set when the node shuts down
+    # the configured names a request may use (lang, queue, group, team, disposition): the OpenAPI document
+    # served by a running node lists them as enums; the route table alone (no config) documents patterns
+    choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 ACCESS = web.AppKey("access", AccessService)
@@ -57,6 +60,7 @@ SYSTEM: web.AppKey[System] = web.AppKey("system")
 LIVE = web.AppKey("live", LiveView)
 LIVE_FEED = web.AppKey("live_feed", LiveFeed)
 STOPPING = web.AppKey("stopping", asyncio.Event)
+CHOICES = web.AppKey("choices", dict[str, tuple[str, ...]])
 AGENTS = web.AppKey("agents", AgentService)
 CALLERS = web.AppKey("callers", CallerService)
 OUTCOMES = web.AppKey("outcomes", OutcomesDesk)
@@ -71,6 +75,7 @@ def install(app: web.Application, services: Services) -> None:
     """Put each service given under its key (and the live feed built on the live view)."""
     app[CLIENT_ADDRESS] = services.client_address
     app[STOPPING] = services.stopping
+    app[CHOICES] = services.choices
     if services.access is not None:
         app[ACCESS] = services.access
     if services.system is not None:

@@ -314,7 +314,19 @@ def build_services(c: Controller) -> Services:
         reports=ReportService(store, cfg.dispositions),
         campaigns=campaigns,
         stopping=c.stopping,
+        choices=api_choices(cfg),
     )
+
+
+def api_choices(cfg: Config) -> dict[str, tuple[str, ...]]:
+    """The configured names API requests may use, for the OpenAPI document (enums instead of patterns)."""
+    return {
+        "lang": tuple(cfg.languages),
+        "queue": tuple(cfg.queue_names()),
+        "group": tuple(sorted(cfg.continuity.priority_groups)),
+        "team": tuple(sorted({team for _, team in cfg.feedback_teams} | {"support"})),
+        "disposition": tuple(x for pair in cfg.dispositions for x in pair),
+    }
 
 
 def http_backends(cfg: Config, metrics: Metrics | None = None) -> dict[str, GuardedBackend]:

@@ -123,7 +123,10 @@ def parse_campaign(data: Mapping[str, Any], *, queues: frozenset[str] | None = N
     cid = data.get("id")
     if not isinstance(cid, str) or not _ID_RE.fullmatch(cid):
         raise CampaignError("id: lower-case letters, digits and - (up to 40), e.g. flights-nov25")
-    kw: dict[str, Any] = {"id": cid, "name": str(data.get("name", ""))[:100]}
+    name = data.get("name", "")
+    if not isinstance(name, str):
+        raise CampaignError("name: text")
+    kw: dict[str, Any] = {"id": cid, "name": name[:100]}
     message = data.get("message", {"en": "notice-cancelled"})
     if isinstance(message, str):
         message = {languages[0]: message}
@@ -136,7 +139,7 @@ def parse_campaign(data: Mapping[str, Any], *, queues: frozenset[str] | None = N
             raise CampaignError(f"message.{lang}: bad prompt name {prompt!r}")
     kw["message"] = dict(message)
     if "machine_message" in data:
-        if not _PROMPT_RE.fullmatch(str(data["machine_message"])):
+        if not isinstance(data["machine_message"], str) or not _PROMPT_RE.fullmatch(data["machine_message"]):
             raise CampaignError(f"machine_message: bad prompt name {data['machine_message']!r}")
         kw["machine_message"] = str(data["machine_message"])
     if "options" in data:

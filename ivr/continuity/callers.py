@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
-from ..core.service_errors import Invalid, NotFound
+from ..core.service_errors import Conflict, Invalid, NotFound
 from .service import Continuity
 
 
@@ -58,6 +58,8 @@ class CallerService:
         try:
             flag, old = await self._continuity.set_flag(number, group, note=note, hours=hours, by=by)
         except ValueError as exc:
+            if "none configured" in str(exc):   # no request could be right: the configuration does not allow it
+                raise Conflict(str(exc)) from None
             raise Invalid(str(exc)) from None
         await self._records.audit(by, "caller.flag", flag["number"], old,
                                   {k: v for k, v in flag.items() if k != "number"})

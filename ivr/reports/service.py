@@ -329,8 +329,8 @@ def window_from(query: Mapping[str, str], tz: tzinfo, by: str) -> tuple[float, f
             hours = float(query["hours"])
         except ValueError:
             raise ReportError(f"hours: expected a number, got {query['hours']!r}") from None
-        if not 0 < hours <= 92 * 24:
-            raise ReportError("hours: must be above 0 and at most 2208 (92 days)")
+        if not 0.01 <= hours <= 92 * 24:   # at least 36 s: a shorter window is empty, or none at all
+            raise ReportError("hours: must be at least 0.01 and at most 2208 (92 days)")
         start = end - hours * 3600
     return start, end
 

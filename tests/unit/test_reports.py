@@ -126,7 +126,7 @@ def test_csv_and_table_output() -> None:
 @pytest.mark.parametrize("query,message", [
     ({"since": "yesterday"}, "since: expected an ISO date"),
     ({"hours": "many"}, "hours: expected a number"),
-    ({"hours": "0"}, "hours: must be above 0"),
+    ({"hours": "0"}, "hours: must be at least 0.01"),
 ])
 def test_bad_options_name_what_is_wrong(query: dict, message: str) -> None:
     with pytest.raises(reports.ReportError, match=message):

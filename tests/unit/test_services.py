@@ -83,7 +83,8 @@ async def test_pause_sends_queuepause_with_the_reason_and_audits_it() -> None:
     assert audit.lines == [("sup", "agent.pause", "1001", None, "lunch")]
 
 
-@pytest.mark.parametrize("error,kind", [("Interface not there", Conflict), ("timeout", Unavailable)])
+@pytest.mark.parametrize("error,kind", [("Interface not there", Conflict), ("QueuePause failed: Interface not found", Conflict),
+                                        ("timeout", Unavailable)])
 async def test_a_failed_queuepause_is_a_conflict_or_unavailable(error: str, kind: type) -> None:
     agents, audit, _ = service(Ami(fail=error), State({}), A)
     with pytest.raises(kind, match="QueuePause: "):
@@ -116,8 +117,10 @@ async def test_coach_rings_the_coach_into_a_call_in_progress_only() -> None:
     agents, audit, _ = service(ami, State({}, talking=frozenset({"PJSIP/1001"})), A, B)
     with pytest.raises(Invalid, match="mode"):
         await agents.coach("1001", "1002", "shout", by="sup")
-    with pytest.raises(Invalid, match="coach"):
+    with pytest.raises(Conflict, match="coach themselves"):
         await agents.coach("1001", "1001", "whisper", by="sup")
+    with pytest.raises(NotFound, match="coach: no agent"):
+        await agents.coach("1001", "1999", "whisper", by="sup")
     with pytest.raises(Conflict, match="not on a call"):
         await agents.coach("1002", "1001", "whisper", by="sup")
     out = await agents.coach("1001", "1002", "whisper", by="sup")
