@@ -245,7 +245,8 @@ OPS: dict[tuple[str, str], dict[str, Any]] = {
                                              "default received"),
                                            q("count", {"type": "integer", "minimum": 1, "maximum": 1000},
                                              "default 100"),
-                                           q("offset", {"type": "integer", "minimum": 0}, "skip this many"),
+                                           q("offset", {"type": "integer", "minimum": 0, "maximum": 1_000_000_000},
+                                             "skip this many"),
                                            q("group", {"type": "string", "pattern": "^([a-z0-9_-]{1,32})?$"},
                                              "only this group")]},
     ("POST", "/api/v1/refunds"): {"tag": "refunds", "summary": "Record a refund request for a customer (the approval "

@@ -11,6 +11,8 @@ from ..core.service_errors import Invalid, NotFound
 from .service import RefundService
 
 
+MAX_OFFSET = 1_000_000_000   # past any real list; beyond 64 bits the store cannot take it
+
 class RefundRecords(Protocol):
     """The refund store (``ivr.store.selfservice.RefundStore``)."""
     async def get(self, ref: str) -> dict[str, Any] | None: ...
@@ -54,8 +56,8 @@ class RefundDesk:
 
     async def list(self, status: str, *, count: int, offset: int, group: str) -> dict[str, Any]:
         """Requests in one status, oldest first, with the count of every status."""
-        if not 1 <= count <= 1000 or offset < 0:
-            raise Invalid("count: 1-1000; offset: 0 or more")
+        if not 1 <= count <= 1000 or not 0 <= offset <= MAX_OFFSET:
+            raise Invalid(f"count: 1-1000; offset: 0 to {MAX_OFFSET}")
         try:
             out = await self._records.list(status, count=count, offset=offset, group=group)
         except ValueError as exc:

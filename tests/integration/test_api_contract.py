@@ -36,7 +36,7 @@ import yaml
 from .harness import pick_port_base
 
 SEED = 1
-MAX_EXAMPLES = 10
+MAX_EXAMPLES = 20   # about a minute for the ~60 operations; 30 finds nothing more today and takes 1.5x
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 
@@ -70,7 +70,10 @@ def test_the_api_answers_as_its_openapi_document_says(tmp_path: Path) -> None:
         run = subprocess.run(
             [*_schemathesis(), "--no-color", "--config-file", str(CONFIG), "run", f"{info['api']}/api/v1/openapi.json",
              "-H", f"Authorization: Bearer {info['token']}", "--checks", "all", "--seed", str(SEED),
-             "--max-examples", str(MAX_EXAMPLES), "--workers", "4",
+             "--max-examples", str(MAX_EXAMPLES),
+             # one worker: Hypothesis parses lambdas' source with ast, which CPython 3.11 cannot do in two
+             # threads at once (SystemError: AST constructor recursion depth mismatch)
+             "--workers", "1",
              "--report", "junit", "--report-dir", str(tmp_path / "report")],
             capture_output=True, text=True, timeout=300, cwd=tmp_path)
         took = time.monotonic() - started
