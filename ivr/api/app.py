@@ -40,6 +40,8 @@ async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamR
     try:
         if request.path not in PUBLIC:
             needed = getattr(handler, "required_role", "admin")
+            if request.match_info.http_exception is not None:   # no route or no such method: any token may hear so
+                needed = "viewer"
             refused = await _authenticate(request, needed)
             if refused is not None:
                 return refused

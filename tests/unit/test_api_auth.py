@@ -253,3 +253,28 @@ async def test_health_with_a_token_while_redis_is_down_says_up_or_down(direct) -
     ctl.store.verify_token = unreachable
     async with client.get("/health", headers={"Authorization": f"Bearer {VALID}"}) as resp:
         assert resp.status == 503 and await resp.json() == {"status": "degraded"}
+
+
+async def test_a_405_names_the_methods_the_resource_allows(direct) -> None:
+    """RFC 9110: a 405 carries Allow; the error middleware answers JSON and keeps the header."""
+    client, _ = direct
+    async with client.request("TRACE", "/api/v1/dispositions", headers={"Authorization": f"Bearer {VALID}"}) as resp:
+        assert resp.status == 405
+        assert set(resp.headers["Allow"].split(",")) == {"GET", "HEAD"}
+        assert (await resp.json())["status"] == 405
+
+
+async def test_the_served_document_lists_configured_names_and_the_route_table_alone_patterns() -> None:
+    from ivr.api.app import PUBLIC
+    from ivr.api.openapi_spec import spec
+
+    served = spec(build_app(Services(choices={"lang": ("en", "fa")})), PUBLIC)
+    banner = served["paths"]["/api/v1/banner/{lang}"]["put"]
+    assert banner["parameters"][0]["schema"] == {"enum": ["en", "fa"]}
+    assert set(banner["responses"]) >= {"200", "400", "401", "403", "404", "409", "413", "429", "503"}
+    refund = served["paths"]["/api/v1/refunds"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert refund["properties"]["lang"] == {"enum": ["en", "fa", ""]}
+    assert refund["additionalProperties"] is False
+    offline = spec(build_app(None), PUBLIC)
+    assert offline["paths"]["/api/v1/banner/{lang}"]["put"]["parameters"][0]["schema"]["pattern"] == "^[a-z]{2,3}$"
+    assert "x-choices" not in str(offline)
