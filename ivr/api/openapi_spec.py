@@ -196,9 +196,14 @@ OPS: dict[tuple[str, str], dict[str, Any]] = {
                                          "outcome, and what the dialler does now (`active` calls, `pace`, "
                                          "`transfers` to agents, `held` by max_transfers)"},
     ("POST", "/api/v1/campaigns/{cid}/contacts"): {"tag": "campaigns", "summary": "Import contacts (CSV body, max "
-                                                   "50 MiB); bad rows are reported, the rest imported",
+                                                   "50 MiB); bad rows are reported, the rest imported; "
+                                                   "`columns` in the answer says which column was read as "
+                                                   "which field",
                                                    "query": [q("region", STR, "country of numbers written "
-                                                               "without +, default US")],
+                                                               "without +, default US"),
+                                                             q("columns", STR, "field=column pairs for columns "
+                                                               "the aliases do not know, e.g. "
+                                                               "number=Telefon,lang=Sprache")],
                                                    "body": {"required": True, "content": {"text/csv": {
                                                        "schema": STR}}}},
     ("POST", "/api/v1/campaigns/{cid}/start"): {"tag": "campaigns", "summary": "Start dialling"},
