@@ -13,12 +13,15 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
+from urllib.parse import urlsplit
+
 import yaml
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .config import (AGENT_CODECS, OUTBOUND_TYPES, QUEUE_STRATEGIES, SKILLS, AgentConfig, AgiConfig, ApiConfig,
                      AsteriskConfig, BalanceConfig, Config, ConfigError, ContinuityConfig, ForecastConfig,
-                     OutboundConfig, PromiseConfig, QueueConfig, RedisConfig, RefundsConfig)
+                     OutboundConfig, PromiseConfig, QueueConfig, RedisConfig, RefundsConfig, WebhookConfig)
+from ..webhooks.core import EVENT_TYPES
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
 EXTEN_RE = re.compile(r"^[0-9]{1,20}$")
@@ -169,6 +172,8 @@ def from_mapping(data: Mapping[str, Any] | None, env: Mapping[str, str] | None =
             if not isinstance(value, list):
                 raise ConfigError("agents: expected a list")
             kwargs[name] = tuple(_build(AgentConfig, a, f"agents[{i}]") for i, a in enumerate(value or []))
+        elif name == "webhooks":
+            kwargs[name] = _webhooks(value)
         else:
             kwargs[name] = _coerce(name, value, top_fields[name].type)
     cfg = Config(**kwargs)
@@ -176,8 +181,64 @@ def from_mapping(data: Mapping[str, Any] | None, env: Mapping[str, str] | None =
     return cfg
 
 
+WEBHOOK_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+
+
+def _webhooks(value: Any) -> tuple[WebhookConfig, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError("webhooks: expected a list of {name, url, events}")
+    out = []
+    for i, w in enumerate(value):
+        if isinstance(w, Mapping) and "secret" in w:
+            raise ConfigError(f"webhooks[{i}].secret: not in ivr.yaml; put it in secrets.yaml as "
+                              f"webhook_{w.get('name', '<name>')}")
+        w = dict(w) if isinstance(w, Mapping) else w
+        secret = str(w.pop("_secret", "") or "") if isinstance(w, dict) else ""    # put there from secrets.yaml
+        hook = _build(WebhookConfig, w, f"webhooks[{i}]")
+        out.append(dataclasses.replace(hook, secret=secret) if secret else hook)
+    return tuple(out)
+
+
+def _validate_webhooks(cfg: Config) -> None:
+    seen: set[str] = set()
+    for i, w in enumerate(cfg.webhooks):
+        key = f"webhooks[{i}]"
+        if not WEBHOOK_NAME_RE.fullmatch(w.name):
+            raise ConfigError(f"{key}.name: lower-case letters, digits, _ and - (up to 40), got {w.name!r}")
+        if w.name in seen:
+            raise ConfigError(f"{key}.name: duplicate webhook {w.name!r}")
+        seen.add(w.name)
+        try:
+            parts = urlsplit(w.url)
+            _ = parts.port    # raises ValueError for a bad port
+        except ValueError:
+            raise ConfigError(f"{key}.url: not a URL: {w.url!r}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{key}.url: expected http:// or https:// with a host, got {w.url!r}")
+        if parts.username or parts.password:
+            raise ConfigError(f"{key}.url: no user or password in the URL (the request is signed with "
+                              f"webhook_{w.name} instead)")
+        if any(c.isspace() for c in w.url):
+            raise ConfigError(f"{key}.url: no spaces, got {w.url!r}")
+        if not w.events:
+            raise ConfigError(f"{key}.events: expected some of {', '.join(EVENT_TYPES)}")
+        for j, e in enumerate(w.events):
+            if e not in EVENT_TYPES:
+                raise ConfigError(f"{key}.events[{j}]: expected one of {', '.join(EVENT_TYPES)}, got {e!r}")
+        if not 1 <= w.max_attempts <= 100:
+            raise ConfigError(f"{key}.max_attempts: expected 1 to 100, got {w.max_attempts}")
+        if not 0.1 <= w.timeout <= 120:
+            raise ConfigError(f"{key}.timeout: expected 0.1 to 120 seconds, got {w.timeout}")
+        if len(w.secret) < 16:
+            raise ConfigError(f"{key}: its secret webhook_{w.name} (secrets.yaml, at least 16 characters) is "
+                              f"{'too short' if w.secret else 'missing'}")
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks; raises ConfigError naming the key."""
+    _validate_webhooks(cfg)
     a = cfg.asterisk
     for key, port in (("asterisk.sip_port", a.sip_port), ("asterisk.ami_port", a.ami_port),
                       ("asterisk.rtp_start", a.rtp_start), ("asterisk.rtp_end", a.rtp_end),
@@ -411,6 +472,7 @@ def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = No
             raise ConfigError(f"config file {p}: expected a mapping at the top level")
         data = loaded or {}
         _no_redis_password_in(data, p)
+        _no_webhook_secret_in(data, p)
         if secrets_path is None:
             candidate = p.parent / "secrets.yaml"
             secrets_path = candidate if candidate.exists() else None
@@ -422,6 +484,10 @@ def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = No
                     data["asterisk"] = {}
                 if isinstance(data["asterisk"], dict):
                     data["asterisk"].setdefault(key, secrets[key])
+        hooks = data.get("webhooks")
+        for hook in hooks if isinstance(hooks, list) else []:
+            if isinstance(hook, dict) and "secret" not in hook and f"webhook_{hook.get('name')}" in secrets:
+                hook["_secret"] = secrets[f"webhook_{hook.get('name')}"]
         if secrets.get("redis_password"):
             if data.get("redis") is None:
                 data["redis"] = {}
@@ -441,6 +507,15 @@ def _no_redis_password_in(data: Mapping[str, Any], path: Path) -> None:
     if re.match(r"^[a-z]+://[^/@]*:[^/@]+@", str(redis.get("url") or "")):
         raise ConfigError(f"redis.url: no password in {path.name}; put it in secrets.yaml (redis_password) "
                           "or IVR_REDIS_PASSWORD")
+
+
+def _no_webhook_secret_in(data: Mapping[str, Any], path: Path) -> None:
+    """A webhook's secret belongs in secrets.yaml (webhook_<name>): refuse it in the config file."""
+    hooks = data.get("webhooks")
+    for i, hook in enumerate(hooks if isinstance(hooks, list) else []):
+        if isinstance(hook, Mapping) and ("secret" in hook or "_secret" in hook):
+            raise ConfigError(f"webhooks[{i}].secret: not in {path.name}; put it in secrets.yaml as "
+                              f"webhook_{hook.get('name', '<name>')}")
 
 
 def load_secrets(path: str | os.PathLike[str]) -> dict[str, str]:

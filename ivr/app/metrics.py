@@ -46,6 +46,15 @@ class Metrics:
         for kept in ("yes", "no", "none"):
             self.callbacks_made.labels(kept)
         self.surveys = Counter("ivr_survey_answers_total", "Post-call survey answers", ["score"], registry=r)
+        self.events_published = Counter("ivr_events_published_total", "Events written to the event stream",
+                                        ["type"], registry=r)
+        self.events_lost = Counter("ivr_events_lost_total", "Events not written (queue full, Redis down)",
+                                   ["type", "reason"], registry=r)
+        self.webhook_deliveries = Counter("ivr_webhook_deliveries_total", "Webhook delivery tries by result "
+                                          "(delivered, failed: tried again later, dead: given up)",
+                                          ["webhook", "result"], registry=r)
+        self.webhook_backlog = Gauge("ivr_webhook_backlog", "Events waiting for a webhook (in flight or not read)",
+                                     ["webhook"], registry=r)
         self.history: "OrderedDict[int, dict[str, float]]" = OrderedDict()
 
     # -------------------------------------------------------------- feeding
