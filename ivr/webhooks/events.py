@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
+from ..app.aiotasks import cancel_and_wait
 from . import core
 
 log = logging.getLogger(__name__)
@@ -81,11 +82,7 @@ class Events:
             await asyncio.wait_for(self._queue.join(), drain_s)
         except asyncio.TimeoutError:
             log.warning("events: %d not written at stop", self._queue.qsize())
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
+        await cancel_and_wait([self._task])   # repeated: redis-py may swallow one cancel (ivr/app/aiotasks.py)
         self._task = None
 
     async def flush(self) -> None:

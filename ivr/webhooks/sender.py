@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from ..app.aiotasks import cancel_and_wait
 from ..store.errors import StoreError
 from ..store.webhooks import Entry, WebhookStore
 from . import core
@@ -55,6 +56,7 @@ class WebhookSender:
         self._sleep = sleep
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
         # the lease holder is the node: a controller restarted after a crash takes its webhooks back at once
         self.holder = node
 
@@ -66,13 +68,9 @@ class WebhookSender:
             self._tasks.append(asyncio.create_task(self._run(hook), name=f"webhook-{hook.name}"))
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        self._stopping = True
+        # repeated cancels: redis-py may swallow one that lands while it reads an answer (ivr/app/aiotasks.py)
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         for hook in self.hooks:
             try:
@@ -86,7 +84,7 @@ class WebhookSender:
     # ------------------------------------------------------------------ a webhook's loop
     async def _run(self, hook: Hook) -> None:
         ready = False
-        while True:
+        while not self._stopping:
             try:
                 if not ready:
                     await self.store.ensure_group(hook.name)
