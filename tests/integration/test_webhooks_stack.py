@@ -17,6 +17,8 @@ import pytest
 import yaml
 
 
+from ivr.devtools.sipp import CallerScript
+
 from .harness import TestStack, create_token, start_test_stack, stop_test_stack, wait_for
 from .test_webhooks import SECRET, Receiver
 
@@ -62,7 +64,7 @@ def hooked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestStack
     secrets = workdir / "secrets.yaml"
     secrets.write_text(yaml.safe_dump({"webhook_crm": SECRET}), encoding="utf-8")
     os.chmod(secrets, 0o600)
-    hooks = [{"name": "crm", "url": receiver.receiver.url, "events": ["refund.requested", "refund.decided"],
+    hooks = [{"name": "crm", "url": receiver.receiver.url, "events": ["refund.requested", "refund.decided", "call.finished"],
               "max_attempts": 50, "timeout": 30}]
     ts = start_test_stack(workdir, extra={"webhooks": hooks})
     try:
@@ -79,7 +81,8 @@ def refund(ts: TestStack, booking: str) -> dict[str, Any]:
 
 
 def of_booking(receiver: ThreadedReceiver, prefix: str) -> list[tuple[str, str]]:
-    return [(e["type"], e["data"]["booking"]) for e in receiver.events() if e["data"]["booking"].startswith(prefix)]
+    return [(e["type"], e["data"]["booking"]) for e in receiver.events()
+            if str(e["data"].get("booking", "")).startswith(prefix)]
 
 
 def test_refund_events_arrive_signed_and_show_in_the_api(hooked: tuple[TestStack, ThreadedReceiver]) -> None:
@@ -124,3 +127,15 @@ def test_a_sigkill_mid_delivery_loses_nothing(hooked: tuple[TestStack, ThreadedR
     refund(ts, "88020004")
     wait_for(lambda: len(of_booking(receiver, "8802")) >= 4, timeout=60, what="every event after the restart")
     assert [b for _, b in of_booking(receiver, "8802")] == ["88020001", "88020002", "88020003", "88020004"]
+
+
+def test_a_finished_call_is_sent_with_its_record(hooked: tuple[TestStack, ThreadedReceiver]) -> None:
+    ts, receiver = hooked
+    result = ts.sipp.call(CallerScript(steps=[("pause", 1500)], end="hangup"), extension=ts.extension,
+                          caller="5551777", timeout_s=30)
+    assert result.ok, result.errors
+    finished = wait_for(lambda: [e for e in receiver.events() if e["type"] == "call.finished"
+                                 and e["data"].get("caller") == "5551777"], timeout=20, what="call.finished")
+    record = finished[0]["data"]
+    assert record["outcome"] == "ivr_hangup" and record["uniqueid"]
+    assert ts.call_record(record["uniqueid"]) is not None
