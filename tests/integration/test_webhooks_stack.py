@@ -77,7 +77,7 @@ def hooked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestStack
 def refund(ts: TestStack, booking: str) -> dict[str, Any]:
     status, rec = ts.api.request("POST", "/api/v1/refunds", {"booking": booking, "amount": "20"})
     assert status == 201, rec
-    return rec  # type: ignore[no-any-return]
+    return rec  # type: ignore[no-any-return]  # the API answers JSON
 
 
 def of_booking(receiver: ThreadedReceiver, prefix: str) -> list[tuple[str, str]]:
