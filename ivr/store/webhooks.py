@@ -2,8 +2,8 @@
 webhook's recent deliveries and dead letters.
 
 * ``publish``: one XADD to ``{p}:events`` (capped, approximately, at ``EVENTS_MAXLEN``).
-* A webhook's sender reads the stream through its consumer group ``webhook:<name>`` (created at the stream's
-  start the first time, so nothing published before the sender first ran is lost): first the entries left
+* A webhook's sender reads the stream through its consumer group ``webhook:<name>`` (made when the controller
+  starts, before anything is published; a new webhook starts with the events after that): first the entries left
   pending by any consumer (XAUTOCLAIM: a sender killed mid-delivery), then new ones (XREADGROUP ``>``); an
   entry is acknowledged (XACK) once delivered (2xx) or dead-lettered.
 * Only the holder of ``{p}:webhook:<name>:lock`` delivers that webhook's events: one in flight per webhook,
@@ -62,9 +62,10 @@ class WebhookStore(Translating):
 
     # -------------------------------------------------------------- consuming
     async def ensure_group(self, webhook: str) -> None:
-        """The webhook's consumer group, from the stream's start (the stream is made if absent)."""
+        """The webhook's consumer group (the stream is made if absent). A new group starts after the events in the
+        stream now (a webhook added later is not sent the history); an existing one keeps its place."""
         try:
-            await self.redis.xgroup_create(self.keys.events, group_name(webhook), id="0", mkstream=True)
+            await self.redis.xgroup_create(self.keys.events, group_name(webhook), id="$", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise

@@ -65,7 +65,13 @@ class WebhookSender:
             return
         self._session = aiohttp.ClientSession(headers={"User-Agent": "ivr-webhooks"})
         for hook in self.hooks:
-            self._tasks.append(asyncio.create_task(self._run(hook), name=f"webhook-{hook.name}"))
+            try:    # before anything is published: no event of this run is missed by a new webhook's group
+                await self.store.ensure_group(hook.name)
+                ready = True
+            except (StoreError, OSError) as exc:
+                log.warning("webhook %s: consumer group not made yet (Redis: %s); trying again", hook.name, exc)
+                ready = False
+            self._tasks.append(asyncio.create_task(self._run(hook, ready), name=f"webhook-{hook.name}"))
 
     async def stop(self) -> None:
         self._stopping = True
@@ -82,8 +88,7 @@ class WebhookSender:
             self._session = None
 
     # ------------------------------------------------------------------ a webhook's loop
-    async def _run(self, hook: Hook) -> None:
-        ready = False
+    async def _run(self, hook: Hook, ready: bool = False) -> None:
         while not self._stopping:
             try:
                 if not ready:

@@ -131,8 +131,9 @@ async def test_signed_deliveries_in_order_only_subscribed_types(redis_url: str, 
     sender = WebhookSender(store.webhooks, [hook(receiver.url)], "n1",
                            on_delivery=lambda name, r: delivered.append((name, r)))
     try:
-        await publish(store, ["refund.requested"])         # before the sender ever ran: not lost
+        await publish(store, ["refund.requested"])         # before the webhook existed: not its history
         await sender.start()
+        await publish(store, ["refund.requested"])         # after its start, before its task read anything
         await publish(store, ["call.finished", "feedback.recorded", "refund.requested", "call.finished"], 1)
         await until(lambda: len(receiver.events) == 4)
         assert receiver.seqs() == [0, 1, 3, 4]              # feedback.recorded: not subscribed, skipped
@@ -284,6 +285,8 @@ async def test_nothing_is_lost_across_a_sigkill_mid_delivery(redis_url: str, rec
 
     proc = spawn()
     try:
+        assert proc.stdout is not None
+        assert (await asyncio.to_thread(proc.stdout.readline)).strip() == b"started"   # its group exists
         await publish(store, ["call.finished"] * 10)
         await asyncio.wait_for(hold.wait(), 20)
         proc.send_signal(signal.SIGKILL)
