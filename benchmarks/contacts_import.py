@@ -106,8 +106,8 @@ async def _worker(csv_path: str, port: int, cid: str, batch: int, show_progress:
     import phonenumbers
     import redis.asyncio as aioredis
 
-    from ivr.campaigns import contacts
-    contacts.validate_row({"number": "+12125550123"}, 1)    # load the metadata before the baseline
+    from ivr.campaigns import contacts, contacts_parse
+    contacts_parse.validate_row({"number": "+12125550123"}, 1)    # load the metadata before the baseline
     phonenumbers.parse("+442079460958")
     baseline = _rss_mb()
     stall = 0.0

@@ -4,6 +4,8 @@
 # Redis and SIPp on loopback). Extra arguments go to pytest.
 # Exit code: pytest's, or 1 when the static checks failed (pytest still runs, so both are reported);
 # "no tests ran" (5) is a failure.
+# The tests run in 4 worker processes side by side (pytest-xdist, pyproject.toml's addopts): IVR_TEST_WORKERS=N
+# runs N (0: all in this process). The slowest 25 tests are listed at the end.
 set -Eeuo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/install.sh"
@@ -11,7 +13,9 @@ cd "$ROOT"
 set +e
 bash "$ROOT/scripts/lint.sh"
 lint_rc=$?
-"${IVR_VENV:-$ROOT/.venv}/bin/python" -m pytest -q -p no:cacheprovider "$@"
+workers=()
+if [ -n "${IVR_TEST_WORKERS:-}" ]; then workers=(-n "$IVR_TEST_WORKERS"); fi
+"${IVR_VENV:-$ROOT/.venv}/bin/python" -m pytest -q -p no:cacheprovider "${workers[@]}" "$@"
 rc=$?
 set -e
 if [ "$rc" = 5 ]; then

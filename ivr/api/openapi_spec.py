@@ -116,7 +116,8 @@ OPS: dict[tuple[str, str], dict[str, Any]] = {
                                               "with its SIP account and queue memberships"},
     ("POST", "/api/v1/agents/{agent_id}/coach"): {"tag": "agents", "summary": "Ring a coach's phone into the agent's "
                                                   "call (ChanSpy): whisper (only the agent hears the coach), "
-                                                  "listen or barge; 409 when the agent is not on a call",
+                                                  "listen or barge; 409 when the agent is not on a call or the "
+                                                  "coach is on one (the dashboard's Coach button)",
                                                   "body": body({"coach": STR, "mode": {"enum": ["whisper", "listen",
                                                                                                 "barge"]}},
                                                                ["coach"])},

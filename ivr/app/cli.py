@@ -12,7 +12,7 @@ from typing import Sequence
 
 from .cli_offline import cmd_banner, cmd_campaign, cmd_report, cmd_token
 from .config import ConfigError
-from .config_load import load
+from .config_load import backend_names, load
 
 
 def _setup_logging(level: str, log_file: str | None) -> None:
@@ -53,7 +53,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from ..devtools.stack import Stack
 
     stack = Stack(args.workdir)
-    stack.init(port_base=args.port_base)
+    stack.init(port_base=args.port_base, extra={"api": {"host": args.api_host}} if args.api_host else None)
     info = stack.up(timeout=args.timeout)
     print(json.dumps(info), flush=True)
     return 0
@@ -113,7 +113,7 @@ def cmd_menus_check(args: argparse.Namespace) -> int:
 
     cfg = load(args.config) if args.config else load(None)
     menus = MenuSet(args.dir or cfg.dialplans_dir, frozenset(cfg.queue_names()), cfg.languages,
-                    frozenset({"refunds"}))
+                    backend_names(cfg))
     errors = menus.load()
     for name, menu in sorted(menus.menus.items()):
         print(f"ok    {menu.source}: menu {name} ({len(menu.nodes)} nodes)")
@@ -207,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--port-base", type=int, default=None,
                            help="ports are base+60 (SIP), +38 (AMI), +73 (AGI), +80 (API), +1379 (Redis); default 15000")
             s.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for health")
+            s.add_argument("--api-host", help="address the API and dashboard listen on (default 127.0.0.1; kept in "
+                                              "the workdir's ivr.yaml). 0.0.0.0 is for a VM whose port is forwarded "
+                                              "to its host's loopback (vagrant/README.md): it opens the API to every "
+                                              "network the machine is on")
         s.set_defaults(func=func)
 
     d = sub.add_parser("demo", help="bring the stack up and replay the crisis hour (or, --classic, a small surge) "

@@ -203,6 +203,23 @@ class RefundsConfig:
                                                 # outbound.allowed_prefixes alone)
 
 
+@dataclass(frozen=True, slots=True)
+class LookupConfig:
+    """One ``lookups:`` entry: a JSON HTTP backend a ``lookup`` menu node names (see docs/integrations.md)."""
+
+    name: str
+    url: str                        # http(s)://host/path/{booking}: {names} are filled from the call, URL-quoted
+    auth_header: str = ""           # e.g. Authorization; its value is a secret (never ivr.yaml): secrets.yaml
+    auth: str = ""                  # lookup_<name>_auth, or IVR_LOOKUP_<NAME>_AUTH (- as _)
+    timeout: float = 2.0            # seconds per attempt (ivr.menu.services.HTTP_TIMEOUT)
+    retries: int = 1                # attempts after the first on a time-out, a refused connection or a 5xx
+    max_concurrent: int = 20        # look-ups in flight to this backend; over it: the error branch at once
+    breaker_failures: int = 5       # failures within breaker_window seconds that open the circuit ...
+    breaker_window: float = 30.0
+    breaker_cooldown: float = 30.0  # ... for this long (the node's error branch at once), then one trial call
+    map: Mapping[str, str] = dataclasses.field(default_factory=dict)   # field spoken -> path in the JSON answer
+
+
 OUTBOUND_TYPES = ("fixed_line", "mobile", "fixed_line_or_mobile", "toll_free", "premium_rate", "shared_cost", "voip",
                   "personal_number", "pager", "uan", "voicemail", "satellite", "international_network")
 
@@ -257,6 +274,7 @@ class Config:
         QueueConfig("rebooking"),
     )
     agents: tuple[AgentConfig, ...] = ()
+    lookups: tuple[LookupConfig, ...] = ()   # HTTP look-up backends by name (lookups: in ivr.yaml)
     dids: tuple[tuple[str, str], ...] = ()   # extra inbound numbers -> menu name
     # wrap-up codes agents set when a call ends (API, or *7<code> from their phone): code -> name
     dispositions: tuple[tuple[str, str], ...] = (

@@ -31,7 +31,8 @@ from ..campaigns.dialer import Dialer
 from ..campaigns.notice import NoticeHandler
 from ..menu.engine import EngineServices, MenuEngine
 from ..menu.schema import MenuSet
-from ..menu.services import RefundsBackend
+from ..menu.lookups import CircuitBreaker, GuardedBackend
+from ..menu.services import HttpBackend, LookupBackend, RefundsBackend
 from ..prompts.library import PromptLibrary
 from .metrics import Metrics
 from ..campaigns.outbound import OutboundGuard
@@ -128,7 +129,8 @@ class Controller:
                              on_attempt=lambda cid, outcome: metrics.campaign_attempts.labels(cid, outcome).inc(),
                              events=events)
         self.refunds = RefundService(cfg, self.store, self.dialer, self.continuity.key, self.guard, events=events)
-        self.backends: dict[str, Any] = {"refunds": RefundsBackend(self.store, self.refunds)}
+        self.backends: dict[str, LookupBackend] = {"refunds": RefundsBackend(self.store, self.refunds)}
+        self.backends.update(http_backends(cfg, metrics))   # lookups: in ivr.yaml
         self.menus = MenuSet(cfg.dialplans_dir, frozenset(cfg.queue_names()), cfg.languages,
                              frozenset(self.backends))
         engine_services = EngineServices(
@@ -336,6 +338,17 @@ def build_services(c: Controller) -> Services:
         webhooks=WebhookDesk(store.webhooks, c.hooks),
         stopping=c.stopping,
     )
+
+
+def http_backends(cfg: Config, metrics: Metrics | None = None) -> dict[str, GuardedBackend]:
+    """The ``lookups:`` of ivr.yaml as look-up backends, each behind its breaker and concurrency cap."""
+    out = {}
+    for lk in cfg.lookups:
+        inner = HttpBackend(lk.name, lk.url, timeout=lk.timeout, retries=lk.retries, mapping=lk.map,
+                            headers={lk.auth_header: lk.auth} if lk.auth_header else None)
+        breaker = CircuitBreaker(lk.breaker_failures, lk.breaker_window, lk.breaker_cooldown)
+        out[lk.name] = GuardedBackend(lk.name, inner, breaker, lk.max_concurrent, observer=metrics)
+    return out
 
 
 def cfg_has_trunk(cfg: Config) -> bool:

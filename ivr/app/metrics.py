@@ -55,6 +55,14 @@ class Metrics:
                                           ["webhook", "result"], registry=r)
         self.webhook_backlog = Gauge("ivr_webhook_backlog", "Events waiting for a webhook (in flight or not read)",
                                      ["webhook"], registry=r)
+        self.lookup_seconds = Histogram("ivr_lookup_seconds", "Look-ups answered by a backend (found, not found "
+                                        "or failed), by backend", ["backend"],
+                                        buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, float("inf")), registry=r)
+        self.lookup_errors = Counter("ivr_lookup_errors_total", "Look-ups that took the error branch, by backend "
+                                     "and kind (timeout, connect, http, invalid_json, breaker_open, busy, ...)",
+                                     ["backend", "kind"], registry=r)
+        self.lookup_breaker_state = Gauge("ivr_lookup_breaker_state", "Circuit breaker of a look-up backend: "
+                                          "0 closed, 1 open, 2 half-open (one trial call)", ["backend"], registry=r)
         self.history: "OrderedDict[int, dict[str, float]]" = OrderedDict()
 
     # -------------------------------------------------------------- feeding
@@ -78,6 +86,16 @@ class Metrics:
             h["self_service"] += 1
         while len(self.history) > HISTORY_HOURS:
             self.history.popitem(last=False)
+
+    def lookup_done(self, backend: str, seconds: float, error: str | None) -> None:
+        """A guarded look-up backend (ivr/menu/lookups.py) answered or was refused."""
+        if error not in ("breaker_open", "busy"):      # refused before asking: no latency to measure
+            self.lookup_seconds.labels(backend).observe(seconds)
+        if error is not None:
+            self.lookup_errors.labels(backend, error).inc()
+
+    def lookup_breaker(self, backend: str, state: str) -> None:
+        self.lookup_breaker_state.labels(backend).set({"closed": 0, "open": 1, "half_open": 2}.get(state, 0))
 
     def hourly(self) -> list[dict[str, Any]]:
         return [{"hour": hour, "calls": int(h["calls"]), "answered": int(h["answered"]),

@@ -9,20 +9,18 @@ How "never twice, never skipped" holds across crashes of the controller:
 3. the attempt ends in ``finish_attempt`` (OriginateResponse failure, or the
    notice AGI's outcome), which releases the lease and either closes the
    contact or puts it back in ``due`` after the retry back-off for that outcome.
-On start, ``recover()`` looks at every lease: never dialled -> back to due;
-dialled and still on a live channel (AMI shows its AccountCode) -> left alone;
-dialled and gone -> outcome ``unknown``, retried after its back-off like any
-other outcome. A second call to the same person only ever comes from a retry rule.
-A recovery that fails (Redis or AMI unreachable at start) is tried again with a
-growing back-off; nothing is dialled until it has run.
+On start, ``recover()`` settles every lease a previous run left (dial_recovery.py); a recovery that
+fails (Redis or AMI unreachable at start) is tried again with a growing back-off; nothing is dialled until
+it has run. A second call to the same person only ever comes from a retry rule.
 
 Transfers to agents (``max_transfers``) are counted from real events by
 ``transfers.Transfers``; while a campaign's are full it dials nobody.
 
 Channel slots (``max_channels``) are held in memory from the dial until the
-call's Hangup event. A Hangup sent while AMI was away is never seen, so every
-AMI resync calls ``reconcile``: a slot whose channel is not in Asterisk's list
-and whose Originate is not waiting for its response is free again.
+call's Hangup event; ``reconcile`` frees those whose Hangup was missed (dial_recovery.py).
+
+This module runs the loop and sends the calls; the rules it applies (pace, calling windows, what an
+outcome means) are dial_rules.py's.
 """
 
 from __future__ import annotations
@@ -32,9 +30,7 @@ import builtins
 import datetime
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..core import names as ev
 from ..asterisk.ami_client import AmiClient, AmiError
@@ -47,6 +43,9 @@ from ..store.redis_store import Store
 from ..webhooks.events import Events
 
 from . import contacts
+from .dial_recovery import free_stale_slots, live_account_codes, settle_leases
+from .dial_rules import (CLOSED, FINAL_ACTIONS, HANGUP_CAUSES, ORIGINATE_REASONS, NoCommonTime, Running, account_code,
+                         contact_zones, guard_retry_at, next_dial_time, refill)
 from .model import Campaign, campaign_from_dict
 from .transfers import Transfers
 
@@ -55,32 +54,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# OriginateResponse Reason (the last control frame): 5 busy, 3 ringing (no answer), 1 hung up, 8 congestion
-ORIGINATE_REASONS = {"5": "busy", "3": "no_answer", "1": "no_answer", "0": "failed", "8": "failed"}
-# Q.850 hangup causes of the outbound channel, which tell "busy" apart when the reason is 0 (PJSIP 486)
-HANGUP_CAUSES = {"17": "busy", "18": "no_answer", "19": "no_answer", "16": "no_answer"}
-FINAL_ACTIONS = {"refund": "done", "callback": "done", "agent": "done", "optout": "optout",
-                 "heard": "done"}   # heard: an information call (a refund decision) listened to without a key
 TICK_S = 0.1
 BUSY_DEFER_S = 300.0      # a contact on a call with us is tried again this much later
 OUTCOME_RETRY_S = 600.0   # how long an outcome waits in memory for Redis to come back
 STATES = ("draft", "running", "paused", "stopped", "done")
-CLOSED = ("reached", "done", "failed", "optout", "dnc")   # contact statuses that are never dialled
-
-
-def account_code(cid: str, n: str, attempt: int) -> str:
-    return f"c:{cid}:{n}:{attempt}"
-
-
-@dataclass
-class Running:
-    campaign: Campaign
-    tokens: float = 0.0
-    pace: float = 1.0
-    active: dict[str, float] = field(default_factory=dict)   # account codes of calls in flight -> when taken
-    held: bool = False        # dials nobody: its transfers to agents are at max_transfers
-    dialled: int = 0
-    last: float = field(default_factory=time.monotonic)
 
 
 class Dialer:
@@ -214,15 +191,7 @@ class Dialer:
         channels = list(channels)
         live = {str(c.get("AccountCode", "")) for c in channels}
         self.transfers.reconcile(channels, since)
-        freed = 0
-        for cid, r in self.running.items():
-            for code, taken in list(r.active.items()):
-                if code in live or code in self.originating or taken >= since:
-                    continue
-                del r.active[code]
-                freed += 1
-                log.warning("campaign %s: call %s ended while AMI was away (its Hangup was not seen): slot freed",
-                            cid, code)
+        freed = free_stale_slots(self.running, live, self.originating, since)
         self.slots_reclaimed += freed
         return freed
 
@@ -249,10 +218,8 @@ class Dialer:
                 del self.running[cid]
 
     async def _pace(self, cid: str, r: Running) -> None:
-        now = time.monotonic()
+        refill(r, time.monotonic())
         c = r.campaign
-        r.tokens = min(max(1.0, c.pacing.cps), r.tokens + (now - r.last) * c.pacing.cps * r.pace)
-        r.last = now
         state = (await self.db.state(cid)) or "draft"
         if state != "running":
             return
@@ -307,20 +274,15 @@ class Dialer:
         if await self.db.dnc_has(number):
             await self._close(cid, n, "dnc", last_outcome="do not call")
             return
-        tz = contact.get("tz") or ""
-        zones = [_zone(z) for z in (contacts.number_zones(number) if tz == contacts.MULTI_ZONE else (tz,))]
-        now = datetime.datetime.now(datetime.timezone.utc)
-        if not c.in_window_everywhere(now, zones):
-            if len(zones) == 1:
-                when = c.next_window_start(now.astimezone(zones[0])).timestamp()
-            else:
-                common = c.next_common_start(now, zones)
-                if common is None:
-                    await self._close(cid, n, "failed", last_outcome="no common calling time")
-                    log.warning("campaign %s: contact %s: %s spans %d time zones with no common calling time "
-                                "(give it a tz column)", cid, n, number, len(zones))
-                    return
-                when = common.timestamp()
+        zones = contact_zones(number, contact.get("tz") or "")
+        try:
+            when = next_dial_time(c, zones, datetime.datetime.now(datetime.timezone.utc))
+        except NoCommonTime:
+            await self._close(cid, n, "failed", last_outcome="no common calling time")
+            log.warning("campaign %s: contact %s: %s spans %d time zones with no common calling time "
+                        "(give it a tz column)", cid, n, number, len(zones))
+            return
+        if when is not None:
             await self.db.requeue(cid, n, when)
             return
         purpose = "refund" if cid == self.cfg.refunds.notice_campaign else "campaign"
@@ -328,8 +290,7 @@ class Dialer:
                                          ref=f"campaign {cid} contact {n}")
         if not verdict.ok:
             if verdict.retry_later:   # a cap: at the next clock hour; Redis away: in a minute
-                when = (time.time() // 3600 + 1) * 3600 if verdict.reason.startswith("cap_") else time.time() + 60
-                await self.db.requeue(cid, n, when)
+                await self.db.requeue(cid, n, guard_retry_at(verdict.reason, time.time()))
             else:
                 await self._close(cid, n, "dnc" if verdict.reason == "dnc" else "failed",
                                   last_outcome=f"refused: {verdict.reason}", updated=str(time.time()))
@@ -465,41 +426,10 @@ class Dialer:
 
     # ------------------------------------------------------------ recovery
     async def recover(self) -> dict[str, int]:
-        """After a (re)start: settle every lease left by a previous run (see the module docstring)."""
-        live = await self._live_account_codes()
-        summary = {"requeued": 0, "answered": 0, "still_live": 0, "unknown": 0}
-        for cid in await self.db.ids():
-            for n in await self.db.leased(cid):
-                contact = await contacts.contact(self.db, None, cid, int(n)) or {}
-                code = contact.get("attempt_id", "")
-                if contact.get("status") != "in_progress":
-                    await self.db.requeue(cid, n, time.time())
-                    summary["requeued"] += 1
-                elif contact.get("key_attempt") == code and contact.get("key_action"):
-                    # the callee pressed a key and the action ran before the stop: that is the outcome
-                    await self.finish_attempt(cid, str(n), int(contact.get("attempts") or 1),
-                                              contact["key_action"], keypress=contact.get("keypress", ""))
-                    summary["answered"] += 1
-                elif code in live:
-                    summary["still_live"] += 1
-                    r = self.running.setdefault(cid, Running((await self.get(cid))[0]))  # type: ignore[index]
-                    r.active.setdefault(code, time.monotonic())
-                else:
-                    await self.finish_attempt(cid, str(n), int(contact.get("attempts") or 1), "unknown")
-                    summary["unknown"] += 1
-        if any(summary.values()):
-            log.warning("dialer recovery: %s", summary)
-        return summary
+        """After a (re)start: settle every lease left by a previous run (dial_recovery.py)."""
+        return await settle_leases(self.db, await live_account_codes(self.ami), self.finish_attempt, self._hold_slot)
 
-    async def _live_account_codes(self) -> set[str]:
-        """Account codes of the campaign calls up now; AmiError when AMI cannot say (then nothing is settled:
-        taking "no answer" for "nothing is live" would dial again people who are on the line)."""
-        channels = await self.ami.list_action(ev.CORE_SHOW_CHANNELS, timeout=20)
-        return {c.get("AccountCode", "") for c in channels if c.get("AccountCode", "").startswith("c:")}
-
-
-def _zone(name: str | None) -> ZoneInfo:
-    try:
-        return ZoneInfo(name or "Etc/UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("Etc/UTC")
+    async def _hold_slot(self, cid: str, code: str) -> None:
+        """A call of a previous run still on the line: its slot is taken again."""
+        r = self.running.setdefault(cid, Running((await self.get(cid))[0]))  # type: ignore[index]
+        r.active.setdefault(code, time.monotonic())

@@ -28,7 +28,8 @@ from ..store.errors import StoreError
 from ..store.redis_store import Store
 from ..store.selfservice import GROUP_RE, REFUND_STATUSES
 from . import contacts
-from .dialer import Dialer, account_code
+from .dial_rules import account_code
+from .dialer import Dialer
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import IO, Any, Callable, Mapping, Protocol, Sequence
 
 from ..core.service_errors import Conflict, Invalid, NotFound
 from ..store.redis_store import Store
-from . import contacts
+from . import contacts, contacts_parse
 from .model import Campaign, CampaignError, parse_campaign
 
 STATES = {"start": "running", "resume": "running", "pause": "paused", "stop": "stopped"}
@@ -77,7 +77,7 @@ class CampaignService:
                                                default_region=region, default_lang=campaign.default_lang,
                                                allowed_prefixes=campaign.allowed_prefixes, batch=250,
                                                progress=progress, errors_path=errors_path)
-        except contacts.ContactsError as exc:
+        except contacts_parse.ContactsError as exc:
             raise Invalid(str(exc)) from None
         if by is not None:
             await self._store.audit(by, "campaign.import", cid, None,

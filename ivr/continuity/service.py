@@ -22,6 +22,9 @@ number (E.164), what the IVR needs to treat them as a returning customer:
   agent, notice, refund reference), for the agent and the API, and whether
   this is a repeat call (priority by policy: ``repeat_priority``).
 
+The caller key and the summaries of calls are pure and live in ``records.py``; this module keeps the
+data and acts on it.
+
 Redis keys (``{n}`` is the E.164 number):
 
 | key                         | type   | what                                                          |
@@ -36,18 +39,16 @@ Redis keys (``{n}`` is the E.164 number):
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-import phonenumbers
-
 from ..app.config import ContinuityConfig
 from ..store.errors import StoreError
 from ..store.redis_store import Store
+from .records import came_in, caller_key, load_json, record_uid, record_vars, summarise, to_float
 
 if TYPE_CHECKING:
     from ..store.continuity import ContinuityStore
@@ -59,32 +60,6 @@ HEARD = frozenset({"machine", "no_key", "refund", "callback", "agent", "optout",
 DROPPED = frozenset({"abandoned", "left_queue"})
 HISTORY_BATCH = 500   # caller histories written in one round trip at most
 LIVE_TTL_S = 6 * 3600
-SUMMARY_FIELDS = ("outcome", "queue", "agent", "wait", "talk", "language", "menu", "kind", "campaign", "keypress")
-
-
-@functools.lru_cache(maxsize=20_000)   # pure; each call asks at its start and at its end
-def caller_key(raw: str, region: str = "") -> str:
-    """The E.164 form of a caller ID ('' when it is not a usable number).
-
-    Without a region, caller IDs are taken as international digits (what most
-    SIP trunks deliver: 4420..., +4420...); with one, national numbers of that
-    region (020..., or 0044... with the international prefix) are understood too.
-    """
-    digits = raw.strip()
-    if digits.startswith("+"):
-        digits = digits[1:]
-    if not (digits.isascii() and digits.isdigit()) or not 6 <= len(digits) <= 15:
-        return ""
-    try:
-        if region:
-            num = phonenumbers.parse(digits if not raw.strip().startswith("+") else "+" + digits, region.upper())
-        else:
-            num = phonenumbers.parse("+" + digits, None)
-    except phonenumbers.NumberParseException:
-        return "+" + digits
-    if not phonenumbers.is_possible_number(num):
-        return "+" + digits
-    return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
 
 
 @dataclass
@@ -151,20 +126,20 @@ class Continuity:
         now = time.time()
         raw_drop, deadline, raw_notice, raw_calls, raw_flag = await self.db.recognise(
             number, uid, now, live_ttl=LIVE_TTL_S, history=self.cfg.history, history_ttl=self._history_ttl)
-        found = Recognised(number=number, calls=[_loads(c) for c in raw_calls])
+        found = Recognised(number=number, calls=[load_json(c) for c in raw_calls])
         found.calls = [c for c in found.calls if c]
         since_repeat = now - self.cfg.repeat_hours * 3600
         found.repeat = any(float(c.get("at") or 0) >= since_repeat for c in found.calls)
-        flag = self._current_flag(_loads(raw_flag), now)
+        flag = self._current_flag(load_json(raw_flag), now)
         if flag:
             found.group = flag["group"]
-        drop = _loads(raw_drop)
+        drop = load_json(raw_drop)
         if drop and deadline is not None and float(deadline) >= now:
             if await self.db.take_place(number):   # one return per drop
                 found.dropped = drop
                 self.place_since[uid] = float(drop.get("place_since") or now)
                 self.returned += 1
-        notice = _loads(raw_notice)
+        notice = load_json(raw_notice)
         if notice and float(notice.get("at") or 0) >= now - self.cfg.notice_hours * 3600:
             found.notice = notice
             self.notified_calls += 1
@@ -250,11 +225,11 @@ class Continuity:
         old = await self.db.swap_flag(number, json.dumps(flag), max(self._history_ttl, int(hours * 3600) + 60))
         log.info("caller %s flagged %s (priority %d) for %.0f h by %s", number, group, flag["priority"], hours,
                  by or "?")
-        return dict(flag, number=number), self._current_flag(_loads(old), now)
+        return dict(flag, number=number), self._current_flag(load_json(old), now)
 
     async def clear_flag(self, raw_number: str) -> dict[str, Any] | None:
         number = self._checked_key(raw_number)
-        return _loads(await self.db.swap_flag(number, None))
+        return load_json(await self.db.swap_flag(number, None))
 
     # ----------------------------------------------------------- campaigns
     async def noticed(self, raw_number: str, info: Mapping[str, Any]) -> None:
@@ -300,7 +275,7 @@ class Continuity:
         """Hook for the call recorder (runs in the event loop). The Redis work is done by one task for all
         the calls that ended meanwhile (the recorder finishes records in batches): one round trip for many
         callers' histories."""
-        uid = _uid(record)
+        uid = record_uid(record)
         self.context.pop(uid, None)
         since = self.place_since.pop(uid, None)
         if self.cfg.enabled and record.get("caller"):
@@ -329,8 +304,8 @@ class Continuity:
         entries = [(n, record, since) for record, since in items if (n := self.key(str(record.get("caller") or "")))]
         if not entries:
             return
-        reach_any = any(_reaches(record) for _, record, _ in entries)
-        writes = [(number, _uid(record), json.dumps(summarise(record)),
+        reach_any = any(came_in(record) for _, record, _ in entries)
+        writes = [(number, record_uid(record), json.dumps(summarise(record)),
                    str(record.get("answered_at") or time.time()) if record.get("outcome") == "answered" else "")
                   for number, record, _ in entries]
         campaigns, replies = await self.db.remember(writes, last_index=max(0, self.cfg.history - 1),
@@ -340,24 +315,24 @@ class Continuity:
             log.warning("continuity: %d of %d history writes refused by Redis: %s", len(failed), len(replies),
                         failed[0])
         for number, record, since in entries:
-            if _reaches(record):   # added to a campaign while on this call: in touch already
-                await self.mark_reached(number, before=_num(record.get("ended_at")), campaigns=campaigns)
+            if came_in(record):   # added to a campaign while on this call: in touch already
+                await self.mark_reached(number, before=to_float(record.get("ended_at")), campaigns=campaigns)
             await self._keep_place(number, record, since)
 
     async def _keep_place(self, number: str, record: Mapping[str, Any], since: float | None) -> None:
         """A caller who dropped out of a queue after waiting a while: their place is kept for a window."""
-        uid = _uid(record)
+        uid = record_uid(record)
         outcome = record.get("outcome", "")
         queue = str(record.get("queue") or "")
         if outcome not in DROPPED or not queue or record.get("campaign") or self.cfg.window <= 0:
             return
-        waited = _num(record.get("wait"))
+        waited = to_float(record.get("wait"))
         if waited is None:
-            waited = max(0.0, _num(record.get("ended_at")) or 0.0) - (_num(record.get("joined_at")) or 0.0)
+            waited = max(0.0, to_float(record.get("ended_at")) or 0.0) - (to_float(record.get("joined_at")) or 0.0)
         if waited < self.cfg.min_wait:
             return
-        ended = _num(record.get("ended_at")) or time.time()
-        place = since or _vars(record).get("place_since") or record.get("joined_at") or ended - waited
+        ended = to_float(record.get("ended_at")) or time.time()
+        place = since or record_vars(record).get("place_since") or record.get("joined_at") or ended - waited
         drop = {"uid": uid, "queue": queue, "lang": record.get("language") or "", "place_since": float(place),
                 "dropped_at": ended, "waited": round(waited, 1), "caller": str(record.get("caller"))}
         await self.db.keep_place(number, drop, ended + self.cfg.window)
@@ -371,7 +346,7 @@ class Continuity:
         made = 0
         for number in await self.db.places_due(now, 200):
             taken, raw = await self.db.claim_place(number)   # claimed once, even with several nodes
-            drop = _loads(raw)
+            drop = load_json(raw)
             if not taken or not drop:
                 continue
             if self.cfg.callback_dropped and callbacks is not None:
@@ -409,24 +384,24 @@ class Continuity:
         """Everything known about a caller: live calls, kept place, last notice, recent calls, refunds."""
         number = self._checked_key(raw_number)
         info, live, raw_calls, raw_drop, deadline = await self.db.describe(number)
-        calls = [c for c in (_loads(x) for x in raw_calls) if c]
+        calls = [c for c in (load_json(x) for x in raw_calls) if c]
         now = time.time()
-        notice = _loads(info.get("notice"))
-        drop = _loads(raw_drop)
+        notice = load_json(info.get("notice"))
+        drop = load_json(raw_drop)
         refs = sorted({c["refund"] for c in calls if c.get("refund")} |
                       ({notice["reference"]} if notice and notice.get("reference") else set()))
         refunds = [r for r in [await self.store.refunds.get(ref) for ref in refs] if r]
         return {
             "number": number,
             "live": sorted(live),
-            "last_in": _num(info.get("last_in")),
-            "last_answered": _num(info.get("last_answered")),
+            "last_in": to_float(info.get("last_in")),
+            "last_answered": to_float(info.get("last_answered")),
             "kept_place": dict(drop, window_ends=float(deadline)) if drop and deadline is not None else None,
             "notice": notice,
             "notice_current": bool(notice) and float(notice.get("at") or 0) >= now - self.cfg.notice_hours * 3600,
             "calls": calls,
             "repeat_calls_24h": sum(1 for c in calls if float(c.get("at") or 0) >= now - 86400),
-            "flag": self._current_flag(_loads(info.get("flag")), now),
+            "flag": self._current_flag(load_json(info.get("flag")), now),
             "refunds": [{k: r.get(k) for k in ("reference", "booking", "status", "created", "updated")}
                         for r in refunds],
         }
@@ -446,63 +421,3 @@ class Continuity:
         """Wait for the background writes (at stop)."""
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=timeout)
-
-
-def summarise(record: Mapping[str, Any]) -> dict[str, Any]:
-    """What a caller's history keeps of one call."""
-    out: dict[str, Any] = {"uid": _uid(record),
-                           "at": _num(record.get("started_at") or record.get("joined_at") or record.get("ended_at"))}
-    for k in SUMMARY_FIELDS:
-        if record.get(k) not in (None, ""):
-            out[k] = record[k]
-    if record.get("campaign") and "kind" not in out:
-        out["kind"] = "notice"
-    path = record.get("path")
-    if isinstance(path, str):
-        path = _loads(path, [])
-    if path:
-        out["path"] = list(path)[-12:]
-    v = _vars(record)
-    if v.get("refund_reference"):
-        out["refund"] = v["refund_reference"]
-    if v.get("booking"):
-        out["booking"] = v["booking"]
-    if v.get("notice_action"):
-        out["notice"] = v["notice_action"]
-    if v.get("place_since"):
-        out["returning"] = True
-    return out
-
-
-def _reaches(record: Mapping[str, Any]) -> bool:
-    """Did this call come in through the IVR (not a campaign's or a callback's call out)?"""
-    return not record.get("campaign") and record.get("kind") != "callback" and bool(record.get("menu"))
-
-
-def _uid(record: Mapping[str, Any]) -> str:
-    return str(record.get("uniqueid") or record.get("uid") or "")
-
-
-def _vars(record: Mapping[str, Any]) -> dict[str, Any]:
-    v = record.get("vars")
-    if isinstance(v, str):
-        v = _loads(v, {})
-    return v if isinstance(v, dict) else {}
-
-
-def _loads(raw: Any, default: Any = None) -> Any:
-    if not raw:
-        return default
-    try:
-        return json.loads(raw)
-    except (TypeError, ValueError):
-        return default
-
-
-def _num(v: Any) -> float | None:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
-
-

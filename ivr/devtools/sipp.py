@@ -36,7 +36,9 @@ from .sipp_scenarios import (CallerScript, agent_scenario, callee_scenario, dial
 # tests and benchmarks put private stacks on (20000 and up), handed out
 # in turn: a port the kernel picked for "any free port" could be picked again by the next SIPp started a
 # moment later, before the first one bound it (27 callers started at once lost that race now and then).
-SIPP_PORTS = (12000, 20000)
+SIPP_PORTS: tuple[int, ...] = (12000, 20000)
+if os.environ.get("IVR_SIPP_PORTS"):   # "first-last", a slice of it: test workers running side by side get one each
+    SIPP_PORTS = tuple(int(p) // 4 * 4 for p in os.environ["IVR_SIPP_PORTS"].split("-", 1))
 _next_block = random.randrange(SIPP_PORTS[0], SIPP_PORTS[1], 4)
 _blocks_lock = threading.Lock()
 
@@ -188,9 +190,11 @@ class Sipp:
         return SippResult(rc, ok, failed, text[-4000:], errors)
 
     def start_agent(self, port: int, talk_ms: int = 3000, ring_ms: int = 100, max_calls: int = 100_000,
-                    timeout_s: int = 3600, sends_audio: bool = False) -> subprocess.Popen[bytes]:
+                    timeout_s: int = 3600, sends_audio: bool = False,
+                    trace_msg: bool = False) -> subprocess.Popen[bytes]:
         """Start an agent phone (UAS) listening on 127.0.0.1:port; stop it with ``stop()``. With
-        ``sends_audio`` it streams audio (G.711 silence) for the whole of each call, as a real phone does."""
+        ``sends_audio`` it streams audio (G.711 silence) for the whole of each call, as a real phone does;
+        with ``trace_msg`` it logs the SIP messages, for ``invites_received(port, phone="agent")``."""
         pcap = None
         if sends_audio:
             pcap = self.workdir / "pcap" / f"agent-audio-{port}-{next(PCAP_SEQ)}.pcap"
@@ -201,6 +205,8 @@ class Sipp:
         err = self.workdir / f"agent-err-{port}.log"
         argv = [self.binary, "-sf", str(scenario), "-m", str(max_calls), "-timeout", f"{timeout_s}s", "-aa",
                 "-error_file", str(err)]
+        if trace_msg:
+            argv += ["-trace_msg", "-message_file", str(self.workdir / f"agent-msg-{port}.log")]
         return self._start_uas(argv, port, err)
 
     def dial_as(self, user: str, password: str, exten: str, *, digits: str = "", after_ms: int = 2500,
@@ -282,9 +288,12 @@ class Sipp:
             err.unlink(missing_ok=True)
         return proc
 
-    def invites_received(self, port: int) -> dict[str, int]:
-        """How many INVITEs each number got at the callee phones on ``port`` (from SIPp's message log)."""
-        log = self.workdir / f"callee-msg-{port}.log"
+    def invites_received(self, port: int, phone: str = "callee") -> dict[str, int]:
+        """How many INVITEs each number got at the callee phones on ``port`` (from SIPp's message log), or
+        with ``phone="agent"`` at the agent phone started there with ``start_agent(..., trace_msg=True)``."""
+        if phone not in ("callee", "agent"):
+            raise ValueError(f"phone: callee or agent, got {phone!r}")
+        log = self.workdir / f"{phone}-msg-{port}.log"
         counts: dict[str, int] = {}
         if log.exists():
             for m in re.finditer(r"^INVITE sip:([0-9]+)@", log.read_text(errors="replace"), re.M):

@@ -116,9 +116,16 @@ def start_scratch_redis(workdir: Path, attempts: int = 5) -> tuple[subprocess.Po
     raise StackError("could not start redis-server (is it installed? run scripts/install.sh)")
 
 
+def http_url(host: str, port: int) -> str:
+    """The URL this machine reaches a server bound to ``host`` at: a wildcard bind (0.0.0.0, ::) is reached on
+    loopback, an IPv6 address in brackets."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def _port_in_use(host: str, port: int, udp: bool = False) -> bool:
     kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
-    with socket.socket(socket.AF_INET, kind) as s:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, kind) as s:
         if not udp:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -283,7 +290,7 @@ class Stack:
             "sip": f"{cfg.asterisk.sip_host}:{cfg.asterisk.sip_port}",
             "ami": f"{cfg.asterisk.ami_host}:{cfg.asterisk.ami_port}",
             "agi": f"{cfg.agi.host}:{cfg.agi.port}",
-            "api": f"http://{cfg.api.host}:{cfg.api.port}",
+            "api": http_url(cfg.api.host, cfg.api.port),
             "redis": cfg.redis.url,
             "inbound_extension": cfg.asterisk.inbound_extension,
             "token": self.secrets().get("api_token", ""),
@@ -369,7 +376,7 @@ class Stack:
         argv = [sys.executable, "-m", "ivr", "serve", "--config", str(self.config_path),
                 "--log-file", str(self.logs / "controller.log")]
         self._spawn("controller", argv, "controller.stdout.log")
-        url = f"http://{cfg.api.host}:{cfg.api.port}/health"
+        url = http_url(cfg.api.host, cfg.api.port) + "/health"
         last = ""
         while True:
             if self._read_pid("controller") is None:
@@ -430,7 +437,7 @@ class Stack:
         except ConfigError as exc:
             out["config_error"] = str(exc)
             return out
-        url = f"http://{cfg.api.host}:{cfg.api.port}/health"
+        url = http_url(cfg.api.host, cfg.api.port) + "/health"
         token = self.secrets().get("api_token", "") if self.secrets_path.exists() else ""
         req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
         try:   # with the stack's token /health answers the detail (AMI, AGI, records), without it only up/down

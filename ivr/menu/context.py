@@ -3,7 +3,7 @@ kinds may call (``EngineServices``), the engine as a node kind sees it (``Engine
 (``NodeKind``).
 
 The engine (``engine.py``) runs node kinds it is given in a ``registry.NodeRegistry``; the node kinds
-(``nodes.py``) are written against this module, never against the engine, so neither imports the other's
+(``node_*.py``, listed by ``nodes.py``) are written against this module, never against the engine, so neither imports the other's
 module the wrong way round.
 """
 

@@ -26,7 +26,7 @@ import logging
 from typing import Any, Callable, Iterable
 
 
-from ..campaigns import contacts
+from ..campaigns import contacts, contacts_parse
 from ..campaigns.model import CampaignError, parse_campaign
 from ..app.config import Config
 from ..campaigns.outbound import OutboundGuard
@@ -137,11 +137,11 @@ class RefundService:
             return "not notified: no phone number on the request"
         row = {"number": number, "lang": rec.get("lang") or "", "booking": rec.get("booking") or "",
                "refund": rec["reference"], "refund_status": rec["status"]}
-        checked = contacts.validate_row(row, 0, default_lang=self.cfg.languages[0] if self.cfg.languages else "en",
-                                        allowed_prefixes=self.rc.allowed_prefixes,
-                                        keep_columns=("refund", "refund_status"),
-                                        languages=tuple(self.cfg.languages))
-        if isinstance(checked, contacts.RowError):
+        checked = contacts_parse.validate_row(row, 0, default_lang=self.cfg.languages[0] if self.cfg.languages else "en",
+                                              allowed_prefixes=self.rc.allowed_prefixes,
+                                              keep_columns=("refund", "refund_status"),
+                                              languages=tuple(self.cfg.languages))
+        if isinstance(checked, contacts_parse.RowError):
             return f"not notified: {checked.reason}"
         verdict = await self.guard.check(checked.number, "refund", count=False, narrower=self.rc.allowed_prefixes,
                                          ref=f"refund {rec['reference']}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ from typing import Any, Callable
 
 from ivr.app.config import PROJECT_ROOT
 from ivr.devtools.sipp import Sipp, free_port
-from ivr.devtools.stack import Stack, missing_tools
+from ivr.devtools.stack import Stack, StackError, missing_tools
 from ivr.devtools.stack import pick_port_base as stack_pick_port_base
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -28,9 +29,38 @@ def require_tools() -> None:
         raise RuntimeError(f"integration tests need {', '.join(missing)}: run `bash scripts/install.sh` first")
 
 
+# The port bases of the stacks the tests start. Under pytest-xdist each worker takes its bases from a slice of
+# its own (see tests/conftest.py), so two workers never probe the same base at the same moment.
+PORT_BASES = (20000, 60000)
+
+
+def worker_port_bases() -> tuple[int, int] | None:
+    """The slice of PORT_BASES for this pytest-xdist worker, or None when the tests run in one process."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    if not worker.startswith("gw") or count <= 1:
+        return None
+    span = (PORT_BASES[1] - PORT_BASES[0]) // count // 2000 * 2000
+    if span < 6000:
+        raise RuntimeError(f"{count} workers leave each fewer than 3 port bases: run fewer (-n)")
+    first = PORT_BASES[0] + int(worker[2:]) * span
+    return first, first + span
+
+
 def pick_port_base(start: int = 40000, stop: int = 58000, step: int = 2000) -> int:
-    """A port base whose ports are all free (SIP, AMI, AGI, API, Redis, first RTP port)."""
-    return stack_pick_port_base(start, stop, step)
+    """A port base whose ports are all free (SIP, AMI, AGI, API, Redis, first RTP port): the first free one
+    from ``start``, or, under pytest-xdist, from this worker's slice of port bases."""
+    mine = worker_port_bases()
+    if mine is None:
+        return stack_pick_port_base(start, stop, step)
+    first, end = mine
+    try:
+        return stack_pick_port_base(first, end, step)
+    except StackError:   # all taken (another test run on this machine?): the first free one after the slice
+        try:
+            return stack_pick_port_base(end, PORT_BASES[1], step)
+        except StackError:
+            return stack_pick_port_base(PORT_BASES[0], first, step)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.1, what: str = "") -> Any:

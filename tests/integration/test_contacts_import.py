@@ -13,7 +13,7 @@ from typing import AsyncIterator, Iterator
 import pytest
 import redis.asyncio as aioredis
 
-from ivr.campaigns import contacts
+from ivr.campaigns import contacts, contacts_parse
 from ivr.app.config import PROJECT_ROOT
 from ivr.devtools.stack import start_scratch_redis
 
@@ -190,13 +190,13 @@ async def test_dnc_helpers_normalise_numbers(r: aioredis.Redis) -> None:
 async def test_file_level_problems_raise(r: aioredis.Redis, tmp_path: Path) -> None:
     for text, why in (("", "header"), ("+12125550123,Alice\n", "phone column"),
                       ("phone,number\n+1,+1\n", "phone, number")):
-        with pytest.raises(contacts.ContactsError, match=why):
+        with pytest.raises(contacts_parse.ContactsError, match=why):
             await contacts.import_csv(r, P, "c1", io.StringIO(text))
-    with pytest.raises(contacts.ContactsError, match="flight"):
+    with pytest.raises(contacts_parse.ContactsError, match="flight"):
         await contacts.import_csv(r, P, "c1", io.StringIO("number\n+12125550123\n"), keep_columns=("flight",))
-    with pytest.raises(contacts.ContactsError, match="reserved"):
+    with pytest.raises(contacts_parse.ContactsError, match="reserved"):
         await contacts.import_csv(r, P, "c1", io.StringIO("number,status\n+12125550123,x\n"), keep_columns=("status",))
-    with pytest.raises(contacts.ContactsError, match="E.164 prefix"):
+    with pytest.raises(contacts_parse.ContactsError, match="E.164 prefix"):
         await contacts.import_csv(r, P, "c1", io.StringIO("number\n"), allowed_prefixes=("44",))
     assert (await r.hgetall(f"{P}:campaign:c1:import"))["state"] == "failed"
     assert not await r.exists(f"{P}:campaign:c1:seq")

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import pytest
 
 from ivr.app.config import PROJECT_ROOT
-from ivr.devtools.sipp import CallerScript
+from ivr.devtools.sipp import CallerScript, free_port
 
 from .harness import TestStack, create_token, wait_for
 
@@ -25,6 +25,7 @@ try:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.remote.webdriver import WebDriver
 except ImportError:   # reported by the fixture, so the rest of the suite still collects
     webdriver = None  # type: ignore[assignment]
@@ -266,3 +267,129 @@ def test_viewer_token_gets_a_visible_403_and_sign_out_forgets_the_token(stack: T
     wait_for(lambda: css(drv, "#token-input")[0].is_displayed(), timeout=5, what="the sign-in form after sign out")
     assert drv.execute_script("return sessionStorage.getItem('ivr.dashboard.token')") is None
     assert not css(drv, "#dashboard")[0].is_displayed()
+
+
+def test_coach_control_on_a_novices_call_rings_the_chosen_teammate(stack: TestStack, browser: WebDriver) -> None:
+    """A novice on a refunds call gets a Coach control listing the experienced teammates who are free (the
+    first chosen, whisper by default); with none free the button is disabled and says why; it rings the
+    coach's phone. Experienced agents, and novices not on a call, have no Coach control."""
+    from selenium.webdriver.support.ui import Select
+
+    drv = browser
+    viewport(drv, LAPTOP)
+    team = "coach-ui"   # a team of its own: the novice's only possible coach is the one added here
+    made: dict[str, tuple[str, str]] = {}
+    coach_port, novice_port = free_port(), free_port()
+    phones = []
+    caller = busy_caller = result = busy_result = None
+    try:
+        for key, fields in (("coach", {"name": "Coach Free", "queues": ["rebooking"], "skill": "experienced"}),
+                            ("novice", {"name": "Novice Taking", "queues": ["refunds"], "skill": "novice"})):
+            status, body = stack.api.request("POST", "/api/v1/agents", {**fields, "team": team, "tier": "core"})
+            assert status == 201, body
+            made[key] = (body["agent"]["id"], body["sip"]["password"])
+        coach, novice = made["coach"][0], made["novice"][0]
+        for aid, password in made.values():
+            port = coach_port if aid == coach else novice_port
+            assert stack.sipp.register(aid, password, port).ok
+        # the coach's phone logs what it gets (the INVITEs that ring it) and talks 4 s a call; the novice's
+        # streams audio, as a real phone does, for a 30 s call: time to look at the page and coach
+        phones.append(stack.sipp.start_agent(coach_port, talk_ms=4000, trace_msg=True))
+        phones.append(stack.sipp.start_agent(novice_port, talk_ms=30_000, sends_audio=True))
+        for aid in (coach, novice):
+            stack.api.post(f"/api/v1/agents/{aid}/login")
+        # the other novice (1002, team a) paused, so the refunds call goes to this one (novices first on refunds)
+        stack.api.post("/api/v1/agents/1002/pause")
+        # the novice serves refunds only because an experienced teammate (the coach) is on duty
+        wait_for(lambda: any(m["interface"] == f"PJSIP/{novice}" and m["status"] == "idle" and not m["paused"]
+                             for m in stack.queue("refunds").get("members", [])),
+                 timeout=20, what="the novice idle in refunds")
+        assert invites_to(stack, coach_port, coach) == 0
+
+        open_dashboard(drv, stack, stack.api.token)
+        row = f'[data-agent="{novice}"]'
+        wait_for(lambda: attr(drv, "#conn", "data-state") == "live" and css(drv, row), timeout=10,
+                 what="the dashboard with the novice's row")
+        assert attr(drv, row, "data-coachable") == "false"          # not on a call: no Coach control
+        assert not css(drv, f"{row} .coach")[0].is_displayed()
+
+        caller = stack.sipp.start_calls(CallerScript([("pause", 700), ("dtmf", "2")], end="wait_bye",
+                                                     wait_bye_ms=60_000),
+                                        extension=stack.extension, caller="5557310", timeout_s=90)
+        wait_for(lambda: attr(drv, row, "data-in-call") == "true", timeout=20, what="the novice on the call")
+        wait_for(lambda: attr(drv, row, "data-coachable") == "true", timeout=5, what="the Coach control")
+        box = css(drv, f"{row} .coach")[0]
+        assert box.is_displayed()
+        pick = Select(box.find_element(By.CSS_SELECTOR, 'select[data-field="coach"]'))
+        assert [o.get_attribute("value") for o in pick.options] == [coach]      # team a's 1001 is not offered
+        assert pick.first_selected_option.get_attribute("value") == coach
+        mode = Select(box.find_element(By.CSS_SELECTOR, 'select[data-field="coach-mode"]'))
+        assert [o.get_attribute("value") for o in mode.options] == ["whisper", "listen", "barge"]
+        assert mode.first_selected_option.get_attribute("value") == "whisper"
+        button = box.find_element(By.CSS_SELECTOR, 'button[data-action="coach"]')
+        assert button.is_enabled() and button.text == "Coach"
+        # an experienced agent's row, and a novice's not on a call, offer no coaching
+        for other in ("1001", "1002"):
+            assert attr(drv, f'[data-agent="{other}"]', "data-coachable") == "false", other
+            assert not css(drv, f'[data-agent="{other}"] .coach')[0].is_displayed(), other
+
+        # the only coach takes a rebooking call of their own: nobody to offer, the button says why
+        busy_caller = stack.sipp.start_calls(CallerScript([("pause", 700), ("dtmf", "3")], end="wait_bye",
+                                                          wait_bye_ms=40_000),
+                                             extension=stack.extension, caller="5557311", timeout_s=60)
+        wait_for(lambda: attr(drv, f'[data-agent="{coach}"]', "data-in-call") == "true", timeout=20,
+                 what="the coach on a call of their own")
+        wait_for(lambda: not button.is_enabled(), timeout=5, what="the Coach button disabled")
+        assert button.get_attribute("title") == \
+            f"No experienced agent of team {team} is logged in and off a call to coach"
+        assert [o.text for o in pick.options] == ["no coach free"]
+        assert not box.find_element(By.CSS_SELECTOR, 'select[data-field="coach"]').is_enabled()
+        assert attr(drv, row, "data-coachable") == "true"                # still the novice's call to coach
+        # the coach hangs up: offered again, and chosen
+        wait_for(lambda: attr(drv, f'[data-agent="{coach}"]', "data-in-call") == "false" and button.is_enabled(),
+                 timeout=15, what="the coach free again, the Coach button enabled")
+        assert pick.first_selected_option.get_attribute("value") == coach
+        rang = invites_to(stack, coach_port, coach)
+        assert rang == 1, rang                                          # the rebooking call
+
+        # at phone size the control is there and within the screen; the supervisor uses it from the keyboard
+        drv.execute_script("document.querySelectorAll('#messages .msg').forEach((m) => m.remove())")
+        viewport(drv, PHONE, mobile=True, scale=2)
+        wait_fresh_render(drv)
+        drv.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
+        assert button.is_displayed()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        assert css(drv, row)[0].screenshot(str(ARTIFACTS / "dashboard-phone-coach.png"))
+        right = drv.execute_script("return arguments[0].getBoundingClientRect().right", button)
+        assert right <= PHONE[0], right
+        button.send_keys(Keys.ENTER)
+
+        wait_for(lambda: invites_to(stack, coach_port, coach) == rang + 1, timeout=10,
+                 what="the coach's phone ringing")
+        wait_for(lambda: f"Coach agent {novice} (whisper) with Coach Free ({coach}): done"
+                 in [m.text for m in css(drv, "#messages .msg.info .msg-text")], timeout=5, what="the success message")
+        assert not css(drv, "#messages .msg.error"), [m.text for m in css(drv, "#messages .msg.error")]
+        audit = stack.api.get("/api/v1/audit")["audit"]
+        assert any(a["action"] == "agent.coach" and a["target"] == novice
+                   and a["new"] == {"coach": coach, "mode": "whisper"} for a in audit)
+        viewport(drv, LAPTOP)
+        assert not console_problems(drv)
+    finally:
+        try:
+            stack.api.request("POST", "/api/v1/agents/1002/unpause")
+            if busy_caller is not None:
+                busy_result = stack.sipp.finish(busy_caller, timeout=60)
+            if caller is not None:   # the novice's phone hangs up after 30 s: the call ends properly
+                result = stack.sipp.finish(caller, timeout=60)
+        finally:
+            for proc in phones:
+                stack.sipp.stop(proc)
+            for aid, _ in made.values():
+                stack.api.request("DELETE", f"/api/v1/agents/{aid}")
+    assert result is not None and result.ok, result and result.errors
+    assert busy_result is not None and busy_result.ok, busy_result and busy_result.errors
+
+
+def invites_to(stack: TestStack, port: int, agent: str) -> int:
+    """INVITEs the agent phone on ``port`` (started with trace_msg) received for ``agent``."""
+    return stack.sipp.invites_received(port, phone="agent").get(agent, 0)

@@ -71,3 +71,37 @@ def test_live_crisis_banner_is_heard_in_its_language(stack: TestStack) -> None:
     finally:
         stack.api.request("DELETE", "/api/v1/banner/fa")
     assert stack.api.get("/api/v1/banner")["fa"] is None
+
+
+def test_a_reload_mid_call_leaves_that_call_on_the_version_it_started_with(stack: TestStack) -> None:
+    """On the real stack: a caller is inside the `short` menu when its file changes (key 2 now leads to
+    rebooking instead of refunds) and the menus reload; that caller's 2 still takes the old way, a caller
+    who starts after the reload takes the new one."""
+    source = stack.stack.workdir / "dialplans" / "short.yaml"
+    before = source.read_text(encoding="utf-8")
+    log = stack.stack.logs / "controller.log"
+    first, second = "5553310", "5553311"
+    # the key comes 3.5 s into the call, well inside the menu's 4 s wait for a key
+    script = CallerScript(steps=[("pause", 3500), ("dtmf", "2"), ("pause", 1500)], end="hangup")
+    try:
+        proc = stack.sipp.start_calls(script, extension=stack.extension, caller=first, timeout_s=30)
+        wait_for(lambda: f"menu short starts (caller {first}" in log.read_text(), timeout=10,
+                 what="the first caller inside the menu")
+        assert "q_refunds" in before
+        source.write_text(before.replace('"2": q_refunds', '"2": q_rebooking'), encoding="utf-8")
+        out = stack.api.post("/api/v1/menus/reload")
+        assert out["errors"] == [] and "short" in out["loaded"]
+        res = stack.sipp.finish(proc, timeout=60)
+        assert res.ok, res.errors
+        after = stack.sipp.call(script, extension=stack.extension, caller=second, timeout_s=30)
+        assert after.ok, after.errors
+
+        def path_of(number: str) -> list[str] | None:
+            recs = [c for c in stack.api.get("/api/v1/calls?count=100")["calls"] if c.get("caller") == number]
+            return recs[0].get("path") if recs else None
+
+        assert wait_for(lambda: path_of(first), timeout=15, what="the first record") == ["main", "q_refunds"]
+        assert wait_for(lambda: path_of(second), timeout=15, what="the second record") == ["main", "q_rebooking"]
+    finally:
+        source.write_text(before, encoding="utf-8")
+        stack.api.post("/api/v1/menus/reload")

@@ -11,8 +11,9 @@ import pytest
 from ivr.app.aiotasks import cancel_and_wait
 from ivr.asterisk.ami_client import AmiError
 from ivr.callbacks.service import CallbackDispatcher
-from ivr.campaigns import contacts
-from ivr.campaigns.dialer import Dialer, account_code
+from ivr.campaigns import contacts, contacts_parse
+from ivr.campaigns.dial_rules import account_code
+from ivr.campaigns.dialer import Dialer
 from ivr.campaigns.model import campaign_from_dict
 from ivr.app.config import Config
 from ivr.store.redis_store import Store
@@ -41,7 +42,7 @@ async def test_recovery_does_not_take_an_ami_failure_for_no_live_calls(store: St
                       [{"Channel": "PJSIP/trunk-00000001", "AccountCode": code}])
     dialer = Dialer(Config(), store, ami)  # type: ignore[arg-type]
     await dialer.create(campaign_from_dict({"id": cid, "name": cid, "message": {"en": "notice-cancelled"}}))
-    n, _ = await contacts.add_contact(store.redis, "t", cid, contacts.Contact(
+    n, _ = await contacts.add_contact(store.redis, "t", cid, contacts_parse.Contact(
         number="+12025550100", lang="en", tz="America/New_York", line=1))
     # dialled by the run that was killed: claimed (due -> leases), attempt 1 written before the Originate
     await store.redis.zrem(f"t:campaign:{cid}:due", n)
@@ -101,7 +102,7 @@ async def test_an_outcome_that_closes_a_contact_cancels_the_retry_planned_before
     """AMI drops while a notice rings: the Originate fails ("failed", a retry is planned), but the call goes
     on in Asterisk, is answered, and the notice stores the callee's choice for the same attempt. The
     contact is closed and is not dialled again."""
-    from ivr.campaigns.dialer import Running
+    from ivr.campaigns.dial_rules import Running
 
     cid = "t-late"
     code = account_code(cid, "1", 1)
@@ -109,7 +110,7 @@ async def test_an_outcome_that_closes_a_contact_cancels_the_retry_planned_before
     campaign = campaign_from_dict({"id": cid, "name": cid, "message": {"en": "notice-cancelled"},
                                    "window": {"start": "00:00", "end": "23:59"}, "allowed_prefixes": ["+1"]})
     await dialer.create(campaign)
-    n, _ = await contacts.add_contact(store.redis, "t", cid, contacts.Contact(
+    n, _ = await contacts.add_contact(store.redis, "t", cid, contacts_parse.Contact(
         number="+12025550100", lang="en", tz="America/New_York", line=1))
     await store.redis.zrem(f"t:campaign:{cid}:due", n)
     await store.redis.zadd(f"t:campaign:{cid}:leases", {str(n): 1e12})

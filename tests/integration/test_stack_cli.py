@@ -176,3 +176,27 @@ def test_ami_user_has_no_command_or_system_rights(stack: TestStack) -> None:
     denied, n = asyncio.run(probe())
     assert "Permission denied" in denied
     assert n > 0  # what the controller needs still works
+
+
+def test_api_host_option_binds_the_api_there_and_only_there(tmp_path: Path) -> None:
+    """`ivr up --api-host` (what a VM whose port is forwarded needs, vagrant/README.md), proven on ::1 so
+    the test itself still listens on loopback only: the API answers on [::1], not on 127.0.0.1, and the
+    choice is kept in the workdir's ivr.yaml for the next `up`."""
+    base = pick_port_base(start=50000, stop=62000)
+    up = ivr("up", "--workdir", str(tmp_path), "--port-base", str(base), "--api-host", "::1")
+    try:
+        assert up.returncode == 0, up.stderr
+        info = json.loads(up.stdout.strip().splitlines()[-1])
+        assert info["api"] == f"http://[::1]:{base + 80}"
+        assert yaml.safe_load((tmp_path / "ivr.yaml").read_text())["api"]["host"] == "::1"
+        import urllib.request
+        with urllib.request.urlopen(f"{info['api']}/health", timeout=10) as resp:
+            assert json.loads(resp.read())["status"] in ("ok", "degraded")
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", base + 80), timeout=2).close()
+        status = ivr("status", "--workdir", str(tmp_path))
+        assert status.returncode == 0, status.stdout
+    finally:
+        down = ivr("down", "--workdir", str(tmp_path))
+    assert down.returncode == 0, down.stderr
+    assert not _port_in_use("::1", base + 80)

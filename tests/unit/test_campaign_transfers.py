@@ -7,7 +7,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ivr.campaigns.dialer import Dialer, Running
+from ivr.campaigns.dial_rules import Running
+from ivr.campaigns.dialer import Dialer
 from ivr.campaigns.model import campaign_from_dict
 from ivr.campaigns.transfers import Transfers
 from ivr.app.config import Config

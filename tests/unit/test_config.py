@@ -13,7 +13,8 @@ import yaml
 
 from ivr.app import config_load as config_mod
 from ivr.app.config import AgentConfig, Config, ConfigError, QueueConfig
-from ivr.app.config_load import from_mapping, load, load_secrets, validate, write_secrets
+from ivr.app.config_checks import validate
+from ivr.app.config_load import from_mapping, load, load_secrets, write_secrets
 
 NO_ENV: dict[str, str] = {}
 

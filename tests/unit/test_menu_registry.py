@@ -10,6 +10,7 @@ import pytest
 
 from ivr.asterisk.agi_server import AgiSession
 from ivr.menu import nodes
+from ivr.menu.node_callback import fallback_offer
 from ivr.menu.context import CallContext, Engine
 from ivr.menu.engine import MenuEngine
 from ivr.menu.registry import DuplicateNodeKind, NodeRegistry
@@ -54,7 +55,7 @@ def test_a_node_kind_registered_twice_is_an_error() -> None:
 def test_the_default_registry_has_a_kind_for_each_kind_the_schema_knows() -> None:
     registry = nodes.default_registry()
     assert registry.kinds == frozenset(NODE_FIELDS)
-    assert registry.fallback is nodes.fallback_offer
+    assert registry.fallback is fallback_offer
     assert nodes.default_registry() is not registry        # a new one each time: registering into it is local
     with pytest.raises(DuplicateNodeKind):
         registry.register("queue", _next)

@@ -3,7 +3,8 @@
  * Data: an EventSource on /api/v1/stream?ticket=... (the JSON of /api/v1/live once a second). The token
  * never goes into a URL: each connection first asks POST /api/v1/stream/ticket (with the bearer token)
  * for a ticket that is good for one connection within 30 s.
- * Actions: POST /api/v1/agents/{id}/pause|unpause|login|logout with "Authorization: Bearer".
+ * Actions: POST /api/v1/agents/{id}/pause|unpause|login|logout with "Authorization: Bearer", and
+ * POST /api/v1/agents/{id}/coach {"coach": id, "mode": ...} from the Coach control of a novice on a call.
  * Every piece of server data goes into the page through textContent or setAttribute, never innerHTML.
  */
 (() => {
@@ -25,7 +26,7 @@
   let lastChartKey = '';
   let lastChartInput = null;      // [history, serverTime], to redraw on resize
   const queueTiles = new Map();   // queue name -> {root, fields}
-  const agentRows = new Map();    // agent id -> {root, cells, pauseBtn, loginBtn}
+  const agentRows = new Map();    // agent id -> {root, cells, pauseBtn, loginBtn, coach*}
   const pending = new Map();      // agent id -> {kind: 'pause'|'login', until}
 
   // ------------------------------------------------------------------ helpers
@@ -233,10 +234,14 @@
   }
 
   const ACTION_LABEL = { pause: 'Pause', unpause: 'Unpause', login: 'Log in', logout: 'Log out' };
+  // how a coach joins (ChanSpy modes, ivr/agents/service.py COACH_MODES); whisper first, the default:
+  // only the agent hears the coach
+  const COACH_MODES = ['whisper', 'listen', 'barge'];
 
-  // POST a supervisor action; the button is disabled meanwhile. Returns true when the server accepted it
-  // (the caller decides when to enable the button again); on failure it is enabled and the error shown.
-  async function postAction(url, what, button, onFail) {
+  // POST a supervisor action (with ``body`` as JSON when given); the button is disabled meanwhile. Returns true
+  // when the server accepted it (the caller decides when to enable the button again); on failure it is enabled
+  // and the error shown.
+  async function postAction(url, what, button, onFail, body) {
     if (!token) return false;
     button.disabled = true;
     const fail = (text, status) => {
@@ -246,7 +251,13 @@
     };
     let resp;
     try {
-      resp = await fetch(url, { method: 'POST', headers: { Authorization: `Bearer ${token}` }, cache: 'no-store' });
+      const headers = { Authorization: `Bearer ${token}` };
+      const init = { method: 'POST', headers, cache: 'no-store' };
+      if (body !== undefined) {
+        headers['Content-Type'] = 'application/json';
+        init.body = JSON.stringify(body);
+      }
+      resp = await fetch(url, init);
     } catch (e) {
       fail(`the server is not reachable (${e.message})`);
       return false;
@@ -268,6 +279,19 @@
     // on success the button stays disabled until the stream shows the new state (or PENDING_MS passes)
     await postAction(`/api/v1/agents/${encodeURIComponent(agentId)}/${action}`,
                      `${ACTION_LABEL[action]} agent ${agentId}`, button, () => pending.delete(agentId));
+  }
+
+  // Ring the chosen coach's phone into the novice's call (ivr/agents/service.py ``coach``). The button stays
+  // disabled for PENDING_MS after the server accepted it (the coach's phone is ringing), not to ring it twice.
+  async function coachAction(agentId, row) {
+    const coach = row.coachSel.value;
+    const mode = row.modeSel.value;
+    if (!coach || !token) return;
+    row.coachUntil = Date.now() + PENDING_MS;
+    const option = row.coachSel.selectedOptions[0];
+    await postAction(`/api/v1/agents/${encodeURIComponent(agentId)}/coach`,
+                     `Coach agent ${agentId} (${mode}) with ${option ? option.textContent : coach}`, row.coachBtn,
+                     () => { row.coachUntil = 0; }, { coach, mode });
   }
 
   // ------------------------------------------------------------------ rendering
@@ -397,8 +421,48 @@
     for (const btn of [pauseBtn, loginBtn]) {
       btn.addEventListener('click', () => agentAction(id, btn.dataset.action, btn));
     }
-    cells.actions.append(h('span', { class: 'actions' }, pauseBtn, loginBtn));
-    return { root, cells, pauseBtn, loginBtn };
+    // Coach: shown while a novice is on a call; the experienced teammates free now, and how the coach joins
+    const coachSel = h('select', { class: 'coach-pick', 'data-field': 'coach', 'aria-label': `Coach for agent ${id}` });
+    const modeSel = h('select', { class: 'coach-mode', 'data-field': 'coach-mode',
+                                  'aria-label': `How the coach joins agent ${id}'s call` },
+                      ...COACH_MODES.map((m) => h('option', { value: m, text: m })));
+    modeSel.value = 'whisper';
+    const coachBtn = h('button', { type: 'button', class: 'btn', 'data-action': 'coach', text: 'Coach' });
+    const coachBox = h('span', { class: 'coach', hidden: true }, coachSel, modeSel, coachBtn);
+    cells.actions.append(h('span', { class: 'actions' }, coachBox, pauseBtn, loginBtn));
+    const row = { root, cells, pauseBtn, loginBtn, coachBox, coachSel, modeSel, coachBtn, coachKey: null, coachUntil: 0 };
+    coachBtn.addEventListener('click', () => coachAction(id, row));
+    return row;
+  }
+
+  // who can coach a novice now: experienced agents of the same team, logged in and not on a call
+  function coachCandidates(a, agents) {
+    const team = String(a.team || '');
+    return agents.filter((b) => String(b.id) !== String(a.id) && b.skill === 'experienced'
+                                && String(b.team || '') === team && b.logged_in && !b.in_call);
+  }
+
+  function renderCoach(row, a, agents, now) {
+    const show = a.skill === 'novice' && !!a.in_call;
+    row.coachBox.hidden = !show;
+    setAttr(row.root, 'data-coachable', show);
+    if (!show) return;
+    const free = coachCandidates(a, agents);
+    const key = JSON.stringify(free.map((b) => [String(b.id), b.name || '']));
+    if (key !== row.coachKey) {       // options change only when the candidates do: a choice made stays
+      row.coachKey = key;
+      const kept = row.coachSel.value;
+      row.coachSel.replaceChildren(...(free.length
+        ? free.map((b) => h('option', { value: String(b.id), text: b.name ? `${b.name} (${b.id})` : String(b.id) }))
+        : [h('option', { value: '', text: 'no coach free' })]));
+      if (free.some((b) => String(b.id) === kept)) row.coachSel.value = kept;
+      else row.coachSel.selectedIndex = 0;
+    }
+    row.coachSel.disabled = !free.length;
+    row.coachBtn.disabled = !free.length || now < row.coachUntil;
+    setAttr(row.coachBtn, 'title', free.length
+      ? `Ring the chosen coach's phone into ${a.name || a.id}'s call`
+      : `No experienced agent of team ${a.team || '(none)'} is logged in and off a call to coach`);
   }
 
   // what the IVR knew about a caller (ivr/continuity/service.py): flagged into a priority group, returning after a
@@ -483,6 +547,7 @@
         row.loginBtn.disabled = false;
         setAttr(row.loginBtn, 'title', `${ACTION_LABEL[loginAction]} ${a.name || id}`);
       }
+      renderCoach(row, a, agents, now);
     });
     for (const [id, row] of agentRows) {
       if (!seen.has(id)) { row.root.remove(); agentRows.delete(id); }
