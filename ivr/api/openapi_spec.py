@@ -214,6 +214,13 @@ OPS: dict[tuple[str, str], dict[str, Any]] = {
                                                 "attempts and outcome, as CSV (text cells that would start a "
                                                 "spreadsheet formula, numbers like +44... too, begin with ')",
                                                 "content": "text/csv"},
+    ("GET", "/api/v1/webhooks/deliveries"): {"tag": "webhooks", "summary": "Each webhook's deliveries: events "
+                                             "waiting (pending: in flight or being retried; lag: not read yet), "
+                                             "the recent tries (status, error, ms) and the dead letters (given up "
+                                             "after max_attempts); see docs/integrations.md",
+                                             "query": [q("webhook", STR, "one webhook by name (default: all)"),
+                                                       q("count", {"type": "integer", "minimum": 1, "maximum": 200},
+                                                         "recent tries and dead letters shown, default 50")]},
 }
 
 ERROR = {"$ref": "#/components/schemas/Error"}
