@@ -22,7 +22,7 @@ from ..core.service_errors import ServiceError
 from ..store.errors import StoreError
 from ..store.redis_store import ROLES
 from . import routes_agents, routes_banner, routes_callers, routes_live, routes_outcomes, routes_refunds
-from . import routes_system
+from . import routes_system, routes_webhooks
 from .http import AUTH, HEALTH, PUBLIC, STREAM, Handler, json_error, requires
 from .live import LiveFeed
 from .services import ACCESS, CLIENT_ADDRESS, LIVE_FEED, Services, install
@@ -141,4 +141,5 @@ def build_app(services: Services | None = None) -> web.Application:
     routes_refunds.setup(app)
     routes_outcomes.setup(app)
     campaign_routes.setup(app)
+    routes_webhooks.setup(app)
     return app

@@ -303,9 +303,14 @@ OPS: dict[tuple[str, str], dict[str, Any]] = {
                                          "outcome, and what the dialler does now (`active` calls, `pace`, "
                                          "`transfers` to agents, `held` by max_transfers)"},
     ("POST", "/api/v1/campaigns/{cid}/contacts"): {"tag": "campaigns", "summary": "Import contacts (CSV body, max "
-                                                   "50 MiB); bad rows are reported, the rest imported",
+                                                   "50 MiB); bad rows are reported, the rest imported; "
+                                                   "`columns` in the answer says which column was read as "
+                                                   "which field",
                                                    "query": [q("region", STR, "country of numbers written "
-                                                               "without +, default US")],
+                                                               "without +, default US"),
+                                                             q("columns", STR, "field=column pairs for columns "
+                                                               "the aliases do not know, e.g. "
+                                                               "number=Telefon,lang=Sprache")],
                                                    "body": {"required": True, "content": {"text/csv": {
                                                        "schema": STR}}}},
     ("POST", "/api/v1/campaigns/{cid}/start"): {"tag": "campaigns", "summary": "Start dialling"},
@@ -316,6 +321,13 @@ OPS: dict[tuple[str, str], dict[str, Any]] = {
                                                 "attempts and outcome, as CSV (text cells that would start a "
                                                 "spreadsheet formula, numbers like +44... too, begin with ')",
                                                 "content": "text/csv"},
+    ("GET", "/api/v1/webhooks/deliveries"): {"tag": "webhooks", "summary": "Each webhook's deliveries: events "
+                                             "waiting (pending: in flight or being retried; lag: not read yet), "
+                                             "the recent tries (status, error, ms) and the dead letters (given up "
+                                             "after max_attempts); see docs/integrations.md",
+                                             "query": [q("webhook", STR, "one webhook by name (default: all)"),
+                                                       q("count", {"type": "integer", "minimum": 1, "maximum": 200},
+                                                         "recent tries and dead letters shown, default 50")]},
 }
 
 ERROR = {"$ref": "#/components/schemas/Error"}

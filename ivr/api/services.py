@@ -22,6 +22,7 @@ from ..continuity.callers import CallerService
 from ..outcomes.desk import OutcomesDesk
 from ..refunds.desk import RefundDesk
 from ..reports.reporting import ReportService
+from ..webhooks.desk import WebhookDesk
 from .access import AccessService
 from .clientip import ClientAddress
 from .live import LiveFeed, LiveView
@@ -48,6 +49,7 @@ class Services:
     banner: BannerService | None = None
     reports: ReportService | None = None
     campaigns: CampaignService | None = None
+    webhooks: WebhookDesk | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)   # set when the node shuts down
     # the configured names a request may use (lang, queue, group, team, disposition): the OpenAPI document
     # served by a running node lists them as enums; the route table alone (no config) documents patterns
@@ -69,6 +71,7 @@ REFUNDS = web.AppKey("refunds", RefundDesk)
 BANNER = web.AppKey("banner", BannerService)
 REPORTS = web.AppKey("reports", ReportService)
 CAMPAIGNS = web.AppKey("campaigns", CampaignService)
+WEBHOOKS = web.AppKey("webhooks", WebhookDesk)
 
 
 def install(app: web.Application, services: Services) -> None:
@@ -99,3 +102,5 @@ def install(app: web.Application, services: Services) -> None:
         app[REPORTS] = services.reports
     if services.campaigns is not None:
         app[CAMPAIGNS] = services.campaigns
+    if services.webhooks is not None:
+        app[WEBHOOKS] = services.webhooks

@@ -280,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--csv", help="contacts file, with import")
     cp.add_argument("--region", default="US", help="country of numbers written without +, with import")
     cp.add_argument("--errors", help="write every rejected row here, with import")
+    cp.add_argument("--columns", default="",
+                    help="with import: which column is which field when the aliases do not know it, e.g. "
+                         "'number=Telefon,lang=Sprache' (fields: number, name, lang, tz, booking)")
     cp.add_argument("--out", help="file for export (default: stdout)")
     cp.set_defaults(func=cmd_campaign)
 

@@ -127,9 +127,11 @@ def cmd_campaign(args: argparse.Namespace) -> int:
                     path = Path(args.csv)
                     report = await campaigns.import_contacts(
                         args.id, path, region=args.region, progress=contacts.progress_bar(path.stat().st_size),
-                        errors_path=Path(args.errors) if args.errors else None)
+                        errors_path=Path(args.errors) if args.errors else None, columns=args.columns)
                     print(json.dumps({"rows": report.rows, "imported": report.imported, "merged": report.merged,
-                                      "dnc": report.dnc, "rejected": report.rejected}))
+                                      "dnc": report.dnc, "rejected": report.rejected, "columns": report.columns}))
+                    print("columns read: " + ", ".join(f"{c} as {f}" for f, c in report.columns.items()),
+                          file=sys.stderr)
                     for line, reason in report.errors[:20]:
                         print(f"line {line}: {reason}", file=sys.stderr)
                     if report.rejected > 20:

@@ -237,6 +237,18 @@ class OutboundConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """One webhook: events POSTed, signed, to the business's system (see ivr/webhooks and docs/integrations.md)."""
+
+    name: str                                  # lower-case letters, digits, _ and -; its secret: webhook_<name>
+    url: str                                   # http:// or https://
+    events: tuple[str, ...] = ()               # event types (ivr.webhooks.core.EVENT_TYPES)
+    max_attempts: int = 10                     # tries before an event goes to the dead-letter list
+    timeout: float = 10.0                      # seconds per try
+    secret: str = field(default="", repr=False)   # from secrets.yaml (webhook_<name>), never ivr.yaml
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     node: str = "ivr1"
     workdir: str = ""
@@ -273,6 +285,7 @@ class Config:
         ("refund_status", "refunds"), ("refund_request", "refunds"), ("notice", "refunds"),
         ("rebooking", "operations"), ("callback", "support"), ("other", "support"))
     feedback_dir: str = ""                   # where recorded feedback is kept (default: <workdir>/feedback)
+    webhooks: tuple[WebhookConfig, ...] = ()  # events out to the business's systems (docs/integrations.md)
 
     def routes(self) -> list[tuple[str, str]]:
         """Every inbound number with the menu it runs (the inbound extension runs default_menu)."""

@@ -7,9 +7,11 @@ import ipaddress
 import math
 import os
 import re
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..menu.mapping import FIELD_RE, PATH_RE
+from ..webhooks.core import EVENT_TYPES
 from .config import (AGENT_CODECS, OUTBOUND_TYPES, QUEUE_STRATEGIES, SKILLS, Config, ConfigError, ForecastConfig,
                      LookupConfig, OutboundConfig, PromiseConfig)
 
@@ -96,8 +98,47 @@ def _validate_lookup(lk: LookupConfig) -> None:
             raise ConfigError(f"{key}.map.{spoken}: expected a path like booking.status or items.0.ref, got {path!r}")
 
 
+WEBHOOK_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+
+
+def _validate_webhooks(cfg: Config) -> None:
+    seen: set[str] = set()
+    for i, w in enumerate(cfg.webhooks):
+        key = f"webhooks[{i}]"
+        if not WEBHOOK_NAME_RE.fullmatch(w.name):
+            raise ConfigError(f"{key}.name: lower-case letters, digits, _ and - (up to 40), got {w.name!r}")
+        if w.name in seen:
+            raise ConfigError(f"{key}.name: duplicate webhook {w.name!r}")
+        seen.add(w.name)
+        try:
+            parts = urlsplit(w.url)
+            _ = parts.port    # raises ValueError for a bad port
+        except ValueError:
+            raise ConfigError(f"{key}.url: not a URL: {w.url!r}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{key}.url: expected http:// or https:// with a host, got {w.url!r}")
+        if parts.username or parts.password:
+            raise ConfigError(f"{key}.url: no user or password in the URL (the request is signed with "
+                              f"webhook_{w.name} instead)")
+        if any(c.isspace() for c in w.url):
+            raise ConfigError(f"{key}.url: no spaces, got {w.url!r}")
+        if not w.events:
+            raise ConfigError(f"{key}.events: expected some of {', '.join(EVENT_TYPES)}")
+        for j, e in enumerate(w.events):
+            if e not in EVENT_TYPES:
+                raise ConfigError(f"{key}.events[{j}]: expected one of {', '.join(EVENT_TYPES)}, got {e!r}")
+        if not 1 <= w.max_attempts <= 100:
+            raise ConfigError(f"{key}.max_attempts: expected 1 to 100, got {w.max_attempts}")
+        if not 0.1 <= w.timeout <= 120:
+            raise ConfigError(f"{key}.timeout: expected 0.1 to 120 seconds, got {w.timeout}")
+        if len(w.secret) < 16:
+            raise ConfigError(f"{key}: its secret webhook_{w.name} (secrets.yaml, at least 16 characters) is "
+                              f"{'too short' if w.secret else 'missing'}")
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks; raises ConfigError naming the key."""
+    _validate_webhooks(cfg)
     a = cfg.asterisk
     for key, port in (("asterisk.sip_port", a.sip_port), ("asterisk.ami_port", a.ami_port),
                       ("asterisk.rtp_start", a.rtp_start), ("asterisk.rtp_end", a.rtp_end),

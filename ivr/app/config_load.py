@@ -15,7 +15,7 @@ import yaml
 
 from .config import (AgentConfig, AgiConfig, ApiConfig, AsteriskConfig, BalanceConfig, Config, ConfigError,
                      ContinuityConfig, ForecastConfig, LookupConfig, OutboundConfig, PromiseConfig, QueueConfig,
-                     RedisConfig, RefundsConfig)
+                     RedisConfig, RefundsConfig, WebhookConfig)
 from .config_checks import BUILTIN_BACKENDS, NAME_RE, lookup_env, validate
 
 
@@ -159,6 +159,8 @@ def from_mapping(data: Mapping[str, Any] | None, env: Mapping[str, str] | None =
             if not isinstance(value, list):
                 raise ConfigError("agents: expected a list")
             kwargs[name] = tuple(_build(AgentConfig, a, f"agents[{i}]") for i, a in enumerate(value or []))
+        elif name == "webhooks":
+            kwargs[name] = _webhooks(value)
         else:
             kwargs[name] = _coerce(name, value, top_fields[name].type)
     cfg = Config(**kwargs)
@@ -219,6 +221,7 @@ def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = No
         data = loaded or {}
         _no_redis_password_in(data, p)
         _no_lookup_secret_in(data, p)
+        _no_webhook_secret_in(data, p)
         if secrets_path is None:
             candidate = p.parent / "secrets.yaml"
             secrets_path = candidate if candidate.exists() else None
@@ -236,12 +239,44 @@ def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = No
                 value = secrets.get(f"lookup_{name}_auth")
                 if value and isinstance(entry, dict):
                     entry.setdefault("auth", value)
+        hooks = data.get("webhooks")
+        for hook in hooks if isinstance(hooks, list) else []:
+            if isinstance(hook, dict) and "secret" not in hook and f"webhook_{hook.get('name')}" in secrets:
+                hook["_secret"] = secrets[f"webhook_{hook.get('name')}"]
         if secrets.get("redis_password"):
             if data.get("redis") is None:
                 data["redis"] = {}
             if isinstance(data["redis"], dict):
                 data["redis"].setdefault("password", secrets["redis_password"])
     return from_mapping(data, env)
+
+
+def _webhooks(value: Any) -> tuple[WebhookConfig, ...]:
+    """``webhooks:``, a list of {name, url, events, ...}; the secret comes from secrets.yaml (``_secret``, put
+    there by ``load``), never from the file."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError("webhooks: expected a list of {name, url, events}")
+    out = []
+    for i, w in enumerate(value):
+        if isinstance(w, Mapping) and "secret" in w:
+            raise ConfigError(f"webhooks[{i}].secret: not in ivr.yaml; put it in secrets.yaml as "
+                              f"webhook_{w.get('name', '<name>')}")
+        w = dict(w) if isinstance(w, Mapping) else w
+        secret = str(w.pop("_secret", "") or "") if isinstance(w, dict) else ""    # put there from secrets.yaml
+        hook = _build(WebhookConfig, w, f"webhooks[{i}]")
+        out.append(dataclasses.replace(hook, secret=secret) if secret else hook)
+    return tuple(out)
+
+
+def _no_webhook_secret_in(data: Mapping[str, Any], path: Path) -> None:
+    """A webhook's secret belongs in secrets.yaml (webhook_<name>): refuse it in the config file."""
+    hooks = data.get("webhooks")
+    for i, hook in enumerate(hooks if isinstance(hooks, list) else []):
+        if isinstance(hook, Mapping) and ("secret" in hook or "_secret" in hook):
+            raise ConfigError(f"webhooks[{i}].secret: not in {path.name}; put it in secrets.yaml as "
+                              f"webhook_{hook.get('name', '<name>')}")
 
 
 def _no_redis_password_in(data: Mapping[str, Any], path: Path) -> None:

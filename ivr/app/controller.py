@@ -56,6 +56,9 @@ from ..outcomes.desk import OutcomesDesk
 from ..refunds.desk import RefundDesk
 from ..reports.reporting import ReportService
 from .system import SystemService
+from ..webhooks.desk import WebhookDesk
+from ..webhooks.events import Events
+from ..webhooks.sender import Hook, WebhookSender
 from .wiring import Later
 
 log = logging.getLogger(__name__)
@@ -88,8 +91,19 @@ class Controller:
                              on_event=self._on_ami_event, on_connected=self._resync)
         ami, state, metrics = self.ami, self.state, self.metrics
         self.guard = OutboundGuard(cfg, self.store, metrics)   # every call out through the trunk
+        # webhooks: the features publish events (one XADD each, off the call path); the sender delivers them
+        self.hooks = [Hook(w.name, w.url, frozenset(w.events), w.secret, w.max_attempts, w.timeout)
+                      for w in cfg.webhooks]
+        self.events = Events(self.store.webhooks if self.hooks else None, {e for w in cfg.webhooks for e in w.events},
+                             on_published=lambda t: metrics.events_published.labels(t).inc(),
+                             on_failed=lambda t, why: metrics.events_lost.labels(t, why).inc())
+        self.webhooks = WebhookSender(self.store.webhooks, self.hooks, cfg.node,
+                                      on_delivery=lambda name, r: metrics.webhook_deliveries.labels(name, r).inc(),
+                                      on_backlog=lambda name, n: metrics.webhook_backlog.labels(name).set(n))
+        events = self.events
         self.continuity = Continuity(cfg.continuity, self.store, guard=self.guard,
-                                     channel_alive=lambda uid: not ami.connected or uid in state.channels)
+                                     channel_alive=lambda uid: not ami.connected or uid in state.channels,
+                                     events=events)
         continuity = self.continuity if cfg.continuity.enabled else None
         self.recorder = CallRecorder(self.store, inbound=frozenset(number for number, _ in cfg.routes()),
                                      on_finished=self._call_finished)
@@ -107,13 +121,14 @@ class Controller:
                                        agent_queues=lambda: [ag.queues for ag in roster.agents.values()],
                                        connected=lambda: ami.connected,
                                        observe=metrics.callback_promise.observe)
-        self.outcomes = Outcomes(cfg, self.store, self.prompts)
+        self.outcomes = Outcomes(cfg, self.store, self.prompts, events=events)
         self.dispatcher = CallbackDispatcher(cfg, ami, self.store.callbacks, self.prompts, self.guard,
                                              on_made=lambda kept: metrics.callbacks_made.labels(kept).inc(),
-                                             continuity=continuity)
+                                             continuity=continuity, events=events)
         self.dialer = Dialer(cfg, self.store, ami, self.guard, continuity=continuity,
-                             on_attempt=lambda cid, outcome: metrics.campaign_attempts.labels(cid, outcome).inc())
-        self.refunds = RefundService(cfg, self.store, self.dialer, self.continuity.key, self.guard)
+                             on_attempt=lambda cid, outcome: metrics.campaign_attempts.labels(cid, outcome).inc(),
+                             events=events)
+        self.refunds = RefundService(cfg, self.store, self.dialer, self.continuity.key, self.guard, events=events)
         self.backends: dict[str, LookupBackend] = {"refunds": RefundsBackend(self.store, self.refunds)}
         self.backends.update(http_backends(cfg, metrics))   # lookups: in ivr.yaml
         self.menus = MenuSet(cfg.dialplans_dir, frozenset(cfg.queue_names()), cfg.languages,
@@ -123,7 +138,7 @@ class Controller:
             estimate_wait=self.waits.estimate_wait, asterisk_estimate=self.waits.asterisk_estimate,
             banner=self.banner.get, fallback_queue=cfg.fallback_queue, continuity=continuity,
             queue_position=self.waits.queue_position, repeat_priority=cfg.continuity.repeat_priority,
-            outbound=self.guard, outcomes=self.outcomes, promises=self.promises)
+            outbound=self.guard, outcomes=self.outcomes, promises=self.promises, events=events)
         self.engine = MenuEngine(self.menus, self.prompts, self.recorder,
                                  cfg.languages[0] if cfg.languages else "en", engine_services)
         balance_ref = self.balance_ref
@@ -160,6 +175,7 @@ class Controller:
     def _call_finished(self, record: dict[str, Any]) -> None:
         self.metrics.call_finished(record)
         self.continuity.call_finished(record)
+        self.events.publish("call.finished", record)
 
     async def _watch_menus(self, interval: float = 2.0) -> None:
         """Reload menus when a file in the dialplans directory changes."""
@@ -223,6 +239,10 @@ class Controller:
             log.info("%s", self.guard.describe())
         else:
             log.warning("%s", self.guard.describe())
+        self.events.start()
+        await self.webhooks.start()
+        for hook in self.hooks:
+            log.info("webhook %s: %s for %s", hook.name, hook.url, ", ".join(sorted(hook.events)))
         await self.recorder.start()
         await self.agi.start()
         await self.ami.start()
@@ -272,6 +292,7 @@ class Controller:
     async def stop(self) -> None:
         log.info("controller stopping")
         await cancel_and_wait(self._tasks)   # a cancel the Redis client swallows is repeated (ivr/app/aiotasks.py)
+        await self.webhooks.stop()           # an event in flight stays pending: delivered again at the next start
         if self._runner is not None:
             await self._runner.cleanup()
         await self.agi.stop()
@@ -282,6 +303,7 @@ class Controller:
                 await close()
         await self.recorder.stop()
         await self.continuity.drain()
+        await self.events.stop()             # what the last calls published is written before Redis closes
         await self.store.close()
         log.info("controller stopped")
 
@@ -313,6 +335,7 @@ def build_services(c: Controller) -> Services:
         banner=c.banner,
         reports=ReportService(store, cfg.dispositions),
         campaigns=campaigns,
+        webhooks=WebhookDesk(store.webhooks, c.hooks),
         stopping=c.stopping,
         choices=api_choices(cfg),
     )

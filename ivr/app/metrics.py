@@ -46,6 +46,15 @@ class Metrics:
         for kept in ("yes", "no", "none"):
             self.callbacks_made.labels(kept)
         self.surveys = Counter("ivr_survey_answers_total", "Post-call survey answers", ["score"], registry=r)
+        self.events_published = Counter("ivr_events_published_total", "Events written to the event stream",
+                                        ["type"], registry=r)
+        self.events_lost = Counter("ivr_events_lost_total", "Events not written (queue full, Redis down)",
+                                   ["type", "reason"], registry=r)
+        self.webhook_deliveries = Counter("ivr_webhook_deliveries_total", "Webhook delivery tries by result "
+                                          "(delivered, failed: tried again later, dead: given up)",
+                                          ["webhook", "result"], registry=r)
+        self.webhook_backlog = Gauge("ivr_webhook_backlog", "Events waiting for a webhook (in flight or not read)",
+                                     ["webhook"], registry=r)
         self.lookup_seconds = Histogram("ivr_lookup_seconds", "Look-ups answered by a backend (found, not found "
                                         "or failed), by backend", ["backend"],
                                         buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, float("inf")), registry=r)

@@ -35,6 +35,7 @@ from ..campaigns.outbound import OutboundGuard
 from ..prompts.library import PromptLibrary
 from ..store.errors import StoreError
 from ..store.selfservice import CallbackStore
+from ..webhooks.events import Events
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,10 @@ class CallbackDispatcher:
 
     def __init__(self, cfg: Config, ami: AmiClient, callbacks: CallbackStore, prompts: PromptLibrary,
                  guard: OutboundGuard, max_attempts: int = 3,
-                 on_made: Callable[[str], None] | None = None, continuity: Any = None) -> None:
+                 on_made: Callable[[str], None] | None = None, continuity: Any = None,
+                 events: Events | None = None) -> None:
         self.cfg = cfg
+        self.events = events or Events.disabled()   # callback.done
         self.on_made = on_made        # told "yes", "no" or "none" for each callback made (kept within its promise?)
         self.guard = guard
         self.ami = ami
@@ -112,6 +115,7 @@ class CallbackDispatcher:
                 if await self.continuity.answered_since(number, float(rec.get("requested_at") or 0)):
                     self.skipped += 1
                     await self.callbacks.close(callback_id, "reached", "the caller reached an agent meanwhile")
+                    self._done(rec, "reached", "the caller reached an agent meanwhile")
                     log.info("callback %s: %s reached an agent since asking; not dialled", callback_id, number)
                     return
                 if await self.continuity.busy(number, besides=rec.get("call_uid") or ""):
@@ -129,11 +133,13 @@ class CallbackDispatcher:
             why = f"refused: {verdict.reason}"
             if not verdict.retry_later:
                 await self.callbacks.close(callback_id, "refused", why)
+                self._done(rec, "refused", why, attempts=attempts)
             elif attempts < self.max_attempts:
                 await self.callbacks.finish(callback_id, why, retry_at=time.time() + RETRY_BACKOFF_S[
                     min(attempts - 1, len(RETRY_BACKOFF_S) - 1)])
             else:
                 await self.callbacks.finish(callback_id, why)
+                self._done(rec, "failed", why, attempts=attempts)
             return
         prompt = self.prompts.path(lang, "callback-intro") or self.prompts.path(lang, "please-hold") or "beep"
         fields = {
@@ -165,6 +171,7 @@ class CallbackDispatcher:
                 if self.continuity is not None:
                     await self.continuity.mark_live(number, uid)
             await self.callbacks.finish(callback_id, "answered", extra={"made_at": f"{made_at:.3f}", "kept": kept})
+            self._done(rec, "done", "answered", attempts=attempts, made_at=round(made_at, 3), kept=kept, call_uid=uid)
             if self.on_made is not None:
                 self.on_made(kept)
             log.info("callback %s: %s answered, in queue %s (promise kept: %s%s)", callback_id, number, queue, kept,
@@ -176,9 +183,15 @@ class CallbackDispatcher:
         else:
             self.failed += 1
             await self.callbacks.finish(callback_id, outcome)
+            self._done(rec, "failed", outcome, attempts=attempts)
             log.warning("callback %s: %s not reached after %d attempts (%s)", callback_id, number, attempts, outcome)
 
     # ------------------------------------------------------------ recovery
+    def _done(self, rec: Mapping[str, Any], status: str, outcome: str, **extra: Any) -> None:
+        """callback.done: the callback is closed (done, failed, refused, reached), with its request's fields."""
+        fields = {k: v for k, v in rec.items() if k not in ("lease", "lease_node", "lease_until")}
+        self.events.publish("callback.done", {**fields, **extra, "status": status, "outcome": outcome})
+
     async def recover(self) -> dict[str, str]:
         """Settle the claims nobody holds any more (see the module docstring); callback id -> what was done.
         Raises AmiError or StoreError when the live channels or Redis cannot be read (nothing is changed)."""

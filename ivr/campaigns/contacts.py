@@ -40,7 +40,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Sequence
+from typing import IO, Any, Callable, Iterable, Mapping, Sequence
 
 import phonenumbers
 from phonenumbers import PhoneNumberFormat
@@ -65,6 +65,7 @@ class ImportReport:
     dnc: int = 0            # new contacts on the do-not-call list (status dnc)
     rejected: int = 0       # bad rows (also the total error count)
     errors: list[tuple[int, str]] = field(default_factory=list)   # the first MAX_ERRORS (line, reason)
+    columns: dict[str, str] = field(default_factory=dict)        # field -> the header column read as it
     error_count: int = 0
     seconds: float = 0.0
 
@@ -74,8 +75,12 @@ async def import_csv(db: Any, keys_prefix: str | None, cid: str,
                      path_or_file: str | os.PathLike[str] | IO[Any], *, default_region: str = "US",
                      default_lang: str = "en", allowed_prefixes: Sequence[str] = (), keep_columns: Sequence[str] = (),
                      batch: int = 1000, progress: Callable[[int, int], None] | None = None,
-                     errors_path: Path | None = None, languages: Sequence[str] = LANGUAGES) -> ImportReport:
+                     errors_path: Path | None = None, languages: Sequence[str] = LANGUAGES,
+                     columns: Mapping[str, str] | None = None) -> ImportReport:
     """Import a contacts CSV into campaign ``cid``; bad rows are reported and skipped (see the module doc).
+
+    ``languages``: the languages the line speaks (the configuration's); ``columns``: field -> column for a
+    file whose columns have other names than the aliases know (``report.columns`` says what was read as what).
 
     ``progress(rows_done, bytes_done)`` is called after every batch; ``errors_path`` gets every rejected
     row as CSV (line, reason, number). Raises ContactsError if the file as a whole is unusable.
@@ -90,8 +95,10 @@ async def import_csv(db: Any, keys_prefix: str | None, cid: str,
         raise ContactsError(f"default_lang: {default_lang!r} is not one of {', '.join(languages)}")
     if not 1 <= batch <= 20_000:
         raise ContactsError("batch: 1-20000 rows")
-    opts = {"default_region": default_region, "default_lang": default_lang, "allowed_prefixes": tuple(allowed_prefixes),
-            "keep_columns": tuple(keep_columns), "languages": tuple(languages)}
+    opts: dict[str, Any] = {"default_region": default_region, "default_lang": default_lang,
+            "allowed_prefixes": tuple(allowed_prefixes),
+            "keep_columns": tuple(keep_columns), "languages": tuple(languages),
+            "columns": tuple(sorted((columns or {}).items()))}
     names = ["number", "name", "lang", "tz", "booking", "line", *(c.strip().lower() for c in keep_columns)]
     report, started = ImportReport(), time.monotonic()
     await store.import_started(cid)
@@ -113,6 +120,7 @@ async def import_csv(db: Any, keys_prefix: str | None, cid: str,
             done_bytes = bytes_read()
             nxt = asyncio.ensure_future(asyncio.to_thread(next, batches, None))  # parse while Redis writes
             contacts, errors, rows = got
+            report.columns = dict(opts.get("resolved") or {})
             report.rows += rows
             for e in errors:
                 if len(report.errors) < MAX_ERRORS:

@@ -22,15 +22,18 @@ import os
 import re
 import zoneinfo
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable, Iterable, Iterator, Sequence
+from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import phonenumbers
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 from phonenumbers.timezone import time_zones_for_geographical_number, time_zones_for_number
 
 LANGUAGES = ("en", "fa", "zh")
-ALIASES = {"number": ("number", "phone", "msisdn"), "name": ("name",), "lang": ("lang",),
-           "tz": ("tz", "timezone"), "booking": ("booking",)}
+# the names real systems give each column (case-insensitive; the first one present is read), and what a
+# `columns` mapping may name
+ALIASES = {"number": ("number", "phone", "msisdn", "phone_number", "mobile", "telephone"),
+           "name": ("name", "full_name", "customer_name"), "lang": ("lang", "language", "locale"),
+           "tz": ("tz", "timezone", "time_zone"), "booking": ("booking", "booking_ref", "booking_reference", "pnr")}
 RESERVED = {a for names in ALIASES.values() for a in names} | {
     "n", "status", "attempts", "line", "last_outcome", "keypress", "updated", "attempt_id", "dialled_at",
     "key_attempt", "key_action", "added"}
@@ -86,15 +89,56 @@ def _zones() -> dict[str, str]:
 
 
 @functools.lru_cache(maxsize=64)
-def _columns(header: tuple[str, ...], keep: tuple[str, ...]) -> dict[str, str]:
-    """Canonical field name -> the header's own spelling, for the columns that are stored."""
+def _columns(header: tuple[str, ...], keep: tuple[str, ...],
+             mapping: tuple[tuple[str, str], ...] = ()) -> dict[str, str]:
+    """Canonical field name -> the header's own spelling, for the columns that are stored: the ``mapping``
+    first (field -> column), then the aliases."""
     lower: dict[str, str] = {}
     for h in header:
         lower.setdefault(h.strip().lower(), h)
-    out = {canon: next(lower[a] for a in names if a in lower)
-           for canon, names in ALIASES.items() if any(a in lower for a in names)}
+    named = dict(mapping)
+    taken = {c.strip().lower() for c in named.values()}
+    out = {canon: lower[named[canon].strip().lower()] for canon in ALIASES if canon in named
+           and named[canon].strip().lower() in lower}
+    for canon, names in ALIASES.items():
+        if canon not in out and canon not in named:
+            found = next((lower[a] for a in names if a in lower and a not in taken), None)
+            if found is not None:
+                out[canon] = found
     out.update({k.strip().lower(): lower[k.strip().lower()] for k in keep if k.strip().lower() in lower})
     return out
+
+
+def parse_mapping(text: str) -> dict[str, str]:
+    """``number=Telefon,lang=Sprache`` (or ``:``) -> {field: column}; a ``ContactsError`` names what is wrong."""
+    out: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        key, sep, col = part.replace(":", "=", 1).partition("=")
+        key, col = key.strip().lower(), col.strip()
+        if not sep or not col:
+            raise ContactsError(f"columns: {part[:40]!r} is not field=column")
+        if key not in ALIASES:
+            raise ContactsError(f"columns: {key[:20]!r} is not a field ({', '.join(ALIASES)})")
+        if key in out:
+            raise ContactsError(f"columns: {key} is named twice")
+        if len(col) > 64 or _hostile(col):
+            raise ContactsError(f"columns: {key}: not a column name")
+        out[key] = col
+    return out
+
+
+def resolve_columns(header: Sequence[str], mapping: Mapping[str, str], keep: Sequence[str] = ()) -> dict[str, str]:
+    """Which header column is read as which field (for the report), checking a ``mapping``: each named
+    column is in the header exactly once. Raises ``ContactsError``."""
+    lower = [h.strip().lower() for h in header]
+    for field_name, col in mapping.items():
+        if lower.count(col.strip().lower()) != 1:
+            raise ContactsError(f"columns: {field_name}={col!r}: no single column {col!r} in the header "
+                                f"({', '.join(header)[:200]})")
+    return {k: v for k, v in _columns(tuple(header), tuple(keep), tuple(sorted(mapping.items()))).items()
+            if k in ALIASES}
 
 
 def _hostile(value: str) -> str | None:
@@ -106,12 +150,14 @@ def _hostile(value: str) -> str | None:
 
 def validate_row(row: dict[str, str], line: int, *, default_region: str = "US", default_lang: str = "en",
                  allowed_prefixes: Sequence[str] = (), keep_columns: Sequence[str] = (),
-                 languages: Sequence[str] = LANGUAGES) -> Contact | RowError:
-    """Check one CSV row (column name -> value; names matched case-insensitively, aliases allowed).
+                 languages: Sequence[str] = LANGUAGES, columns: tuple[tuple[str, str], ...] = ()
+                 ) -> Contact | RowError:
+    """Check one CSV row (column name -> value; names matched case-insensitively, aliases allowed, or the
+    ``columns`` mapping: (field, column) pairs).
 
     Only the columns that are stored are checked; a reason names the column as the header spells it.
     """
-    cols = _columns(tuple(row), tuple(keep_columns))
+    cols = _columns(tuple(row), tuple(keep_columns), columns)
     num_col = cols.get("number", "number")
     raw = row.get(num_col) or ""
     v: dict[str, str] = {}
@@ -216,10 +262,18 @@ def validated_batches(lines: Iterable[str], size: int, opts: dict[str, Any]) -> 
         raise ContactsError("empty file: a header line (number,name,...) is required")
     header = [h.strip().lstrip("\ufeff") for h in header]
     lower = [h.lower() for h in header]
-    phones = [h for h in header if h.lower() in ALIASES["number"]]
+    mapping = dict(opts.get("columns") or ())
+    opts["resolved"] = resolve_columns(header, mapping, opts["keep_columns"])   # read back by the importer
+    if "number" in mapping:
+        phones = [h for h in header if h.lower() == mapping["number"].strip().lower()]
+    else:
+        phones = [h for h in header if h.lower() in ALIASES["number"]
+                  and h.lower() not in {c.strip().lower() for c in mapping.values()}]
     if len(phones) != 1:
-        raise ContactsError("the first line must be a header with one phone column (number, phone or msisdn)"
+        raise ContactsError("the first line must be a header with one phone column ("
+                            + ", ".join(ALIASES["number"]) + ", or name it: columns number=<column>)"
                             + (f"; found {', '.join(phones)}" if phones else ""))
+    row_opts = {k: v for k, v in opts.items() if k != "resolved"}
     for k in opts["keep_columns"]:
         if k.strip().lower() in RESERVED:
             raise ContactsError(f"keep_columns: {k!r} is a reserved field")
@@ -236,7 +290,7 @@ def validated_batches(lines: Iterable[str], size: int, opts: dict[str, Any]) -> 
             errors.append(RowError(line, f"{len(fields)} fields, the header has {len(header)}",
                                    fields[lower.index(phones[0].lower())]))
         else:
-            result = validate_row(dict(zip(header, fields)), line, **opts)
+            result = validate_row(dict(zip(header, fields)), line, **row_opts)
             (contacts if isinstance(result, Contact) else errors).append(result)  # type: ignore[arg-type]
         if count == size:
             yield contacts, errors, count

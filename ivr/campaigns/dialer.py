@@ -40,6 +40,7 @@ from ..app.logutil import RateLimit
 from .outbound import OutboundGuard
 from ..store.errors import StoreError
 from ..store.redis_store import Store
+from ..webhooks.events import Events
 
 from . import contacts
 from .dial_recovery import free_stale_slots, live_account_codes, settle_leases
@@ -63,8 +64,10 @@ class Dialer:
     """Runs every campaign in state ``running``; one dialer per deployment (the leader)."""
 
     def __init__(self, cfg: Config, store: Store, ami: AmiClient, guard: OutboundGuard | None = None, *,
-                 continuity: Any = None, on_attempt: Callable[[str, str], None] | None = None) -> None:
+                 continuity: Any = None, on_attempt: Callable[[str, str], None] | None = None,
+                 events: Events | None = None) -> None:
         self.cfg = cfg
+        self.events = events or Events.disabled()   # campaign.contact_done
         self.guard = guard or OutboundGuard(cfg, store)   # every contact dialled passes it
         self.store = store
         self.ami = ami
@@ -419,6 +422,7 @@ class Dialer:
         """Close a contact; a retry planned for it (an outcome taken for failed before the real one) goes too."""
         await contacts.set_status(self.db, None, cid, int(n), status, **fields)
         await self.db.unschedule(cid, n)
+        self.events.publish("campaign.contact_done", {"campaign": cid, "contact": str(n), "status": status, **fields})
 
     # ------------------------------------------------------------ recovery
     async def recover(self) -> dict[str, int]:

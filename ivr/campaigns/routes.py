@@ -49,9 +49,9 @@ async def import_contacts(request: web.Request) -> web.Response:
                     return json_error(413, f"CSV over {MAX_CSV_BYTES // 2**20} MiB")
                 fh.write(chunk)
         report = await service.import_contacts(cid, path, region=request.query.get("region", "US"),
-                                               by=who(request))
+                                               by=who(request), columns=request.query.get("columns", ""))
     return web.json_response({"rows": report.rows, "imported": report.imported, "merged": report.merged,
-                              "dnc": report.dnc, "rejected": report.rejected,
+                              "dnc": report.dnc, "rejected": report.rejected, "columns": report.columns,
                               "errors": [{"line": line, "reason": reason} for line, reason in report.errors[:200]]})
 
 

@@ -69,14 +69,18 @@ class CampaignService:
 
     async def import_contacts(self, cid: str, path: Path, *, region: str, by: str | None = None,
                               progress: Callable[[int, int], None] | None = None,
-                              errors_path: Path | None = None) -> contacts.ImportReport:
-        """Import a contacts CSV file into the campaign; audited as ``by`` when given (the API)."""
+                              errors_path: Path | None = None, columns: str = "") -> contacts.ImportReport:
+        """Import a contacts CSV file into the campaign; audited as ``by`` when given (the API). The ``lang``
+        column is checked against the configured languages; ``columns`` (``number=Telefon,lang=Sprache``)
+        names columns the aliases do not know."""
         campaign, _ = await self.get(cid)
         try:
             report = await contacts.import_csv(self._store.campaigns, None, cid, path,
                                                default_region=region, default_lang=campaign.default_lang,
                                                allowed_prefixes=campaign.allowed_prefixes, batch=250,
-                                               progress=progress, errors_path=errors_path)
+                                               progress=progress, errors_path=errors_path,
+                                               languages=self._languages,
+                                               columns=contacts_parse.parse_mapping(columns))
         except contacts_parse.ContactsError as exc:
             raise Invalid(str(exc)) from None
         if by is not None:

@@ -78,8 +78,9 @@ class Continuity:
     """One per controller; every method that touches Redis may raise StoreError (callers decide)."""
 
     def __init__(self, cfg: ContinuityConfig, store: Store, *, guard: Any = None,
-                 channel_alive: Callable[[str], bool] | None = None) -> None:
+                 channel_alive: Callable[[str], bool] | None = None, events: Any = None) -> None:
         self.cfg = cfg
+        self.events = events     # ivr.webhooks.events.Events: callback.requested for a dropped caller's callback
         self.store = store
         self.place_since: dict[str, float] = {}      # uid -> the time their place dates from (returning callers)
         self.context: dict[str, dict[str, Any]] = {}  # uid -> what the dashboard shows next to the call
@@ -359,6 +360,8 @@ class Continuity:
                                               call_uid=drop.get("uid", ""), joined_at=float(drop["place_since"]),
                                               caller=digits)
                 made += 1
+                if self.events is not None:
+                    self.events.publish("callback.requested", {**rec, "source": "dropped"})
                 log.info("%s did not call back within %ds: callback %s keeps their place in %s", number,
                          self.cfg.window, rec["id"], drop["queue"])
         self.callbacks_made += made

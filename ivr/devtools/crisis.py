@@ -29,7 +29,7 @@ import yaml
 from .sim_model import Profile, build_roster, make_callers
 from ..app.config import PROJECT_ROOT, PromiseConfig
 from .sipp import Sipp, free_port, free_port_pair
-from .sipp_scenarios import SDP, CallerScript, uas_hangup
+from .sipp_scenarios import CallerScript, uas_hangup, uas_ring_and_answer
 
 DEFAULT_PROFILE = (PROJECT_ROOT / "profiles" / "crisis-day.yaml"
                    if (PROJECT_ROOT / "profiles" / "crisis-day.yaml").exists()
@@ -232,6 +232,7 @@ def agent_scenario(handles_csv: Path, default_ms: int, slower: float = 1.0, ring
     """UAS for an agent phone that talks, per call, the handle time of the caller (looked up by the
     caller's number in ``handles_csv``; ``default_ms`` for a number not in it), times ``slower``."""
     f = handles_csv.name     # SIPp matches the scenario's file= to -inf by name: run it in that folder
+    answer = uas_ring_and_answer("agent", ring_ms, "X-Caller: [$fw]\n")   # the caller's number, for the logs
     return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
 <scenario name="agent phone, per-call talk time">
@@ -250,34 +251,7 @@ def agent_scenario(handles_csv: Path, default_ms: int, slower: float = 1.0, ring
   <nop><action><assignstr assign_to="ms" value="{int(default_ms)}"/></action></nop>
   <label id="talk"/>
   <nop><action><todouble assign_to="talkms" variable="ms"/><multiply assign_to="talkms" value="{slower:g}"/></action></nop>
-  <send><![CDATA[
-SIP/2.0 180 Ringing
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:agent@[local_ip]:[local_port]>
-X-Caller: [$fw]
-Content-Length: 0
-
-]]></send>
-  <pause milliseconds="{int(ring_ms)}"/>
-  <send retrans="500"><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:agent@[local_ip]:[local_port]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-{SDP}
-]]></send>
-  <recv request="ACK" crlf="true"/>
-  <pause variable="talkms"/>
+{answer}  <pause variable="talkms"/>
 {uas_hangup('agent')}
 </scenario>
 """

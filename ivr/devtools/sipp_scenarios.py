@@ -171,6 +171,43 @@ Content-Length: 0
   <label id="done"/>"""
 
 
+def uas_answer(user: str, sdp: str = SDP) -> str:
+    """A phone's 200 OK with its SDP (re-sent until the ACK), and the ACK."""
+    return f"""  <send retrans="500"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:{user}@[local_ip]:[local_port]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+{sdp}
+]]></send>
+  <recv request="ACK" crlf="true"/>
+"""
+
+
+def uas_ring_and_answer(user: str, ring_ms: int, extra_headers: str = "") -> str:
+    """A phone taking the INVITE just received: 180 Ringing (with ``extra_headers``, one per line), ``ring_ms``
+    of ringing, then ``uas_answer``."""
+    return f"""  <send><![CDATA[
+SIP/2.0 180 Ringing
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:{user}@[local_ip]:[local_port]>
+{extra_headers}Content-Length: 0
+
+]]></send>
+  <pause milliseconds="{int(ring_ms)}"/>
+{uas_answer(user)}"""
+
+
 def agent_scenario(talk_ms: int = 3000, ring_ms: int = 100, audio_pcap: Path | None = None) -> str:
     """UAS for an agent phone: answer after ``ring_ms``, talk ``talk_ms``, hang up (or take the caller's BYE).
     With ``audio_pcap`` the phone sends that audio from the answer, as a real phone sends RTP all through a
@@ -185,33 +222,7 @@ def agent_scenario(talk_ms: int = 3000, ring_ms: int = 100, audio_pcap: Path | N
       <ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:" check_it="true" assign_to="remote_contact"/>
     </action>
   </recv>
-  <send><![CDATA[
-SIP/2.0 180 Ringing
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:agent@[local_ip]:[local_port]>
-Content-Length: 0
-
-]]></send>
-  <pause milliseconds="{int(ring_ms)}"/>
-  <send retrans="500"><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:agent@[local_ip]:[local_port]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-{SDP}
-]]></send>
-  <recv request="ACK" crlf="true"/>
-{media}  <recv request="BYE" timeout="{int(talk_ms)}" ontimeout="hangup"/>
+{uas_ring_and_answer('agent', ring_ms)}{media}  <recv request="BYE" timeout="{int(talk_ms)}" ontimeout="hangup"/>
   <send next="done"><![CDATA[
 {OK_LAST}]]></send>
 {uas_hangup('agent')}
@@ -347,21 +358,7 @@ def callee_scenario(pcap_dir: Path, talk_ms: int = 20_000, key_after_ms: int = 1
 
     def answer(label: str, media: str) -> str:
         return f"""  <label id="{label}"/>
-  <send retrans="500"><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:callee@[local_ip]:[local_port]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-{sdp}
-]]></send>
-  <recv request="ACK" crlf="true"/>
-{media}
+{uas_answer("callee", sdp)}{media}
   <recv request="BYE" timeout="{int(talk_ms)}" ontimeout="hangup"/>
   <send next="done"><![CDATA[
 {OK_LAST}]]></send>

@@ -17,6 +17,7 @@ from typing import Any, Awaitable, Callable, Mapping, Protocol
 from ..asterisk.agi_server import AgiSession
 from ..balance.forecast import Promise
 from ..store.selfservice import CallbackStore, SurveyStore
+from ..webhooks.events import Events
 from .schema import Menu, MenuSet, Node
 from .services import LookupBackend
 
@@ -57,6 +58,7 @@ class EngineServices:
     outcomes: Any = None                   # ivr.outcomes.service.Outcomes: feedback recordings, poor surveys
     outbound: Any = None                   # ivr.campaigns.outbound.OutboundGuard (None: no callback is offered)
     promises: Promises | None = None       # the callback promise (None: no promise, so no callback offered)
+    events: Events = field(default_factory=Events.disabled)   # webhooks' events (callback.requested)
 
 
 @dataclass(slots=True)

@@ -44,6 +44,7 @@ async def _store_callback(engine: Engine, ctx: CallContext, number: str, queue: 
     record = await engine.services.callbacks.request(number, queue=queue, lang=ctx.lang, call_uid=ctx.uid,
                                                      joined_at=ctx.started, caller=ctx.callerid,
                                                      promise_s=promise.seconds)
+    engine.services.events.publish("callback.requested", {**record, "source": "menu"})
     if promise.seconds is not None and engine.services.promises is not None:
         engine.services.promises.promised(queue, promise.seconds)
     ctx.vars["callback_id"] = str(record["id"])

@@ -34,6 +34,7 @@ from ..asterisk.agi_server import AgiSession
 from ..app.config import Config
 from ..prompts.library import PromptLibrary
 from ..store.redis_store import Store
+from ..webhooks.events import Events
 
 if TYPE_CHECKING:
     from ..store.outcomes import OutcomeStore
@@ -45,8 +46,9 @@ POOR_SURVEY = 2          # a survey score at or under this becomes a feedback it
 
 
 class Outcomes:
-    def __init__(self, cfg: Config, store: Store, prompts: PromptLibrary) -> None:
+    def __init__(self, cfg: Config, store: Store, prompts: PromptLibrary, events: Events | None = None) -> None:
         self.cfg = cfg
+        self.events = events or Events.disabled()   # feedback.recorded
         self.store = store
         self.prompts = prompts
         self.codes = dict(cfg.dispositions)
@@ -132,6 +134,7 @@ class Outcomes:
                 "lang": lang, "score": "" if score is None else str(score), "file": file,
                 "seconds": f"{seconds:.1f}", "status": "open", "created": f"{now:.3f}"}
         await self.db.add_feedback(item, now)
+        self.events.publish("feedback.recorded", item)
         log.info("call %s: %s feedback %s for team %s (reason %s)", uid, kind, item_id, team, reason or "none")
         return item
 

@@ -32,6 +32,7 @@ from ..app.config import Config
 from ..campaigns.outbound import OutboundGuard
 from ..store.errors import StoreError
 from ..store.redis_store import Store
+from ..webhooks.events import Events
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,9 @@ MAX_BULK = 1000
 
 class RefundService:
     def __init__(self, cfg: Config, store: Store, dialer: Any, number_key: Callable[[str], str],
-                 guard: OutboundGuard | None = None) -> None:
+                 guard: OutboundGuard | None = None, events: Events | None = None) -> None:
         self.cfg = cfg
+        self.events = events or Events.disabled()   # refund.requested, refund.decided
         self.guard = guard or OutboundGuard(cfg, store)
         self.rc = cfg.refunds
         self.store = store
@@ -53,6 +55,7 @@ class RefundService:
     async def create(self, booking: str, **kw: Any) -> dict[str, Any]:
         """Create a request, then apply the approval policy to it."""
         rec = await self.store.refunds.create(booking, **kw)
+        self.events.publish("refund.requested", rec)
         return await self.apply_policy(rec)
 
     async def apply_policy(self, rec: dict[str, Any]) -> dict[str, Any]:
@@ -76,6 +79,8 @@ class RefundService:
         rec = await self.store.refunds.set_status(ref, status, by=by, note=note)
         await self.store.audit(by, "refund.decide", ref, old.get("status") if old else None,
                                {"status": status, **({"note": note} if note else {})})
+        self.events.publish("refund.decided", {**rec, "previous_status": old.get("status") if old else None,
+                                               "decided_by": by, "note": note})
         if status not in self.rc.notify:
             return rec, "not notified"
         try:

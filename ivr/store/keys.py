@@ -52,6 +52,10 @@ caller's channel.
 | {p}:campaign:{cid}:import | hash   | the last import's summary                                  |
 | {p}:campaign:{cid}:attempts | stream | dial attempts and their outcomes                         |
 | {p}:campaign:{cid}:hour:{YYYYMMDDHH} | string | the campaign's dials in that UTC hour           |
+| {p}:events                | stream | outbound events (id, type, created, data); a consumer group per webhook |
+| {p}:webhook:{name}:lock   | string | the node delivering that webhook's events (a lease)            |
+| {p}:webhook:{name}:log    | list   | newest first: JSON of its recent delivery attempts (capped)    |
+| {p}:webhook:{name}:dead   | list   | newest first: JSON of events given up after N tries (capped)   |
 
 Lua scripts get their keys in KEYS, built here, except the contact scripts of ivr/store/campaigns.py
 (import, set status, add one), which get ``{p}:campaign:{cid}`` in ARGV and append ``:contact:{n}`` and
@@ -229,6 +233,23 @@ class Keys:
 
     def campaign_count(self, cid: str, status: str) -> str:
         return f"{self.campaign(cid)}:count:{status}"
+
+    # -------------------------------------------------------------- webhooks
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}:events"
+
+    def webhook(self, name: str) -> str:
+        return f"{self.prefix}:webhook:{name}"
+
+    def webhook_lock(self, name: str) -> str:
+        return f"{self.webhook(name)}:lock"
+
+    def webhook_log(self, name: str) -> str:
+        return f"{self.webhook(name)}:log"
+
+    def webhook_dead(self, name: str) -> str:
+        return f"{self.webhook(name)}:dead"
 
     def campaign_keys(self, cid: str) -> "CampaignKeys":
         return CampaignKeys(self, cid)

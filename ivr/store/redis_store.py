@@ -27,6 +27,7 @@ from .outcomes import DISPOSITIONS_MAXLEN, OutcomeStore
 from .outbound import OutboundStore
 from .reports import ReportStore
 from .selfservice import CallbackStore, RefundStore, SurveyStore
+from .webhooks import WebhookStore
 
 if TYPE_CHECKING:
     from ..app.config import RedisConfig
@@ -146,6 +147,7 @@ class Store(Translating):
         self.outcomes = OutcomeStore(client, self.keys)
         self.continuity = ContinuityStore(client, self.keys)
         self.reports = ReportStore(client, self.keys)
+        self.webhooks = WebhookStore(client, self.keys)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "ivr", password: str = "") -> "Store":

@@ -63,3 +63,39 @@ def test_banner_set_show_clear_against_a_real_redis(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_campaign_import_reads_real_systems_column_names_and_the_configured_languages(tmp_path: Path) -> None:
+    """`ivr campaign import` against a real Redis, on a line configured for English and German: a file
+    from another system (its own column names, one named with --columns) is read, the report says which
+    column was read as which field, and `lang` is checked against the configured languages, not a fixed set."""
+    proc, port = start_scratch_redis(tmp_path)
+    try:
+        cfg = tmp_path / "ivr.yaml"
+        cfg.write_text(yaml.safe_dump({"redis": {"url": f"redis://127.0.0.1:{port}/0"}, "languages": ["en", "de"]}),
+                       encoding="utf-8")
+        definition = tmp_path / "c.yaml"
+        definition.write_text(yaml.safe_dump({"id": "cols", "name": "cols", "message": {"en": "notice-cancelled"},
+                                              "allowed_prefixes": ["+1", "+49"]}), encoding="utf-8")
+        made = ivr("campaign", "create", "--file", str(definition), "--config", str(cfg))
+        assert made.returncode == 0, made.stderr
+        contacts_csv = tmp_path / "export.csv"
+        contacts_csv.write_text("Kunde,Rufnummer,Language,Booking_Ref\n"
+                                "Anna,+49 30 901820,de,PNR1\n"
+                                "Bob,+1 212 555 0123,fa,PNR2\n"           # not a language of this line
+                                "Carl,+1 212 555 0124,en,PNR3\n", encoding="utf-8")
+        got = ivr("campaign", "import", "--id", "cols", "--csv", str(contacts_csv), "--columns", "number=Rufnummer,name=Kunde",
+                  "--config", str(cfg))
+        assert got.returncode == 0, got.stderr
+        report = json.loads(got.stdout)
+        assert (report["imported"], report["rejected"]) == (2, 1), report
+        assert report["columns"] == {"number": "Rufnummer", "name": "Kunde", "lang": "Language",
+                                     "booking": "Booking_Ref"}
+        assert "columns read: Rufnummer as number, Kunde as name, Language as lang, Booking_Ref as booking" in got.stderr
+        assert "line 3: Language: 'fa' is not one of en, de" in got.stderr
+        bad = ivr("campaign", "import", "--id", "cols", "--csv", str(contacts_csv), "--columns", "number=Tel",
+                  "--config", str(cfg))
+        assert bad.returncode == 2 and "no single column 'Tel'" in bad.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -201,3 +201,48 @@ def test_multi_zone_contacts_are_called_only_when_the_window_holds_in_every_zone
     # zones too far apart for the window: no time works, the dialler closes the contact instead of guessing
     london = ZoneInfo("Europe/London")                                          # 12 h from Kamchatka
     assert c.next_common_start(later, [london, kamchatka]) is None
+
+
+# ------------------------------------------------------- column names from real systems
+def test_common_column_names_are_read_and_the_report_says_which_is_which() -> None:
+    from ivr.campaigns.contacts_parse import resolve_columns
+    header = ["MSISDN", "Full_Name", "Language", "Time_Zone", "Booking_Ref"]
+    row = dict(zip(header, ["+1 212 555 0123", "Alice", "fa", "America/New_York", "PNR42"]))
+    c = validate_row(row, 2)
+    assert isinstance(c, Contact)
+    assert (c.number, c.name, c.lang, c.tz, c.booking) == ("+12125550123", "Alice", "fa", "America/New_York", "PNR42")
+    assert resolve_columns(header, {}) == {"number": "MSISDN", "name": "Full_Name", "lang": "Language",
+                                           "tz": "Time_Zone", "booking": "Booking_Ref"}
+
+
+def test_a_columns_mapping_names_what_the_aliases_do_not_know() -> None:
+    from ivr.campaigns.contacts_parse import parse_mapping, resolve_columns
+    mapping = parse_mapping("number=Telefon, lang:Sprache")
+    assert mapping == {"number": "Telefon", "lang": "Sprache"}
+    header = ["Telefon", "Sprache", "phone"]          # the mapping wins over an alias column
+    c = validate_row(dict(zip(header, ["+44 20 7946 0958", "zh", "+1 212 555 0123"])), 2,
+                     columns=tuple(sorted(mapping.items())))
+    assert isinstance(c, Contact) and (c.number, c.lang) == ("+442079460958", "zh")
+    assert resolve_columns(header, mapping)["number"] == "Telefon"
+
+
+@pytest.mark.parametrize("text, says", [
+    ("phone", "is not field=column"), ("mobile=Tel", "'mobile' is not a field"), ("number=A,number=B", "named twice"),
+    ("number=${EXEC(x)}", "not a column name")])
+def test_a_bad_columns_mapping_is_refused_naming_what_is_wrong(text: str, says: str) -> None:
+    from ivr.campaigns.contacts_parse import ContactsError, parse_mapping
+    with pytest.raises(ContactsError, match=says.replace("$", r"\$").replace("(", r"\(")):
+        parse_mapping(text)
+
+
+def test_a_mapping_to_a_column_the_file_does_not_have_is_refused() -> None:
+    from ivr.campaigns.contacts_parse import ContactsError, resolve_columns
+    with pytest.raises(ContactsError, match="no single column 'Tel'"):
+        resolve_columns(["number", "name"], {"number": "Tel"})
+
+
+def test_the_lang_column_is_checked_against_the_languages_given() -> None:
+    row = {"number": "+1 212 555 0123", "lang": "de"}
+    assert isinstance(validate_row(row, 2, languages=("en", "de")), Contact)
+    bad = validate_row({**row, "lang": "fa"}, 3, languages=("en", "de"))
+    assert isinstance(bad, RowError) and bad.reason == "lang: 'fa' is not one of en, de"
