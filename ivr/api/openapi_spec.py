@@ -34,7 +34,7 @@ ONE_LINE = "^[^\\r\\n]*$"
 
 
 def choice(kind: str, fallback: dict[str, Any], *extra: str) -> dict[str, Any]:
-    """A configured name (``kind``: lang, queue, group, team, disposition): the document a running node serves
+    """A configured name (``kind``: lang, queue, group, team, disposition, webhook): the document a running node serves
     lists them as an enum (``Services.choices``, plus ``extra`` values such as ""); without a config (the
     route table alone) it is ``fallback``."""
     return {**fallback, "x-choices": kind, "x-choices-extra": list(extra)}
@@ -325,7 +325,9 @@ OPS: dict[tuple[str, str], dict[str, Any]] = {
                                              "waiting (pending: in flight or being retried; lag: not read yet), "
                                              "the recent tries (status, error, ms) and the dead letters (given up "
                                              "after max_attempts); see docs/integrations.md",
-                                             "query": [q("webhook", STR, "one webhook by name (default: all)"),
+                                             "statuses": ["404"],   # a webhook of that name is not configured
+                                             "query": [q("webhook", choice("webhook", STR, ""),
+                                                         "one webhook by name (default: all)"),
                                                        q("count", {"type": "integer", "minimum": 1, "maximum": 200},
                                                          "recent tries and dead letters shown, default 50")]},
 }

@@ -349,6 +349,7 @@ def api_choices(cfg: Config) -> dict[str, tuple[str, ...]]:
         "group": tuple(sorted(cfg.continuity.priority_groups)),
         "team": tuple(sorted({team for _, team in cfg.feedback_teams} | {"support"})),
         "disposition": tuple(x for pair in cfg.dispositions for x in pair),
+        "webhook": tuple(w.name for w in cfg.webhooks),
     }
 
 
