@@ -13,7 +13,8 @@ format, and ``statuses`` for any status beyond those the builder adds (see ``ope
 
 The stack is private and thrown away (its own workdir and ports on 127.0.0.1); Schemathesis adds, changes and
 removes agents, campaigns, refunds and banners in it. Nothing dials out: outbound numbers are held by the
-stack's allow-list (``outbound.allowed_prefixes``, checked below), and agents' mobiles are refused by it.
+stack's allow-list (``outbound.allowed_prefixes``, checked below), agents' mobiles are refused by it, its
+SIP trunk has no contact to reach, and it has no webhooks (checked below).
 The failed-login limit is raised for this stack only: Schemathesis sends a wrong token to every operation, and
 a locked-out address answers those with 429 where the check expects 401 (the valid token is accepted from a
 locked-out address either way: tests/unit/test_api_auth.py).
@@ -64,8 +65,9 @@ def test_the_api_answers_as_its_openapi_document_says(tmp_path: Path) -> None:
     info = json.loads(up.stdout.strip().splitlines()[-1])
     try:
         assert info["api"].startswith("http://127.0.0.1:")
-        outbound = yaml.safe_load((workdir / "ivr.yaml").read_text())["outbound"]
-        assert outbound["allowed_prefixes"], "the private stack must keep its outbound allow-list"
+        config = yaml.safe_load((workdir / "ivr.yaml").read_text())
+        assert config["outbound"]["allowed_prefixes"], "the private stack must keep its outbound allow-list"
+        assert not config.get("webhooks"), "no webhook may post the run's events anywhere"
         started = time.monotonic()
         run = subprocess.run(
             [*_schemathesis(), "--no-color", "--config-file", str(CONFIG), "run", f"{info['api']}/api/v1/openapi.json",
