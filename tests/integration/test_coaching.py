@@ -49,8 +49,8 @@ def test_a_coach_whispers_into_an_agents_call_and_leaves_when_they_hang_up(stack
         wait_for(lambda: any(c.startswith(f"PJSIP/{aid}-") for c in channels(stack)), timeout=20,
                  what="the agent on the call")
 
-        for bad, code, why in (({"coach": aid}, 400, "coach: another agent's id"),
-                               ({"coach": "nobody"}, 400, "coach: another agent's id"),
+        for bad, code, why in (({"coach": aid}, 409, "an agent cannot coach themselves"),
+                               ({"coach": "nobody"}, 404, "coach: no agent 'nobody'"),
                                ({"coach": COACH, "mode": "shout"}, 400, "mode")):
             st, err = stack.api.request("POST", f"/api/v1/agents/{aid}/coach", bad)
             assert st == code and why in err["error"], err
