@@ -23,6 +23,45 @@ if WORKER_COUNT > 1:
     _first = SIPP_RANGE[0] + WORKER_INDEX * _span
     os.environ["IVR_SIPP_PORTS"] = f"{_first}-{_first + _span}"
 
+# A stack's listening TCP ports (AMI, AGI, API, Redis, SIP) lie inside the kernel's range of ephemeral ports
+# (32768-60999): a long-lived client connection of another worker's stack (Redis, AMI) can be given one of them
+# as its local port between the probe and the bind, and the stack then fails to start (seen once in four runs).
+# As root, the run reserves those ports from the ephemeral range while it lasts (ip_local_reserved_ports) and
+# puts the previous setting back at the end; without the right to, it goes on as before.
+RESERVED_PORTS = Path("/proc/sys/net/ipv4/ip_local_reserved_ports")
+STACK_TCP_OFFSETS = (38, 60, 73, 80, 1379)     # ivr.devtools.stack.PORT_OFFSETS: ami, sip, agi, api, redis
+_RESERVED_BEFORE = pytest.StashKey[str]()
+
+
+def _stack_ports() -> list[int]:
+    try:
+        lo, hi = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        lo, hi = 32768, 60999
+    return sorted({base + off for base in range(20000, 64001, 1000) for off in STACK_TCP_OFFSETS
+                   if lo <= base + off <= hi})
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if WORKER:        # the run's main process does it once for all its workers
+        return
+    try:
+        before = RESERVED_PORTS.read_text().strip()
+        RESERVED_PORTS.write_text(",".join(filter(None, [before, ",".join(map(str, _stack_ports()))])))
+    except OSError:
+        return
+    session.config.stash[_RESERVED_BEFORE] = before
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    before = session.config.stash.get(_RESERVED_BEFORE, None)
+    if before is not None:
+        try:
+            RESERVED_PORTS.write_text(before or "\n")
+        except OSError:
+            pass
+
+
 # How the tests are shared out (--dist loadgroup, see IntegrationFileScheduling): an integration file is one unit,
 # run on one worker in its order and on that worker's session stack, as in a run in one process. Except:
 # - the benchmarks at smoke size measure rates, CPU and pacing: they are one unit, one after the other on one
