@@ -22,15 +22,23 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestStack]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    """A Store on a scratch Redis of its own (no password, no persistence), stopped after the test."""
+async def redis_url(tmp_path: Path) -> AsyncIterator[str]:
+    """The URL of a scratch Redis of its own (no password, no persistence), stopped after the test."""
     if shutil.which("redis-server") is None:
         pytest.fail("redis-server is not installed: run `bash scripts/install.sh` first")
     proc, port = start_scratch_redis(tmp_path)
-    s = Store.from_url(f"redis://127.0.0.1:{port}/0", "t")
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[Store]:
+    """A Store on a scratch Redis of its own, closed after the test."""
+    s = Store.from_url(redis_url, "t")
     try:
         yield s
     finally:
         await s.close()
-        proc.terminate()
-        proc.wait(timeout=10)

@@ -52,7 +52,7 @@ def _schemathesis() -> list[str]:
         return [str(st)]
     found = shutil.which("st")
     if found is None:
-        pytest.skip("schemathesis is not installed (pyproject's test extra: scripts/install.sh)")
+        pytest.fail("schemathesis is not installed (pyproject's test extra): run `bash scripts/install.sh` first")
     return [found]
 
 

@@ -4,12 +4,8 @@ atomic check-and-count, shared by every node; a dropped caller the guard refuses
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
-from pathlib import Path
-from typing import AsyncIterator
 
-import pytest
 
 from ivr.campaigns import contacts
 from ivr.app.config import ContinuityConfig
@@ -17,23 +13,10 @@ from ivr.app.config_load import from_mapping
 from ivr.continuity.service import Continuity
 from ivr.app.metrics import Metrics
 from ivr.campaigns.outbound import OutboundGuard
-from ivr.devtools.stack import start_scratch_redis
 from ivr.store.outbound import hour_of
 from ivr.store.redis_store import Store
 
 ALLOWED = "+442079460000"
-
-
-@pytest.fixture
-async def redis_url(tmp_path: Path) -> AsyncIterator[str]:
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed: run `bash scripts/install.sh` first")
-    proc, port = start_scratch_redis(tmp_path)
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def guard_on(store: Store, **outbound: object) -> OutboundGuard:

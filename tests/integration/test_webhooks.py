@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +19,6 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from ivr.devtools.stack import start_scratch_redis
 from ivr.store.redis_store import Store
 from ivr.webhooks import core
 from ivr.webhooks.desk import WebhookDesk
@@ -29,18 +27,6 @@ from ivr.webhooks.sender import Hook, WebhookSender
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "test-secret-0123456789"
-
-
-@pytest.fixture
-async def redis_url(tmp_path: Path) -> AsyncIterator[str]:
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed: run `bash scripts/install.sh` first")
-    proc, port = start_scratch_redis(tmp_path)
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 class Receiver:
