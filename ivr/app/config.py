@@ -79,6 +79,26 @@ class RedisConfig:
     url: str = "redis://127.0.0.1:16379/0"
     prefix: str = "ivr"
     password: str = ""   # from secrets.yaml (redis_password) or IVR_REDIS_PASSWORD, never the config file
+    # Sentinels ("host:port", at least 3 in production): when set, the controller asks them for the primary
+    # of ``master_name`` and follows a failover (``url`` then only gives the database number)
+    sentinels: tuple[str, ...] = ()
+    master_name: str = "ivr"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """Several nodes (each Asterisk + controller) behind Kamailio, sharing one Redis (docs/cluster.md).
+
+    Off (the default): one node, which does everything itself. On: one node at a time leads (balancing loop,
+    campaign pacer, dead-node sweep), chosen by a lease in Redis with a fencing token.
+    """
+
+    enabled: bool = False
+    lease_ttl: float = 3.0       # seconds a leader's lease lasts unless renewed; a dead leader is replaced
+    renew: float = 1.0           # ... within lease_ttl + renew; the lease is renewed this often
+    heartbeat: float = 1.0       # seconds between a node's heartbeats in Redis ...
+    node_ttl: float = 5.0        # ... and a node without one for this long is dead (its waiters become callbacks)
+    sip_proxy: str = ""          # Kamailio's host:port: agent phones register there and are reached through it
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +284,7 @@ class Config:
     agi: AgiConfig = field(default_factory=AgiConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     balance: BalanceConfig = field(default_factory=BalanceConfig)
     continuity: ContinuityConfig = field(default_factory=ContinuityConfig)
     refunds: RefundsConfig = field(default_factory=RefundsConfig)

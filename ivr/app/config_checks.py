@@ -139,6 +139,7 @@ def _validate_webhooks(cfg: Config) -> None:
 def validate(cfg: Config) -> None:
     """Cross-field checks; raises ConfigError naming the key."""
     _validate_webhooks(cfg)
+    _validate_cluster(cfg)
     a = cfg.asterisk
     for key, port in (("asterisk.sip_port", a.sip_port), ("asterisk.ami_port", a.ami_port),
                       ("asterisk.rtp_start", a.rtp_start), ("asterisk.rtp_end", a.rtp_end),
@@ -354,3 +355,26 @@ def _validate_outbound(o: OutboundConfig) -> None:
 
         if o.default_region.upper() not in phonenumbers.SUPPORTED_REGIONS:
             raise ConfigError(f"outbound.default_region: unknown region {o.default_region!r} (two letters, e.g. GB)")
+
+
+def _validate_cluster(cfg: Config) -> None:
+    c, r = cfg.cluster, cfg.redis
+    for i, s in enumerate(r.sentinels):
+        host, _, port = s.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"redis.sentinels[{i}]: expected host:port, got {s!r}")
+    if r.sentinels and not NAME_RE.fullmatch(r.master_name):
+        raise ConfigError(f"redis.master_name: letters, digits, _ and - only, got {r.master_name!r}")
+    for key, value in (("cluster.lease_ttl", c.lease_ttl), ("cluster.renew", c.renew),
+                       ("cluster.heartbeat", c.heartbeat), ("cluster.node_ttl", c.node_ttl)):
+        if not value > 0:
+            raise ConfigError(f"{key}: must be above 0, got {value}")
+    if c.renew * 2 > c.lease_ttl:
+        raise ConfigError(f"cluster.renew: at most half of cluster.lease_ttl ({c.lease_ttl} s), got {c.renew}: "
+                          "a leader must get two tries to renew before its lease runs out")
+    if c.heartbeat * 2 > c.node_ttl:
+        raise ConfigError(f"cluster.heartbeat: at most half of cluster.node_ttl ({c.node_ttl} s), got {c.heartbeat}")
+    if c.sip_proxy and not re.fullmatch(r"[A-Za-z0-9_.\[\]:-]+:\d{1,5}", c.sip_proxy):
+        raise ConfigError(f"cluster.sip_proxy: expected host:port, got {c.sip_proxy!r}")
+    if c.enabled and not NAME_RE.fullmatch(cfg.node):
+        raise ConfigError(f"node: letters, digits, _ and - only in a cluster, got {cfg.node!r}")

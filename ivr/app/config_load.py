@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from .config import (AgentConfig, AgiConfig, ApiConfig, AsteriskConfig, BalanceConfig, Config, ConfigError,
+from .config import (AgentConfig, AgiConfig, ApiConfig, AsteriskConfig, BalanceConfig, ClusterConfig, Config, ConfigError,
                      ContinuityConfig, ForecastConfig, LookupConfig, OutboundConfig, PromiseConfig, QueueConfig,
                      RedisConfig, RefundsConfig, WebhookConfig)
 from .config_checks import BUILTIN_BACKENDS, NAME_RE, lookup_env, validate
@@ -104,6 +104,7 @@ _SECTIONS: dict[str, type] = {
     "agi": AgiConfig,
     "api": ApiConfig,
     "redis": RedisConfig,
+    "cluster": ClusterConfig,
     "balance": BalanceConfig,
     "continuity": ContinuityConfig,
     "refunds": RefundsConfig,

@@ -37,6 +37,8 @@ caller's channel.
 | {p}:feedback:{id}         | hash   | one feedback item (recording / survey)                     |
 | {p}:feedback:team:{team}  | zset   | open feedback items of a team -> time                      |
 | {p}:caller:{n}            | hash   | last_in, last_uid, last_answered, notice (JSON)            |
+| {p}:cluster:leader        | string | the balancing leader's lease "<token>:<node>", with a TTL  |
+| {p}:cluster:leader:seq    | string | fencing token counter (INCR at each grant of the lease)    |
 | {p}:caller:{n}:calls      | list   | newest first: JSON summaries of the caller's calls (capped)|
 | {p}:caller:{n}:live       | set    | Uniqueids of the caller's calls in progress                |
 | {p}:dropped               | hash   | n -> JSON of a dropped caller's place                      |
@@ -250,6 +252,17 @@ class Keys:
 
     def webhook_dead(self, name: str) -> str:
         return f"{self.webhook(name)}:dead"
+
+    # --------------------------------------------------------------- cluster
+    @property
+    def leader(self) -> str:
+        """The leader's lease: "<token>:<node>" with a TTL (ivr/store/leader.py)."""
+        return f"{self.prefix}:cluster:leader"
+
+    @property
+    def leader_seq(self) -> str:
+        """The fencing token counter: grows at each grant of the lease."""
+        return f"{self.prefix}:cluster:leader:seq"
 
     def campaign_keys(self, cid: str) -> "CampaignKeys":
         return CampaignKeys(self, cid)

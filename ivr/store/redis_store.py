@@ -21,6 +21,7 @@ from .campaigns import CampaignStore
 from .continuity import ContinuityStore
 from .errors import Translating
 from .keys import Keys
+from .leader import LeaderStore
 from .scripting import script_sha, scripted_pipeline
 from .tokens import ROLES, hash_token, put_token
 from .outcomes import DISPOSITIONS_MAXLEN, OutcomeStore
@@ -148,6 +149,7 @@ class Store(Translating):
         self.continuity = ContinuityStore(client, self.keys)
         self.reports = ReportStore(client, self.keys)
         self.webhooks = WebhookStore(client, self.keys)
+        self.leader = LeaderStore(client, self.keys)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "ivr", password: str = "") -> "Store":
