@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from functools import partial
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..store.sync import ask, replication, sentinel_master
-from .stack import StackError, _pid_alive, _tail, port_bindable
+from .stack import StackError, _pid_alive, _port_in_use, _tail
 
 DATA_NODES = ("primary", "replica")
 SENTINELS = ("sentinel1", "sentinel2", "sentinel3")
@@ -238,7 +237,7 @@ class RedisSet:
         if running:
             raise StackError(f"Redis set: already running in {self.root} ({running}): stop it first")
         for name, port in self.ports.items():
-            if not port_bindable(port, kinds=(socket.SOCK_STREAM,)):
+            if _port_in_use("127.0.0.1", port):   # as Redis binds: SO_REUSEADDR (a TIME_WAIT is no obstacle)
                 raise StackError(f"Redis set: port {port} ({name}) on 127.0.0.1 is already in use")
         self.write_configs()
         try:
