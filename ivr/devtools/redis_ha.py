@@ -182,10 +182,12 @@ class RedisSet:
         return pid if _pid_alive(pid) else None
 
     def _spawn(self, name: str) -> None:
+        # umask 077: the files Redis and Sentinel write (their config rewrites with the password, the AOF)
+        # are the owner's only, as the ones written here
         argv = ["redis-sentinel" if name in SENTINELS else "redis-server", str(self.conf_path(name))]
         with open(self.log_path(name), "ab") as log:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    cwd=self.dir(name), start_new_session=True)
+                                    cwd=self.dir(name), start_new_session=True, umask=0o077)
         self._procs[name] = proc
         self.pid_path(name).write_text(str(proc.pid), encoding="ascii")
 
