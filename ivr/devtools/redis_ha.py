@@ -242,8 +242,9 @@ class RedisSet:
             if _port_in_use("127.0.0.1", port):   # as Redis binds: SO_REUSEADDR (a TIME_WAIT is no obstacle)
                 raise StackError(f"Redis set: port {port} ({name}) on 127.0.0.1 is already in use")
         self.write_configs()
+        primary = self._primary_from_files()
+        self.set_roles(primary)
         try:
-            primary = self._primary_from_files()
             order = sorted(DATA_NODES, key=lambda n: self.ports[n] != primary)   # the primary first
             for name in order:
                 self._spawn(name)
@@ -259,6 +260,14 @@ class RedisSet:
         except BaseException:
             self.stop()
             raise
+
+    def set_roles(self, primary_port: int) -> None:
+        """Make the data nodes' files agree with ``primary_port``: that node without ``replicaof``, the other one
+        a replica of it (a node stopped while a failover demoted it would otherwise start as a second primary)."""
+        for name in DATA_NODES:
+            path = self.conf_path(name)
+            follow = None if self.ports[name] == primary_port else primary_port
+            _write_private(path, with_replicaof(path.read_text(encoding="utf-8"), follow))
 
     def _primary_from_files(self) -> int:
         """The primary's port as the Sentinels' files last recorded it (at the first start: ``primary``)."""
@@ -332,8 +341,8 @@ class RedisSet:
         deadline = time.monotonic() + timeout
         if name in DATA_NODES:
             primary = self.primary()
-            path = self.conf_path(name)
             follow = None if primary == self.ports[name] else primary
+            path = self.conf_path(name)
             _write_private(path, with_replicaof(path.read_text(encoding="utf-8"), follow))
             self._spawn(name)
             self._wait(name, deadline, "answer PING", lambda: self._answers(name))

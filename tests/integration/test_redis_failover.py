@@ -192,3 +192,14 @@ async def test_a_killed_primary_is_replaced_and_acknowledged_writes_survive(redi
     finally:
         await on_new.close()
     wait_for(lambda: all(p is not None for p in rs.pids().values()), 1, what="all five parts running")
+
+    # stopped and started again: the roles the failover left, the data from the AOF
+    await asyncio.to_thread(rs.stop)
+    await asyncio.to_thread(rs.start, time.monotonic() + 30)
+    assert await asyncio.to_thread(rs.primary) == new
+    again = Store.from_config(config(rs))
+    try:
+        assert (await again.refunds.by_booking(after[-1][1]) or {}).get("reference") == after[-1][2]
+        assert (await again.refunds.by_booking(before[0][1]) or {}).get("reference") == before[0][2]
+    finally:
+        await again.close()

@@ -67,6 +67,10 @@ def test_config_files_are_private_and_kept_once_written(tmp_path: Path) -> None:
     rs.write_configs()
     assert "monitor lines 127.0.0.1 41380" in s1.read_text(encoding="utf-8")
     assert rs._primary_from_files() == 41380
+    rs.set_roles(41380)      # the next start: the promoted node is the primary, the other one follows it
+    assert conf_value(rs.conf_path("primary").read_text(encoding="utf-8"), "replicaof") == "127.0.0.1 41380"
+    assert conf_value(rs.conf_path("replica").read_text(encoding="utf-8"), "replicaof") is None
+    assert stat.S_IMODE(rs.conf_path("primary").stat().st_mode) == 0o600
 
 
 def test_files_written_for_other_ports_are_refused(tmp_path: Path) -> None:
