@@ -1,7 +1,9 @@
 """Redis storage: call records, API tokens, settings.
 
 Redis runs with AOF persistence (``appendfsync everysec``): at most one second
-of writes can be lost on a crash of the Redis host itself.
+of writes can be lost on a crash of the Redis host itself. With ``redis.sentinels``
+the store talks to whichever node the Sentinels name as primary and follows a
+failover by itself (ivr/store/connection.py; docs/cluster.md has what one costs).
 """
 
 from __future__ import annotations
