@@ -356,6 +356,27 @@ class RedisSet:
         flags = sentinel_master(self.ports[name], self.password, self.master_name).get("flags", "")
         return "" if "master" in flags.split(",") else f"master flags {flags}"
 
+    def failover(self, timeout: float = 20.0) -> int:
+        """A planned switch (``SENTINEL FAILOVER``): the replica becomes the primary while the old one is still
+        up; waits until every running Sentinel names it and returns its port. The old primary keeps taking
+        writes until the clients move (the store: within ``FOLLOW_S`` of the switch), and Sentinel demotes it
+        some seconds later, dropping them: see docs/cluster.md."""
+        before = self.primary()
+        sentinel = next((n for n in SENTINELS if self._pid(n) is not None), None)
+        if sentinel is None:
+            raise StackError("Redis set: no Sentinel is running to fail over")
+        ask(self.ports[sentinel], self.password, "SENTINEL", "FAILOVER", self.master_name)
+        deadline = time.monotonic() + timeout
+        for name in SENTINELS:
+            if self._pid(name) is not None:
+                self._wait(name, deadline, "name a new primary",
+                           partial(self._names_other_than, name, before))
+        return self.primary()
+
+    def _names_other_than(self, name: str, port: int) -> str:
+        m = sentinel_master(self.ports[name], self.password, self.master_name)
+        return "" if m.get("port") != str(port) else f"still names {port}"
+
     # ----------------------------------------------------------------- state
     def primary(self) -> int:
         """The port of the primary as the Sentinels name it now (the answer most of those reachable give)."""

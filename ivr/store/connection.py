@@ -3,20 +3,24 @@
 With Sentinel, every new connection asks the Sentinels for the current primary of ``master_name`` (redis-py's
 ``SentinelConnectionPool``); a failover therefore costs the commands in flight when the primary died, each
 answered with a connection error (``StoreUnavailable`` to the store's callers), and the first command after
-the promotion reaches the new primary. A demoted primary's READONLY answer is turned into a reconnect too.
+the promotion reaches the new primary. A demoted primary's READONLY answer is turned into a reconnect too,
+and open connections move to a new primary within ``FOLLOW_S`` even when the old one stays up.
 Timeouts and retries are the same either way: one quick retry of a command whose connection failed.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 from urllib.parse import parse_qs, urlparse
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
-from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 try:
     import hiredis
@@ -30,6 +34,7 @@ DATA_TIMEOUTS: dict[str, Any] = {"socket_connect_timeout": 2, "socket_timeout": 
                                  "retry_on_timeout": True}
 # Asking a Sentinel is quick or that Sentinel is gone: the next one is asked (redis-py moves on by itself).
 SENTINEL_TIMEOUTS: dict[str, Any] = {"socket_connect_timeout": 1, "socket_timeout": 2}
+FOLLOW_S = 1.0   # how often a Sentinel client asks which node is the primary while its connections are open
 
 
 class _HiredisPacking:
@@ -62,6 +67,37 @@ class HiredisPackedConnection(_HiredisPacking, Connection):
 
 class HiredisPackedSentinelConnection(_HiredisPacking, SentinelManagedConnection):
     """A connection to the primary Sentinel names, whose commands hiredis packs (see ``_HiredisPacking``)."""
+
+
+class FollowingSentinelPool(SentinelConnectionPool):
+    """redis-py's Sentinel pool asks the Sentinels only when it opens a connection: after a failover in which
+    the old primary stays up (``SENTINEL FAILOVER``, a partition that heals), open connections would go on
+    writing to it until Sentinel demotes it, seconds later, and those writes would then be dropped. This pool
+    also asks, at most every ``FOLLOW_S``, when a connection is taken: a new primary closes the idle
+    connections, and a connection taken while still on the old one is reopened on the new one first."""
+
+    def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:
+        super().__init__(service_name, sentinel_manager, **kwargs)
+        self._asked = 0.0
+
+    async def get_connection(self, *args: Any, **options: Any) -> Any:
+        now = time.monotonic()
+        if self.is_master and now - self._asked >= FOLLOW_S:
+            self._asked = now
+            try:
+                await self.get_master_address()   # a new address disconnects the idle connections
+            except (RedisConnectionError, RedisTimeoutError):
+                pass   # no Sentinel answers: the primary may still be there; the connection will tell
+        conn = await super().get_connection(*args, **options)   # (no arguments: redis-py's current call)
+        master = self.master_address
+        if self.is_master and master is not None and (conn.host, conn.port) != tuple(master):
+            await conn.disconnect()   # taken while on the old primary: reopen on the one Sentinel names now
+            try:
+                await conn.connect()
+            except BaseException:
+                await self.release(conn)
+                raise
+        return conn
 
 
 def parse_address(text: str, what: str = "redis.sentinels") -> tuple[str, int]:
@@ -113,7 +149,8 @@ def sentinel_client(sentinels: Sequence[str], master_name: str, *, password: str
     extra: dict[str, Any] = {"ssl": True} if parts.ssl else {}
     if HAVE_HIREDIS and not parts.ssl:
         extra["connection_class"] = HiredisPackedSentinelConnection
-    client = manager.master_for(master_name, decode_responses=True, db=parts.db, **DATA_TIMEOUTS, **extra)
+    client = manager.master_for(master_name, connection_pool_class=FollowingSentinelPool, decode_responses=True,
+                                db=parts.db, **DATA_TIMEOUTS, **extra)
     return client, manager
 
 

@@ -25,6 +25,7 @@ import pytest
 from ivr.app.config import RedisConfig
 from ivr.devtools.redis_ha import RedisSet
 from ivr.devtools.stack import PORT_OFFSETS
+from ivr.store.connection import FOLLOW_S
 from ivr.store.errors import StoreUnavailable
 from ivr.store.redis_store import Store
 from ivr.store.tokens import register_token_sync
@@ -203,3 +204,40 @@ async def test_a_killed_primary_is_replaced_and_acknowledged_writes_survive(redi
         assert (await again.refunds.by_booking(before[0][1]) or {}).get("reference") == before[0][2]
     finally:
         await again.close()
+
+
+async def test_a_planned_switch_moves_the_writers_while_the_old_primary_is_still_up(redis_set: RedisSet) -> None:
+    """``SENTINEL FAILOVER`` leaves the old primary running and writable until Sentinel demotes it, seconds
+    later: writers that stayed on it would lose everything written there. The store asks the Sentinels at
+    most every FOLLOW_S when it takes a connection, so its writes reach the new primary soon after the
+    switch; what went to the old one in between is counted."""
+    rs = redis_set
+    new = rs.ports["replica"]
+    store = Store.from_config(config(rs))
+    writes, stop = Writes(), asyncio.Event()
+    writer = asyncio.create_task(write_until(store, writes, stop))
+    try:
+        await asyncio.sleep(1.0)
+        asked_at = time.monotonic()
+        assert await asyncio.to_thread(rs.failover) == new
+        switched_at = time.monotonic()
+        await asyncio.sleep(FOLLOW_S + 1.5)
+        stop.set()
+        await writer
+    finally:
+        stop.set()
+        await asyncio.gather(writer, return_exceptions=True)
+        await store.close()
+    on_new = direct(rs, new)
+    try:
+        missing = [t for t, booking, ref in writes.acked
+                   if (await on_new.refunds.by_booking(booking) or {}).get("reference") != ref]
+    finally:
+        await on_new.close()
+    late = [round(t - switched_at, 3) for t in missing if t > switched_at + FOLLOW_S + 0.5]
+    figures = {"writes_acked": len(writes.acked), "failed": len(writes.failed),
+               "ask_to_switch_s": round(switched_at - asked_at, 3), "acked_on_the_old_primary": len(missing),
+               "last_on_the_old_primary_after_switch_s": round(max(missing) - switched_at, 3) if missing else None}
+    print("redis planned switch:", json.dumps(figures))
+    assert not late, f"writes still went to the old primary long after the switch: {late} ({figures})"
+    assert [t for t, _, _ in writes.acked if t > switched_at + FOLLOW_S + 0.5], "no write after the switch"
