@@ -118,7 +118,8 @@ async def write_until(store: Store, writes: Writes, stop: asyncio.Event) -> None
         await asyncio.sleep(0.01)
 
 
-async def test_a_killed_primary_is_replaced_and_acknowledged_writes_survive(redis_set: RedisSet) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["crash", "stop"])
+async def test_a_killed_primary_is_replaced_and_acknowledged_writes_survive(redis_set: RedisSet, sig: int) -> None:
     rs = redis_set
     old, new = rs.ports["primary"], rs.ports["replica"]
     store = Store.from_config(config(rs))
@@ -127,7 +128,7 @@ async def test_a_killed_primary_is_replaced_and_acknowledged_writes_survive(redi
     try:
         await asyncio.sleep(1.5)
         killed_at = time.monotonic()
-        await asyncio.to_thread(rs.kill, "primary", signal.SIGKILL)
+        await asyncio.to_thread(rs.kill, "primary", sig)
         dead_at = time.monotonic()
         while not any(t > dead_at for t, _, _ in writes.acked):
             assert time.monotonic() - dead_at < 20, f"no write succeeded 20 s after the kill: {writes.failed[-3:]}"
@@ -166,7 +167,7 @@ async def test_a_killed_primary_is_replaced_and_acknowledged_writes_survive(redi
                    "failed_but_applied": len(applied_anyway), "gap_s": round(gap, 3),
                    "kill_to_first_write_s": round(first_after - killed_at, 3), "acked_but_lost": len(lost),
                    "acked_in_last_second_before_kill": len(last_second)}
-        print("redis failover:", json.dumps(figures))
+        print(f"redis failover ({signal.Signals(sig).name}):", json.dumps(figures))
         assert not lost_after, f"writes acknowledged by the new primary are missing on it: {lost_after}"
         # the loss is bounded by the replication lag (sub-millisecond on loopback): at most the last second's writes
         assert len(lost) <= len(last_second), figures

@@ -11,7 +11,7 @@ from redis.asyncio.sentinel import SentinelConnectionPool
 from ivr.app.config import RedisConfig
 from ivr.devtools.redis_ha import (NAMES, QUORUM, RedisSet, conf_value, data_conf, sentinel_conf, with_replicaof)
 from ivr.devtools.stack import StackError
-from ivr.store.connection import HiredisPackedSentinelConnection, parse_address, url_parts
+from ivr.store.connection import FollowingSentinelPool, HiredisPackedSentinelConnection, parse_address, url_parts
 from ivr.store.redis_store import Store
 
 PW = "s3cret-_.Pw"
@@ -118,7 +118,8 @@ async def test_the_store_asks_the_sentinels_with_the_same_timeouts_and_retry_as_
     plain = Store.from_url("redis://127.0.0.1:6379/0", password="pw")
     try:
         pool = store.redis.connection_pool
-        assert isinstance(pool, SentinelConnectionPool) and pool.service_name == "calls" and pool.is_master
+        assert isinstance(pool, FollowingSentinelPool) and isinstance(pool, SentinelConnectionPool)
+        assert pool.service_name == "calls" and pool.is_master
         assert pool.connection_class is HiredisPackedSentinelConnection
         kw = pool.connection_kwargs
         assert kw["db"] == 5 and kw["password"] == "pw" and kw["decode_responses"] is True and store.keys.prefix == "p"
