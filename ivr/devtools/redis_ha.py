@@ -177,9 +177,11 @@ class RedisSet:
             del self._procs[name]
         try:
             pid = int(self.pid_path(name).read_text(encoding="ascii").strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except (OSError, ValueError):
             return None
-        return pid if _pid_alive(pid) else None
+        # a pid file left by a crash may name a pid reused since by something else: never signal that
+        return pid if _pid_alive(pid) and b"redis" in cmdline else None
 
     def _spawn(self, name: str) -> None:
         # umask 077: the files Redis and Sentinel write (their config rewrites with the password, the AOF)
