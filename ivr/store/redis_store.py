@@ -17,6 +17,7 @@ from redis.exceptions import DataError
 
 from .agents import AgentStore
 from .callrecord import stage_call_fields
+from .cluster import ClusterAgentStore
 from .campaigns import CampaignStore
 from .continuity import ContinuityStore
 from .errors import Translating
@@ -150,6 +151,7 @@ class Store(Translating):
         self.reports = ReportStore(client, self.keys)
         self.webhooks = WebhookStore(client, self.keys)
         self.leader = LeaderStore(client, self.keys)
+        self.cluster_agents = ClusterAgentStore(client, self.keys)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "ivr", password: str = "") -> "Store":
