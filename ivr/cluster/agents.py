@@ -215,7 +215,7 @@ class ClusterAgents:
         self.counters.events += 1
         if event.kind == FREE:
             cur = self.busy.get(event.agent)
-            if cur is not None and cur.raw == event.entry.raw:
+            if cur is not None and (cur.node, cur.uid) == (event.entry.node, event.entry.uid):   # not a newer call
                 del self.busy[event.agent]
         else:
             self.busy[event.agent] = event.entry

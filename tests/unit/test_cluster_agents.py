@@ -263,6 +263,9 @@ async def test_own_node_events_and_a_stale_free_do_not_pause() -> None:
     svc2._on_busy_event(busy_event("1001", "a", "u2"))
     svc2._on_busy_event(busy_event("1001", "a", "u1", kind=FREE))   # the end of an older call: not this entry
     assert svc2.busy_elsewhere() == {"1001": "a"}
+    confirmed = BusyEntry("a", "u2", 1.0, 7.0, "a:u2:1000:7000")   # the hash as a's reconcile left it
+    svc2._on_busy_event(BusyEvent(FREE, "1001", confirmed))
+    assert svc2.busy_elsewhere() == {}
 
 
 async def test_a_supervisor_pause_landing_just_before_ours_is_put_back() -> None:
