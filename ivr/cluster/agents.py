@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..asterisk.state import QueueState
@@ -91,7 +91,6 @@ class Counters:
     conflicts: int = 0
     swept: int = 0
     events: int = 0
-    by_kind: dict[str, int] = field(default_factory=dict)
 
 
 class ClusterAgents:

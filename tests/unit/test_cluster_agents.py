@@ -356,3 +356,24 @@ def test_a_member_held_for_a_call_elsewhere_is_busy_not_away() -> None:
                      "PausedReason": reason})
         m = state.queues["q"].members["PJSIP/1"]
         assert (m.held_elsewhere, m.paused_here, m.available) == (held, not held, False)
+
+
+async def test_the_controller_runs_the_service_only_in_a_cluster() -> None:
+    from ivr.app.controller import Controller
+    from ivr.store.redis_store import Store
+
+    for enabled in (True, False):
+        cfg = from_mapping({"node": "a", "cluster": {"enabled": enabled},
+                            "agents": [{"id": "1001", "queues": ["support"]}]}, env={})
+        store = Store.from_url("redis://127.0.0.1:1/0", "t")   # never reached: nothing is started
+        try:
+            c = Controller(cfg, store)
+            assert (c.cluster_agents is not None) == enabled
+            if c.cluster_agents is not None:
+                assert c.cluster_agents.agent_of("PJSIP/1001") == "1001"
+                c._on_ami_event({"Event": "QueueMemberAdded", "Queue": "support", "Interface": "PJSIP/1001",
+                                 "Paused": "1", "PausedReason": "busy@b"})
+                assert c.cluster_agents.members() == [MemberView("support", "PJSIP/1001", "1001", True, "busy@b")]
+                assert c.cluster_agents.describe()["node"] == "a"
+        finally:
+            await store.close()
