@@ -273,6 +273,7 @@ class ClusterAgents:
         for key, reason in list(self.restore.items()):
             del self.restore[key]
             if await self._send(PauseAction(key[0], key[1], "", True, reason, "put back"), now):
+                self.pending.pop(key, None)   # someone else's pause again: nothing of ours is on the way
                 self.counters.restored += 1
                 log.warning("cluster: %s %s: a pause (%r) overwritten by ours put back", key[0], key[1], reason)
         plan = plan_pauses(elsewhere, self.members(), self.ours)

@@ -284,6 +284,7 @@ async def test_a_supervisor_pause_landing_just_before_ours_is_put_back() -> None
     await svc.apply()
     assert ami.sent[-1] == {"Queue": "support", "Interface": "PJSIP/1001", "Paused": "true", "Reason": "lunch"}
     assert paused(state, "support", "1001") == (True, "lunch") and svc.counters.restored == 1
+    assert svc.pending == {} and svc.ours == frozenset()
     svc._on_busy_event(busy_event("1001", "a", kind=FREE))
     await svc.apply()
     assert paused(state, "support", "1001") == (True, "lunch")   # never undone
