@@ -80,6 +80,7 @@ class Pending:
     paused: bool
     sent: float
     foreign: str | None = None   # a pause by someone else seen meanwhile: its reason
+    restoring: bool = False      # the QueuePause puts someone else's pause (``foreign``) back
 
 
 @dataclass(slots=True)
@@ -181,6 +182,10 @@ class ClusterAgents:
             return
         paused = str(e.get("Paused", "")).strip().lower() in ("1", "true", "yes")
         reason = str(e.get("PausedReason") or e.get("Reason") or "")
+        if p.restoring:   # the member is someone else's from here: nothing of ours is on the way once it shows
+            if paused and not held_elsewhere(paused, reason):
+                del self.pending[key]
+            return
         if paused and not held_elsewhere(paused, reason):
             p.foreign = reason
             return
@@ -272,14 +277,13 @@ class ClusterAgents:
         sent: list[PauseAction] = []
         for key, reason in list(self.restore.items()):
             del self.restore[key]
-            if await self._send(PauseAction(key[0], key[1], "", True, reason, "put back"), now):
-                self.pending.pop(key, None)   # someone else's pause again: nothing of ours is on the way
+            if await self._send(PauseAction(key[0], key[1], "", True, reason, "put back"), now, restoring=True):
                 self.counters.restored += 1
                 log.warning("cluster: %s %s: a pause (%r) overwritten by ours put back", key[0], key[1], reason)
         plan = plan_pauses(elsewhere, self.members(), self.ours)
         for key in plan.adopted:
             log.info("cluster: %s %s held for a call elsewhere (paused before this controller started)", *key)
-        ours = set(plan.ours) - set(self.restore)
+        ours = {k for k in plan.ours if not (k in self.pending and self.pending[k].restoring)}
         for action in plan.actions:
             if action.key in self.pending or action.key in self.restore:
                 continue
@@ -296,11 +300,12 @@ class ClusterAgents:
         self.ours = frozenset(ours)
         return sent
 
-    async def _send(self, a: PauseAction, now: float) -> bool:
+    async def _send(self, a: PauseAction, now: float, restoring: bool = False) -> bool:
         fields = {"Queue": a.queue, "Interface": a.interface, "Paused": "true" if a.paused else "false"}
         if a.paused and a.reason:
             fields["Reason"] = a.reason
-        self.pending[a.key] = Pending(a.paused, now)
+        # until its event shows, the member is not planned for again (the live state does not show it yet)
+        self.pending[a.key] = Pending(a.paused, now, foreign=a.reason if restoring else None, restoring=restoring)
         try:
             await self.ami.action(ev.QUEUE_PAUSE, fields)
         except Exception as exc:   # AmiError: the member left the queue meanwhile, or AMI is down

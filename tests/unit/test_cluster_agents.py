@@ -280,14 +280,19 @@ async def test_a_supervisor_pause_landing_just_before_ours_is_put_back() -> None
         state.apply(e)
         svc.on_event(e)
     assert svc.restore == {("support", "PJSIP/1001"): "lunch"} and svc.ours == frozenset()
-    ami.echo = lambda e: (state.apply(e), svc.on_event(e))  # type: ignore[func-returns-value]
+    svc._on_busy_event(busy_event("1001", "a", kind=FREE))   # and the call ends before the pause is put back
+    await svc.apply()                                         # the put-back's event is still on the way
+    assert ami.sent[1:] == [{"Queue": "support", "Interface": "PJSIP/1001", "Paused": "true", "Reason": "lunch"}]
+    assert svc.counters.restored == 1 and svc.ours == frozenset()
     await svc.apply()
-    assert ami.sent[-1] == {"Queue": "support", "Interface": "PJSIP/1001", "Paused": "true", "Reason": "lunch"}
-    assert paused(state, "support", "1001") == (True, "lunch") and svc.counters.restored == 1
-    assert svc.pending == {} and svc.ours == frozenset()
-    svc._on_busy_event(busy_event("1001", "a", kind=FREE))
+    assert len(ami.sent) == 2                                 # no unpause: the state still shows busy@a
+    e = {"Event": "QueueMemberPause", "Queue": "support", "Interface": "PJSIP/1001", "Paused": "1",
+         "PausedReason": "lunch"}
+    state.apply(e)
+    svc.on_event(e)
+    assert svc.pending == {}
     await svc.apply()
-    assert paused(state, "support", "1001") == (True, "lunch")   # never undone
+    assert len(ami.sent) == 2 and paused(state, "support", "1001") == (True, "lunch")   # never undone
 
 
 async def test_a_supervisor_pause_landing_after_ours_is_left_alone() -> None:
