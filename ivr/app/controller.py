@@ -41,6 +41,7 @@ from ..outcomes.records import CallRecorder
 from ..balance.loop import BalanceLoop
 from ..asterisk.provision import SipProvisioner
 from ..agents.roster import Roster
+from ..cluster.agents import ClusterAgents
 from ..asterisk.state import CallCenterState
 from ..store.redis_store import Store
 from ..agents.service import AgentService
@@ -155,6 +156,15 @@ class Controller:
             cfg, state, ami, roster, pending_callbacks=self.dispatcher.pending,
             dispatch_callback=self.dispatcher.dispatch, campaigns=self.dialer.campaign_views,
             set_pace=self.dialer.set_pace, guard=self.guard))
+        # one logical queue across nodes: an agent on a call on another node is held paused here
+        self.cluster_agents: ClusterAgents | None = None
+        if cfg.cluster.enabled:
+            c = cfg.cluster
+            self.cluster_agents = ClusterAgents(
+                cfg.node, self.store.cluster_agents, ami, state,
+                agents=lambda: ((a.id, a.interfaces) for a in roster.agents.values()),
+                sync=c.busy_sync, stale=c.busy_stale, max_call=c.max_call,
+                on_pause=metrics.cross_node_pauses.inc, on_busy_elsewhere=metrics.agents_busy_elsewhere.set)
         self.stopping = asyncio.Event()
         self.system = SystemService(node=cfg.node, store=self.store, ami=ami, agi=self.agi, menus=self.menus,
                                     prompts=self.prompts, recorder=self.recorder, balance=self.balance,
@@ -207,6 +217,8 @@ class Controller:
         self.recorder.on_event(event)
         self.balance.on_event(event)
         self.dialer.on_event(event)
+        if self.cluster_agents is not None:
+            self.cluster_agents.on_event(event)
 
     async def _resync(self, ami: AmiClient) -> None:
         """Full state rebuild on every (re)connect, before anything acts."""
@@ -224,6 +236,8 @@ class Controller:
         self.recorder.adopt([uid for q in self.state.queues.values() for uid in q.callers])
         self.recorder.reconcile(set(self.state.channels), before=started)
         self.dialer.reconcile(channels, since=asked)
+        if self.cluster_agents is not None:
+            self.cluster_agents.resync()
         log.info("resync: %d queues, %d waiting callers, %d channels in %.0f ms",
                  len(self.state.queues), sum(len(q.callers) for q in self.state.queues.values()),
                  len(self.state.channels), (time.perf_counter() - t0) * 1000)
@@ -250,6 +264,8 @@ class Controller:
         if self.provisioner.enabled:
             self._tasks.append(asyncio.create_task(self._sync_accounts(), name="sip-accounts"))
         self._tasks.append(asyncio.create_task(self.balance.run(), name="balance"))
+        if self.cluster_agents is not None:
+            self._tasks.append(asyncio.create_task(self.cluster_agents.run(), name="cluster-agents"))
         if cfg_has_trunk(self.cfg):
             self._tasks.append(asyncio.create_task(self.dialer.run(), name="dialer"))
             self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="callback-recovery"))

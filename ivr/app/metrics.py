@@ -63,6 +63,10 @@ class Metrics:
                                      ["backend", "kind"], registry=r)
         self.lookup_breaker_state = Gauge("ivr_lookup_breaker_state", "Circuit breaker of a look-up backend: "
                                           "0 closed, 1 open, 2 half-open (one trial call)", ["backend"], registry=r)
+        self.agents_busy_elsewhere = Gauge("ivr_agents_busy_elsewhere", "Agents on a call on another node of the "
+                                           "cluster (held paused in this node's queues)", registry=r)
+        self.cross_node_pauses = Counter("ivr_cross_node_pauses_total", "Queue members paused on this node "
+                                         "because their agent is on a call on another node", registry=r)
         self.history: "OrderedDict[int, dict[str, float]]" = OrderedDict()
 
     # -------------------------------------------------------------- feeding

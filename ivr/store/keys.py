@@ -39,6 +39,9 @@ caller's channel.
 | {p}:caller:{n}            | hash   | last_in, last_uid, last_answered, notice (JSON)            |
 | {p}:cluster:leader        | string | the balancing leader's lease "<token>:<node>", with a TTL  |
 | {p}:cluster:leader:seq    | string | fencing token counter (INCR at each grant of the lease)    |
+| {p}:cluster:busy          | hash   | agent id -> "<node>:<uid>:<since_ms>:<seen_ms>": the node that has |
+|                           |        | the agent on a queue call (ivr/store/cluster.py)            |
+| {p}:cluster:agent-events  | pub/sub| JSON {kind: busy/free, agent, entry}: each change of the busy hash |
 | {p}:caller:{n}:calls      | list   | newest first: JSON summaries of the caller's calls (capped)|
 | {p}:caller:{n}:live       | set    | Uniqueids of the caller's calls in progress                |
 | {p}:dropped               | hash   | n -> JSON of a dropped caller's place                      |
@@ -263,6 +266,16 @@ class Keys:
     def leader_seq(self) -> str:
         """The fencing token counter: grows at each grant of the lease."""
         return f"{self.prefix}:cluster:leader:seq"
+
+    @property
+    def cluster_busy(self) -> str:
+        """Agent id -> the node that has them on a call: "<node>:<uid>:<since_ms>:<seen_ms>"."""
+        return f"{self.prefix}:cluster:busy"
+
+    @property
+    def cluster_agent_events(self) -> str:
+        """The pub/sub channel announcing each change of ``cluster_busy``."""
+        return f"{self.prefix}:cluster:agent-events"
 
     def campaign_keys(self, cid: str) -> "CampaignKeys":
         return CampaignKeys(self, cid)

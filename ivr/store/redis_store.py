@@ -18,6 +18,7 @@ from redis.asyncio.sentinel import Sentinel
 
 from .agents import AgentStore
 from .callrecord import stage_call_fields
+from .cluster import ClusterAgentStore
 from .campaigns import CampaignStore
 from .connection import HAVE_HIREDIS as HAVE_HIREDIS   # re-exported: where tests and tools look for them
 from .connection import HiredisPackedConnection as HiredisPackedConnection
@@ -124,6 +125,7 @@ class Store(Translating):
         self.reports = ReportStore(client, self.keys)
         self.webhooks = WebhookStore(client, self.keys)
         self.leader = LeaderStore(client, self.keys)
+        self.cluster_agents = ClusterAgentStore(client, self.keys)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "ivr", password: str = "") -> "Store":
