@@ -149,8 +149,8 @@ class LostNodeSweep:
         elif m.what == "anonymous":
             out.anonymous.append(m.uid)
             self.anonymous += 1
-            log.warning("call %s: waiting in %s on lost node %s without a number (withheld): cannot be "
-                        "called back", m.uid, m.queue, out.node)
+            log.warning("call %s: waiting in %s on lost node %s without a number to call (withheld caller ID, "
+                        "or a campaign contact not found): cannot be called back", m.uid, m.queue, out.node)
             if self.on_anonymous is not None:
                 self.on_anonymous(m.uid, out.node)
         else:

@@ -16,6 +16,7 @@ the difference of their places: ``out_of_order`` seconds (observed into a histog
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -24,6 +25,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, Union
 
+from ..callbacks.service import ACCOUNT_PREFIX as CALLBACK_PREFIX
+from ..campaigns.transfers import CAMPAIGN_PREFIX
 from ..core import names as ev
 from ..store.cluster import Waiter
 from ..store.errors import StoreError, StoreUnavailable
@@ -39,6 +42,8 @@ class RegisterStore(Protocol):
     async def register(self, node: str, joined: Sequence[Waiter], left: Sequence[tuple[str, str]]) -> None: ...
     async def rebuild(self, node: str, waiting: Sequence[Waiter]) -> None: ...
     async def oldest_in_queue(self, nodes: Sequence[str], queue: str) -> list[tuple[str, str, float]]: ...
+    async def origins(self, callbacks: Sequence[str], contacts: Sequence[tuple[str, str]]) -> tuple[
+        dict[str, tuple[str, float | None]], dict[tuple[str, str], str]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +77,40 @@ def callback_number(raw: str) -> str:
     if digits.startswith("+"):
         digits = digits[1:]
     return digits if digits.isascii() and digits.isdigit() and 6 <= len(digits) <= 15 else ""
+
+
+def origin_of(account_code: str) -> tuple[str, str] | None:
+    """A call we placed, from its account code: ("callback", id) or ("contact", "<campaign>:<contact>");
+    None for a call that came in (its caller ID is the caller's own number)."""
+    if account_code.startswith(CALLBACK_PREFIX) and account_code[len(CALLBACK_PREFIX):]:
+        return ("callback", account_code[len(CALLBACK_PREFIX):])
+    parts = account_code.split(":")
+    if account_code.startswith(CAMPAIGN_PREFIX) and len(parts) >= 3 and parts[1] and parts[2]:
+        return ("contact", f"{parts[1]}:{parts[2]}")
+    return None
+
+
+async def resolve_origins(store: RegisterStore, joined: Sequence[Waiter]) -> list[Waiter]:
+    """``joined`` with the callers we called made right: a callback's customer keeps the callback's place (and
+    number); a campaign callee's number is the contact's (the channel shows our own caller ID). A callee whose
+    number cannot be found gets none: better no callback than a call to ourselves."""
+    wanted = [(w, origin_of(w.origin)) for w in joined]
+    callbacks = sorted({o[1] for _, o in wanted if o and o[0] == "callback"})
+    contacts = sorted({(o[1].split(":")[0], o[1].split(":")[1]) for _, o in wanted if o and o[0] == "contact"})
+    if not callbacks and not contacts:
+        return list(joined)
+    by_callback, by_contact = await store.origins(callbacks, contacts)
+    out = []
+    for w, o in wanted:
+        if o is None:
+            out.append(w)
+        elif o[0] == "callback":
+            number, place = by_callback.get(o[1], (w.number, None))
+            out.append(dataclasses.replace(w, number=number, place=min(w.place, place or w.place)))
+        else:
+            cid, n = o[1].split(":")
+            out.append(dataclasses.replace(w, number=callback_number(by_contact.get((cid, n), ""))))
+    return out
 
 
 def out_of_order(answered_place: float, others: Iterable[tuple[str, str, float]]) -> float:
@@ -135,8 +174,9 @@ class WaitingRegister:
             place = self.place_of(uid) or self.clock()
             self.waiting[uid] = (queue, place)
             caller = str(e.get("CallerIDNum") or "")
+            code = str(e.get("AccountCode") or "")
             self._submit(Waiter(uid, queue, round(place, 3), callback_number(caller), str(e.get("Language") or ""),
-                                caller))
+                                caller, code if origin_of(code) else ""))
         elif name in (ev.QUEUE_CALLER_LEAVE, ev.HANGUP):
             gone = self.waiting.pop(uid, None)
             if gone is not None:
@@ -237,6 +277,16 @@ class WaitingRegister:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
+    async def _resolving(self, joined: list[Waiter]) -> list[Waiter]:
+        try:
+            return await resolve_origins(self.store, joined)
+        except (StoreError, OSError) as exc:
+            # a callback's customer keeps the number the dialplan gave the channel and their join as place; a
+            # campaign callee's channel shows our own caller ID: no number rather than a call to ourselves
+            log.warning("waiting register: numbers of called customers not read (%s)", exc)
+            return [dataclasses.replace(w, number="") if (origin_of(w.origin) or ("",))[0] == "contact" else w
+                    for w in joined]
+
     def _note_unreachable(self, exc: BaseException) -> None:
         self.errors += 1
         if self.errors % 20 == 1:
@@ -252,6 +302,8 @@ class WaitingRegister:
 
         async def flush() -> None:
             if joined or left:
+                if any(w.origin for w in joined):
+                    joined[:] = await self._resolving(joined)
                 await self._retrying(lambda: self.store.register(self.node, joined, left))
                 self.written += len(joined) + len(left)
                 joined.clear()

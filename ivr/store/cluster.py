@@ -18,7 +18,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from .errors import Translating
-from .keys import Keys
+from .keys import CampaignKeys, Keys
 from .leader import LeaderStore
 
 MOVED_TTL_S = 7 * 86400   # how long a moved caller's marker stops a second move (a node that comes back)
@@ -75,10 +75,14 @@ class Waiter:
     number: str = ""
     lang: str = ""
     caller: str = ""
+    origin: str = ""     # a call we placed: its account code (cb:<callback id>, c:<campaign>:<contact>:<try>)
 
     def info(self) -> str:
-        return json.dumps({"number": self.number, "queue": self.queue, "lang": self.lang, "caller": self.caller,
-                           "place": self.place}, separators=(",", ":"))
+        info = {"number": self.number, "queue": self.queue, "lang": self.lang, "caller": self.caller,
+                "place": self.place}
+        if self.origin:
+            info["origin"] = self.origin
+        return json.dumps(info, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +141,7 @@ class ClusterStore(Translating):
 
     async def rebuild(self, node: str, waiting: Sequence[Waiter]) -> None:
         """Make ``node``'s register exactly ``waiting`` (after an AMI resync: the live queues). What the old
-        register knew of a caller still waiting (number, language) is kept where ``waiting`` lacks it."""
+        register knew of a caller still waiting (number, language, an older place) is kept."""
         k = self.keys
         old = await self.redis.hgetall(k.cluster_waiting_callers(node))
         queues: set[str] = set()
@@ -148,10 +152,12 @@ class ClusterStore(Translating):
                      *[k.cluster_waiting_queue(node, q) for q in sorted(queues) if q])
             for w in waiting:
                 was = _load(old.get(w.uid))
-                merged = Waiter(w.uid, w.queue, w.place, w.number or str(was.get("number") or ""),
-                                w.lang or str(was.get("lang") or ""), w.caller or str(was.get("caller") or ""))
-                p.zadd(k.cluster_waiting(node), {w.uid: w.place})
-                p.zadd(k.cluster_waiting_queue(node, w.queue), {w.uid: w.place})
+                place = min(w.place, _float(was.get("place")) or w.place)   # the join knew it better (or older)
+                merged = Waiter(w.uid, w.queue, place, w.number or str(was.get("number") or ""),
+                                w.lang or str(was.get("lang") or ""), w.caller or str(was.get("caller") or ""),
+                                w.origin or str(was.get("origin") or ""))
+                p.zadd(k.cluster_waiting(node), {w.uid: place})
+                p.zadd(k.cluster_waiting_queue(node, w.queue), {w.uid: place})
                 p.hset(k.cluster_waiting_callers(node), w.uid, merged.info())
             await p.execute()
 
@@ -176,6 +182,28 @@ class ClusterStore(Translating):
             replies = await p.execute()
         return [(node, str(r[0][0]), float(r[0][1])) for node, r in zip(nodes, replies) if r]
 
+    async def origins(self, callbacks: Sequence[str],
+                      contacts: Sequence[tuple[str, str]]) -> tuple[dict[str, tuple[str, float | None]],
+                                                                   dict[tuple[str, str], str]]:
+        """For callers we called (their caller ID is not theirs, or their place is older than their join), in
+        one round trip: each callback id's (number, place) and each campaign contact's ((cid, n)) number.
+        Ids and contacts not found (or a malformed campaign id) are left out."""
+        contacts = [(cid, n) for cid, n in contacts if _valid_campaign(cid)]
+        if not callbacks and not contacts:
+            return {}, {}
+        async with self.redis.pipeline(transaction=False) as p:
+            for cb_id in callbacks:
+                p.hmget(self.keys.callback(cb_id), "number", "place")
+            for cid, n in contacts:
+                p.hget(CampaignKeys(self.keys, cid).contact(n), "number")
+            replies = await p.execute()
+        by_callback: dict[str, tuple[str, float | None]] = {}
+        for cb_id, (number, place) in zip(callbacks, replies[:len(callbacks)]):
+            if number:
+                by_callback[cb_id] = (str(number), _float(place))
+        by_contact = {pair: str(number) for pair, number in zip(contacts, replies[len(callbacks):]) if number}
+        return by_callback, by_contact
+
     # ------------------------------------------------------------ dead nodes
     async def move_to_callbacks(self, holder: str, node: str, uids: Sequence[str], now: float) -> list[Moved]:
         """Turn ``node``'s waiting callers ``uids`` (oldest first) into callbacks at their place, in one fenced
@@ -194,6 +222,21 @@ class ClusterStore(Translating):
     async def moved(self, uid: str) -> str | None:
         """The callback id a lost node's waiting caller became (None: not moved)."""
         return await self.redis.get(self.keys.cluster_moved(uid))
+
+
+def _valid_campaign(cid: str) -> bool:
+    try:
+        CampaignKeys(Keys(), cid)
+    except ValueError:
+        return False
+    return True
+
+
+def _float(raw: Any) -> float | None:
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        return None
 
 
 def _load(raw: str | None) -> dict[str, Any]:

@@ -229,3 +229,32 @@ async def test_the_controller_wires_place_keeping_only_in_a_cluster(store: Store
     finally:
         await c.waiting.stop()
 
+
+
+async def test_customers_we_called_keep_their_callback_place_and_their_own_number(store: Store) -> None:
+    clock = Clock(T0 + 100)
+    earlier = await store.callbacks.request("447700900042", queue="support", lang="fa", joined_at=T0 - 900)
+    assert await store.callbacks.claim(earlier["id"], node="b") is not None
+    await store.callbacks.finish(earlier["id"], "answered")     # dialled, answered, now waiting in the queue
+    await store.redis.hset(store.keys.campaign_contact("notice-1", 17), mapping={"number": "+447700900017"})
+    reg_b = WaitingRegister(store.cluster, "b", place_of=lambda uid: None, others=lambda: [], clock=clock,
+                            linger=0.0)
+    await store.cluster.heartbeat("b", {"at": T0})
+    await reg_b.start()
+    try:
+        reg_b.on_event({**_join("b1", "support", "447700900042", "fa"), "AccountCode": f"cb:{earlier['id']}"})
+        reg_b.on_event({**_join("b2", "support", "5550100"), "AccountCode": "c:notice-1:17:1"})
+        reg_b.on_event({**_join("b3", "support", "5550100"), "AccountCode": "c:notice-1:99:1"})
+        await reg_b.flush()
+    finally:
+        await reg_b.stop()
+    await store.cluster.heartbeat("a", {"at": clock.t})
+    lead = Lead("")   # a single leader without a lease (solo): the fence lets it through
+    made: list[str] = []
+    sweep = LostNodeSweep(store.cluster, lead, "a", ttl=5.0, every=1.0, clock=clock,
+                          on_callback=lambda m, node: made.append(m.uid))
+    (done,) = await sweep.sweep()
+    assert made == ["b1", "b2"] and done.anonymous == ["b3"]    # b3's contact is unknown: never our own number
+    pending = await store.callbacks.pending(10)
+    assert [(p["call_uid"], p["number"], float(p["place"])) for p in pending] == [
+        ("b1", "447700900042", T0 - 900), ("b2", "447700900017", T0 + 100)]

@@ -13,7 +13,7 @@ import pytest
 
 from ivr.cluster.lost import LostNodeSweep, batches, callback_event, in_join_order
 from ivr.cluster.nodes import NO_ASTERISK, SILENT, Beat, NodeHeartbeats, lost_nodes, lost_reason, parse_beats
-from ivr.cluster.waiting import WaitingRegister, callback_number, out_of_order
+from ivr.cluster.waiting import WaitingRegister, callback_number, origin_of, out_of_order, resolve_origins
 from ivr.store.cluster import Moved, Waiter
 from ivr.store.leader import Fenced
 
@@ -288,4 +288,46 @@ async def test_the_register_keeps_updates_while_redis_is_away_and_rebuilds_after
     reg.on_event(_ev("AgentConnect", "u5", Queue="refunds"))   # answered, no other node: not measured
     await reg.flush()
     assert store.ops[-1] == ("register", ([], [("u5", "refunds")])) and reg.order.answered == 0
+    await reg.stop()
+
+
+def test_calls_we_placed_are_known_by_their_account_code() -> None:
+    assert origin_of("cb:42") == ("callback", "42")
+    assert origin_of("c:notice-1:17:2") == ("contact", "notice-1:17")
+    for inbound in ("", "cb:", "c:x", "c::3:1", "trunk", "abc:cb:1"):
+        assert origin_of(inbound) is None, inbound
+
+
+class FakeOrigins(FakeRegister):
+    async def origins(self, callbacks: Sequence[str], contacts: Sequence[tuple[str, str]]) -> tuple[
+            dict[str, tuple[str, float | None]], dict[tuple[str, str], str]]:
+        self.ops.append(("origins", (list(callbacks), list(contacts))))
+        return {"42": ("447700900042", 500.0)}, {("notice-1", "17"): "+447700900017"}
+
+
+async def test_callers_we_called_get_their_own_number_and_their_older_place() -> None:
+    store = FakeOrigins()
+    joined = [Waiter("u1", "support", 1000.0, "447700900001", "en", "447700900001"),
+              Waiter("u2", "support", 1001.0, "447700900042", "en", "447700900042", "cb:42"),
+              Waiter("u3", "support", 1002.0, "5550100", "en", "5550100", "c:notice-1:17:1"),
+              Waiter("u4", "support", 1003.0, "5550100", "en", "5550100", "c:notice-1:18:1"),
+              Waiter("u5", "support", 1004.0, "447700900099", "en", "447700900099", "cb:77")]
+    out = await resolve_origins(store, joined)
+    assert store.ops == [("origins", (["42", "77"], [("notice-1", "17"), ("notice-1", "18")]))]
+    assert [(w.uid, w.number, w.place) for w in out] == [
+        ("u1", "447700900001", 1000.0),
+        ("u2", "447700900042", 500.0),      # the callback's place, not the time it rejoined the queue
+        ("u3", "447700900017", 1002.0),     # the contact's number, not our caller ID on the callee's channel
+        ("u4", "", 1003.0),                 # a contact not found: no number rather than a call to ourselves
+        ("u5", "447700900099", 1004.0)]     # a callback not found: the caller ID the dialplan set is theirs
+
+
+async def test_the_register_resolves_calls_we_placed_before_writing_them() -> None:
+    store = FakeOrigins()
+    reg = WaitingRegister(store, "a", place_of=lambda uid: None, others=lambda: [], clock=Clock(1000.0), linger=0.0)
+    await reg.start()
+    reg.on_event(_ev("QueueCallerJoin", "u3", Queue="support", CallerIDNum="5550100", AccountCode="c:notice-1:17:1"))
+    reg.on_event(_ev("QueueCallerJoin", "u1", Queue="support", CallerIDNum="447700900001", AccountCode=""))
+    await reg.flush()
+    assert store.ops == [("origins", ([], [("notice-1", "17")])), ("register", (["u3", "u1"], []))]
     await reg.stop()
