@@ -152,8 +152,10 @@ class ClusterStore(Translating):
                      *[k.cluster_waiting_queue(node, q) for q in sorted(queues) if q])
             for w in waiting:
                 was = _load(old.get(w.uid))
-                place = min(w.place, _float(was.get("place")) or w.place)   # the join knew it better (or older)
-                merged = Waiter(w.uid, w.queue, place, w.number or str(was.get("number") or ""),
+                place = _float(was.get("place")) or w.place   # the join's: exact (QueueStatus has whole seconds)
+                # the join's number wins: it was resolved (a campaign callee's channel shows our caller ID)
+                number = str(was["number"]) if "number" in was else w.number
+                merged = Waiter(w.uid, w.queue, place, number,
                                 w.lang or str(was.get("lang") or ""), w.caller or str(was.get("caller") or ""),
                                 w.origin or str(was.get("origin") or ""))
                 p.zadd(k.cluster_waiting(node), {w.uid: place})

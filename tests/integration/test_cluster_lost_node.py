@@ -246,6 +246,11 @@ async def test_customers_we_called_keep_their_callback_place_and_their_own_numbe
         reg_b.on_event({**_join("b2", "support", "5550100"), "AccountCode": "c:notice-1:17:1"})
         reg_b.on_event({**_join("b3", "support", "5550100"), "AccountCode": "c:notice-1:99:1"})
         await reg_b.flush()
+        # an AMI resync rebuilds the register from QueueStatus (no account codes, whole seconds of wait):
+        # what the joins resolved (the callback's place, the contact's number) stays
+        reg_b.resync([(uid, "support", T0 + 99, "447700900042" if uid == "b1" else "5550100")
+                      for uid in ("b1", "b2", "b3")])
+        await reg_b.flush()
     finally:
         await reg_b.stop()
     await store.cluster.heartbeat("a", {"at": clock.t})
