@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -69,6 +70,12 @@ def test_waiting_callers_of_a_node_whose_asterisk_died_become_callbacks_in_join_
             scraped = resp.read().decode()
         assert 'ivr_node_lost_callbacks_total{result="callback"} 3.0' in scraped
     finally:
-        for p in procs:
-            ts.sipp.stop(p)
+        for p in procs:   # callers run in the test's process group: ended one by one (Sipp.stop signals a group)
+            if p.poll() is None:
+                p.terminate()
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
         stop_test_stack(ts)
