@@ -24,6 +24,10 @@ from .config import Config
 from ..balance.waits import WaitEstimates
 from ..banner.service import BannerService, live_prompts_dir
 from ..callbacks.service import CallbackDispatcher
+from ..cluster.leader import Leadership
+from ..cluster.lost import LostNodeSweep, callback_event
+from ..cluster.nodes import NodeHeartbeats
+from ..cluster.waiting import WaitingRegister
 from ..continuity.service import Continuity
 from ..outcomes.service import Outcomes, PhoneLogin
 from ..refunds.service import RefundService
@@ -166,12 +170,53 @@ class Controller:
                 sync=c.busy_sync, stale=c.busy_stale, max_call=c.max_call,
                 on_pause=metrics.cross_node_pauses.inc, on_busy_elsewhere=metrics.agents_busy_elsewhere.set)
         self.stopping = asyncio.Event()
+        cc = cfg.cluster
+        self.leadership = (Leadership(cfg.node, self.store.leader, cc.lease_ttl, cc.renew) if cc.enabled
+                           else Leadership.solo(cfg.node))
+        self._build_place_keeping()
         self.system = SystemService(node=cfg.node, store=self.store, ami=ami, agi=self.agi, menus=self.menus,
                                     prompts=self.prompts, recorder=self.recorder, balance=self.balance,
-                                    dialer=self.dialer, dispatcher=self.dispatcher, started_at=self.started_at)
+                                    dialer=self.dialer, dispatcher=self.dispatcher, started_at=self.started_at,
+                                    cluster=self._describe_cluster if cc.enabled else None)
         self.services = build_services(self)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+
+    def _build_place_keeping(self) -> None:
+        """With a cluster: this node's heartbeat, the register of its waiting callers, and the leader's sweep
+        that makes a lost node's waiting callers callbacks at their places (docs/cluster.md). Without one:
+        none of it (None)."""
+        cfg, metrics, events, ami = self.cfg, self.metrics, self.events, self.ami
+        self.heartbeats: NodeHeartbeats | None = None
+        self.waiting: WaitingRegister | None = None
+        self.lost_sweep: LostNodeSweep | None = None
+        if not cfg.cluster.enabled:
+            return
+        cc = cfg.cluster
+        self.heartbeats = NodeHeartbeats(self.store.cluster, cfg.node, api=f"http://{cfg.api.host}:{cfg.api.port}",
+                                         every=cc.heartbeat, ttl=cc.node_ttl, ami_connected=lambda: ami.connected,
+                                         started=self.started_at)
+        self.waiting = WaitingRegister(self.store.cluster, cfg.node, place_of=self.continuity.place_since.get,
+                                       others=self.heartbeats.others_alive, on_measured=metrics.cross_node_answer)
+
+        def made(m: Any, node: str) -> None:
+            metrics.node_lost_callbacks.labels("callback").inc()
+            events.publish("callback.requested", callback_event(m, node))
+
+        self.lost_sweep = LostNodeSweep(self.store.cluster, self.leadership, cfg.node, ttl=cc.node_ttl,
+                                        every=cc.heartbeat, on_callback=made,
+                                        on_anonymous=lambda uid, node: metrics.node_lost_callbacks.labels(
+                                            "no_number").inc())
+
+    def _describe_cluster(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"leadership": self.leadership.describe()}
+        if self.heartbeats is not None:
+            out["heartbeats"] = self.heartbeats.describe()
+        if self.waiting is not None:
+            out["waiting"] = self.waiting.describe()
+        if self.lost_sweep is not None:
+            out["lost_nodes"] = self.lost_sweep.describe()
+        return out
 
     def _agent_connected(self, interface: str, uid: str) -> None:
         """Remember the call an agent's phone took last (their *7<code> disposition goes on it)."""
@@ -219,6 +264,8 @@ class Controller:
         self.dialer.on_event(event)
         if self.cluster_agents is not None:
             self.cluster_agents.on_event(event)
+        if self.waiting is not None:
+            self.waiting.on_event(event)
 
     async def _resync(self, ami: AmiClient) -> None:
         """Full state rebuild on every (re)connect, before anything acts."""
@@ -235,6 +282,9 @@ class Controller:
         self.state.resync(queue_status, channels, devices)
         self.recorder.adopt([uid for q in self.state.queues.values() for uid in q.callers])
         self.recorder.reconcile(set(self.state.channels), before=started)
+        if self.waiting is not None:
+            self.waiting.resync([(c.uniqueid, q.name, c.joined_at, c.callerid)
+                                 for q in self.state.queues.values() for c in q.callers.values()])
         self.dialer.reconcile(channels, since=asked)
         if self.cluster_agents is not None:
             self.cluster_agents.resync()
@@ -258,6 +308,7 @@ class Controller:
         for hook in self.hooks:
             log.info("webhook %s: %s for %s", hook.name, hook.url, ", ".join(sorted(hook.events)))
         await self.recorder.start()
+        await self._start_cluster()
         await self.agi.start()
         await self.ami.start()
         await self.roster.load()
@@ -280,6 +331,22 @@ class Controller:
         await site.start()
         log.info("controller %s (version %s) up: API http://%s:%d", self.cfg.node, __version__,
                  self.cfg.api.host, self.cfg.api.port)
+
+    async def _start_cluster(self) -> None:
+        """The lease, the first heartbeat (before any caller is registered: a register always belongs to a
+        node the sweep knows), the register's writer and the sweep."""
+        if self.leadership.clustered:
+            self._tasks.append(asyncio.create_task(self.leadership.run(), name="leadership"))
+        if self.heartbeats is not None:
+            try:
+                await self.heartbeats.beat()
+            except Exception as exc:
+                log.warning("first heartbeat of node %s not written: %s", self.cfg.node, exc)
+            self._tasks.append(asyncio.create_task(self.heartbeats.run(), name="heartbeat"))
+        if self.waiting is not None:
+            await self.waiting.start()
+        if self.lost_sweep is not None:
+            self._tasks.append(asyncio.create_task(self.lost_sweep.run(), name="lost-node-sweep"))
 
     async def _apply_accounts(self) -> None:
         await self.provisioner.apply(self.roster.runtime_accounts())
@@ -318,6 +385,8 @@ class Controller:
             if close is not None:
                 await close()
         await self.recorder.stop()
+        if self.waiting is not None:
+            await self.waiting.stop()
         await self.continuity.drain()
         await self.events.stop()             # what the last calls published is written before Redis closes
         await self.store.close()

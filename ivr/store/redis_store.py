@@ -23,6 +23,7 @@ from .campaigns import CampaignStore
 from .connection import HAVE_HIREDIS as HAVE_HIREDIS   # re-exported: where tests and tools look for them
 from .connection import HiredisPackedConnection as HiredisPackedConnection
 from .connection import close_sentinel, sentinel_client, url_client
+from .cluster_nodes import ClusterStore
 from .continuity import ContinuityStore
 from .errors import Translating
 from .keys import Keys
@@ -126,6 +127,7 @@ class Store(Translating):
         self.webhooks = WebhookStore(client, self.keys)
         self.leader = LeaderStore(client, self.keys)
         self.cluster_agents = ClusterAgentStore(client, self.keys)
+        self.cluster = ClusterStore(client, self.keys, self.leader)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "ivr", password: str = "") -> "Store":
