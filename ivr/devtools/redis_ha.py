@@ -175,6 +175,8 @@ class RedisSet:
         proc = self._procs.get(name)
         if proc is not None and proc.poll() is not None:
             del self._procs[name]
+        elif proc is not None:
+            return proc.pid        # our own child, still running (its /proc entry may not show redis yet)
         try:
             pid = int(self.pid_path(name).read_text(encoding="ascii").strip())
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
