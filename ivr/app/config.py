@@ -99,6 +99,11 @@ class ClusterConfig:
     heartbeat: float = 1.0       # seconds between a node's heartbeats in Redis ...
     node_ttl: float = 5.0        # ... and a node without one for this long is dead (its waiters become callbacks)
     sip_proxy: str = ""          # Kamailio's host:port: agent phones register there and are reached through it
+    # for Kamailio's configuration (`ivr asterisk-conf render`): every node's Asterisk SIP address (host:port),
+    # and the addresses/networks besides the nodes that may send SIP to Kamailio (the agents' phones; the
+    # carrier's are asterisk.trunk_match)
+    nodes: tuple[str, ...] = ()
+    allowed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

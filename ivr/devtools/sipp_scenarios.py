@@ -47,6 +47,7 @@ class CallerScript:
     wait_bye_ms: int = 120_000                     # how long to wait for the far end's BYE
     patience_ms: int = 0                           # with wait_bye: hang up after this long instead of failing
     prelude_ms: int = 60                           # audio the phone sends as the call is answered (0: none)
+    via_proxy: bool = False                        # behind a proxy (Kamailio): follow its Record-Route in ACK/BYE
 
     def xml(self, pcap_dir: Path | None = None) -> str:
         """The scenario; DTMF pcaps are written into ``pcap_dir`` (a temporary folder by default)."""
@@ -76,8 +77,11 @@ class CallerScript:
                 body.append(f'  <pause milliseconds="{int(seconds * 1000) + 100}"/>')
             else:
                 raise ValueError(f"unknown caller step {kind!r}")
+        # in-dialog requests: to the far end's Contact through the proxies that recorded their route, or
+        # straight to the server dialled
+        in_dialog = "[next_url] SIP/2.0\n[routes]" if self.via_proxy else "sip:[service]@[remote_ip]:[remote_port] SIP/2.0"
         bye = """  <send retrans="500"><![CDATA[
-BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+BYE """ + in_dialog + """
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
 From: "caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
 To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
@@ -132,9 +136,9 @@ Content-Length: [len]
   <recv response="100" optional="true"/>
   <recv response="180" optional="true"/>
   <recv response="183" optional="true"/>
-  <recv response="200" rtd="true"/>
+  <recv response="200" rtd="true"{' rrs="true"' if self.via_proxy else ''}/>
   <send><![CDATA[
-ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+ACK {in_dialog}
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
 From: "caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
 To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
