@@ -183,6 +183,8 @@ modparam("registrar", "default_expires", 300)
 modparam("dialog", "profiles_with_value", "agent")
 modparam("dialog", "dlg_flag", 4)
 modparam("dialog", "enable_stats", 0)
+# a call to an agent whose BYE never came through (a node died) frees the agent after two hours at most
+modparam("dialog", "default_timeout", 7200)
 modparam("dispatcher", "list_file", "{s.dispatcher_file}")
 modparam("dispatcher", "flags", 2)
 modparam("dispatcher", "ds_probing_mode", 1)
