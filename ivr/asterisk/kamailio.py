@@ -13,7 +13,8 @@ Why these choices:
 * **Probing every node** with OPTIONS every ``ping_interval`` seconds in probing mode 1, and a node that does
   not answer an INVITE within ``fr_timer_ms`` is marked down at once (``ds_mark_dst``) and the call retried on
   the next one (``ds_next_dst`` in ``failure_route[DS_FAIL]``): a dead node costs a caller a delay of at
-  most ``fr_timer_ms``, not a failed call.
+  most ``fr_timer_ms``, not a failed call. A node that took a call (100 Trying) but did not answer it within
+  ``ANSWER_TIMER_MS`` counts as failed too: the IVR answers at once, so such a node died or is stuck.
 * **Record-Route and loose routing** keep Kamailio on the signalling path of each dialog (so agents' phones
   behind it stay reachable), never on the media path: no rtpproxy, the SDP goes through untouched.
 * **Registrar for agents' phones** (usrloc in memory: ``db_mode 0``): a node rings agent 1001 by sending an
@@ -40,6 +41,7 @@ DISPATCHER_SET = 1
 ALGORITHM = 4                 # round-robin: see the module's docstring
 PING_INTERVAL = 2             # seconds between OPTIONS probes of each node
 FR_TIMER_MS = 2000            # a node that sends nothing back to an INVITE within this is tried no longer
+ANSWER_TIMER_MS = 10000       # ... nor one that sent 100 Trying but no answer within this (the IVR answers at once)
 _HOSTPORT_RE = re.compile(r"(?P<host>[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\d{1,5})")
 
 
@@ -278,6 +280,9 @@ route[TO_NODE] {{
 \t\texit;
 \t}}
 \txlog("L_INFO", "new call to node $du\\n");
+\t# a node answers its callers at once (the IVR): one that took the call but gave no answer within
+\t# {ANSWER_TIMER_MS // 1000} s is dead or stuck, and the caller goes to the next node
+\tt_set_fr({ANSWER_TIMER_MS}, {s.fr_timer_ms});
 \trecord_route();
 \tt_on_failure("DS_FAIL");
 \troute(RELAY);

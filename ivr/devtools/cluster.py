@@ -174,7 +174,9 @@ class Cluster:
                                 name="admin", role="admin", host=host)
             for stack in self.nodes():
                 stack.up(timeout=max(1.0, deadline - time.monotonic()))
-            self.kamailio().start(deadline)
+            kam = self.kamailio()
+            kam.start(deadline)
+            kam.wait_probed(deadline)
         except BaseException:
             self.down()
             raise

@@ -108,24 +108,44 @@ class SingleRedis:
         return {"url": f"redis://{self.primary()}/0", "sentinels": self.sentinels, "master_name": self.master_name}
 
 
-def sip_options_ok(host: str, port: int, timeout: float = 1.0) -> bool:
-    """Whether a SIP server on UDP host:port answers an OPTIONS with 200 (Kamailio answers for itself)."""
+def _sip_request(method: str, host: str, port: int, user: str = "", *, local_port: int = 0,
+                 extra: str = "", timeout: float = 1.0) -> bytes:
+    """Send one SIP request over UDP from 127.0.0.1:``local_port`` (0: any) and return the first final
+    answer (b"" when none came)."""
     call_id = uuid.uuid4().hex
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("127.0.0.1", local_port))
         sock.settimeout(timeout)
         lport = sock.getsockname()[1]
-        msg = (f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
+        who = f"{user}@" if user else ""
+        msg = (f"{method} sip:{host}:{port} SIP/2.0\r\n"
                f"Via: SIP/2.0/UDP 127.0.0.1:{lport};branch=z9hG4bK{call_id[:16]};rport\r\n"
-               f"From: <sip:probe@127.0.0.1:{lport}>;tag={call_id[:8]}\r\n"
-               f"To: <sip:{host}:{port}>\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
-               "Content-Length: 0\r\n\r\n")
+               f"From: <sip:{user or 'probe'}@{host}:{port}>;tag={call_id[:8]}\r\n"
+               f"To: <sip:{who}{host}:{port}>\r\nCall-ID: {call_id}\r\nCSeq: 1 {method}\r\n"
+               f"Max-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n")
         try:
             sock.sendto(msg.encode(), (host, port))
-            data, _ = sock.recvfrom(4096)
+            while True:
+                data, _ = sock.recvfrom(4096)
+                if not data.startswith(b"SIP/2.0 1"):
+                    return data
         except OSError:
-            return False
-    return data.startswith(b"SIP/2.0 200")
+            return b""
+
+
+def sip_options_ok(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Whether a SIP server on UDP host:port answers an OPTIONS with 200 (Kamailio answers for itself)."""
+    return _sip_request("OPTIONS", host, port, timeout=timeout).startswith(b"SIP/2.0 200")
+
+
+def register_phone(host: str, port: int, user: str, phone_port: int, expires: int = 600) -> None:
+    """Register ``user``'s phone at 127.0.0.1:``phone_port`` with Kamailio (the private cluster's registrar,
+    which checks the source address, not a password: see docs/cluster.md). Start the phone on that port
+    afterwards."""
+    answer = _sip_request("REGISTER", host, port, user, local_port=phone_port, timeout=3.0,
+                          extra=f"Contact: <sip:{user}@127.0.0.1:{phone_port}>\r\nExpires: {expires}\r\n")
+    if not answer.startswith(b"SIP/2.0 200"):
+        raise StackError(f"Kamailio did not register {user}: {answer[:200]!r}")
 
 
 class KamailioProcess:
@@ -162,6 +182,19 @@ class KamailioProcess:
                 raise StackError(f"Kamailio did not answer OPTIONS on {self.listen} in time:\n"
                                  f"{_tail(self.procs.logs / 'kamailio.log')}")
             time.sleep(0.1)
+
+    def wait_probed(self, deadline: float) -> None:
+        """Wait until Kamailio's OPTIONS probes found every node alive (flags ``AP``)."""
+        want = {f"sip:{n}" for n in self.settings.nodes}
+        seen: dict[str, str] = {}
+        while True:
+            seen = self.destinations()
+            if want <= {uri for uri, flags in seen.items() if flags == "AP"}:
+                return
+            if self.procs.pid("kamailio") is None or time.monotonic() > deadline:
+                raise StackError(f"Kamailio's probes did not find every node alive ({seen or 'no answer'} from "
+                                 f"kamcmd):\n{_tail(self.procs.logs / 'kamailio.log')}")
+            time.sleep(0.2)
 
     def stop(self, timeout: float = 15.0) -> list[str]:
         return ["kamailio"] if self.procs.stop("kamailio", timeout) else []

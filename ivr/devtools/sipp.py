@@ -191,16 +191,17 @@ class Sipp:
 
     def start_agent(self, port: int, talk_ms: int = 3000, ring_ms: int = 100, max_calls: int = 100_000,
                     timeout_s: int = 3600, sends_audio: bool = False,
-                    trace_msg: bool = False) -> subprocess.Popen[bytes]:
+                    trace_msg: bool = False, via_proxy: bool = False) -> subprocess.Popen[bytes]:
         """Start an agent phone (UAS) listening on 127.0.0.1:port; stop it with ``stop()``. With
         ``sends_audio`` it streams audio (G.711 silence) for the whole of each call, as a real phone does;
-        with ``trace_msg`` it logs the SIP messages, for ``invites_received(port, phone="agent")``."""
+        with ``trace_msg`` it logs the SIP messages, for ``invites_received(port, phone="agent")``; with
+        ``via_proxy`` it is reached through Kamailio (a cluster) and keeps it in each call's route."""
         pcap = None
         if sends_audio:
             pcap = self.workdir / "pcap" / f"agent-audio-{port}-{next(PCAP_SEQ)}.pcap"
             pcap.parent.mkdir(parents=True, exist_ok=True)
             write_audio_prelude(pcap, RtpClock(), ms=talk_ms)
-        scenario = self._write("agent", agent_scenario(talk_ms, ring_ms, pcap))
+        scenario = self._write("agent", agent_scenario(talk_ms, ring_ms, pcap, via_proxy))
         # -aa: answer qualify OPTIONS (and INFO/NOTIFY) outside calls, as a registered phone does
         err = self.workdir / f"agent-err-{port}.log"
         argv = [self.binary, "-sf", str(scenario), "-m", str(max_calls), "-timeout", f"{timeout_s}s", "-aa",

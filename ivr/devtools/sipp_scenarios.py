@@ -156,11 +156,13 @@ Content-Length: 0
 """
 
 
-def uas_hangup(user: str) -> str:
-    """The end shared by the UAS scenarios: label ``hangup`` sends our BYE, label ``done`` ends."""
+def uas_hangup(user: str, via_proxy: bool = False) -> str:
+    """The end shared by the UAS scenarios: label ``hangup`` sends our BYE, label ``done`` ends. ``via_proxy``:
+    the BYE follows the Route set the INVITE recorded (its ``recv`` needs ``rrs="true"``)."""
+    target = "[next_url] SIP/2.0\n[routes]" if via_proxy else "[$remote_contact] SIP/2.0"
     return f"""  <label id="hangup"/>
   <send retrans="500"><![CDATA[
-BYE [$remote_contact] SIP/2.0
+BYE {target}
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
 From: <sip:{user}@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
 To:[$remote_from]
@@ -175,11 +177,13 @@ Content-Length: 0
   <label id="done"/>"""
 
 
-def uas_answer(user: str, sdp: str = SDP) -> str:
-    """A phone's 200 OK with its SDP (re-sent until the ACK), and the ACK."""
+def uas_answer(user: str, sdp: str = SDP, via_proxy: bool = False) -> str:
+    """A phone's 200 OK with its SDP (re-sent until the ACK), and the ACK. ``via_proxy``: the INVITE's
+    Record-Route is copied into the answer, so the caller's ACK and BYE come through the proxy."""
+    rr = "[last_Record-Route:]\n" if via_proxy else ""
     return f"""  <send retrans="500"><![CDATA[
 SIP/2.0 200 OK
-[last_Via:]
+{rr}[last_Via:]
 [last_From:]
 [last_To:];tag=[pid]SIPpTag01[call_number]
 [last_Call-ID:]
@@ -194,7 +198,7 @@ Content-Length: [len]
 """
 
 
-def uas_ring_and_answer(user: str, ring_ms: int, extra_headers: str = "") -> str:
+def uas_ring_and_answer(user: str, ring_ms: int, extra_headers: str = "", via_proxy: bool = False) -> str:
     """A phone taking the INVITE just received: 180 Ringing (with ``extra_headers``, one per line), ``ring_ms``
     of ringing, then ``uas_answer``."""
     return f"""  <send><![CDATA[
@@ -209,27 +213,31 @@ Contact: <sip:{user}@[local_ip]:[local_port]>
 
 ]]></send>
   <pause milliseconds="{int(ring_ms)}"/>
-{uas_answer(user)}"""
+{uas_answer(user, via_proxy=via_proxy)}"""
 
 
-def agent_scenario(talk_ms: int = 3000, ring_ms: int = 100, audio_pcap: Path | None = None) -> str:
+def agent_scenario(talk_ms: int = 3000, ring_ms: int = 100, audio_pcap: Path | None = None,
+                   via_proxy: bool = False) -> str:
     """UAS for an agent phone: answer after ``ring_ms``, talk ``talk_ms``, hang up (or take the caller's BYE).
     With ``audio_pcap`` the phone sends that audio from the answer, as a real phone sends RTP all through a
-    call (Asterisk features that act on the call's frames, such as ChanSpy, need a stream to act on)."""
+    call (Asterisk features that act on the call's frames, such as ChanSpy, need a stream to act on). With
+    ``via_proxy`` the phone sits behind a SIP proxy (Kamailio) and keeps it in the dialog's route."""
     media = f'  <nop><action><exec play_pcap_audio="{audio_pcap}"/></action></nop>\n' if audio_pcap else ""
+    # where our BYE goes: the caller's Contact, or (behind a proxy) the recorded route, which needs no variable
+    contact = "" if via_proxy else \
+        '      <ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:" check_it="true" assign_to="remote_contact"/>\n'
     return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
 <scenario name="agent phone">
-  <recv request="INVITE" crlf="true">
+  <recv request="INVITE" crlf="true"{' rrs="true"' if via_proxy else ''}>
     <action>
       <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="remote_from"/>
-      <ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:" check_it="true" assign_to="remote_contact"/>
-    </action>
+{contact}    </action>
   </recv>
-{uas_ring_and_answer('agent', ring_ms)}{media}  <recv request="BYE" timeout="{int(talk_ms)}" ontimeout="hangup"/>
+{uas_ring_and_answer('agent', ring_ms, via_proxy=via_proxy)}{media}  <recv request="BYE" timeout="{int(talk_ms)}" ontimeout="hangup"/>
   <send next="done"><![CDATA[
 {OK_LAST}]]></send>
-{uas_hangup('agent')}
+{uas_hangup('agent', via_proxy)}
 </scenario>
 """
 

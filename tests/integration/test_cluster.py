@@ -2,6 +2,8 @@
 one Redis, started with ``ivr up --nodes 2``; SIPp callers dial Kamailio's address.
 
 * callers reach the IVR (FastAGI sessions) on both nodes;
+* an agent's phone registered with Kamailio is rung by both nodes' queues but never gets two calls at once
+  (Kamailio answers the second node 486 while the first call is up);
 * Kamailio stopped and started again while calls are up: the calls go on (media never passed through it;
   their BYEs follow the Route set, which a fresh Kamailio relays statelessly) and new calls succeed;
 * one node's Asterisk SIGKILLed under a steady stream of calls: Kamailio marks it down within the probe
@@ -16,6 +18,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -28,11 +31,14 @@ import pytest
 from ivr.app.config import PROJECT_ROOT
 from ivr.asterisk.kamailio import FR_TIMER_MS, PING_INTERVAL
 from ivr.devtools.cluster import Cluster, cluster_ports
-from ivr.devtools.sipp import Sipp, SippResult
+from ivr.devtools.cluster_parts import register_phone
+from ivr.devtools.sipp import Sipp, SippResult, free_port
 from ivr.devtools.sipp_scenarios import CallerScript
 from ivr.devtools.stack import _port_in_use, _pid_alive
 
-from .harness import pick_port_base, require_tools, wait_for
+from .harness import FIXTURES, SHORT_MENU_DID, pick_port_base, require_tools, wait_for
+
+AGENT = "1001"
 
 ENV = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
 
@@ -61,6 +67,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster,
     require_tools()
     workdir = tmp_path_factory.mktemp("cluster")
     base = wait_for(lambda: _cluster_base(), timeout=30, what="a free port range for two nodes")
+    dialplans = workdir / "dialplans"
+    dialplans.mkdir()
+    shutil.copy(PROJECT_ROOT / "dialplans" / "main.yaml", dialplans / "main.yaml")
+    shutil.copy(FIXTURES / "dialplans" / "short.yaml", dialplans / "short.yaml")
+    # the nodes' config beyond the defaults (ivr up keeps it): one agent in support on both nodes, the short menu
+    Cluster(workdir).init(nodes=2, port_base=base, extra={
+        "dialplans_dir": str(dialplans), "dids": {SHORT_MENU_DID: "short"},
+        "agents": [{"id": AGENT, "name": "Agent One", "queues": ["support"], "logged_in": True}]})
     out = ivr("up", "--workdir", str(workdir), "--nodes", "2", "--port-base", str(base), "--timeout", "120")
     assert out.returncode == 0, f"ivr up --nodes 2 failed:\n{out.stderr[-4000:]}"
     info = json.loads(out.stdout.strip().splitlines()[-1])
@@ -107,6 +121,37 @@ def test_callers_reach_the_ivr_on_both_nodes(cluster: tuple[Cluster, dict[str, A
         [agi_calls(n["api"], info["token"]) for n in info["nodes"]]), timeout=15, what="8 IVR sessions")
     per_node = [a - b for a, b in zip(reached, before)]
     assert sum(per_node) == 8 and min(per_node) >= 3, f"calls per node: {per_node} (round-robin: 4 and 4)"
+
+
+def test_an_agent_is_never_rung_by_two_nodes_at_once(cluster: tuple[Cluster, dict[str, Any]], tmp_path: Path) -> None:
+    c, info = cluster
+    kam = c.kamailio()
+    sipp = Sipp(target_port=kam.port, workdir=tmp_path / "sipp")
+    port = free_port()
+    register_phone(kam.host, kam.port, AGENT, port)
+    phone = sipp.start_agent(port, talk_ms=60_000, trace_msg=True, via_proxy=True)
+    log = kam.root / "logs" / "kamailio.log"
+    busy_before = log.read_text(errors="replace").count(f"agent {AGENT} is on a call: 486")
+    before = [agi_calls(n["api"], info["token"]) for n in info["nodes"]]
+    try:
+        # two callers, one per node (round-robin), both press 1 for support, where the one agent serves
+        script = CallerScript(steps=[("pause", 1200), ("dtmf", "1"), ("pause", 9000)], end="hangup", via_proxy=True)
+        proc = sipp.start_calls(script, extension=SHORT_MENU_DID, calls=2, rate=10, timeout_s=60)
+        try:
+            wait_for(lambda: sipp.invites_received(port, "agent").get(AGENT, 0) >= 1, timeout=20,
+                     what="the agent's phone to be rung")
+            time.sleep(4)   # the other node's queue keeps trying the agent (retry 1 s) meanwhile
+            during = sipp.invites_received(port, "agent").get(AGENT, 0)
+        finally:
+            result = sipp.finish(proc, timeout=60)
+    finally:
+        Sipp.stop(phone)
+    per_node = [agi_calls(n["api"], info["token"]) - b for n, b in zip(info["nodes"], before)]
+    busy = log.read_text(errors="replace").count(f"agent {AGENT} is on a call: 486") - busy_before
+    assert per_node == [1, 1], f"callers per node: {per_node}"
+    assert during == 1, f"the agent's phone got {during} INVITEs during one call"
+    assert busy >= 1, "Kamailio never answered the other node 486 Busy Here"
+    assert result.ok, f"{result.successful} ok, {result.failed} failed:\n{result.errors}"
 
 
 def test_kamailio_restart_keeps_the_calls_up_and_new_calls_succeed(cluster: tuple[Cluster, dict[str, Any]],
