@@ -50,7 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from ..devtools.cluster import Cluster
+    from ..devtools.cluster import Cluster, is_cluster
     from ..devtools.stack import Stack, StackError
 
     extra = {"api": {"host": args.api_host}} if args.api_host else None
@@ -59,6 +59,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         cluster.init(nodes=args.nodes, port_base=args.port_base, extra=extra)
         info = cluster.up(timeout=args.timeout)
     elif args.nodes == 1:
+        if is_cluster(args.workdir):
+            raise StackError(f"{args.workdir} holds a cluster: pass its --nodes, or use another workdir")
         stack = Stack(args.workdir)
         stack.init(port_base=args.port_base, extra=extra)
         info = stack.up(timeout=args.timeout)

@@ -78,7 +78,7 @@ class Cluster:
             if known["nodes"] != nodes or (port_base is not None and known["port_base"] != port_base):
                 raise StackError(f"{self.workdir} holds a cluster of {known['nodes']} nodes at port base "
                                  f"{known['port_base']}: use another workdir, or the same --nodes/--port-base")
-        base = port_base if port_base is not None else 15000
+        base = port_base if port_base is not None else self._meta()["port_base"] if self.marker.exists() else 15000
         self.workdir.mkdir(parents=True, exist_ok=True)
         secrets = load_secrets(self.secrets_path) if self.secrets_path.exists() else {}
         changed = False

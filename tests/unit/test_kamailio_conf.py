@@ -153,3 +153,35 @@ def test_cluster_ports_do_not_overlap() -> None:
     assert len(set(flat)) == len(flat) and ports["kamailio"] == 15060
     ranges = [(n["rtp_start"], n["rtp_end"]) for n in ports["nodes"]]
     assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:])) and ranges[0][0] == 20000 and ranges[-1][1] <= 20999
+
+
+def test_cluster_init_gives_each_node_its_ports_name_and_the_shared_secrets(tmp_path: Path) -> None:
+    from ivr.devtools.cluster import Cluster, is_cluster
+    from ivr.devtools.stack import StackError
+
+    c = Cluster(tmp_path / "c")
+    c.init(nodes=2, port_base=30000, extra={"log_level": "DEBUG"})
+    assert is_cluster(c.workdir)
+    shared = c.secrets()
+    cfgs = [stack.config() for stack in c.nodes()]
+    assert [cfg.node for cfg in cfgs] == ["node1", "node2"]
+    assert [cfg.asterisk.sip_port for cfg in cfgs] == [30160, 30260]
+    assert [cfg.api.port for cfg in cfgs] == [30180, 30280]
+    assert all(cfg.cluster.enabled and cfg.cluster.sip_proxy == "127.0.0.1:30060" for cfg in cfgs)
+    assert {cfg.redis.url for cfg in cfgs} == {"redis://127.0.0.1:31379/0"}
+    assert all(cfg.redis.password == shared["redis_password"] and cfg.log_level == "DEBUG" for cfg in cfgs)
+    assert all(stack.secrets()["api_token"] == shared["api_token"] for stack in c.nodes())
+    c.init(nodes=2)   # again, without --port-base: the same ports
+    assert c.node(1).config().asterisk.sip_port == 30260
+    with pytest.raises(StackError, match="cluster of 2 nodes"):
+        c.init(nodes=3)
+    with pytest.raises(StackError, match="--nodes"):
+        Cluster(tmp_path / "d").init(nodes=1)
+
+
+def test_up_without_nodes_refuses_a_cluster_workdir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ivr.devtools.cluster import Cluster
+
+    Cluster(tmp_path / "c").init(nodes=2, port_base=30000)
+    assert cli_main(["up", "--workdir", str(tmp_path / "c")]) == 1
+    assert "holds a cluster" in capsys.readouterr().err
