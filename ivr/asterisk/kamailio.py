@@ -23,6 +23,8 @@ Why these choices:
 * **One call per agent across nodes**: each call to an agent is a dialog in profile ``agent`` keyed by the
   agent's id; a second INVITE while one is up (from any node) gets 486 Busy Here, so app_queue on that node
   rings another member. The check and the mark are taken under a lock per agent (cfgutils).
+* **A call retried with credentials goes to the same node**: a node challenges an agent's phone (digest) and
+  only that node knows its nonce, so the node each new call went to is kept by Call-ID for a minute (htable).
 * **Only known sources** (the nodes, the carrier's and the agents' networks) may send requests; anything else
   gets 403 and is logged.
 """
@@ -167,6 +169,7 @@ loadmodule "xlog.so"
 loadmodule "sanity.so"
 loadmodule "ipops.so"
 loadmodule "cfgutils.so"
+loadmodule "htable.so"
 loadmodule "usrloc.so"
 loadmodule "registrar.so"
 loadmodule "dialog.so"
@@ -199,6 +202,9 @@ modparam("dispatcher", "ds_ping_reply_codes", "class=2;class=4")
 modparam("dispatcher", "xavp_dst", "_dsdst_")
 modparam("dispatcher", "xavp_ctx", "_dsctx_")
 modparam("cfgutils", "lock_set_size", 8)
+# the node each new call went to, by Call-ID, for a minute: an agent's phone that answers a node's digest
+# challenge sends its INVITE again (same Call-ID) and must reach the node that challenged it
+modparam("htable", "htable", "callnode=>size=12;autoexpire=60;")
 
 request_route {{
 \tif (!mf_process_maxfwd_header("10")) {{
@@ -274,6 +280,12 @@ route[WITHINDLG] {{
 
 # a new call from the carrier (or an agent's phone dialling in): to a live node, the next one on failure
 route[TO_NODE] {{
+\tif ($sht(callnode=>$ci) != $null) {{
+\t\t$du = $sht(callnode=>$ci);
+\t\txlog("L_INFO", "call retried (credentials): to the same node $du\\n");
+\t\trecord_route();
+\t\troute(RELAY);
+\t}}
 \tif (!ds_select_dst("{DISPATCHER_SET}", "{ALGORITHM}")) {{
 \t\txlog("L_ERR", "no live node for a call from $si:$sp\\n");
 \t\tsl_send_reply("503", "Service Unavailable");
@@ -283,6 +295,7 @@ route[TO_NODE] {{
 \t# a node answers its callers at once (the IVR): one that took the call but gave no answer within
 \t# {ANSWER_TIMER_MS // 1000} s is dead or stuck, and the caller goes to the next node
 \tt_set_fr({ANSWER_TIMER_MS}, {s.fr_timer_ms});
+\t$sht(callnode=>$ci) = $du;
 \trecord_route();
 \tt_on_failure("DS_FAIL");
 \troute(RELAY);
@@ -318,6 +331,7 @@ failure_route[DS_FAIL] {{
 \t\txlog("L_WARN", "node $du failed ($T_reply_code): marked down, trying the next one\\n");
 \t\tds_mark_dst("ip");
 \t\tif (ds_next_dst()) {{
+\t\t\t$sht(callnode=>$ci) = $du;
 \t\t\tt_on_failure("DS_FAIL");
 \t\t\tt_relay();
 \t\t\texit;

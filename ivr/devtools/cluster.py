@@ -86,6 +86,11 @@ class Cluster:
             if not secrets.get(key):
                 secrets[key] = asterisk_conf.new_secret(32)
                 changed = True
+        for agent in (extra or {}).get("agents") or []:   # one SIP password per agent, the same on every node
+            key = f"agent:{agent.get('id')}" if isinstance(agent, Mapping) else ""
+            if key and not agent.get("password") and not secrets.get(key):
+                secrets[key] = asterisk_conf.new_secret(12)
+                changed = True
         if changed or not self.secrets_path.exists():
             write_secrets(self.secrets_path, secrets)
         self.marker.write_text(yaml.safe_dump({"nodes": nodes, "port_base": base}, sort_keys=False),

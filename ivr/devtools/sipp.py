@@ -211,10 +211,10 @@ class Sipp:
         return self._start_uas(argv, port, err)
 
     def dial_as(self, user: str, password: str, exten: str, *, digits: str = "", after_ms: int = 2500,
-                hold_ms: int = 30_000, timeout_s: int = 40) -> SippResult:
+                hold_ms: int = 30_000, timeout_s: int = 40, via_proxy: bool = False) -> SippResult:
         """An agent's phone dials ``exten`` (a feature code such as *72 or *81), answering the digest
         challenge, keys in ``digits`` (e.g. a PIN and #) ``after_ms`` after the answer, and stays until
-        Asterisk hangs up (or ``hold_ms``)."""
+        Asterisk hangs up (or ``hold_ms``); ``via_proxy``: through Kamailio (a cluster)."""
         dtmf = ""
         if digits:
             pcap = self.workdir / "pcap" / f"dial-{os.getpid()}-{next(PCAP_SEQ)}.pcap"
@@ -222,7 +222,7 @@ class Sipp:
             write_dtmf_pcap(pcap, digits, RtpClock())
             dtmf = (f'  <pause milliseconds="{int(after_ms)}"/>\n'
                     f'  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>\n')
-        scenario = self._write("dial", dial_as_scenario(hold_ms, dtmf))
+        scenario = self._write("dial", dial_as_scenario(hold_ms, dtmf, via_proxy))
         port = free_port()
         argv = [self.binary, f"{self.target_host}:{self.target_port}", "-sf", str(scenario), "-s", exten,
                 "-au", user, "-ap", password, "-key", "user", user, "-m", "1", "-timeout", f"{timeout_s}s",

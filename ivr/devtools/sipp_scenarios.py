@@ -280,8 +280,9 @@ SIP/2.0 {status}
             + '  <label id="bad"/>\n  <recv request="NEVER" timeout="200"/>\n  <label id="done"/>\n</scenario>\n')
 
 
-def dial_as_scenario(hold_ms: int = 30_000, after_answer: str = "") -> str:
-    """UAC: INVITE, answer the 401 digest challenge, wait for Asterisk's BYE (``hold_ms`` at most)."""
+def dial_as_scenario(hold_ms: int = 30_000, after_answer: str = "", via_proxy: bool = False) -> str:
+    """UAC: INVITE, answer the 401 digest challenge, wait for Asterisk's BYE (``hold_ms`` at most).
+    ``via_proxy``: the ACK of the answer follows the proxy's Record-Route."""
     def invite(cseq: int, auth: str) -> str:
         return f"""  <send retrans="500"><![CDATA[
 INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
@@ -299,9 +300,11 @@ Content-Length: [len]
 ]]></send>
 """
 
+    target = "[next_url] SIP/2.0\n[routes]" if via_proxy else "sip:[service]@[remote_ip]:[remote_port] SIP/2.0"
+
     def ack(cseq: int) -> str:
         return f"""  <send><![CDATA[
-ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+ACK {target}
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
 From: <sip:[user]@[remote_ip]>;tag=[pid]SIPpTag00[call_number]
 To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
@@ -327,7 +330,8 @@ Content-Length: 0
 ]]></send>
 """ + invite(2, "[authentication]\n")
             + '  <recv response="100" optional="true"/>\n  <recv response="180" optional="true"/>\n'
-            + '  <recv response="183" optional="true"/>\n  <recv response="200" rtd="true"/>\n' + ack(2)
+            + '  <recv response="183" optional="true"/>\n  <recv response="200" rtd="true"'
+            + (' rrs="true"' if via_proxy else '') + '/>\n' + ack(2)
             + after_answer + f'  <recv request="BYE" timeout="{int(hold_ms)}"/>\n'
             + "  <send><![CDATA[\n" + OK_LAST + "]]></send>\n</scenario>\n")
 

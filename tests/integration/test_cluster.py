@@ -154,6 +154,23 @@ def test_an_agent_is_never_rung_by_two_nodes_at_once(cluster: tuple[Cluster, dic
     assert result.ok, f"{result.successful} ok, {result.failed} failed:\n{result.errors}"
 
 
+def test_an_agent_phone_dialling_in_is_challenged_and_served_by_one_node(cluster: tuple[Cluster, dict[str, Any]],
+                                                                         tmp_path: Path) -> None:
+    """The node that challenges the phone's INVITE (digest) must get the retry with the credentials: Kamailio
+    keeps the call on that node. Two calls: round-robin puts one on each node, both succeed."""
+    c, info = cluster
+    password = c.secrets()[f"agent:{AGENT}"]
+    nodes_pjsip = [(c.node(i).asterisk_etc / "pjsip.conf").read_text() for i in range(2)]
+    assert all(f"password = {password}" in text for text in nodes_pjsip)   # the same account on every node
+    sipp = Sipp(target_port=c.kamailio().port, workdir=tmp_path / "sipp")
+    before = [agi_calls(n["api"], info["token"]) for n in info["nodes"]]
+    for _ in range(2):   # *81 (phone login): no PIN is set, so the IVR says so and hangs up
+        result = sipp.dial_as(AGENT, password, "*81", digits="1234#", via_proxy=True)
+        assert result.ok, f"{result.successful} ok, {result.failed} failed:\n{result.errors}"
+    per_node = [agi_calls(n["api"], info["token"]) - b for n, b in zip(info["nodes"], before)]
+    assert per_node == [1, 1], f"phone calls per node: {per_node}"
+
+
 def test_kamailio_restart_keeps_the_calls_up_and_new_calls_succeed(cluster: tuple[Cluster, dict[str, Any]],
                                                                    tmp_path: Path) -> None:
     c, info = cluster

@@ -65,7 +65,9 @@ def test_cfg_probes_fails_over_records_the_route_and_guards_busy_agents(tmp_path
     failure = text[text.index("failure_route[DS_FAIL]"):]
     assert 't_check_status("5[0-9][0-9]|408") || t_branch_timeout()' in failure
     assert "ds_mark_dst" in failure and "ds_next_dst()" in failure
-    assert text.count("record_route();") == 2 and "loose_route()" in text
+    assert text.count("record_route();") == 3 and "loose_route()" in text
+    to_node = text[text.index("route[TO_NODE]"):text.index("route[TO_AGENT]")]
+    assert to_node.index("$du = $sht(callnode=>$ci)") < to_node.index("ds_select_dst")   # a retry: same node
     assert 'save("location", "0x04")' in text and 'lookup("location")' in text
     agent = text[text.index("route[TO_AGENT]"):text.index("failure_route")]
     assert agent.index("get_profile_size") < agent.index('sl_send_reply("486", "Busy Here")') \
