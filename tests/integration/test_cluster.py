@@ -36,7 +36,7 @@ from ivr.devtools.sipp import Sipp, SippResult, free_port
 from ivr.devtools.sipp_scenarios import CallerScript
 from ivr.devtools.stack import _port_in_use, _pid_alive
 
-from .harness import FIXTURES, SHORT_MENU_DID, pick_port_base, require_tools, wait_for
+from .harness import FIXTURES, SHORT_MENU_DID, require_tools, wait_for, worker_port_bases
 
 AGENT = "1001"
 
@@ -66,7 +66,7 @@ def agi_calls(api: str, token: str) -> int:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, dict[str, Any]]]:
     require_tools()
     workdir = tmp_path_factory.mktemp("cluster")
-    base = wait_for(lambda: _cluster_base(), timeout=30, what="a free port range for two nodes")
+    base = _cluster_base()
     dialplans = workdir / "dialplans"
     dialplans.mkdir()
     shutil.copy(PROJECT_ROOT / "dialplans" / "main.yaml", dialplans / "main.yaml")
@@ -86,12 +86,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster,
         assert down.returncode == 0, f"ivr down failed:\n{down.stderr[-4000:]}"
 
 
-def _cluster_base() -> int | None:
-    base = pick_port_base()
-    ports = cluster_ports(base, 2)
-    wanted = [ports["kamailio"], ports["redis"]] + [n[k] for n in ports["nodes"] for k in ("sip", "ami", "agi", "api")]
-    return None if any(_port_in_use("127.0.0.1", p) or _port_in_use("127.0.0.1", p, udp=True) for p in wanted) \
-        else base
+def _cluster_base() -> int:
+    """A port base whose cluster ports (Kamailio, Redis, two nodes) are all free, from this worker's slice."""
+    first, stop = worker_port_bases() or (40000, 58000)
+    busy: list[int] = []
+    for base in range(first, stop, 2000):
+        ports = cluster_ports(base, 2)
+        wanted = [ports["kamailio"], ports["redis"]] + [n[k] for n in ports["nodes"]
+                                                        for k in ("sip", "ami", "agi", "api", "rtp_start")]
+        busy = [p for p in wanted if _port_in_use("127.0.0.1", p) or _port_in_use("127.0.0.1", p, udp=True)]
+        if not busy:
+            return base
+    raise AssertionError(f"no free port range for a cluster between {first} and {stop} (last busy: {busy})")
 
 
 def caller(pause_ms: int) -> CallerScript:
@@ -241,7 +247,7 @@ def test_a_dead_node_is_skipped_within_the_probe_interval(cluster: tuple[Cluster
 
 def test_down_leaves_nothing_running(tmp_path: Path) -> None:
     require_tools()
-    base = wait_for(lambda: _cluster_base(), timeout=30, what="a free port range for two nodes")
+    base = _cluster_base()
     c = Cluster(tmp_path / "c")
     c.init(nodes=2, port_base=base)
     info = c.up(timeout=120)
