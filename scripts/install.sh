@@ -21,9 +21,11 @@ if ! grep -q 'VERSION_ID="12"' /etc/os-release 2>/dev/null; then
   echo "warning: this script is written for Debian 12 (bookworm); continuing anyway" >&2
 fi
 
-step "Debian packages: SIPp, Redis and Redis Sentinel, ffmpeg, sox, espeak-ng, Chromium + chromedriver (dashboard test), Python venv"
+step "Debian packages: SIPp, Redis and Redis Sentinel, Kamailio (several nodes), ffmpeg, sox, espeak-ng, Chromium + chromedriver (dashboard test), Python venv"
 need=()
 command -v sipp >/dev/null || need+=(sip-tester)
+# Kamailio 5.6 with its dispatcher, registrar and dialog modules (kamcmd comes with it): `ivr up --nodes N`
+{ command -v kamailio >/dev/null && command -v kamcmd >/dev/null; } || need+=(kamailio)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-sentinel >/dev/null || need+=(redis-sentinel)   # several nodes: Redis primary + replica, 3 Sentinels
 command -v ffmpeg >/dev/null || need+=(ffmpeg)

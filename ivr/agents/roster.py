@@ -308,7 +308,7 @@ class Roster:
             a = self.agents[agent_id]
             out.append({"id": agent_id, "display": (a.name or f"Agent {agent_id}")[:40], "contact": "",
                         "md5_cred": self.added[agent_id], "realm": SIP_REALM, "password": "",
-                        **device_options(self.cfg, "")})
+                        **device_options(self.cfg, "", agent_id)})
         return out
 
     def describe(self) -> list[dict[str, Any]]:

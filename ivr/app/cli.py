@@ -50,27 +50,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from ..devtools.stack import Stack
+    from ..devtools.cluster import Cluster, is_cluster
+    from ..devtools.stack import Stack, StackError
 
-    stack = Stack(args.workdir)
-    stack.init(port_base=args.port_base, extra={"api": {"host": args.api_host}} if args.api_host else None)
-    info = stack.up(timeout=args.timeout)
+    extra = {"api": {"host": args.api_host}} if args.api_host else None
+    if args.nodes > 1:   # Kamailio in front of N nodes sharing one Redis (docs/cluster.md)
+        cluster = Cluster(args.workdir)
+        cluster.init(nodes=args.nodes, port_base=args.port_base, extra=extra)
+        info = cluster.up(timeout=args.timeout)
+    elif args.nodes == 1:
+        if is_cluster(args.workdir):
+            raise StackError(f"{args.workdir} holds a cluster: pass its --nodes, or use another workdir")
+        stack = Stack(args.workdir)
+        stack.init(port_base=args.port_base, extra=extra)
+        info = stack.up(timeout=args.timeout)
+    else:
+        raise StackError(f"--nodes: 1 or more, got {args.nodes}")
     print(json.dumps(info), flush=True)
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    from ..devtools.cluster import Cluster, is_cluster
     from ..devtools.stack import Stack
 
-    stopped = Stack(args.workdir).down()
+    stopped = Cluster(args.workdir).down() if is_cluster(args.workdir) else Stack(args.workdir).down()
     print(json.dumps({"stopped": stopped}))
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from ..devtools.cluster import Cluster, is_cluster
     from ..devtools.stack import Stack
 
-    status = Stack(args.workdir).status()
+    status = Cluster(args.workdir).status() if is_cluster(args.workdir) else Stack(args.workdir).status()
     print(json.dumps(status, indent=2))
     return 0 if status.get("healthy") else 1
 
@@ -91,6 +104,15 @@ def cmd_render(args: argparse.Namespace) -> int:
     dirs = asterisk_conf.AsteriskDirs.under(out, state)
     for path in asterisk_conf.render(cfg, dirs, secrets):
         print(path)
+    if asterisk_conf.sip_proxy(cfg):   # a node of a cluster: Kamailio's files too (ivr/asterisk/kamailio.py)
+        from ..asterisk import kamailio
+
+        dispatcher = out.resolve() / "dispatcher.list"
+        settings = kamailio.from_config(cfg, str(dispatcher))
+        for path, text in ((out / "kamailio.cfg", kamailio.render_cfg(settings)),
+                           (dispatcher, kamailio.render_dispatcher(settings.nodes))):
+            path.write_text(text, encoding="utf-8")
+            print(path)
     print(f"AMI secret kept in {secrets_file} (0600)", file=sys.stderr)
     return 0
 
@@ -207,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--port-base", type=int, default=None,
                            help="ports are base+60 (SIP), +38 (AMI), +73 (AGI), +80 (API), +1379 (Redis); default 15000")
             s.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for health")
+            s.add_argument("--nodes", type=int, default=1,
+                           help="Asterisk nodes (each with its own controller): above 1, Kamailio in front of them "
+                                "on base+60 and one shared Redis; node i on the ports of base+100*i (docs/cluster.md)")
             s.add_argument("--api-host", help="address the API and dashboard listen on (default 127.0.0.1; kept in "
                                               "the workdir's ivr.yaml). 0.0.0.0 is for a VM whose port is forwarded "
                                               "to its host's loopback (vagrant/README.md): it opens the API to every "

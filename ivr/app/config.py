@@ -102,6 +102,11 @@ class ClusterConfig:
     busy_sync: float = 2.0       # seconds between reconciles of the agents' shared busy state (ivr/cluster/agents.py)
     busy_stale: float = 15.0     # a node's busy entry it has not confirmed for this long is removed (node down)
     max_call: float = 14400.0    # ... and one of a call longer than this (a stuck record): its agent is free again
+    # for Kamailio's configuration (`ivr asterisk-conf render`): every node's Asterisk SIP address (host:port),
+    # and the addresses/networks besides the nodes that may send SIP to Kamailio (the agents' phones; the
+    # carrier's are asterisk.trunk_match)
+    nodes: tuple[str, ...] = ()
+    allowed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

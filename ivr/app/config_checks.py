@@ -383,5 +383,16 @@ def _validate_cluster(cfg: Config) -> None:
         raise ConfigError(f"cluster.max_call: above cluster.busy_stale ({c.busy_stale} s), got {c.max_call}")
     if c.sip_proxy and not re.fullmatch(r"[A-Za-z0-9_.\[\]:-]+:\d{1,5}", c.sip_proxy):
         raise ConfigError(f"cluster.sip_proxy: expected host:port, got {c.sip_proxy!r}")
+    for i, node in enumerate(c.nodes):
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+:\d{1,5}|\[[0-9A-Fa-f:.]+\]:\d{1,5}", node) \
+                or not 0 < int(node.rsplit(":", 1)[1]) < 65536:
+            raise ConfigError(f"cluster.nodes[{i}]: expected an Asterisk node's SIP address host:port, got {node!r}")
+    if len(set(c.nodes)) != len(c.nodes):
+        raise ConfigError(f"cluster.nodes: a node is listed twice: {', '.join(c.nodes)}")
+    for i, net in enumerate(c.allowed):
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(f"cluster.allowed[{i}]: expected an IP address or network, got {net!r}") from None
     if c.enabled and not NAME_RE.fullmatch(cfg.node):
         raise ConfigError(f"node: letters, digits, _ and - only in a cluster, got {cfg.node!r}")

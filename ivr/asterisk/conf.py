@@ -109,9 +109,32 @@ def modules_for(cfg: Config) -> tuple[str, ...]:
     return MODULES + tuple(extra)
 
 
-def device_options(cfg: Config, contact: str) -> dict[str, Any]:
-    """Codecs for every agent endpoint; OPTIONS pings (qualify) for phones that register, not static contacts."""
+def sip_proxy(cfg: Config) -> str:
+    """Kamailio's host:port when this node is one of a cluster behind it, else ""."""
+    return cfg.cluster.sip_proxy if cfg.cluster.enabled else ""
+
+
+def device_options(cfg: Config, contact: str, agent_id: str = "") -> dict[str, Any]:
+    """Codecs for every agent endpoint; OPTIONS pings (qualify) for phones that register, not static contacts.
+
+    On a node of a cluster the phones register with Kamailio, not with the node: the agent's contact is
+    ``sip:<agent>@<kamailio>`` (Kamailio looks the phone up and refuses a second call to a busy agent), no
+    qualify (Kamailio probes), and the contact a phone's answer carries is kept (Kamailio is in its Route set).
+    """
+    proxy = sip_proxy(cfg)
+    if proxy and agent_id:
+        return {"allow": ",".join(cfg.asterisk.codecs), "qualify": 0, "contact": f"sip:{agent_id}@{proxy}",
+                "via_proxy": True}
     return {"allow": ",".join(cfg.asterisk.codecs), "qualify": 0 if contact else cfg.asterisk.qualify_frequency}
+
+
+def trunk_match(cfg: Config) -> tuple[str, ...]:
+    """The addresses the trunk is identified by: on a node of a cluster also Kamailio's (calls come through it)."""
+    proxy = sip_proxy(cfg)
+    if not proxy:
+        return cfg.asterisk.trunk_match
+    host = proxy.rsplit(":", 1)[0].strip("[]")
+    return tuple(dict.fromkeys((*cfg.asterisk.trunk_match, host)))
 
 
 def render_accounts(accounts: Sequence[Mapping[str, Any]]) -> str:
@@ -139,7 +162,7 @@ def render(cfg: Config, dirs: AsteriskDirs, secret_values: Mapping[str, str]) ->
             "display": display,
             "contact": ag.contact,
             "password": ag.password or secret_values.get(f"agent:{ag.id}") or new_secret(12),
-            **device_options(cfg, ag.contact),
+            **device_options(cfg, ag.contact, ag.id),
         })
     ctx = {
         "asterisk": cfg.asterisk,
@@ -148,6 +171,7 @@ def render(cfg: Config, dirs: AsteriskDirs, secret_values: Mapping[str, str]) ->
         "modules": modules,
         "prompts_dir": cfg.prompts_dir,
         "accept_lang": cfg.languages[0] if cfg.languages else "en",
+        "trunk_match": trunk_match(cfg),
         "trunk_host": cfg.asterisk.trunk_uri.split(":", 1)[1] if cfg.asterisk.trunk_uri else "",
         "outbound_callerid": cfg.asterisk.outbound_callerid,
         "queues": cfg.queues,

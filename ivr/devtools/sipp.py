@@ -191,16 +191,17 @@ class Sipp:
 
     def start_agent(self, port: int, talk_ms: int = 3000, ring_ms: int = 100, max_calls: int = 100_000,
                     timeout_s: int = 3600, sends_audio: bool = False,
-                    trace_msg: bool = False) -> subprocess.Popen[bytes]:
+                    trace_msg: bool = False, via_proxy: bool = False) -> subprocess.Popen[bytes]:
         """Start an agent phone (UAS) listening on 127.0.0.1:port; stop it with ``stop()``. With
         ``sends_audio`` it streams audio (G.711 silence) for the whole of each call, as a real phone does;
-        with ``trace_msg`` it logs the SIP messages, for ``invites_received(port, phone="agent")``."""
+        with ``trace_msg`` it logs the SIP messages, for ``invites_received(port, phone="agent")``; with
+        ``via_proxy`` it is reached through Kamailio (a cluster) and keeps it in each call's route."""
         pcap = None
         if sends_audio:
             pcap = self.workdir / "pcap" / f"agent-audio-{port}-{next(PCAP_SEQ)}.pcap"
             pcap.parent.mkdir(parents=True, exist_ok=True)
             write_audio_prelude(pcap, RtpClock(), ms=talk_ms)
-        scenario = self._write("agent", agent_scenario(talk_ms, ring_ms, pcap))
+        scenario = self._write("agent", agent_scenario(talk_ms, ring_ms, pcap, via_proxy))
         # -aa: answer qualify OPTIONS (and INFO/NOTIFY) outside calls, as a registered phone does
         err = self.workdir / f"agent-err-{port}.log"
         argv = [self.binary, "-sf", str(scenario), "-m", str(max_calls), "-timeout", f"{timeout_s}s", "-aa",
@@ -210,10 +211,10 @@ class Sipp:
         return self._start_uas(argv, port, err)
 
     def dial_as(self, user: str, password: str, exten: str, *, digits: str = "", after_ms: int = 2500,
-                hold_ms: int = 30_000, timeout_s: int = 40) -> SippResult:
+                hold_ms: int = 30_000, timeout_s: int = 40, via_proxy: bool = False) -> SippResult:
         """An agent's phone dials ``exten`` (a feature code such as *72 or *81), answering the digest
         challenge, keys in ``digits`` (e.g. a PIN and #) ``after_ms`` after the answer, and stays until
-        Asterisk hangs up (or ``hold_ms``)."""
+        Asterisk hangs up (or ``hold_ms``); ``via_proxy``: through Kamailio (a cluster)."""
         dtmf = ""
         if digits:
             pcap = self.workdir / "pcap" / f"dial-{os.getpid()}-{next(PCAP_SEQ)}.pcap"
@@ -221,7 +222,7 @@ class Sipp:
             write_dtmf_pcap(pcap, digits, RtpClock())
             dtmf = (f'  <pause milliseconds="{int(after_ms)}"/>\n'
                     f'  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>\n')
-        scenario = self._write("dial", dial_as_scenario(hold_ms, dtmf))
+        scenario = self._write("dial", dial_as_scenario(hold_ms, dtmf, via_proxy))
         port = free_port()
         argv = [self.binary, f"{self.target_host}:{self.target_port}", "-sf", str(scenario), "-s", exten,
                 "-au", user, "-ap", password, "-key", "user", user, "-m", "1", "-timeout", f"{timeout_s}s",

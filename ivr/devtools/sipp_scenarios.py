@@ -47,6 +47,7 @@ class CallerScript:
     wait_bye_ms: int = 120_000                     # how long to wait for the far end's BYE
     patience_ms: int = 0                           # with wait_bye: hang up after this long instead of failing
     prelude_ms: int = 60                           # audio the phone sends as the call is answered (0: none)
+    via_proxy: bool = False                        # behind a proxy (Kamailio): follow its Record-Route in ACK/BYE
 
     def xml(self, pcap_dir: Path | None = None) -> str:
         """The scenario; DTMF pcaps are written into ``pcap_dir`` (a temporary folder by default)."""
@@ -76,8 +77,11 @@ class CallerScript:
                 body.append(f'  <pause milliseconds="{int(seconds * 1000) + 100}"/>')
             else:
                 raise ValueError(f"unknown caller step {kind!r}")
+        # in-dialog requests: to the far end's Contact through the proxies that recorded their route, or
+        # straight to the server dialled
+        in_dialog = "[next_url] SIP/2.0\n[routes]" if self.via_proxy else "sip:[service]@[remote_ip]:[remote_port] SIP/2.0"
         bye = """  <send retrans="500"><![CDATA[
-BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+BYE """ + in_dialog + """
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
 From: "caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
 To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
@@ -132,9 +136,9 @@ Content-Length: [len]
   <recv response="100" optional="true"/>
   <recv response="180" optional="true"/>
   <recv response="183" optional="true"/>
-  <recv response="200" rtd="true"/>
+  <recv response="200" rtd="true"{' rrs="true"' if self.via_proxy else ''}/>
   <send><![CDATA[
-ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+ACK {in_dialog}
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
 From: "caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
 To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
@@ -152,11 +156,13 @@ Content-Length: 0
 """
 
 
-def uas_hangup(user: str) -> str:
-    """The end shared by the UAS scenarios: label ``hangup`` sends our BYE, label ``done`` ends."""
+def uas_hangup(user: str, via_proxy: bool = False) -> str:
+    """The end shared by the UAS scenarios: label ``hangup`` sends our BYE, label ``done`` ends. ``via_proxy``:
+    the BYE follows the Route set the INVITE recorded (its ``recv`` needs ``rrs="true"``)."""
+    target = "[next_url] SIP/2.0\n[routes]" if via_proxy else "[$remote_contact] SIP/2.0"
     return f"""  <label id="hangup"/>
   <send retrans="500"><![CDATA[
-BYE [$remote_contact] SIP/2.0
+BYE {target}
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
 From: <sip:{user}@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
 To:[$remote_from]
@@ -171,11 +177,13 @@ Content-Length: 0
   <label id="done"/>"""
 
 
-def uas_answer(user: str, sdp: str = SDP) -> str:
-    """A phone's 200 OK with its SDP (re-sent until the ACK), and the ACK."""
+def uas_answer(user: str, sdp: str = SDP, via_proxy: bool = False) -> str:
+    """A phone's 200 OK with its SDP (re-sent until the ACK), and the ACK. ``via_proxy``: the INVITE's
+    Record-Route is copied into the answer, so the caller's ACK and BYE come through the proxy."""
+    rr = "[last_Record-Route:]\n" if via_proxy else ""
     return f"""  <send retrans="500"><![CDATA[
 SIP/2.0 200 OK
-[last_Via:]
+{rr}[last_Via:]
 [last_From:]
 [last_To:];tag=[pid]SIPpTag01[call_number]
 [last_Call-ID:]
@@ -190,7 +198,7 @@ Content-Length: [len]
 """
 
 
-def uas_ring_and_answer(user: str, ring_ms: int, extra_headers: str = "") -> str:
+def uas_ring_and_answer(user: str, ring_ms: int, extra_headers: str = "", via_proxy: bool = False) -> str:
     """A phone taking the INVITE just received: 180 Ringing (with ``extra_headers``, one per line), ``ring_ms``
     of ringing, then ``uas_answer``."""
     return f"""  <send><![CDATA[
@@ -205,27 +213,31 @@ Contact: <sip:{user}@[local_ip]:[local_port]>
 
 ]]></send>
   <pause milliseconds="{int(ring_ms)}"/>
-{uas_answer(user)}"""
+{uas_answer(user, via_proxy=via_proxy)}"""
 
 
-def agent_scenario(talk_ms: int = 3000, ring_ms: int = 100, audio_pcap: Path | None = None) -> str:
+def agent_scenario(talk_ms: int = 3000, ring_ms: int = 100, audio_pcap: Path | None = None,
+                   via_proxy: bool = False) -> str:
     """UAS for an agent phone: answer after ``ring_ms``, talk ``talk_ms``, hang up (or take the caller's BYE).
     With ``audio_pcap`` the phone sends that audio from the answer, as a real phone sends RTP all through a
-    call (Asterisk features that act on the call's frames, such as ChanSpy, need a stream to act on)."""
+    call (Asterisk features that act on the call's frames, such as ChanSpy, need a stream to act on). With
+    ``via_proxy`` the phone sits behind a SIP proxy (Kamailio) and keeps it in the dialog's route."""
     media = f'  <nop><action><exec play_pcap_audio="{audio_pcap}"/></action></nop>\n' if audio_pcap else ""
+    # where our BYE goes: the caller's Contact, or (behind a proxy) the recorded route, which needs no variable
+    contact = "" if via_proxy else \
+        '      <ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:" check_it="true" assign_to="remote_contact"/>\n'
     return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
 <scenario name="agent phone">
-  <recv request="INVITE" crlf="true">
+  <recv request="INVITE" crlf="true"{' rrs="true"' if via_proxy else ''}>
     <action>
       <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="remote_from"/>
-      <ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:" check_it="true" assign_to="remote_contact"/>
-    </action>
+{contact}    </action>
   </recv>
-{uas_ring_and_answer('agent', ring_ms)}{media}  <recv request="BYE" timeout="{int(talk_ms)}" ontimeout="hangup"/>
+{uas_ring_and_answer('agent', ring_ms, via_proxy=via_proxy)}{media}  <recv request="BYE" timeout="{int(talk_ms)}" ontimeout="hangup"/>
   <send next="done"><![CDATA[
 {OK_LAST}]]></send>
-{uas_hangup('agent')}
+{uas_hangup('agent', via_proxy)}
 </scenario>
 """
 
@@ -268,8 +280,9 @@ SIP/2.0 {status}
             + '  <label id="bad"/>\n  <recv request="NEVER" timeout="200"/>\n  <label id="done"/>\n</scenario>\n')
 
 
-def dial_as_scenario(hold_ms: int = 30_000, after_answer: str = "") -> str:
-    """UAC: INVITE, answer the 401 digest challenge, wait for Asterisk's BYE (``hold_ms`` at most)."""
+def dial_as_scenario(hold_ms: int = 30_000, after_answer: str = "", via_proxy: bool = False) -> str:
+    """UAC: INVITE, answer the 401 digest challenge, wait for Asterisk's BYE (``hold_ms`` at most).
+    ``via_proxy``: the ACK of the answer follows the proxy's Record-Route."""
     def invite(cseq: int, auth: str) -> str:
         return f"""  <send retrans="500"><![CDATA[
 INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
@@ -287,9 +300,11 @@ Content-Length: [len]
 ]]></send>
 """
 
+    target = "[next_url] SIP/2.0\n[routes]" if via_proxy else "sip:[service]@[remote_ip]:[remote_port] SIP/2.0"
+
     def ack(cseq: int) -> str:
         return f"""  <send><![CDATA[
-ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+ACK {target}
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
 From: <sip:[user]@[remote_ip]>;tag=[pid]SIPpTag00[call_number]
 To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
@@ -315,7 +330,8 @@ Content-Length: 0
 ]]></send>
 """ + invite(2, "[authentication]\n")
             + '  <recv response="100" optional="true"/>\n  <recv response="180" optional="true"/>\n'
-            + '  <recv response="183" optional="true"/>\n  <recv response="200" rtd="true"/>\n' + ack(2)
+            + '  <recv response="183" optional="true"/>\n  <recv response="200" rtd="true"'
+            + (' rrs="true"' if via_proxy else '') + '/>\n' + ack(2)
             + after_answer + f'  <recv request="BYE" timeout="{int(hold_ms)}"/>\n'
             + "  <send><![CDATA[\n" + OK_LAST + "]]></send>\n</scenario>\n")
 

@@ -149,11 +149,58 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
-class Stack:
-    """One workdir holding config, secrets, logs, pids and data of a private stack."""
+def write_redis_conf(redis_dir: Path, port: int, password: str) -> Path:
+    """A Redis config file (0600, in the 0700 data folder ``redis_dir``): the password is in it, never on a
+    command line that every local user can read in /proc."""
+    def quoted(v: str) -> str:
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(redis_dir, 0o700)
+    path = redis_dir / "redis.conf"
+    text = "\n".join([
+        "# written by `ivr up` from secrets.yaml (redis_password); rewritten on every start",
+        f"port {port}", "bind 127.0.0.1", "protected-mode yes", f"dir {quoted(str(redis_dir))}",
+        "appendonly yes", "appendfsync everysec", 'save ""', "daemonize no", 'logfile ""',
+        f"requirepass {quoted(password)}", ""])
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return path
 
-    def __init__(self, workdir: str | os.PathLike[str]) -> None:
+
+def redis_ping(port: int, password: str) -> bool:
+    """Whether the Redis on 127.0.0.1:``port`` answers PING with that password (no client library)."""
+    def resp(*args: str) -> bytes:
+        parts = [f"*{len(args)}\r\n".encode()]
+        for a in args:
+            b = a.encode()
+            parts.append(b"$%d\r\n%s\r\n" % (len(b), b))
+        return b"".join(parts)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(resp("AUTH", password) + resp("PING"))
+            got = b""
+            while got.count(b"\r\n") < 2:
+                chunk = s.recv(64)
+                if not chunk:
+                    break
+                got += chunk
+            return got == b"+OK\r\n+PONG\r\n"
+    except OSError:
+        return False
+
+
+class Stack:
+    """One workdir holding config, secrets, logs, pids and data of a private stack.
+
+    ``services`` are the parts it starts: all three alone; Asterisk and the controller for a node of a
+    cluster (ivr/devtools/cluster.py), whose Redis is the cluster's.
+    """
+
+    def __init__(self, workdir: str | os.PathLike[str], services: tuple[str, ...] = SERVICES) -> None:
         self.workdir = Path(workdir).resolve()
+        self.services = services
         self.config_path = self.workdir / "ivr.yaml"
         self.secrets_path = self.workdir / "secrets.yaml"
         self.logs = self.workdir / "logs"
@@ -234,8 +281,9 @@ class Stack:
     def _check_ports(self, cfg: Config) -> None:
         checks = [("sip", cfg.asterisk.sip_host, cfg.asterisk.sip_port, True),
                   ("ami", cfg.asterisk.ami_host, cfg.asterisk.ami_port, False),
-                  ("agi", cfg.agi.host, cfg.agi.port, False), ("api", cfg.api.host, cfg.api.port, False),
-                  ("redis", "127.0.0.1", self._redis_port(cfg), False)]
+                  ("agi", cfg.agi.host, cfg.agi.port, False), ("api", cfg.api.host, cfg.api.port, False)]
+        if "redis" in self.services:
+            checks.append(("redis", "127.0.0.1", self._redis_port(cfg), False))
         for name, host, port, udp in checks:
             if _port_in_use(host, port, udp):
                 raise StackError(f"port {port} ({name}) on {host} is already in use: is another stack running? "
@@ -255,7 +303,8 @@ class Stack:
         asterisk_conf.render(cfg, dirs, {"ami_secret": secrets["ami_secret"], **secrets})
         deadline = time.monotonic() + timeout
         try:
-            self._start_redis(cfg, deadline)
+            if "redis" in self.services:
+                self._start_redis(cfg, deadline)
             self._start_asterisk(cfg, deadline)
             self._start_controller(cfg, deadline)
         except BaseException:
@@ -298,23 +347,7 @@ class Stack:
         }
 
     def _redis_conf(self, port: int, password: str) -> Path:
-        """The Redis config file (0600, in the 0700 data folder): the password is in it, never on a
-        command line that every local user can read in /proc."""
-        def quoted(v: str) -> str:
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        self.redis_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.redis_dir, 0o700)
-        path = self.redis_dir / "redis.conf"
-        text = "\n".join([
-            "# written by `ivr up` from secrets.yaml (redis_password); rewritten on every start",
-            f"port {port}", "bind 127.0.0.1", "protected-mode yes", f"dir {quoted(str(self.redis_dir))}",
-            "appendonly yes", "appendfsync everysec", 'save ""', "daemonize no", 'logfile ""',
-            f"requirepass {quoted(password)}", ""])
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        return path
+        return write_redis_conf(self.redis_dir, port, password)
 
     def _start_redis(self, cfg: Config, deadline: float) -> None:
         port = self._redis_port(cfg)
@@ -333,26 +366,7 @@ class Stack:
 
         register_token_sync(port, password, cfg.redis.prefix, self.secrets()["api_token"], name="admin", role="admin")
 
-    @staticmethod
-    def _redis_ping(port: int, password: str) -> bool:
-        def resp(*args: str) -> bytes:
-            parts = [f"*{len(args)}\r\n".encode()]
-            for a in args:
-                b = a.encode()
-                parts.append(b"$%d\r\n%s\r\n" % (len(b), b))
-            return b"".join(parts)
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                s.sendall(resp("AUTH", password) + resp("PING"))
-                got = b""
-                while got.count(b"\r\n") < 2:
-                    chunk = s.recv(64)
-                    if not chunk:
-                        break
-                    got += chunk
-                return got == b"+OK\r\n+PONG\r\n"
-        except OSError:
-            return False
+    _redis_ping = staticmethod(redis_ping)
 
     def _start_asterisk(self, cfg: Config, deadline: float) -> None:
         conf = str(self.asterisk_etc / "asterisk.conf")
@@ -430,7 +444,7 @@ class Stack:
     def status(self) -> dict[str, Any]:
         """Which parts run, and the controller's health if it answers."""
         out: dict[str, Any] = {"workdir": str(self.workdir)}
-        for name in SERVICES:
+        for name in self.services:
             out[name] = {"running": self._read_pid(name) is not None, "pid": self._read_pid(name)}
         try:
             cfg = self.config()
@@ -447,7 +461,7 @@ class Stack:
             out["health"] = json.loads(exc.read() or b"{}")
         except OSError as exc:
             out["health"] = {"status": "down", "error": str(exc)}
-        out["healthy"] = all(out[s]["running"] for s in SERVICES) and out["health"].get("status") == "ok"
+        out["healthy"] = all(out[s]["running"] for s in self.services) and out["health"].get("status") == "ok"
         return out
 
 

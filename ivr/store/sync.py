@@ -86,3 +86,18 @@ def sentinel_master(port: int, password: str, master_name: str) -> dict[str, str
     if isinstance(raw, dict):
         return {str(k): str(v) for k, v in raw.items()}
     return {str(raw[i]): str(raw[i + 1]) for i in range(0, len(raw) - 1, 2)}
+def current_leader(port: int, *, password: str | None, prefix: str, host: str = "127.0.0.1") -> str:
+    """The node holding the balancing leader's lease now ("" when nobody leads or Redis does not answer)."""
+    from .keys import Keys
+
+    client = blocking_client(port, password=password, host=host, socket_timeout=2, socket_connect_timeout=1)
+    try:
+        holder = client.get(Keys(prefix).leader)
+    except redis_sync.RedisError:
+        return ""
+    finally:
+        client.close()
+    if not holder:
+        return ""
+    text = holder.decode() if isinstance(holder, bytes) else str(holder)
+    return text.split(":", 1)[1] if ":" in text else text

@@ -59,3 +59,19 @@ def test_a_caller_starts_its_media_with_audio_before_any_key(tmp_path) -> None:
     assert dtmf[0][:2] == (1, 101)
     assert dtmf[0][2] == prelude[-1][2] + 1 and dtmf[0][3] == prelude[0][3]    # one stream
     assert "prelude" not in sipp.CallerScript(steps=[("dtmf", "1")], prelude_ms=0).xml(tmp_path)
+
+
+def test_phones_behind_a_proxy_follow_its_record_route() -> None:
+    from ivr.devtools.sipp_scenarios import CallerScript, agent_scenario
+
+    direct = CallerScript(steps=[("pause", 100)], end="hangup", prelude_ms=0).xml()
+    proxied = CallerScript(steps=[("pause", 100)], end="hangup", prelude_ms=0, via_proxy=True).xml()
+    assert 'rrs="true"' not in direct and "ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0" in direct
+    assert '<recv response="200" rtd="true" rrs="true"/>' in proxied
+    assert "ACK [next_url] SIP/2.0\n[routes]\n" in proxied and "BYE [next_url] SIP/2.0\n[routes]\n" in proxied
+    agent = agent_scenario(via_proxy=True)
+    assert '<recv request="INVITE" crlf="true" rrs="true">' in agent
+    assert "SIP/2.0 200 OK\n[last_Record-Route:]\n" in agent and "BYE [next_url] SIP/2.0\n[routes]\n" in agent
+    assert "remote_contact" not in agent      # SIPp refuses a variable set but never used
+    plain = agent_scenario()
+    assert "Record-Route" not in plain and "BYE [$remote_contact] SIP/2.0" in plain
