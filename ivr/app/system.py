@@ -16,6 +16,8 @@ from ..asterisk.ami_client import AmiClient
 from ..balance.loop import BalanceLoop
 from ..callbacks.service import CallbackDispatcher
 from ..campaigns.dialer import Dialer
+from ..campaigns.work import CampaignWork
+from ..cluster.leader import Leadership
 from ..menu.schema import MenuSet
 from ..outcomes.records import CallRecorder
 from ..prompts.library import PromptLibrary
@@ -27,8 +29,11 @@ class SystemService:
 
     def __init__(self, *, node: str, store: Store, ami: AmiClient, agi: AgiServer, menus: MenuSet,
                  prompts: PromptLibrary, recorder: CallRecorder, balance: BalanceLoop, dialer: Dialer,
-                 dispatcher: CallbackDispatcher, started_at: float | None = None) -> None:
+                 dispatcher: CallbackDispatcher, started_at: float | None = None,
+                 leadership: Leadership | None = None, campaign_work: CampaignWork | None = None) -> None:
         self.node = node
+        self._leadership = leadership or Leadership.solo(node)
+        self._work = campaign_work
         self._store = store
         self._ami = ami
         self._agi = agi
@@ -76,7 +81,15 @@ class SystemService:
                         "last_tick_ms": round(bal.last_tick_ms, 2),
                         "actions": bal.actions_by_kind,
                         "tiers_open": sorted(q for q, t in bal.tiers.items() if t.open)},
-            "dialer": self._dialer.health(),
+            "cluster": cluster_view(self._leadership),
+            "dialer": {**self._dialer.health(), "fenced": self._dialer.fenced,
+                       **({"work": self._work.health()} if self._work is not None else {})},
             "callbacks": {"recovered": cbs.recovered, "recover_errors": cbs.recover_errors,
-                          "last_recover_error": cbs.last_recover_error},
+                          "last_recover_error": cbs.last_recover_error, "fenced": cbs.fenced},
         }
+
+
+def cluster_view(leadership: Leadership) -> dict[str, Any]:
+    """This node and the balancing leader as /health and the live view show them."""
+    return {"node": leadership.node, "leader": leadership.leader, "leading": leadership.is_leader,
+            "token": leadership.token}

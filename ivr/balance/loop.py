@@ -7,6 +7,11 @@ over AMI by reconciling desired against actual membership: an action is only
 sent for a difference, a member just added is not added again while its
 QueueMemberAdded event is on the way, and nothing runs until AMI has resynced
 after a (re)connect. Every action is logged with its reason and counted.
+
+In a cluster only the balancing leader applies actions (``leadership``, ivr/cluster/leader.py). Each action
+is safe to send twice (a new leader may repeat what the old one sent just before it died): QueuePenalty sets a
+value; QueueAdd of a member already there and QueueRemove of one not there fail harmlessly and are skipped
+below; pauses are QueuePause with an explicit ``Paused`` (ivr/agents/service.py), never a toggle.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from ..app.config import Config
 from ..app.logutil import RateLimit
 from ..agents.roster import Roster
 from ..asterisk.state import CallCenterState
+from ..cluster.leader import Leadership
 from .policy import (Action, AgentView, CallbackView, CampaignView, Decision, Policy, QueueView, Snapshot,
                      TierState, decide)
 
@@ -63,8 +69,13 @@ class BalanceLoop:
                  pending_callbacks: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
                  dispatch_callback: CallbackDispatch | None = None,
                  campaigns: Callable[[], Sequence[str | CampaignView]] | None = None,
-                 set_pace: Callable[[str, float, str], None] | None = None, guard: Any = None) -> None:
+                 set_pace: Callable[[str, float, str], None] | None = None, guard: Any = None,
+                 leadership: Leadership | None = None) -> None:
         self.cfg = cfg
+        # only the leader acts; a follower decides each tick too (its tiers and estimates stay current) but
+        # applies nothing, so it acts at its first tick as leader
+        self.leadership = leadership or Leadership.solo(cfg.node)
+        self.follower_ticks = 0
         self.state = state
         self.ami = ami
         self.roster = roster
@@ -190,6 +201,12 @@ class BalanceLoop:
         now = time.time()
         decision = decide(self.snapshot(now), self.policy)
         self.tiers = dict(decision.tiers)
+        if not self.leadership.is_leader:
+            self.last_decision = dataclasses.replace(decision, actions=())
+            self.follower_ticks += 1
+            self.ticks += 1
+            self.last_tick_ms = (time.perf_counter() - t0) * 1000
+            return self.last_decision
         self._pending = {k: t for k, t in self._pending.items() if now - t < PENDING_S}
         # the campaigns' pace depends on the callbacks owed too: it is set from the decision that sees them
         paced_later = self._pending_callbacks is not None

@@ -367,9 +367,13 @@ class Continuity:
         self.callbacks_made += made
         return made
 
-    async def run_sweeper(self, callbacks: Any, interval: float = 5.0) -> None:
+    async def run_sweeper(self, callbacks: Any, interval: float = 5.0,
+                          leading: Callable[[], bool] = lambda: True) -> None:
+        """Sweep every ``interval`` seconds while ``leading()`` (in a cluster only the balancing leader does)."""
         while True:
             await asyncio.sleep(interval)
+            if not leading():
+                continue
             try:
                 await self.sweep(callbacks=callbacks)
             except asyncio.CancelledError:

@@ -54,6 +54,9 @@ caller's channel.
 | {p}:campaign:{cid}:import | hash   | the last import's summary                                  |
 | {p}:campaign:{cid}:attempts | stream | dial attempts and their outcomes                         |
 | {p}:campaign:{cid}:hour:{YYYYMMDDHH} | string | the campaign's dials in that UTC hour           |
+| {p}:campaign:{cid}:work   | stream | claimed contacts to dial (n, attempt): consumer group ``dialers``, |
+|                           |        | one consumer per node; an entry is deleted once handled    |
+| {p}:campaign:{cid}:attempt:{n}:{a} | string | the node that took claim a of contact n (SET NX, 7 days) |
 | {p}:events                | stream | outbound events (id, type, created, data); a consumer group per webhook |
 | {p}:webhook:{name}:lock   | string | the node delivering that webhook's events (a lease)            |
 | {p}:webhook:{name}:log    | list   | newest first: JSON of its recent delivery attempts (capped)    |
@@ -229,6 +232,14 @@ class Keys:
 
     def campaign_hour(self, cid: str, hour: str) -> str:
         return f"{self.campaign(cid)}:hour:{hour}"
+
+    def campaign_work(self, cid: str) -> str:
+        """The stream of claimed contacts the nodes dial from (a consumer group, ivr/store/campaign_work.py)."""
+        return f"{self.campaign(cid)}:work"
+
+    def campaign_attempt(self, cid: str, n: int | str, attempt: int | str) -> str:
+        """Which node took claim ``attempt`` of contact ``n`` (taken once: SET NX)."""
+        return f"{self.campaign(cid)}:attempt:{n}:{attempt}"
 
     def campaign_contact(self, cid: str, n: int | str) -> str:
         return f"{self.campaign(cid)}:contact:{n}"

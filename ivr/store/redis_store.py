@@ -18,6 +18,7 @@ from redis.exceptions import DataError
 from .agents import AgentStore
 from .callrecord import stage_call_fields
 from .campaigns import CampaignStore
+from .campaign_work import CampaignWorkStore
 from .continuity import ContinuityStore
 from .errors import Translating
 from .keys import Keys
@@ -150,6 +151,7 @@ class Store(Translating):
         self.reports = ReportStore(client, self.keys)
         self.webhooks = WebhookStore(client, self.keys)
         self.leader = LeaderStore(client, self.keys)
+        self.campaign_work = CampaignWorkStore(client, self.keys)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "ivr", password: str = "") -> "Store":
