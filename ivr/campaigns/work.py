@@ -129,6 +129,7 @@ class CampaignWork:
                 if loop.time() - reclaimed_at >= self.reclaim_every:
                     reclaimed_at = loop.time()
                     await self.reclaim_once()
+                await asyncio.sleep(0)     # a read that came back at once (its own pending ones) yields too
             except asyncio.CancelledError:
                 raise
             except (StoreError, OSError) as exc:
