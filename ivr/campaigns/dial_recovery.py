@@ -75,6 +75,17 @@ async def settle_leases(db: "CampaignStore", live: set[str], finish: Finish,
     return summary
 
 
+def node_owns(attempt_holder: Callable[[str, str, str], Awaitable[str]], node: str) -> Owns:
+    """In a cluster, whether a lease is ``node``'s to settle: dialled there (the contact names it), or taken
+    there from the work stream and not dialled yet (the claim's attempt key names it). A claim nobody took is
+    still in the work stream: the nodes dial it from there."""
+    async def owns(cid: str, n: str, contact: Mapping[str, str]) -> bool:
+        if contact.get("status") == "in_progress":
+            return contact.get("node") == node
+        return await attempt_holder(cid, n, contact.get("claims") or "0") == node
+    return owns
+
+
 def free_stale_slots(running: Mapping[str, Running], live: Collection[str], originating: Collection[str],
                      since: float) -> int:
     """Free the slots of calls whose channel is not in ``live`` (the account codes AMI listed), unless their

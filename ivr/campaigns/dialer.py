@@ -45,12 +45,13 @@ from ..app.logutil import RateLimit
 from .outbound import OutboundGuard
 from ..cluster.leader import Leadership, NotLeader
 from ..store.errors import StoreError
+from ..store.campaign_work import TakenOver
 from ..store.leader import Fenced
 from ..store.redis_store import Store
 from ..webhooks.events import Events
 
 from . import contacts
-from .dial_recovery import free_stale_slots, live_account_codes, settle_leases
+from .dial_recovery import free_stale_slots, live_account_codes, node_owns, settle_leases
 from .dial_rules import (CLOSED, FINAL_ACTIONS, HANGUP_CAUSES, ORIGINATE_REASONS, NoCommonTime, Running, account_code,
                          contact_zones, guard_retry_at, next_dial_time, refill)
 from .model import Campaign, campaign_from_dict
@@ -342,9 +343,16 @@ class Dialer:
             return
         attempt = int(contact.get("attempts") or 0) + 1
         code = account_code(cid, n, attempt)
-        mine = {"node": self.cfg.node} if self.clustered else {}   # whose recovery settles it
-        await contacts.set_status(self.db, None, cid, int(n), "in_progress", attempts=str(attempt),
-                                  dialled_at=str(time.time()), attempt_id=code, **mine)
+        marked = {"attempts": str(attempt), "dialled_at": str(time.time()), "attempt_id": code}
+        if self.clustered:   # only while the claim is still this node's (TakenOver: another node dials it)
+            try:
+                await self.store.campaign_work.mark_in_progress(cid, n, contact.get("claims") or "0", self.cfg.node,
+                                                                {**marked, "node": self.cfg.node})
+            except TakenOver as exc:
+                log.warning("campaign %s: contact %s not dialled here: %s", cid, n, exc)
+                return
+        else:
+            await contacts.set_status(self.db, None, cid, int(n), "in_progress", **marked)
         await self.db.count_dial(cid, hour)
         r.active[code] = time.monotonic()
         self.originating.add(code)
@@ -473,17 +481,9 @@ class Dialer:
     # ------------------------------------------------------------ recovery
     async def recover(self) -> dict[str, int]:
         """After a (re)start: settle every lease left by a previous run (dial_recovery.py)."""
-        owns = self._owns if self.clustered else None
+        owns = node_owns(self.store.campaign_work.attempt_holder, self.cfg.node) if self.clustered else None
         return await settle_leases(self.db, await live_account_codes(self.ami), self.finish_attempt, self._hold_slot,
                                    owns)
-
-    async def _owns(self, cid: str, n: str, contact: Mapping[str, str]) -> bool:
-        """In a cluster, whether a lease is this node's to settle: dialled here, or taken here from the work
-        stream and not dialled yet. A claim nobody took is still in the stream: the nodes dial it from there."""
-        if contact.get("status") == "in_progress":
-            return contact.get("node") == self.cfg.node
-        claim = contact.get("claims") or "0"
-        return await self.store.campaign_work.attempt_holder(cid, n, claim) == self.cfg.node
 
     async def _hold_slot(self, cid: str, code: str) -> None:
         """A call of a previous run still on the line: its slot is taken again."""

@@ -10,7 +10,11 @@ Why each step (the store's side: ivr/store/campaign_work.py):
   back in line or closed by a check (calling hours, do-not-call, the outbound guard). A failure before that
   leaves it pending: this node reads its own pending entries again (the take succeeds again for the same node
   while the contact was not dialled), and if the node died, any node's XAUTOCLAIM pass moves entries idle
-  longer than ``idle_s`` to itself. Nothing claimed is lost while one node lives.
+  longer than ``idle_s`` to itself. Nothing claimed is lost while one node lives;
+- a reclaimed entry whose claim the dead node had taken but not dialled (not ``in_progress``) is taken over
+  (the attempt key is set to the new node); the contact becomes ``in_progress`` only while the key still names
+  the dialling node (``mark_in_progress``), so a node that was merely paused and resumes finds its claim gone
+  (``TakenOver``) and does not dial.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ class WorkStore(Protocol):
 
     async def autoclaim(self, cid: str, consumer: str, min_idle_ms: int, count: int = 100) -> list[WorkItem]: ...
 
-    async def take(self, item: WorkItem, node: str) -> tuple[str, str]: ...
+    async def take(self, item: WorkItem, node: str, takeover: bool = False) -> tuple[str, str]: ...
 
     async def ack(self, item: WorkItem) -> None: ...
 
@@ -72,10 +76,11 @@ class CampaignWork:
                 self._groups.add(cid)
         return cids
 
-    async def handle(self, item: WorkItem) -> str:
+    async def handle(self, item: WorkItem, reclaimed: bool = False) -> str:
         """Take, dial and acknowledge one entry; returns what the take said (taken, done, stale). A dial that
-        raises leaves the entry unacknowledged (read again: see the module docstring) and raises."""
-        verdict, holder = await self.store.take(item, self.node)
+        raises leaves the entry unacknowledged (read again: see the module docstring) and raises. A
+        ``reclaimed`` entry (XAUTOCLAIM) whose claim another node took and never dialled is taken over."""
+        verdict, holder = await self.store.take(item, self.node, takeover=reclaimed)
         self.counts[verdict] = self.counts.get(verdict, 0) + 1
         if verdict == "taken":
             try:
@@ -89,9 +94,9 @@ class CampaignWork:
         await self.store.ack(item)
         return verdict
 
-    async def _handle_all(self, items: Sequence[WorkItem]) -> int:
+    async def _handle_all(self, items: Sequence[WorkItem], reclaimed: bool = False) -> int:
         for item in items:
-            await self.handle(item)
+            await self.handle(item, reclaimed)
         return len(items)
 
     async def poll_once(self, own_pending: bool = False) -> int:
@@ -111,7 +116,7 @@ class CampaignWork:
                 log.warning("campaign %s: %d claims idle for %.0fs taken over by %s", cid, len(items), self.idle_s,
                             self.node)
                 self.counts["reclaimed"] += len(items)
-            n += await self._handle_all(items)
+            n += await self._handle_all(items, reclaimed=True)
         return n
 
     async def run(self) -> None:

@@ -15,16 +15,17 @@ read but never acknowledged (it died) are taken over by any node with XAUTOCLAIM
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from .errors import Translating
+from .campaigns import SET_STATUS_LUA
+from .errors import StoreError, Translating
 from .keys import Keys
-from .leader import run_fenced
+from .leader import run_fenced, shifted
 
 GROUP = "dialers"
 ATTEMPT_TTL_S = 7 * 86400   # a claim's SET NX key outlives any campaign attempt by far
@@ -48,14 +49,20 @@ return out
 """
 
 # KEYS[1] the claim's attempt key, KEYS[2] leases, KEYS[3] the contact; ARGV[1] n, ARGV[2] attempt,
-# ARGV[3] node, ARGV[4] ttl s. {'taken', node}: this node dials it (taken now, or taken earlier by this same
-# node, which has not dialled it yet: it failed half-way or restarted); {'done', holder}: another node took it,
-# or this node dialled it already; {'stale', ''}: no longer the contact's current claim (settled meanwhile).
+# ARGV[3] node, ARGV[4] ttl s, ARGV[5] '1' to take over a claim another node took and never dialled (an entry
+# reclaimed after it sat idle: that node died half-way). {'taken', node}: this node dials it (taken now, taken
+# over, or taken earlier by this same node, which has not dialled it yet: it failed half-way or restarted);
+# {'done', holder}: another node took it, or this node dialled it already; {'stale', ''}: no longer the
+# contact's current claim (settled meanwhile).
 TAKE_LUA = """
 local holder = redis.call('GET', KEYS[1])
 if holder then
-  if holder == ARGV[3] and redis.call('HGET', KEYS[3], 'status') ~= 'in_progress'
-     and redis.call('ZSCORE', KEYS[2], ARGV[1]) then return {'taken', holder} end
+  local open = redis.call('HGET', KEYS[3], 'status') ~= 'in_progress' and redis.call('ZSCORE', KEYS[2], ARGV[1])
+  if open and holder == ARGV[3] then return {'taken', holder} end
+  if open and ARGV[5] == '1' then
+    redis.call('SET', KEYS[1], ARGV[3], 'XX', 'EX', ARGV[4])
+    return {'taken', ARGV[3]}
+  end
   return {'done', holder}
 end
 if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then return {'stale', ''} end
@@ -64,6 +71,19 @@ if ARGV[2] ~= '0' and current ~= ARGV[2] then return {'stale', ''} end
 redis.call('SET', KEYS[1], ARGV[3], 'NX', 'EX', ARGV[4])
 return {'taken', ARGV[3]}
 """
+
+
+# The dial's own guard: KEYS[1] the claim's attempt key, ARGV[1] the node; then SET_STATUS_LUA (shifted). The
+# contact becomes in_progress only while the claim is still this node's: a node that was paused while another
+# took its claim over cannot dial it too.
+STILL_MINE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('NOTMINE claim taken over') end
+"""
+MARK_LUA = STILL_MINE + shifted(SET_STATUS_LUA)
+
+
+class TakenOver(StoreError):
+    """The claim was taken over by another node (this one sat on it too long): do not dial it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,13 +157,29 @@ class CampaignWorkStore(Translating):
             if cursor == "0-0" or len(out) >= count:
                 return out
 
-    async def take(self, item: WorkItem, node: str, ttl_s: int = ATTEMPT_TTL_S) -> tuple[str, str]:
-        """SET NX of the claim's attempt key by ``node`` (TAKE_LUA): ("taken" | "done" | "stale", holder)."""
+    async def take(self, item: WorkItem, node: str, takeover: bool = False,
+                   ttl_s: int = ATTEMPT_TTL_S) -> tuple[str, str]:
+        """SET NX of the claim's attempt key by ``node`` (TAKE_LUA): ("taken" | "done" | "stale", holder).
+        ``takeover``: an entry reclaimed from a node that sat on it; its claim is taken over if not dialled."""
         k = self.keys
         verdict, holder = await self.redis.eval(
             TAKE_LUA, 3, k.campaign_attempt(item.cid, item.n, item.attempt), k.campaign_leases(item.cid),
-            k.campaign_contact(item.cid, item.n), item.n, str(item.attempt), node, ttl_s)
+            k.campaign_contact(item.cid, item.n), item.n, str(item.attempt), node, ttl_s, "1" if takeover else "0")
         return str(verdict), str(holder)
+
+    async def mark_in_progress(self, cid: str, n: str, attempt: int | str, node: str,
+                               fields: Mapping[str, str]) -> None:
+        """The contact ``in_progress`` with ``fields`` (counters moved as ``CampaignStore.set_status`` does),
+        only while claim ``attempt`` is still ``node``'s; ``TakenOver`` if another node took it over."""
+        k = self.keys
+        flat = [x for kv in fields.items() for x in (kv[0], str(kv[1]))]
+        try:
+            await self.redis.eval(MARK_LUA, 2, k.campaign_attempt(cid, n, attempt), k.campaign_contact(cid, n),
+                                  node, k.campaign(cid), "in_progress", *flat)
+        except ResponseError as exc:
+            if str(exc).startswith("NOTMINE"):
+                raise TakenOver(f"campaign {cid} contact {n} claim {attempt} is another node's now") from None
+            raise
 
     async def attempt_holder(self, cid: str, n: str, attempt: int | str) -> str:
         """The node that took claim ``attempt`` of contact ``n`` ("" if nobody)."""

@@ -64,9 +64,10 @@ class Fenced(StoreError):
 
 
 def shifted(script: str) -> str:
-    """``script`` with every KEYS[i] and ARGV[i] moved one place on: an existing script made to follow the
-    fence (which takes KEYS[1] and ARGV[1]) unchanged otherwise."""
-    return re.sub(r"\b(KEYS|ARGV)\[(\d+)\]", lambda m: f"{m[1]}[{int(m[2]) + 1}]", script)
+    """``script`` with every KEYS[i] and ARGV[i] (and ``unpack(ARGV, i``) moved one place on: an existing
+    script made to follow a prelude that takes KEYS[1] and ARGV[1] (the fence), unchanged otherwise."""
+    script = re.sub(r"\b(KEYS|ARGV)\[(\d+)\]", lambda m: f"{m[1]}[{int(m[2]) + 1}]", script)
+    return re.sub(r"\bunpack\((KEYS|ARGV), (\d+)", lambda m: f"unpack({m[1]}, {int(m[2]) + 1}", script)
 
 
 def fenced(script: str) -> str:

@@ -185,3 +185,27 @@ async def test_two_consumers_one_dies_mid_way_every_claim_is_dialled_exactly_onc
     assert b.counts["reclaimed"] >= pending_of_a and b.counts["done"] == 1   # a's last dial: not again
     print(f"a dialled {sum(1 for node, _ in dialled if node == 'a')}, b took over {b.counts['reclaimed']} "
           f"pending entries of a and dialled {sum(1 for node, _ in dialled if node == 'b')}")
+
+
+async def test_a_claim_taken_and_not_dialled_is_taken_over_and_the_paused_taker_cannot_dial_it(store: Store) -> None:
+    from ivr.store.campaign_work import TakenOver
+    await contacts(store, "c1", 1)
+    _, holder = await store.leader.acquire("leader", 3000)
+    work = store.campaign_work
+    await work.ensure_group("c1")
+    await work.enqueue("c1", holder, time.time(), 1, time.time() + 3600)
+    [item] = await work.read(["c1"], "a")
+    assert await work.take(item, "a") == ("taken", "a")               # a takes it, then stalls before dialling
+    await asyncio.sleep(0.05)
+    assert await work.take(item, "b") == ("done", "a")                # a plain read by b: not b's
+    [again] = await work.autoclaim("c1", "b", min_idle_ms=10)
+    assert again == item
+    assert await work.take(again, "b", takeover=True) == ("taken", "b")   # reclaimed: taken over
+    with pytest.raises(TakenOver):                                    # a resumes: its dial is refused
+        await work.mark_in_progress("c1", "1", 1, "a", {"node": "a"})
+    await work.mark_in_progress("c1", "1", 1, "b", {"node": "b", "attempts": "1"})
+    c = await store.campaigns.contact("c1", 1) or {}
+    assert c["status"] == "in_progress" and c["node"] == "b" and c["attempts"] == "1"
+    counts = await store.campaigns.counts("c1", ["pending", "in_progress"])
+    assert counts == {"pending": 0, "in_progress": 1}                 # the counters moved as set_status does
+    assert await work.take(again, "c", takeover=True) == ("done", "b")   # dialled: nobody takes it over

@@ -57,12 +57,14 @@ class FakeWork:
             self.delivered[item.entry] = consumer
         return out
 
-    async def take(self, item: WorkItem, node: str) -> tuple[str, str]:
+    async def take(self, item: WorkItem, node: str, takeover: bool = False) -> tuple[str, str]:
         key = (item.cid, item.n, item.attempt)
         holder = self.keys.get(key)
         if holder is not None:
-            if holder == node and (item.cid, item.n) not in self.dialled_contacts:
-                return "taken", holder
+            dialled = (item.cid, item.n) in self.dialled_contacts
+            if not dialled and (holder == node or takeover):
+                self.keys[key] = node
+                return "taken", node
             return "done", holder
         if (item.cid, item.n) in self.settled:
             return "stale", ""
@@ -216,3 +218,17 @@ def test_the_solo_leadership_is_the_default() -> None:
     cfg = from_mapping({}, {})
     loop = BalanceLoop(cfg, CallCenterState(), FakeAmi(), Roster(cfg, store=None))  # type: ignore[arg-type]
     assert isinstance(loop.leadership, Leadership) and loop.leadership.is_leader
+
+
+def test_a_reclaimed_claim_the_dead_node_took_but_never_dialled_is_taken_over() -> None:
+    store, dials = FakeWork(), []
+    item = store.add("c1", "3", 1)
+
+    async def take_and_die() -> None:
+        await store.read(["c1"], "a")
+        assert await store.take(item, "a") == ("taken", "a")       # then a dies before dialling
+
+    asyncio.run(take_and_die())
+    survivor = consumer(store, "b", dials)
+    assert asyncio.run(survivor.reclaim_once()) == 1
+    assert dials == [("b", "c1", "3")] and store.keys[("c1", "3", 1)] == "b"
