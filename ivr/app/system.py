@@ -77,7 +77,7 @@ class SystemService:
             "records": {"written": rec.records_written, "active": rec.active,
                         "pending": rec.pending, "retries": rec.retries,
                         "write_errors": rec.write_errors},
-            "balance": {"ticks": bal.ticks, "errors": bal.errors,
+            "balance": {"ticks": bal.ticks, "follower_ticks": bal.follower_ticks, "errors": bal.errors,
                         "last_tick_ms": round(bal.last_tick_ms, 2),
                         "actions": bal.actions_by_kind,
                         "tiers_open": sorted(q for q, t in bal.tiers.items() if t.open)},

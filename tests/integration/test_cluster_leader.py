@@ -6,6 +6,7 @@ mid-way (every claim dialled exactly once, none lost)."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 
 import pytest
@@ -81,6 +82,7 @@ async def test_exactly_one_of_two_leads_and_a_killed_leader_is_replaced_within_t
         assert both_seen >= 25                                       # and one leads nearly all the time
         first, other = (a, b) if a.is_leader else (b, a)
         assert other.leader == first.node
+        await asyncio.sleep(random.uniform(0, renew))               # killed anywhere between two renewals
         tasks[first.node].cancel()                                   # killed: no resign, the lease runs out
         await asyncio.gather(tasks[first.node], return_exceptions=True)
         killed = time.monotonic()
