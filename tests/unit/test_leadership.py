@@ -195,3 +195,23 @@ def test_run_releases_the_lease_when_cancelled() -> None:
         assert lease.holder == "" and not a.is_leader
 
     asyncio.run(scenario())
+
+
+def test_health_and_metrics_follow_the_leadership() -> None:
+    from ivr.app.metrics import Metrics
+    from ivr.app.system import cluster_view
+
+    _, _, a, b, _ = pair()
+    metrics = Metrics()
+    metrics.bind_node("a")
+    a.add_listener(metrics.leader_changed)
+    metrics.leader_changed(a.is_leader)                 # as the controller does at its start
+    assert cluster_view(a) == {"node": "a", "leader": "", "leading": False, "token": 0}
+    asyncio.run(a.step())
+    asyncio.run(b.step())
+    assert cluster_view(a) == {"node": "a", "leader": "a", "leading": True, "token": 1}
+    assert cluster_view(b) == {"node": "b", "leader": "a", "leading": False, "token": 0}
+    asyncio.run(a.resign())
+    text = metrics.render().decode()
+    assert 'ivr_leader{node="a"} 0.0' in text
+    assert "ivr_leader_changes_total 2.0" in text       # started leading, stopped: the start itself not counted
