@@ -273,9 +273,8 @@ class Controller:
                 self._tasks.append(asyncio.create_task(self.campaign_work.run(), name="campaign-work"))
         self._tasks.append(asyncio.create_task(self._watch_menus(), name="menu-watch"))
         if self.cfg.continuity.enabled:
-            leadership = self.leadership
             self._tasks.append(asyncio.create_task(
-                self.continuity.run_sweeper(self.store.callbacks, leading=lambda: leadership.is_leader),
+                self.continuity.run_sweeper(self.store.callbacks, leadership=self.leadership),
                 name="continuity-sweep"))
         app = build_app(self.services)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)

@@ -211,3 +211,16 @@ async def test_a_claim_taken_and_not_dialled_is_taken_over_and_the_paused_taker_
     counts = await store.campaigns.counts("c1", ["pending", "in_progress"])
     assert counts == {"pending": 0, "in_progress": 1}                 # the counters moved as set_status does
     assert await work.take(again, "c", takeover=True) == ("done", "b")   # dialled: nobody takes it over
+
+
+async def test_a_fenced_sweep_claim_of_a_dropped_place_is_refused_to_an_old_leader(store: Store) -> None:
+    await store.redis.zadd(store.keys.dropped_due, {"+15550002": 1.0})
+    await store.redis.hset(store.keys.dropped, "+15550002", '{"queue": "support"}')
+    _, old = await store.leader.acquire("a", 100)
+    await asyncio.sleep(0.15)
+    _, new = await store.leader.acquire("b", 3000)
+    with pytest.raises(Fenced):
+        await store.continuity.claim_place("+15550002", fence=old)
+    assert await store.redis.zscore(store.keys.dropped_due, "+15550002") == 1.0      # untouched
+    assert await store.continuity.claim_place("+15550002", fence=new) == (True, '{"queue": "support"}')
+    assert await store.continuity.claim_place("+15550002", fence=new) == (False, None)   # once
