@@ -140,6 +140,7 @@ class CampaignWork:
             except (StoreError, OSError) as exc:
                 self.errors += 1
                 own_pending = True         # what failed half-way is read again from this node's pending list
+                self._groups.clear()       # and the groups made again if Redis lost them (NOGROUP)
                 self._unreachable.log(log, logging.WARNING, "campaign work: Redis unreachable (%s); retrying", exc)
                 await asyncio.sleep(1.0)
             except Exception:
