@@ -168,7 +168,8 @@ class Controller:
         self.balance = balance_ref.bind(BalanceLoop(
             cfg, state, ami, roster, pending_callbacks=self.dispatcher.pending,
             dispatch_callback=self.dispatcher.dispatch, campaigns=self.dialer.campaign_views,
-            set_pace=self.dialer.set_pace, guard=self.guard, leadership=self.leadership))
+            set_pace=self.dialer.set_pace, guard=self.guard, leadership=self.leadership,
+            shared=self.store.leader if cfg.cluster.enabled else None))
         self.stopping = asyncio.Event()
         self.system = SystemService(node=cfg.node, store=self.store, ami=ami, agi=self.agi, menus=self.menus,
                                     prompts=self.prompts, recorder=self.recorder, balance=self.balance,

@@ -39,6 +39,7 @@ caller's channel.
 | {p}:caller:{n}            | hash   | last_in, last_uid, last_answered, notice (JSON)            |
 | {p}:cluster:leader        | string | the balancing leader's lease "<token>:<node>", with a TTL  |
 | {p}:cluster:leader:seq    | string | fencing token counter (INCR at each grant of the lease)    |
+| {p}:cluster:balance       | hash   | the leader's overflow tiers (JSON), node, token, at: fenced |
 | {p}:caller:{n}:calls      | list   | newest first: JSON summaries of the caller's calls (capped)|
 | {p}:caller:{n}:live       | set    | Uniqueids of the caller's calls in progress                |
 | {p}:dropped               | hash   | n -> JSON of a dropped caller's place                      |
@@ -274,6 +275,11 @@ class Keys:
     def leader_seq(self) -> str:
         """The fencing token counter: grows at each grant of the lease."""
         return f"{self.prefix}:cluster:leader:seq"
+
+    @property
+    def cluster_balance(self) -> str:
+        """The balancing leader's last decision (overflow tiers), written fenced, read by the followers."""
+        return f"{self.prefix}:cluster:balance"
 
     def campaign_keys(self, cid: str) -> "CampaignKeys":
         return CampaignKeys(self, cid)

@@ -10,6 +10,7 @@ of the leader that replaced it. Redis runs a script atomically, so the check and
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -118,6 +119,15 @@ class LeaderStore(Translating):
         """Run ``fenced(script)`` with the lease as KEYS[1] and ``holder`` as ARGV[1] (then ``keys``, ``args``);
         raises ``Fenced`` when the lease is not ``holder``'s."""
         return await run_fenced(self.redis, self.keys.leader, script, holder, keys, args)
+
+    async def publish_tiers(self, holder: str, tiers_json: str, node: str) -> None:
+        """The leader's overflow tiers, for the followers and the next leader (fenced by ``holder``)."""
+        await self.hset_fenced(holder, self.keys.cluster_balance, {
+            "tiers": tiers_json, "node": node, "token": token_of(holder), "at": f"{time.time():.3f}"})
+
+    async def tiers(self) -> str:
+        """The tiers JSON the leader published last ("" if none)."""
+        return str(await self.redis.hget(self.keys.cluster_balance, "tiers") or "")
 
     async def hset_fenced(self, holder: str, key: str, mapping: Mapping[str, Any]) -> None:
         """HSET ``mapping`` into ``key`` if ``holder`` still leads (else ``Fenced``)."""

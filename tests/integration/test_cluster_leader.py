@@ -224,3 +224,17 @@ async def test_a_fenced_sweep_claim_of_a_dropped_place_is_refused_to_an_old_lead
     assert await store.redis.zscore(store.keys.dropped_due, "+15550002") == 1.0      # untouched
     assert await store.continuity.claim_place("+15550002", fence=new) == (True, '{"queue": "support"}')
     assert await store.continuity.claim_place("+15550002", fence=new) == (False, None)   # once
+
+
+async def test_the_leaders_tiers_are_published_fenced(store: Store) -> None:
+    _, old = await store.leader.acquire("a", 100)
+    await store.leader.publish_tiers(old, '{"support": {"open": true, "since": 1.0}}', "a")
+    assert await store.leader.tiers() == '{"support": {"open": true, "since": 1.0}}'
+    await asyncio.sleep(0.15)
+    _, new = await store.leader.acquire("b", 3000)
+    with pytest.raises(Fenced):
+        await store.leader.publish_tiers(old, '{"support": {"open": false, "since": 2.0}}', "a")
+    raw = await store.redis.hgetall(store.keys.cluster_balance)
+    assert raw["node"] == "a" and raw["token"] == "1" and '"open": true' in raw["tiers"]
+    await store.leader.publish_tiers(new, "{}", "b")
+    assert (await store.redis.hgetall(store.keys.cluster_balance))["token"] == "2"

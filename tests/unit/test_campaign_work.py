@@ -1,19 +1,14 @@
 """The campaign work consumer (ivr/campaigns/work.py) against a fake stream store: who dials an entry, when it is
-acknowledged, what happens after a failure half-way and after XAUTOCLAIM; and the balancing loop of a follower."""
+acknowledged, what happens after a failure half-way and after XAUTOCLAIM."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Sequence
+from typing import Sequence
 
 import pytest
 
-from ivr.agents.roster import Roster
-from ivr.app.config_load import from_mapping
-from ivr.asterisk.state import CallCenterState
-from ivr.balance.loop import BalanceLoop
 from ivr.campaigns.work import CampaignWork
-from ivr.cluster.leader import Leadership
 from ivr.store.campaign_work import WorkItem
 
 
@@ -168,56 +163,6 @@ def test_run_reads_nothing_while_the_node_cannot_dial() -> None:
         return dials
 
     assert asyncio.run(scenario()) == [("a", "c1", "1")]
-
-
-# ---------------------------------------------------------------- the balancing loop of a follower
-class FakeAmi:
-    connected = True
-
-    def __init__(self) -> None:
-        self.actions: list[tuple[str, dict[str, Any]]] = []
-        self.ready = asyncio.Event()
-        self.ready.set()
-
-    async def action(self, name: str, fields: dict[str, Any], timeout: float = 10) -> dict[str, Any]:
-        self.actions.append((name, dict(fields)))
-        return {"Response": "Success"}
-
-
-class Switch:
-    """A leadership whose answer the test sets (the election itself: test_leadership.py)."""
-
-    def __init__(self, leading: bool) -> None:
-        self.is_leader = leading
-        self.clustered = True
-
-
-def test_a_follower_decides_but_acts_only_once_it_leads() -> None:
-    cfg = from_mapping({"agents": [{"id": "1001", "queues": ["support"], "logged_in": True}]}, {})
-    ami = FakeAmi()
-    switch = Switch(False)
-    asked: list[str] = []
-
-    async def pending() -> list[dict[str, Any]]:
-        asked.append("callbacks")
-        return []
-
-    loop = BalanceLoop(cfg, CallCenterState(), ami, Roster(cfg, store=None), pending_callbacks=pending,  # type: ignore[arg-type]
-                       leadership=switch)  # type: ignore[arg-type]
-    decision = asyncio.run(loop.tick())
-    assert ami.actions == [] and asked == []                   # nothing sent, no callback dispatched
-    assert decision is not None and decision.actions == () and loop.follower_ticks == 1
-    assert "support" in loop.tiers                              # its state is current all the same
-    switch.is_leader = True
-    asyncio.run(loop.tick())                                    # its first tick as leader acts
-    assert [(n, f["Interface"]) for n, f in ami.actions] == [("QueueAdd", "PJSIP/1001")]
-    assert asked == ["callbacks"]
-
-
-def test_the_solo_leadership_is_the_default() -> None:
-    cfg = from_mapping({}, {})
-    loop = BalanceLoop(cfg, CallCenterState(), FakeAmi(), Roster(cfg, store=None))  # type: ignore[arg-type]
-    assert isinstance(loop.leadership, Leadership) and loop.leadership.is_leader
 
 
 def test_a_reclaimed_claim_the_dead_node_took_but_never_dialled_is_taken_over() -> None:
