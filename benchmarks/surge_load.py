@@ -349,8 +349,21 @@ class Load:
                            "idle_after": after_fds, "redis_pool_after": self.redis_pool_after},
             "peak_waiting": max(s["waiting"] for s in samples),
             "peak_in_ivr": max(s["agi_active"] for s in samples),
+            # the most callers that were all waiting at once through a whole 10-minute stretch
+            "held_600s": held_through(samples, 600.0),
             "samples": samples, "passed": not reasons, "reasons": reasons,
         }
+
+
+def held_through(samples: list[dict[str, Any]], span: float) -> int:
+    """The highest count of callers waiting that held at every sample of some ``span`` seconds: the lowest
+    ``waiting`` within a window, maximised over windows starting at each sample (0 if the run was shorter)."""
+    best = 0
+    for i, first in enumerate(samples):
+        window = [s["waiting"] for s in samples[i:] if s["t"] - first["t"] <= span]
+        if samples[-1]["t"] - first["t"] >= span and window:
+            best = max(best, min(window))
+    return best
 
 
 def format_report(r: dict[str, Any]) -> str:
@@ -363,7 +376,8 @@ def format_report(r: dict[str, Any]) -> str:
         f"{r['agi_failed']} failed; fallback {r['fallback']}; records {r['records']}",
         "  outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(r["outcomes"].items()))
         + (f"; ASA {r['asa_s']} s" if r["asa_s"] is not None else ""),
-        f"  peak waiting in queues {r['peak_waiting']}, peak in the IVR {r['peak_in_ivr']}",
+        f"  peak waiting in queues {r['peak_waiting']}, peak in the IVR {r['peak_in_ivr']}; "
+        f"waiting all through 600 s: {r['held_600s']}",
         "  wait estimate error on answered calls (estimate - wait; warm_: joined after 5 calls ended): " + "; ".join(
             f"{name}: MAE {e['mae_s']} s, bias {e['bias_s']} s (n={e['n']})" if e["n"] else f"{name}: no data"
             for name, e in r["estimate_error"].items()),

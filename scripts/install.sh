@@ -21,10 +21,11 @@ if ! grep -q 'VERSION_ID="12"' /etc/os-release 2>/dev/null; then
   echo "warning: this script is written for Debian 12 (bookworm); continuing anyway" >&2
 fi
 
-step "Debian packages: SIPp, Redis, ffmpeg, sox, espeak-ng, Chromium + chromedriver (dashboard test), Python venv"
+step "Debian packages: SIPp, Redis and Redis Sentinel, ffmpeg, sox, espeak-ng, Chromium + chromedriver (dashboard test), Python venv"
 need=()
 command -v sipp >/dev/null || need+=(sip-tester)
 command -v redis-server >/dev/null || need+=(redis-server)
+command -v redis-sentinel >/dev/null || need+=(redis-sentinel)   # several nodes: Redis primary + replica, 3 Sentinels
 command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v sox >/dev/null || need+=(sox)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)

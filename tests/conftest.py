@@ -29,7 +29,8 @@ if WORKER_COUNT > 1:
 # As root, the run reserves those ports from the ephemeral range while it lasts (ip_local_reserved_ports) and
 # puts the previous setting back at the end; without the right to, it goes on as before.
 RESERVED_PORTS = Path("/proc/sys/net/ipv4/ip_local_reserved_ports")
-STACK_TCP_OFFSETS = (38, 60, 73, 80, 1379)     # ivr.devtools.stack.PORT_OFFSETS: ami, sip, agi, api, redis
+STACK_TCP_OFFSETS = (38, 60, 73, 80, 1379,     # ivr.devtools.stack.PORT_OFFSETS: ami, sip, agi, api, redis
+                     1380, 1381, 1382, 1383)   # a Redis set from the redis port: its replica, three Sentinels
 _RESERVED_BEFORE = pytest.StashKey[str]()
 
 

@@ -142,6 +142,8 @@ class AgentService:
         agent = self.get(agent_id)
         if any(c in reason for c in "\r\n"):
             raise Invalid("reason: no line breaks")
+        if reason.startswith(ev.PAUSED_ELSEWHERE):   # a pause the cluster would take for its own and undo
+            raise Invalid(f"reason: {ev.PAUSED_ELSEWHERE!r} starts the pauses of agents busy on another node")
         fields = {"Interface": agent.interface, "Paused": "true" if paused else "false"}
         if reason:
             fields["Reason"] = reason

@@ -99,6 +99,9 @@ class ClusterConfig:
     heartbeat: float = 1.0       # seconds between a node's heartbeats in Redis ...
     node_ttl: float = 5.0        # ... and a node without one for this long is dead (its waiters become callbacks)
     sip_proxy: str = ""          # Kamailio's host:port: agent phones register there and are reached through it
+    busy_sync: float = 2.0       # seconds between reconciles of the agents' shared busy state (ivr/cluster/agents.py)
+    busy_stale: float = 15.0     # a node's busy entry it has not confirmed for this long is removed (node down)
+    max_call: float = 14400.0    # ... and one of a call longer than this (a stuck record): its agent is free again
 
 
 @dataclass(frozen=True, slots=True)

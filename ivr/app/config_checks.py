@@ -366,7 +366,9 @@ def _validate_cluster(cfg: Config) -> None:
     if r.sentinels and not NAME_RE.fullmatch(r.master_name):
         raise ConfigError(f"redis.master_name: letters, digits, _ and - only, got {r.master_name!r}")
     for key, value in (("cluster.lease_ttl", c.lease_ttl), ("cluster.renew", c.renew),
-                       ("cluster.heartbeat", c.heartbeat), ("cluster.node_ttl", c.node_ttl)):
+                       ("cluster.heartbeat", c.heartbeat), ("cluster.node_ttl", c.node_ttl),
+                       ("cluster.busy_sync", c.busy_sync), ("cluster.busy_stale", c.busy_stale),
+                       ("cluster.max_call", c.max_call)):
         if not value > 0:
             raise ConfigError(f"{key}: must be above 0, got {value}")
     if c.renew * 2 > c.lease_ttl:
@@ -374,6 +376,11 @@ def _validate_cluster(cfg: Config) -> None:
                           "a leader must get two tries to renew before its lease runs out")
     if c.heartbeat * 2 > c.node_ttl:
         raise ConfigError(f"cluster.heartbeat: at most half of cluster.node_ttl ({c.node_ttl} s), got {c.heartbeat}")
+    if c.busy_sync * 2 >= c.busy_stale:
+        raise ConfigError(f"cluster.busy_stale: above twice cluster.busy_sync ({c.busy_sync} s), got {c.busy_stale}: "
+                          "a node must get two tries to confirm its agents' calls before they count as stale")
+    if c.max_call <= c.busy_stale:
+        raise ConfigError(f"cluster.max_call: above cluster.busy_stale ({c.busy_stale} s), got {c.max_call}")
     if c.sip_proxy and not re.fullmatch(r"[A-Za-z0-9_.\[\]:-]+:\d{1,5}", c.sip_proxy):
         raise ConfigError(f"cluster.sip_proxy: expected host:port, got {c.sip_proxy!r}")
     if c.enabled and not NAME_RE.fullmatch(cfg.node):

@@ -24,6 +24,10 @@ from .config import Config
 from ..balance.waits import WaitEstimates
 from ..banner.service import BannerService, live_prompts_dir
 from ..callbacks.service import CallbackDispatcher
+from ..cluster.leader import Leadership
+from ..cluster.lost import LostNodeSweep, callback_event
+from ..cluster.nodes import NodeHeartbeats
+from ..cluster.waiting import WaitingRegister
 from ..continuity.service import Continuity
 from ..outcomes.service import Outcomes, PhoneLogin
 from ..refunds.service import RefundService
@@ -41,6 +45,7 @@ from ..outcomes.records import CallRecorder
 from ..balance.loop import BalanceLoop
 from ..asterisk.provision import SipProvisioner
 from ..agents.roster import Roster
+from ..cluster.agents import ClusterAgents
 from ..asterisk.state import CallCenterState
 from ..store.redis_store import Store
 from ..agents.service import AgentService
@@ -60,7 +65,6 @@ from ..webhooks.desk import WebhookDesk
 from ..webhooks.events import Events
 from ..webhooks.sender import Hook, WebhookSender
 from .wiring import Later
-from ..cluster.leader import Leadership
 from ..campaigns.work import CampaignWork
 
 log = logging.getLogger(__name__)
@@ -170,14 +174,62 @@ class Controller:
             dispatch_callback=self.dispatcher.dispatch, campaigns=self.dialer.campaign_views,
             set_pace=self.dialer.set_pace, guard=self.guard, leadership=self.leadership,
             shared=self.store.leader if cfg.cluster.enabled else None))
+        # one logical queue across nodes: an agent on a call on another node is held paused here
+        self.cluster_agents: ClusterAgents | None = None
+        if cfg.cluster.enabled:
+            c = cfg.cluster
+            self.cluster_agents = ClusterAgents(
+                cfg.node, self.store.cluster_agents, ami, state,
+                agents=lambda: ((a.id, a.interfaces) for a in roster.agents.values()),
+                sync=c.busy_sync, stale=c.busy_stale, max_call=c.max_call,
+                on_pause=metrics.cross_node_pauses.inc, on_busy_elsewhere=metrics.agents_busy_elsewhere.set)
         self.stopping = asyncio.Event()
+        cc = cfg.cluster
+        self._build_place_keeping()
         self.system = SystemService(node=cfg.node, store=self.store, ami=ami, agi=self.agi, menus=self.menus,
                                     prompts=self.prompts, recorder=self.recorder, balance=self.balance,
                                     dialer=self.dialer, dispatcher=self.dispatcher, started_at=self.started_at,
-                                    leadership=self.leadership, campaign_work=self.campaign_work)
+                                    leadership=self.leadership, campaign_work=self.campaign_work,
+                                    cluster=self._describe_cluster if cc.enabled else None)
         self.services = build_services(self)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+
+    def _build_place_keeping(self) -> None:
+        """With a cluster: this node's heartbeat, the register of its waiting callers, and the leader's sweep
+        that makes a lost node's waiting callers callbacks at their places (docs/cluster.md). Without one:
+        none of it (None)."""
+        cfg, metrics, events, ami = self.cfg, self.metrics, self.events, self.ami
+        self.heartbeats: NodeHeartbeats | None = None
+        self.waiting: WaitingRegister | None = None
+        self.lost_sweep: LostNodeSweep | None = None
+        if not cfg.cluster.enabled:
+            return
+        cc = cfg.cluster
+        self.heartbeats = NodeHeartbeats(self.store.cluster, cfg.node, api=f"http://{cfg.api.host}:{cfg.api.port}",
+                                         every=cc.heartbeat, ttl=cc.node_ttl, ami_connected=lambda: ami.connected,
+                                         started=self.started_at)
+        self.waiting = WaitingRegister(self.store.cluster, cfg.node, place_of=self.continuity.place_since.get,
+                                       others=self.heartbeats.others_alive, on_measured=metrics.cross_node_answer)
+
+        def made(m: Any, node: str) -> None:
+            metrics.node_lost_callbacks.labels("callback").inc()
+            events.publish("callback.requested", callback_event(m, node))
+
+        self.lost_sweep = LostNodeSweep(self.store.cluster, self.leadership, cfg.node, ttl=cc.node_ttl,
+                                        every=cc.heartbeat, on_callback=made,
+                                        on_anonymous=lambda uid, node: metrics.node_lost_callbacks.labels(
+                                            "no_number").inc())
+
+    def _describe_cluster(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"leadership": self.leadership.describe()}
+        if self.heartbeats is not None:
+            out["heartbeats"] = self.heartbeats.describe()
+        if self.waiting is not None:
+            out["waiting"] = self.waiting.describe()
+        if self.lost_sweep is not None:
+            out["lost_nodes"] = self.lost_sweep.describe()
+        return out
 
     def _agent_connected(self, interface: str, uid: str) -> None:
         """Remember the call an agent's phone took last (their *7<code> disposition goes on it)."""
@@ -223,6 +275,10 @@ class Controller:
         self.recorder.on_event(event)
         self.balance.on_event(event)
         self.dialer.on_event(event)
+        if self.cluster_agents is not None:
+            self.cluster_agents.on_event(event)
+        if self.waiting is not None:
+            self.waiting.on_event(event)
 
     async def _resync(self, ami: AmiClient) -> None:
         """Full state rebuild on every (re)connect, before anything acts."""
@@ -239,7 +295,12 @@ class Controller:
         self.state.resync(queue_status, channels, devices)
         self.recorder.adopt([uid for q in self.state.queues.values() for uid in q.callers])
         self.recorder.reconcile(set(self.state.channels), before=started)
+        if self.waiting is not None:
+            self.waiting.resync([(c.uniqueid, q.name, c.joined_at, c.callerid)
+                                 for q in self.state.queues.values() for c in q.callers.values()])
         self.dialer.reconcile(channels, since=asked)
+        if self.cluster_agents is not None:
+            self.cluster_agents.resync()
         log.info("resync: %d queues, %d waiting callers, %d channels in %.0f ms",
                  len(self.state.queues), sum(len(q.callers) for q in self.state.queues.values()),
                  len(self.state.channels), (time.perf_counter() - t0) * 1000)
@@ -260,13 +321,15 @@ class Controller:
         for hook in self.hooks:
             log.info("webhook %s: %s for %s", hook.name, hook.url, ", ".join(sorted(hook.events)))
         await self.recorder.start()
+        await self._start_cluster()
         await self.agi.start()
         await self.ami.start()
         await self.roster.load()
-        self._tasks.append(asyncio.create_task(self.leadership.run(), name="leadership"))
         if self.provisioner.enabled:
             self._tasks.append(asyncio.create_task(self._sync_accounts(), name="sip-accounts"))
         self._tasks.append(asyncio.create_task(self.balance.run(), name="balance"))
+        if self.cluster_agents is not None:
+            self._tasks.append(asyncio.create_task(self.cluster_agents.run(), name="cluster-agents"))
         if cfg_has_trunk(self.cfg):
             self._tasks.append(asyncio.create_task(self.dialer.run(), name="dialer"))
             self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="callback-recovery"))
@@ -284,6 +347,22 @@ class Controller:
         await site.start()
         log.info("controller %s (version %s) up: API http://%s:%d", self.cfg.node, __version__,
                  self.cfg.api.host, self.cfg.api.port)
+
+    async def _start_cluster(self) -> None:
+        """The lease, the first heartbeat (before any caller is registered: a register always belongs to a
+        node the sweep knows), the register's writer and the sweep."""
+        if self.leadership.clustered:
+            self._tasks.append(asyncio.create_task(self.leadership.run(), name="leadership"))
+        if self.heartbeats is not None:
+            try:
+                await self.heartbeats.beat()
+            except Exception as exc:
+                log.warning("first heartbeat of node %s not written: %s", self.cfg.node, exc)
+            self._tasks.append(asyncio.create_task(self.heartbeats.run(), name="heartbeat"))
+        if self.waiting is not None:
+            await self.waiting.start()
+        if self.lost_sweep is not None:
+            self._tasks.append(asyncio.create_task(self.lost_sweep.run(), name="lost-node-sweep"))
 
     async def _apply_accounts(self) -> None:
         await self.provisioner.apply(self.roster.runtime_accounts())
@@ -322,6 +401,8 @@ class Controller:
             if close is not None:
                 await close()
         await self.recorder.stop()
+        if self.waiting is not None:
+            await self.waiting.stop()
         await self.continuity.drain()
         await self.events.stop()             # what the last calls published is written before Redis closes
         await self.store.close()

@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported fo
 
 WAIT_BUCKETS = (5, 10, 20, 30, 60, 120, 180, 300, 600, 1200, float("inf"))
 PROMISE_BUCKETS = (900, 1200, 1800, 2700, 3600, 5400, 7200, 10800, 14400, float("inf"))
+OUT_OF_ORDER_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, float("inf"))
 HISTORY_HOURS = 24
 
 
@@ -69,9 +70,31 @@ class Metrics:
                                       registry=r)
         self.node = ""                        # the label of ivr_leader (bind_node)
         self._leading: bool | None = None
+        self.agents_busy_elsewhere = Gauge("ivr_agents_busy_elsewhere", "Agents on a call on another node of the "
+                                           "cluster (held paused in this node's queues)", registry=r)
+        self.cross_node_pauses = Counter("ivr_cross_node_pauses_total", "Queue members paused on this node "
+                                         "because their agent is on a call on another node", registry=r)
+        self.node_lost_callbacks = Counter("ivr_node_lost_callbacks_total", "Callers waiting on a lost node, by "
+                                           "result (callback: made a callback at their place; no_number: "
+                                           "withheld caller ID, cannot be called back)", ["result"], registry=r)
+        for result in ("callback", "no_number"):
+            self.node_lost_callbacks.labels(result)
+        self.cross_node_out_of_order = Histogram("ivr_cross_node_out_of_order_seconds", "Answers of a caller while "
+                                                 "an older caller waited in the same queue on another node: how "
+                                                 "much longer that caller had waited", ["queue"],
+                                                 buckets=OUT_OF_ORDER_BUCKETS, registry=r)
+        self.cross_node_answers = Counter("ivr_cross_node_answers_total", "Answers measured against the other "
+                                          "nodes' waiting callers, by order (in_order, out_of_order)",
+                                          ["queue", "order"], registry=r)
         self.history: "OrderedDict[int, dict[str, float]]" = OrderedDict()
 
     # -------------------------------------------------------------- feeding
+    def cross_node_answer(self, queue: str, out_of_order_s: float) -> None:
+        """An answer measured against the other nodes: ``out_of_order_s`` > 0 when an older caller waited."""
+        if out_of_order_s > 0:
+            self.cross_node_out_of_order.labels(queue).observe(out_of_order_s)
+        self.cross_node_answers.labels(queue, "out_of_order" if out_of_order_s > 0 else "in_order").inc()
+
     def call_finished(self, record: Mapping[str, Any]) -> None:
         queue = str(record.get("queue") or "-")
         outcome = str(record.get("outcome") or "unknown")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .. import __version__
@@ -30,7 +31,8 @@ class SystemService:
     def __init__(self, *, node: str, store: Store, ami: AmiClient, agi: AgiServer, menus: MenuSet,
                  prompts: PromptLibrary, recorder: CallRecorder, balance: BalanceLoop, dialer: Dialer,
                  dispatcher: CallbackDispatcher, started_at: float | None = None,
-                 leadership: Leadership | None = None, campaign_work: CampaignWork | None = None) -> None:
+                 leadership: Leadership | None = None, campaign_work: CampaignWork | None = None,
+                 cluster: Callable[[], dict[str, Any]] | None = None) -> None:
         self.node = node
         self._leadership = leadership or Leadership.solo(node)
         self._work = campaign_work
@@ -44,6 +46,7 @@ class SystemService:
         self._dialer = dialer
         self._dispatcher = dispatcher
         self.started_at = time.time() if started_at is None else started_at
+        self._cluster = cluster   # with a cluster: the nodes seen, the leader, the waiting register, the sweep
 
     def reload(self) -> list[str]:
         """Reload menus and prompts; returns the errors (the valid menus are live either way)."""
@@ -61,7 +64,7 @@ class SystemService:
             redis_ok = False
         ami, agi, rec, bal, cbs = self._ami, self._agi, self._recorder, self._balance, self._dispatcher
         ok = redis_ok and ami.connected
-        return {
+        detail: dict[str, Any] = {
             "status": "ok" if ok else "degraded",
             "node": self.node,
             "version": __version__,
@@ -87,6 +90,9 @@ class SystemService:
             "callbacks": {"recovered": cbs.recovered, "recover_errors": cbs.recover_errors,
                           "last_recover_error": cbs.last_recover_error, "fenced": cbs.fenced},
         }
+        if self._cluster is not None:
+            detail["cluster"].update(self._cluster())
+        return detail
 
 
 def cluster_view(leadership: Leadership) -> dict[str, Any]:

@@ -48,6 +48,16 @@ class Member:
     bridged: str = ""        # the caller an AgentConnect bridged to this member, until its AgentComplete
 
     @property
+    def held_elsewhere(self) -> bool:
+        """Paused only because the agent is on a call on another node (a cluster): busy, not away."""
+        return self.paused and self.paused_reason.startswith(ev.PAUSED_ELSEWHERE)
+
+    @property
+    def paused_here(self) -> bool:
+        """Paused by a supervisor (or for any reason but a call on another node)."""
+        return self.paused and not self.held_elsewhere
+
+    @property
     def available(self) -> bool:
         """Free to take a queue call now."""
         return not self.paused and not self.in_call and self.status == ev.DEVICE_NOT_INUSE

@@ -155,7 +155,7 @@ class BalanceLoop:
             stats = q.stats if q is not None else None
             aht = (stats.total_talk / stats.answered) if stats and stats.answered >= 5 and stats.total_talk else 180.0
             serving = [m for m in members.values()
-                       if not m.paused and m.status not in (ev.DEVICE_UNAVAILABLE, ev.DEVICE_INVALID)]
+                       if not m.paused_here and m.status not in (ev.DEVICE_UNAVAILABLE, ev.DEVICE_INVALID)]
             queues[name] = QueueView(
                 name=name, waiting=len(q.callers) if q is not None else 0,
                 longest_wait=max((now - c.joined_at for c in q.callers.values()), default=0.0) if q else 0.0,
@@ -178,8 +178,8 @@ class BalanceLoop:
             agents[a.id] = AgentView(
                 id=a.id, interface=a.interface, skill=a.skill, team=a.team, tier=a.tier, queues=tuple(a.queues),
                 logged_in=self.roster.logged_in.get(a.id, False), penalty=a.penalty,
-                paused=any(m.paused for m in live), reachable=reachable,
-                busy=any(m.in_call for m in live), fallback_interface=fallback)
+                paused=any(m.paused_here for m in live), reachable=reachable,
+                busy=any(m.in_call or m.held_elsewhere for m in live), fallback_interface=fallback)
         cbs = tuple(CallbackView(id=str(c["id"]), queue=str(c.get("queue", "")), place=float(c.get("place") or 0),
                                  not_before=float(c.get("not_before") or 0), due=_due(c.get("due")))
                     for c in (callbacks or []) if c.get("status", "pending") == "pending")

@@ -52,7 +52,7 @@ class WaitEstimates:
         if q is None:
             return None
         serving = [m for m in q.members.values()
-                   if not m.paused and m.status not in (ev.DEVICE_UNAVAILABLE, ev.DEVICE_INVALID)]
+                   if not m.paused_here and m.status not in (ev.DEVICE_UNAVAILABLE, ev.DEVICE_INVALID)]
         free = sum(1 for m in serving if m.available)
         s = q.stats
         aht = s.total_talk / s.answered if s.answered >= 5 and s.total_talk > 0 else default_aht

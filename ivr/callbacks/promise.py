@@ -83,7 +83,7 @@ class PromiseService:
         if q is None or not self._connected():
             return None
         serving = sum(1 for m in q.members.values()
-                      if not m.paused and m.status not in (ev.DEVICE_UNAVAILABLE, ev.DEVICE_INVALID))
+                      if not m.paused_here and m.status not in (ev.DEVICE_UNAVAILABLE, ev.DEVICE_INVALID))
         s = q.stats
         aht = s.total_talk / s.answered if s.answered >= 5 and s.total_talk > 0 else self.settings.default_aht
         window = self.arrivals.get(queue)

@@ -55,6 +55,10 @@ SHUTDOWN = "Shutdown"
 USER_EVENT = "UserEvent"
 DEVICE_STATE_CHANGE = "DeviceStateChange"
 
+# QueuePause Reason of a member held paused because the agent is on a call on another node of a cluster:
+# "busy@<node>" (ivr/cluster/agents.py). Kept for that use: a supervisor's pause reason may not start with it.
+PAUSED_ELSEWHERE = "busy@"
+
 # Device states as reported in QueueMember Status (enum ast_device_state)
 DEVICE_UNKNOWN = 0
 DEVICE_NOT_INUSE = 1

@@ -40,6 +40,14 @@ caller's channel.
 | {p}:cluster:leader        | string | the balancing leader's lease "<token>:<node>", with a TTL  |
 | {p}:cluster:leader:seq    | string | fencing token counter (INCR at each grant of the lease)    |
 | {p}:cluster:balance       | hash   | the leader's overflow tiers (JSON), node, token, at: fenced |
+| {p}:cluster:busy          | hash   | agent id -> "<node>:<uid>:<since_ms>:<seen_ms>": the node that has |
+|                           |        | the agent on a queue call (ivr/store/cluster.py)            |
+| {p}:cluster:agent-events  | pub/sub| JSON {kind: busy/free, agent, entry}: each change of the busy hash |
+| {p}:cluster:nodes         | hash   | node -> JSON {at, api, started, ami, ami_down_since}: its heartbeat |
+| {p}:cluster:waiting:{node} | zset  | uid of a caller waiting on that node -> their place (first join, s) |
+| {p}:cluster:waiting:{node}:callers | hash | uid -> JSON {number, queue, lang, joined_at}        |
+| {p}:cluster:waiting:{node}:queue:{q} | zset | the same callers, one queue's (oldest first)       |
+| {p}:cluster:moved:{uid}   | string | the callback a lost node's waiting caller became (7 days)  |
 | {p}:caller:{n}:calls      | list   | newest first: JSON summaries of the caller's calls (capped)|
 | {p}:caller:{n}:live       | set    | Uniqueids of the caller's calls in progress                |
 | {p}:dropped               | hash   | n -> JSON of a dropped caller's place                      |
@@ -65,7 +73,9 @@ caller's channel.
 
 Lua scripts get their keys in KEYS, built here, except the contact scripts of ivr/store/campaigns.py
 (import, set status, add one), which get ``{p}:campaign:{cid}`` in ARGV and append ``:contact:{n}`` and
-``:count:{status}`` to it, as ``campaign_contact`` and ``campaign_count`` spell them.
+``:count:{status}`` to it, as ``campaign_contact`` and ``campaign_count`` spell them; and the dead-node
+sweep of ivr/store/cluster.py, which gets ``callback("")`` and ``cluster_waiting_queue(node, "")`` in ARGV
+and appends the callback id it takes (INCR) and each caller's queue.
 
 No other module builds a key: code outside ``ivr/store/`` never sees one (tests/unit/test_layering.py).
 """
@@ -280,6 +290,37 @@ class Keys:
     def cluster_balance(self) -> str:
         """The balancing leader's last decision (overflow tiers), written fenced, read by the followers."""
         return f"{self.prefix}:cluster:balance"
+
+    @property
+    def cluster_busy(self) -> str:
+        """Agent id -> the node that has them on a call: "<node>:<uid>:<since_ms>:<seen_ms>"."""
+        return f"{self.prefix}:cluster:busy"
+
+    @property
+    def cluster_agent_events(self) -> str:
+        """The pub/sub channel announcing each change of ``cluster_busy``."""
+        return f"{self.prefix}:cluster:agent-events"
+
+    @property
+    def cluster_nodes(self) -> str:
+        """Every node's heartbeat: node -> JSON (ivr/store/cluster_nodes.py)."""
+        return f"{self.prefix}:cluster:nodes"
+
+    def cluster_waiting(self, node: str) -> str:
+        """The callers waiting on ``node``: uid -> their place (when they first joined)."""
+        return f"{self.prefix}:cluster:waiting:{node}"
+
+    def cluster_waiting_callers(self, node: str) -> str:
+        """What a lost node's waiting caller needs to be called back: uid -> JSON."""
+        return f"{self.cluster_waiting(node)}:callers"
+
+    def cluster_waiting_queue(self, node: str, queue: str) -> str:
+        """One queue's callers on ``node`` (its oldest place, for the order across nodes)."""
+        return f"{self.cluster_waiting(node)}:queue:{queue}"
+
+    def cluster_moved(self, uid: str) -> str:
+        """The callback a lost node's waiting caller became (set once: no caller is moved twice)."""
+        return f"{self.prefix}:cluster:moved:{uid}"
 
     def campaign_keys(self, cid: str) -> "CampaignKeys":
         return CampaignKeys(self, cid)

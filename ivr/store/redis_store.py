@@ -1,7 +1,9 @@
 """Redis storage: call records, API tokens, settings.
 
 Redis runs with AOF persistence (``appendfsync everysec``): at most one second
-of writes can be lost on a crash of the Redis host itself.
+of writes can be lost on a crash of the Redis host itself. With ``redis.sentinels``
+the store talks to whichever node the Sentinels name as primary and follows a
+failover by itself (ivr/store/connection.py; docs/cluster.md has what one costs).
 """
 
 from __future__ import annotations
@@ -12,13 +14,17 @@ import time
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import Connection
-from redis.exceptions import DataError
+from redis.asyncio.sentinel import Sentinel
 
 from .agents import AgentStore
 from .callrecord import stage_call_fields
+from .cluster import ClusterAgentStore
 from .campaigns import CampaignStore
 from .campaign_work import CampaignWorkStore
+from .connection import HAVE_HIREDIS as HAVE_HIREDIS   # re-exported: where tests and tools look for them
+from .connection import HiredisPackedConnection as HiredisPackedConnection
+from .connection import close_sentinel, sentinel_client, url_client
+from .cluster_nodes import ClusterStore
 from .continuity import ContinuityStore
 from .errors import Translating
 from .keys import Keys
@@ -33,12 +39,6 @@ from .webhooks import WebhookStore
 
 if TYPE_CHECKING:
     from ..app.config import RedisConfig
-
-try:
-    import hiredis
-    HAVE_HIREDIS = True
-except ImportError:   # pragma: no cover - hiredis is a dependency; redis-py packs commands itself without it
-    HAVE_HIREDIS = False
 
 CALL_TTL = 30 * 86400
 CALLS_STREAM_MAXLEN = 2_000_000
@@ -80,31 +80,6 @@ return 0
 """
 
 
-class HiredisPackedConnection(Connection):
-    """A TCP connection to Redis whose commands are packed by hiredis (C) rather than by redis-py's
-    Python packer: the record writes of a busy line carry many arguments, and packing them was the
-    largest single cost of a call in the controller (13 us against 1.6 us for a 30-argument EVALSHA).
-    Same arguments, same bytes on the wire (floats by repr, as redis-py does); bool and None are
-    refused with redis-py's DataError."""
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        first = args[0]
-        if isinstance(first, str):
-            args = tuple(first.encode().split()) + args[1:]
-        elif b" " in first:
-            args = tuple(first.split()) + args[1:]
-        try:
-            return [hiredis.pack_command(args)]
-        except TypeError:
-            pass
-        args = tuple(bytes(a) if isinstance(a, (bytearray, memoryview)) else a for a in args)
-        for a in args:
-            if isinstance(a, bool) or not isinstance(a, (str, bytes, int, float)):
-                raise DataError(f"Invalid input of type: {type(a).__name__!r}. "
-                                "Convert to a bytes, string, int or float first.")
-        return [hiredis.pack_command(args)]
-
-
 FINISH_SHA = script_sha(FINISH_LUA)
 WRITE_SHA = script_sha(WRITE_LUA)
 SCRIPTS = {FINISH_SHA: FINISH_LUA, WRITE_SHA: WRITE_LUA}
@@ -137,8 +112,9 @@ def _pairs(mapping: Mapping[str, Any]) -> list[str]:
 class Store(Translating):
     """Thin async facade over Redis; one instance per process, passed in where needed."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str = "ivr") -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str = "ivr", *, sentinel: Sentinel | None = None) -> None:
         self.redis = client
+        self._sentinel = sentinel   # the Sentinel manager behind ``client`` (closed with it), if any
         self.keys = Keys(prefix)
         self.refunds = RefundStore(client, self.keys)
         self.callbacks = CallbackStore(client, self.keys)
@@ -152,26 +128,35 @@ class Store(Translating):
         self.webhooks = WebhookStore(client, self.keys)
         self.leader = LeaderStore(client, self.keys)
         self.campaign_work = CampaignWorkStore(client, self.keys)
+        self.cluster_agents = ClusterAgentStore(client, self.keys)
+        self.cluster = ClusterStore(client, self.keys, self.leader)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "ivr", password: str = "") -> "Store":
         """A store on the Redis at ``url``; ``password`` (if any) is sent with AUTH on every connection."""
-        extra: dict[str, Any] = {}
-        if HAVE_HIREDIS and url.startswith("redis://"):
-            extra["connection_class"] = HiredisPackedConnection
-        if password:
-            extra["password"] = password
-        client = aioredis.from_url(url, decode_responses=True, socket_connect_timeout=2,
-                                   socket_timeout=5, health_check_interval=15, retry_on_timeout=True, **extra)
-        return cls(client, prefix)
+        return cls(url_client(url, password), prefix)
+
+    @classmethod
+    def from_sentinels(cls, sentinels: Sequence[str], master_name: str = "ivr", prefix: str = "ivr",
+                       password: str = "", url: str = "redis://") -> "Store":
+        """A store on the primary the Sentinels ("host:port") name for ``master_name``; it follows a failover
+        by itself (a command cut by one raises ``StoreUnavailable``, the next ones reach the new primary).
+        ``password`` is sent to the Sentinels and the data nodes alike; ``url`` gives the database number."""
+        client, manager = sentinel_client(sentinels, master_name, password=password, url=url)
+        return cls(client, prefix, sentinel=manager)
 
     @classmethod
     def from_config(cls, rc: "RedisConfig") -> "Store":
-        """A store for the ``redis`` section of the config (URL, key prefix, password)."""
+        """A store for the ``redis`` section of the config: through ``sentinels`` when set (the database
+        number from ``url``), else on ``url``; with the key prefix and password."""
+        if rc.sentinels:
+            return cls.from_sentinels(rc.sentinels, rc.master_name, rc.prefix, rc.password, rc.url)
         return cls.from_url(rc.url, rc.prefix, rc.password)
 
     async def close(self) -> None:
         await self.redis.aclose()
+        if self._sentinel is not None:
+            await close_sentinel(self._sentinel)
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from typing import Any
+from typing import Any, Sequence
 
 from .keys import Keys
 
@@ -31,13 +31,17 @@ def put_token(client: Any, keys: Keys, token: str, name: str, role: str) -> Any:
                        json.dumps({"name": name, "role": role, "created": time.time()}))
 
 
-def register_token_sync(port: int, password: str, prefix: str, token: str, *, name: str = "admin",
-                        role: str = "admin", host: str = "127.0.0.1") -> None:
-    """Register a token with a blocking client (no event loop needed), e.g. before the controller is up."""
-    from .sync import blocking_client
+def register_token_sync(port: int | None, password: str, prefix: str, token: str, *, name: str = "admin",
+                        role: str = "admin", host: str = "127.0.0.1", sentinels: Sequence[str] = (),
+                        master_name: str = "ivr", db: int = 0) -> None:
+    """Register a token with a blocking client (no event loop needed), e.g. before the controller is up: on
+    the Redis at ``host:port``, or, with ``sentinels`` ("host:port"), on the primary they name for
+    ``master_name`` (``port`` is then ignored)."""
+    from .sync import blocking_client, close_client
 
-    client = blocking_client(port, password=password, host=host, socket_timeout=5)
+    client = blocking_client(port, password=password, host=host, sentinels=sentinels, master_name=master_name,
+                             db=db, socket_timeout=5, socket_connect_timeout=2)
     try:
         put_token(client, Keys(prefix), token, name, role)
     finally:
-        client.close()
+        close_client(client)

@@ -4,6 +4,7 @@ from Redis, so queues an Asterisk restart emptied get their agents back while Re
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -83,3 +84,14 @@ def test_the_campaign_pace_is_set_once_a_tick_from_the_decision_that_sees_the_ca
     assert paces == [("flood", 0.0)]
     (act,) = [a for a in decision.actions if a.kind == "campaign_pace"] if decision else []
     assert "due within 900s" in act.reason
+
+
+def test_a_member_held_for_a_call_on_another_node_is_busy_and_serving_not_paused() -> None:
+    loop, _ = loop_with(None)
+    for reason in ("busy@b", "lunch"):
+        loop.state.apply({"Event": "QueueMemberAdded", "Queue": "support", "Interface": "PJSIP/1001",
+                          "Paused": "1", "PausedReason": reason, "Status": "1", "InCall": "0"})
+        snap = loop.snapshot(time.time())
+        agent, queue = snap.agents["1001"], snap.queues["support"]
+        held = reason == "busy@b"
+        assert (agent.paused, agent.busy, queue.serving, queue.free) == (not held, held, int(held), 0)

@@ -152,7 +152,9 @@ def test_every_key_family_has_one_builder() -> None:
              k.feedback_team("t"), k.caller("n"), k.caller_calls("n"), k.caller_live("n"), k.dropped,
              k.dropped_due, k.campaigns, k.campaign("c"), k.campaign_due("c"), k.campaign_leases("c"),
              k.campaign_numbers("c"), k.campaign_seq("c"), k.campaign_import("c"), k.campaign_attempts("c"),
-             k.campaign_hour("c", "h"), k.campaign_contact("c", 1), k.campaign_count("c", "pending")]
+             k.campaign_hour("c", "h"), k.campaign_contact("c", 1), k.campaign_count("c", "pending"),
+             k.leader, k.leader_seq, k.cluster_nodes, k.cluster_waiting("n"), k.cluster_waiting_callers("n"),
+             k.cluster_waiting_queue("n", "q"), k.cluster_moved("u")]
     assert len(set(built)) == len(built) and all(key.startswith("p:") for key in built)
     source = (STORE / "keys.py").read_text(encoding="utf-8")
     assert source.count('f"{self.prefix}:dnc"') == 1

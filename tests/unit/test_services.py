@@ -100,6 +100,14 @@ async def test_pause_refuses_unknown_agents_and_line_breaks() -> None:
         await agents.set_paused("1001", True, "a\r\nAction: Originate", by="sup")
 
 
+async def test_pause_refuses_the_reason_kept_for_agents_busy_on_another_node() -> None:
+    ami = Ami()
+    agents, audit, _ = service(ami, State({}), A)
+    with pytest.raises(Invalid, match="busy@"):
+        await agents.set_paused("1001", True, "busy@b", by="sup")
+    assert ami.sent == [] and audit.lines == []
+
+
 async def test_remove_takes_every_interface_of_the_agent_out_of_its_queues() -> None:
     ami = Ami()
     state = State({"support": {"PJSIP/1002", "PJSIP/1001"}, "sales": {B.mobile_interface}, "other": set()})
