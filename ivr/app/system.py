@@ -84,14 +84,13 @@ class SystemService:
                         "last_tick_ms": round(bal.last_tick_ms, 2),
                         "actions": bal.actions_by_kind,
                         "tiers_open": sorted(q for q, t in bal.tiers.items() if t.open)},
-            "cluster": cluster_view(self._leadership),
             "dialer": {**self._dialer.health(), "fenced": self._dialer.fenced,
                        **({"work": self._work.health()} if self._work is not None else {})},
             "callbacks": {"recovered": cbs.recovered, "recover_errors": cbs.recover_errors,
                           "last_recover_error": cbs.last_recover_error, "fenced": cbs.fenced},
         }
-        if self._cluster is not None:
-            detail["cluster"].update(self._cluster())
+        if self._leadership.clustered or self._cluster is not None:   # a single node has no cluster section
+            detail["cluster"] = {**cluster_view(self._leadership), **(self._cluster() if self._cluster else {})}
         return detail
 
 

@@ -238,3 +238,26 @@ async def test_the_leaders_tiers_are_published_fenced(store: Store) -> None:
     assert raw["node"] == "a" and raw["token"] == "1" and '"open": true' in raw["tiers"]
     await store.leader.publish_tiers(new, "{}", "b")
     assert (await store.redis.hgetall(store.keys.cluster_balance))["token"] == "2"
+
+
+async def test_a_clustered_controller_shows_the_leader_in_health_live_view_and_metrics(store: Store) -> None:
+    from ivr.app.config_load import from_mapping
+    from ivr.app.controller import Controller
+
+    cfg = from_mapping({"node": "a", "cluster": {"enabled": True}, "queues": [{"name": "support"}],
+                        "asterisk": {"trunk_uri": "sip:127.0.0.1:5999"}}, {})
+    c = Controller(cfg, store)
+    assert c.leadership.clustered and c.campaign_work is not None
+    assert c.balance.leadership is c.leadership and c.dialer.leadership is c.leadership
+    assert c.dispatcher.leadership is c.leadership
+    before = (await c.system.health())["cluster"]
+    assert {k: before[k] for k in ("node", "leader", "leading", "token")} == {
+        "node": "a", "leader": "", "leading": False, "token": 0}
+    assert await c.leadership.step()
+    after = (await c.system.health())["cluster"]
+    assert {k: after[k] for k in ("node", "leader", "leading", "token")} == {
+        "node": "a", "leader": "a", "leading": True, "token": 1}
+    assert c.services.live.picture()["cluster"] == {"node": "a", "leader": "a", "leading": True, "token": 1}
+    text = c.services.live.metrics_text().decode()
+    assert 'ivr_leader{node="a"} 1.0' in text and "ivr_leader_changes_total 1.0" in text
+    await c.leadership.resign()
