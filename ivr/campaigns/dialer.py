@@ -288,13 +288,14 @@ class Dialer:
     async def dial_claimed(self, cid: str, n: str) -> None:
         """Dial a claim this node took from the work stream (ivr/campaigns/work.py), on its own Asterisk; the
         checks of a dial (calling hours, do-not-call, the guard) may put it back in line or close it instead."""
-        r = self.running.get(cid)
-        if r is None:
-            found = await self.get(cid)
-            if found is None:
-                await self.db.release(cid, n)
-                return
-            r = self.running.setdefault(cid, Running(found[0]))
+        found = await self.get(cid)
+        if found is None:
+            await self.db.release(cid, n)
+            return
+        if found[1] != "running":   # paused or stopped since the claim: back in line, dialled when it runs
+            await self.db.requeue(cid, n, time.time())
+            return
+        r = self.running.setdefault(cid, Running(found[0]))
         await self._dial(cid, r, n, time.strftime("%Y%m%d%H", time.gmtime()))
 
     async def _dial(self, cid: str, r: Running, n: str, hour: str) -> None:

@@ -5,6 +5,7 @@ node's restart settles only that node's attempts; a follower claims nothing."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from ivr.app.config import Config
@@ -84,6 +85,15 @@ async def test_the_leader_claims_into_the_stream_and_each_node_dials_what_it_tak
             by_node[n] = c["node"]
     assert sorted(by_node.values()) == ["a", "a", "b", "b", "b", "b"]
     assert await store.campaign_work.backlog(CID) == {"queued": 0, "pending": 0}
+
+    # a campaign paused after its claim was queued: the claim, taken, goes back in line and is not dialled
+    [(n7, attempt)] = await store.campaign_work.enqueue(CID, la.fence(), time.time(), 1, time.time() + 3600)
+    assert n7 not in by_node and attempt == 1
+    await a.set_state(CID, "paused")
+    assert await work_b.poll_once() == 1
+    assert await store.campaigns.leased_count(CID) == 6 and await store.campaigns.due_count(CID) == 4
+    assert len(ami_b.originates) == 4
+    await a.set_state(CID, "running")
 
     # the leader's pacer counts every node's calls (the leases): max_channels 6 reached, nothing more claimed
     a.running[CID].tokens = 6.0
