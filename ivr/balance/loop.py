@@ -36,7 +36,7 @@ from ..asterisk.state import CallCenterState
 from ..cluster.leader import Leadership, NotLeader
 from ..store.leader import Fenced
 from .policy import (Action, AgentView, CallbackView, CampaignView, Decision, Policy, QueueView, Snapshot,
-                     TierState, decide)
+                     TierState, decide, desired_members, membership_actions)
 
 log = logging.getLogger(__name__)
 UNREACHABLE_STATES = frozenset({"UNAVAILABLE", "INVALID"})
@@ -96,8 +96,9 @@ class BalanceLoop:
                  set_pace: Callable[[str, float, str], None] | None = None, guard: Any = None,
                  leadership: Leadership | None = None, shared: SharedTiers | None = None) -> None:
         self.cfg = cfg
-        # only the leader acts; a follower decides each tick too (its tiers and estimates stay current) but
-        # applies nothing, so it acts at its first tick as leader
+        # only the leader dispatches callbacks, paces campaigns and decides the overflow tiers; a follower
+        # decides each tick too (its estimates stay current) and keeps its own Asterisk's queue members in line
+        # with the leader's tiers, so it acts in full at its first tick as leader
         self.leadership = leadership or Leadership.solo(cfg.node)
         self.follower_ticks = 0
         # a cluster: the leader publishes its tiers (fenced), a follower takes them, so the next leader goes on
@@ -230,10 +231,18 @@ class BalanceLoop:
         if not self.leadership.is_leader:
             if self.shared is not None:
                 self.tiers = tiers_from_json(await self.shared.tiers()) or self.tiers
-            decision = decide(self.snapshot(now), self.policy)
+            snap = self.snapshot(now)
+            decision = decide(snap, self.policy)
             if self.shared is None:
                 self.tiers = dict(decision.tiers)
-            self.last_decision = dataclasses.replace(decision, actions=())
+            # queue membership is each node's own Asterisk's: a follower applies it too, with the leader's
+            # tiers (set-to-value actions: the same outcome however often they are sent)
+            members = membership_actions(snap, self.tiers, desired_members(snap, self.tiers, self.policy),
+                                         self.policy)
+            self._pending = {k: t for k, t in self._pending.items() if now - t < PENDING_S}
+            for action in members:
+                await self._apply(action, now)
+            self.last_decision = dataclasses.replace(decision, actions=tuple(members))
             self.follower_ticks += 1
             self.ticks += 1
             self.last_tick_ms = (time.perf_counter() - t0) * 1000

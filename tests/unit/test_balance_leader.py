@@ -1,4 +1,5 @@
-"""The balancing loop in a cluster: a follower decides but acts only once it leads; the leader publishes its
+"""The balancing loop in a cluster: a follower keeps its own Asterisk's queue members in line but dispatches
+callbacks and paces campaigns only once it leads; the leader publishes its
 overflow tiers fenced by its lease, followers take them, and a leader whose write is fenced stops acting."""
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class Switch:
         self.clustered = True
 
 
-def test_a_follower_decides_but_acts_only_once_it_leads() -> None:
+def test_a_follower_keeps_its_members_but_dispatches_only_once_it_leads() -> None:
     cfg = from_mapping({"agents": [{"id": "1001", "queues": ["support"], "logged_in": True}]}, {})
     ami = FakeAmi()
     switch = Switch(False)
@@ -49,13 +50,13 @@ def test_a_follower_decides_but_acts_only_once_it_leads() -> None:
     loop = BalanceLoop(cfg, CallCenterState(), ami, Roster(cfg, store=None), pending_callbacks=pending,  # type: ignore[arg-type]
                        leadership=switch)  # type: ignore[arg-type]
     decision = asyncio.run(loop.tick())
-    assert ami.actions == [] and asked == []                   # nothing sent, no callback dispatched
-    assert decision is not None and decision.actions == () and loop.follower_ticks == 1
-    assert "support" in loop.tiers                              # its state is current all the same
+    # its own Asterisk gets the agent as a queue member; no callback is dispatched
+    assert [(n, f["Interface"]) for n, f in ami.actions] == [("QueueAdd", "PJSIP/1001")] and asked == []
+    assert decision is not None and [a.kind for a in decision.actions] == ["add_member"]
+    assert loop.follower_ticks == 1 and "support" in loop.tiers
     switch.is_leader = True
-    asyncio.run(loop.tick())                                    # its first tick as leader acts
-    assert [(n, f["Interface"]) for n, f in ami.actions] == [("QueueAdd", "PJSIP/1001")]
-    assert asked == ["callbacks"]
+    asyncio.run(loop.tick())                                    # its first tick as leader asks for callbacks
+    assert asked == ["callbacks"] and len(ami.actions) == 1     # the add in flight is not sent twice
 
 
 def test_the_solo_leadership_is_the_default() -> None:
@@ -94,7 +95,9 @@ class Clustered(Switch):
 
 
 def loop_on(leadership: Any, shared: Shared) -> tuple[BalanceLoop, FakeAmi]:
-    cfg = from_mapping({"agents": [{"id": "1001", "queues": ["support"], "logged_in": True}]}, {})
+    cfg = from_mapping({"agents": [{"id": "1001", "queues": ["support"], "logged_in": True},
+                                   {"id": "2001", "queues": ["support"], "logged_in": True, "tier": "volunteer"}]},
+                       {})
     ami = FakeAmi()
     return BalanceLoop(cfg, CallCenterState(), ami, Roster(cfg, store=None), leadership=leadership,  # type: ignore[arg-type]
                        shared=shared), ami
@@ -110,7 +113,10 @@ def test_the_leader_publishes_its_tiers_and_a_follower_takes_them() -> None:
     shared.raw = tiers_to_json({"support": TierState(True, 123.0)})   # the leader opened overflow
     follower, ami = loop_on(Clustered(False, "b"), shared)
     asyncio.run(follower.tick())
-    assert follower.tiers["support"] == TierState(True, 123.0) and ami.actions == []
+    assert follower.tiers["support"] == TierState(True, 123.0)
+    # with the leader's overflow open, the follower's own Asterisk gets the volunteer too (its own view of
+    # its quiet queue would have kept the tier closed)
+    assert sorted(f["Interface"] for n, f in ami.actions if n == "QueueAdd") == ["PJSIP/1001", "PJSIP/2001"]
 
 
 def test_a_leader_whose_tier_write_is_fenced_stops_acting_for_the_tick() -> None:
