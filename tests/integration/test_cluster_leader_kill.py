@@ -139,8 +139,10 @@ def test_the_leaders_controller_dies_mid_campaign(cluster: tuple[Cluster, Sipp, 
                    interval=0.05, what="another node to lead")
     takeover_s = time.monotonic() - killed
     assert new == follower
-    view = health(apis[follower].base, token)["cluster"]
-    assert view["leading"] and view["leader"] == follower, view
+    # the node itself says so (its answer from Redis may be read a moment after the lease was written)
+    view = wait_for(lambda: (lambda v: v if v["leading"] else None)(health(apis[follower].base, token)["cluster"]),
+                    timeout=2, interval=0.05, what=f"{follower}'s /health to say it leads")
+    assert view["leader"] == follower and view["token"] > 1, view
     assert takeover_s < TAKEOVER_BOUND_S, f"another node led only {takeover_s:.2f} s after the kill"
 
     # the campaign completes on the surviving node: the sweep settles what the dead controller left in
