@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Awaitable, Callable, Collection, Mapping
 from ..asterisk.ami_client import AmiClient
 from ..core import names as ev
 from . import contacts
-from .dial_rules import Running
+from .dial_rules import NODE_LOST, Running, lost_attempt_outcome
 
 if TYPE_CHECKING:
+    from ..store.campaign_work import CampaignWorkStore
     from ..store.campaigns import CampaignStore
 
 log = logging.getLogger(__name__)
@@ -100,3 +101,33 @@ def free_stale_slots(running: Mapping[str, Running], live: Collection[str], orig
             log.warning("campaign %s: call %s ended while AMI was away (its Hangup was not seen): slot freed",
                         cid, code)
     return freed
+
+
+async def settle_lost_attempts(db: "CampaignStore", work: "CampaignWorkStore", running: Mapping[str, Running],
+                               holder: str, nodes: Collection[str],
+                               on_settled: Callable[[str, str, str, str, dict[str, str]], None]) -> int:
+    """The leader's settling of the attempts that lost ``nodes`` left ``in_progress`` (their controller is
+    gone, or their Asterisk: no outcome will ever come from there), fenced by ``holder``, by
+    ``dial_rules.lost_attempt_outcome``: the callee's choice when one was recorded for that very attempt, else
+    ``node_lost``, which closes the contact and is never retried. ``on_settled(cid, n, outcome, status,
+    fields)`` after each. Returns how many were settled; ``Fenced`` when another node leads."""
+    settled = 0
+    for cid in sorted(await db.ids()):
+        for n, contact in await work.in_progress_on(cid, nodes):
+            code, node = contact.get("attempt_id", ""), contact.get("node", "")
+            outcome, status = lost_attempt_outcome(contact)
+            fields = {"last_outcome": outcome, "updated": str(time.time())}
+            if not await work.settle_lost(cid, n, holder, node, code, status, fields):
+                continue
+            settled += 1
+            r = running.get(cid)
+            if r is not None:      # this node's own Asterisk was the one lost: its slot is free
+                r.active.pop(code, None)
+            attempt = contact.get("attempts") or "1"
+            await db.add_attempt(cid, {"n": n, "attempt": attempt, "outcome": outcome,
+                                       "keypress": contact.get("keypress", "") if outcome != NODE_LOST else "",
+                                       "at": str(time.time()), "node": node})
+            on_settled(cid, n, outcome, status, fields)
+            log.warning("campaign %s: contact %s attempt %s was in progress on lost node %s: %s (%s)", cid, n,
+                        attempt, node, outcome, "not dialled again" if outcome == NODE_LOST else "the callee's choice")
+    return settled

@@ -1,14 +1,12 @@
 """The outbound dialer: paced, within calling hours, and never dialling anyone twice by accident.
 
 How "never twice, never skipped" holds across crashes of the controller:
-1. due contacts are *claimed* with one Lua script that moves them from the
-   ``due`` zset to the ``leases`` zset (atomic: two ticks or two nodes cannot
-   claim the same contact);
-2. before the Originate is sent the contact is marked ``in_progress`` with its
-   attempt number (so Redis knows a call may have gone out);
-3. the attempt ends in ``finish_attempt`` (OriginateResponse failure, or the
-   notice AGI's outcome), which releases the lease and either closes the
-   contact or puts it back in ``due`` after the retry back-off for that outcome.
+1. due contacts are *claimed* with one Lua script that moves them from the ``due`` zset to the ``leases``
+   zset (atomic: two ticks or two nodes cannot claim the same contact);
+2. before the Originate is sent the contact is marked ``in_progress`` with its attempt number (so Redis
+   knows a call may have gone out);
+3. the attempt ends in ``finish_attempt`` (OriginateResponse failure, or the notice AGI's outcome), which
+   releases the lease and either closes the contact or puts it back in ``due`` after its retry back-off.
 On start, ``recover()`` settles every lease a previous run left (dial_recovery.py); a recovery that
 fails (Redis or AMI unreachable at start) is tried again with a growing back-off; nothing is dialled until
 it has run. A second call to the same person only ever comes from a retry rule.
@@ -53,9 +51,9 @@ from ..store.redis_store import Store
 from ..webhooks.events import Events
 
 from . import contacts
-from .dial_recovery import free_stale_slots, live_account_codes, node_owns, settle_leases
-from .dial_rules import (CLOSED, FINAL_ACTIONS, HANGUP_CAUSES, NODE_LOST, ORIGINATE_REASONS, NoCommonTime, Running,
-                         account_code, contact_zones, guard_retry_at, lost_attempt_outcome, next_dial_time, refill)
+from .dial_recovery import free_stale_slots, live_account_codes, node_owns, settle_leases, settle_lost_attempts
+from .dial_rules import (CLOSED, FINAL_ACTIONS, HANGUP_CAUSES, ORIGINATE_REASONS, NoCommonTime, Running,
+                         account_code, contact_zones, guard_retry_at, next_dial_time, refill)
 from .model import Campaign, campaign_from_dict
 from .transfers import Transfers
 
@@ -489,34 +487,11 @@ class Dialer:
                                    owns)
 
     async def settle_lost(self, holder: str, nodes: Collection[str]) -> int:
-        """The leader's settling of the attempts that lost ``nodes`` left ``in_progress`` (their controller
-        is gone, or their Asterisk: no outcome will ever come from there), fenced by ``holder``, by
-        ``dial_rules.lost_attempt_outcome``: the callee's choice when one was recorded for that very attempt,
-        else ``node_lost``, which closes the contact and is never retried. Returns how many were settled;
-        ``Fenced`` when another node leads."""
-        settled = 0
-        for cid in sorted(await self.db.ids()):
-            for n, contact in await self.store.campaign_work.in_progress_on(cid, nodes):
-                code, node = contact.get("attempt_id", ""), contact.get("node", "")
-                outcome, status = lost_attempt_outcome(contact)
-                fields = {"last_outcome": outcome, "updated": str(time.time())}
-                if not await self.store.campaign_work.settle_lost(cid, n, holder, node, code, status, fields):
-                    continue
-                settled += 1
-                r = self.running.get(cid)
-                if r is not None:      # this node's own Asterisk was the one lost: its slot is free
-                    r.active.pop(code, None)
-                attempt = contact.get("attempts") or "1"
-                await self.db.add_attempt(cid, {"n": n, "attempt": attempt, "outcome": outcome,
-                                                "keypress": contact.get("keypress", "") if outcome != NODE_LOST else "",
-                                                "at": str(time.time()), "node": node})
-                self.store_metric(cid, outcome)
-                self.events.publish("campaign.contact_done", {"campaign": cid, "contact": n, "status": status,
-                                                              **fields})
-                log.warning("campaign %s: contact %s attempt %s was in progress on lost node %s: %s (%s)", cid, n,
-                            attempt, node, outcome, "not dialled again" if outcome == NODE_LOST else
-                            "the callee's choice")
-        return settled
+        """Lost ``nodes``' attempts settled by the leader (``dial_recovery.settle_lost_attempts``)."""
+        def settled(cid: str, n: str, outcome: str, status: str, fields: dict[str, str]) -> None:
+            self.store_metric(cid, outcome)
+            self.events.publish("campaign.contact_done", {"campaign": cid, "contact": n, "status": status, **fields})
+        return await settle_lost_attempts(self.db, self.store.campaign_work, self.running, holder, nodes, settled)
 
     async def _hold_slot(self, cid: str, code: str) -> None:
         """A call of a previous run still on the line: its slot is taken again."""
