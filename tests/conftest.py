@@ -8,6 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests check what holds, not how fast: the suite's workers share 2 cores with Asterisk, SIPp and Redis,
+# so one example may take longer than hypothesis's 200 ms deadline. Speed is the benchmarks' (benchmarks/).
+settings.register_profile("suite", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("suite")
 
 # pytest-xdist runs the suite in N worker processes side by side, each with its own test stack and SIPp phones.
 # Ports are probed free before use, but two workers probing the same port at the same moment would both get it:
