@@ -18,6 +18,7 @@ from ..agents.roster import Roster
 from ..app.metrics import Metrics
 from ..asterisk.state import CallCenterState
 from ..balance.loop import BalanceLoop
+from ..cluster.leader import Leadership
 
 Picture = dict[str, Any]
 
@@ -90,7 +91,8 @@ class LiveView:
 
     def __init__(self, state: CallCenterState, balance: BalanceLoop, roster: Roster, callers: CallerContext,
                  ami: AmiLink, metrics: Metrics, callbacks: PendingCallbacks, campaigns: CampaignList,
-                 node: str) -> None:
+                 node: str, cluster: Leadership | None = None) -> None:
+        self._cluster = cluster or Leadership.solo(node)
         self._state = state
         self._balance = balance
         self._roster = roster
@@ -138,7 +140,9 @@ class LiveView:
                             if (m := q.members.get(i)) is not None and m.bridged), "")
             if talking:   # the caller this agent is talking to, with what the IVR knew about them
                 a["caller"] = {"uniqueid": talking, **context.get(talking, {})}
+        c = self._cluster
         return {"time": snap["time"], "node": self._node, "ami": self._ami.connected,
+                "cluster": {"node": c.node, "leader": c.leader, "leading": c.is_leader, "token": c.token},
                 "queues": snap["queues"], "agents": agents, "history": self._metrics.hourly()}
 
     async def snapshot(self) -> Picture:

@@ -65,6 +65,7 @@ from ..webhooks.desk import WebhookDesk
 from ..webhooks.events import Events
 from ..webhooks.sender import Hook, WebhookSender
 from .wiring import Later
+from ..campaigns.work import CampaignWork
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,12 @@ class Controller:
         self.store = store or Store.from_config(cfg.redis)
         self.state = CallCenterState()
         self.metrics = Metrics()
+        # one balancing leader at a time in a cluster (lease + fencing token); a single node leads for good
+        self.leadership = (Leadership(cfg.node, self.store.leader, cfg.cluster.lease_ttl, cfg.cluster.renew)
+                           if cfg.cluster.enabled else Leadership.solo(cfg.node))
+        self.metrics.bind_node(cfg.node)
+        self.leadership.add_listener(self.metrics.leader_changed)
+        self.metrics.leader_changed(self.leadership.is_leader)
         a = cfg.asterisk
         self.ami = AmiClient(a.ami_host, a.ami_port, a.ami_username, a.ami_secret,
                              on_event=self._on_ami_event, on_connected=self._resync)
@@ -129,10 +136,16 @@ class Controller:
         self.outcomes = Outcomes(cfg, self.store, self.prompts, events=events)
         self.dispatcher = CallbackDispatcher(cfg, ami, self.store.callbacks, self.prompts, self.guard,
                                              on_made=lambda kept: metrics.callbacks_made.labels(kept).inc(),
-                                             continuity=continuity, events=events)
+                                             continuity=continuity, events=events, leadership=self.leadership)
         self.dialer = Dialer(cfg, self.store, ami, self.guard, continuity=continuity,
                              on_attempt=lambda cid, outcome: metrics.campaign_attempts.labels(cid, outcome).inc(),
-                             events=events)
+                             events=events, leadership=self.leadership)
+        dialer = self.dialer
+        # a cluster's campaign work: every node dials the leader's claims it takes from the work stream
+        self.campaign_work = (CampaignWork(self.store.campaign_work, cfg.node, dialer.dial_claimed,
+                                           campaigns=lambda: list(dialer.running),
+                                           ready=lambda: ami.connected and dialer.recovered)
+                              if cfg.cluster.enabled else None)
         self.refunds = RefundService(cfg, self.store, self.dialer, self.continuity.key, self.guard, events=events)
         self.backends: dict[str, LookupBackend] = {"refunds": RefundsBackend(self.store, self.refunds)}
         self.backends.update(http_backends(cfg, metrics))   # lookups: in ivr.yaml
@@ -159,7 +172,8 @@ class Controller:
         self.balance = balance_ref.bind(BalanceLoop(
             cfg, state, ami, roster, pending_callbacks=self.dispatcher.pending,
             dispatch_callback=self.dispatcher.dispatch, campaigns=self.dialer.campaign_views,
-            set_pace=self.dialer.set_pace, guard=self.guard))
+            set_pace=self.dialer.set_pace, guard=self.guard, leadership=self.leadership,
+            shared=self.store.leader if cfg.cluster.enabled else None))
         # one logical queue across nodes: an agent on a call on another node is held paused here
         self.cluster_agents: ClusterAgents | None = None
         if cfg.cluster.enabled:
@@ -171,12 +185,11 @@ class Controller:
                 on_pause=metrics.cross_node_pauses.inc, on_busy_elsewhere=metrics.agents_busy_elsewhere.set)
         self.stopping = asyncio.Event()
         cc = cfg.cluster
-        self.leadership = (Leadership(cfg.node, self.store.leader, cc.lease_ttl, cc.renew) if cc.enabled
-                           else Leadership.solo(cfg.node))
         self._build_place_keeping()
         self.system = SystemService(node=cfg.node, store=self.store, ami=ami, agi=self.agi, menus=self.menus,
                                     prompts=self.prompts, recorder=self.recorder, balance=self.balance,
                                     dialer=self.dialer, dispatcher=self.dispatcher, started_at=self.started_at,
+                                    leadership=self.leadership, campaign_work=self.campaign_work,
                                     cluster=self._describe_cluster if cc.enabled else None)
         self.services = build_services(self)
         self._runner: web.AppRunner | None = None
@@ -320,10 +333,13 @@ class Controller:
         if cfg_has_trunk(self.cfg):
             self._tasks.append(asyncio.create_task(self.dialer.run(), name="dialer"))
             self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="callback-recovery"))
+            if self.campaign_work is not None:
+                self._tasks.append(asyncio.create_task(self.campaign_work.run(), name="campaign-work"))
         self._tasks.append(asyncio.create_task(self._watch_menus(), name="menu-watch"))
         if self.cfg.continuity.enabled:
-            self._tasks.append(asyncio.create_task(self.continuity.run_sweeper(self.store.callbacks),
-                                                   name="continuity-sweep"))
+            self._tasks.append(asyncio.create_task(
+                self.continuity.run_sweeper(self.store.callbacks, leadership=self.leadership),
+                name="continuity-sweep"))
         app = build_app(self.services)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -411,7 +427,8 @@ def build_services(c: Controller) -> Services:
         access=AccessService(store, store, fail_limit=cfg.api.auth_fail_limit, fail_window=cfg.api.auth_fail_window),
         client_address=ClientAddress.from_config(cfg.api.trusted_proxies, cfg.api.client_ip_header),
         system=c.system,
-        live=LiveView(c.state, c.balance, c.roster, c.continuity, c.ami, c.metrics, callbacks, campaigns, cfg.node),
+        live=LiveView(c.state, c.balance, c.roster, c.continuity, c.ami, c.metrics, callbacks, campaigns, cfg.node,
+                      cluster=c.leadership),
         agents=AgentService(c.roster, c.state, c.ami, c.balance, c.provisioner, store, cfg.asterisk),
         callers=CallerService(c.continuity, store),
         outcomes=OutcomesDesk(c.outcomes, store, store.surveys, cfg.dispositions),

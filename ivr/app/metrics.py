@@ -64,6 +64,12 @@ class Metrics:
                                      ["backend", "kind"], registry=r)
         self.lookup_breaker_state = Gauge("ivr_lookup_breaker_state", "Circuit breaker of a look-up backend: "
                                           "0 closed, 1 open, 2 half-open (one trial call)", ["backend"], registry=r)
+        self.leader = Gauge("ivr_leader", "1 while this node is the balancing leader (a single node: always)",
+                            ["node"], registry=r)
+        self.leader_changes = Counter("ivr_leader_changes_total", "Times this node started or stopped leading",
+                                      registry=r)
+        self.node = ""                        # the label of ivr_leader (bind_node)
+        self._leading: bool | None = None
         self.agents_busy_elsewhere = Gauge("ivr_agents_busy_elsewhere", "Agents on a call on another node of the "
                                            "cluster (held paused in this node's queues)", registry=r)
         self.cross_node_pauses = Counter("ivr_cross_node_pauses_total", "Queue members paused on this node "
@@ -109,6 +115,17 @@ class Metrics:
             h["self_service"] += 1
         while len(self.history) > HISTORY_HOURS:
             self.history.popitem(last=False)
+
+    def bind_node(self, node: str) -> None:
+        """The node name the per-node gauges are labelled with."""
+        self.node = node
+
+    def leader_changed(self, leading: bool) -> None:
+        """Leadership listener: the ``ivr_leader`` gauge follows, each change after the start is counted."""
+        if self._leading is not None and self._leading != leading:
+            self.leader_changes.inc()
+        self._leading = leading
+        self.leader.labels(self.node).set(1 if leading else 0)
 
     def lookup_done(self, backend: str, seconds: float, error: str | None) -> None:
         """A guarded look-up backend (ivr/menu/lookups.py) answered or was refused."""

@@ -17,6 +17,8 @@ from ..asterisk.ami_client import AmiClient
 from ..balance.loop import BalanceLoop
 from ..callbacks.service import CallbackDispatcher
 from ..campaigns.dialer import Dialer
+from ..campaigns.work import CampaignWork
+from ..cluster.leader import Leadership
 from ..menu.schema import MenuSet
 from ..outcomes.records import CallRecorder
 from ..prompts.library import PromptLibrary
@@ -29,8 +31,11 @@ class SystemService:
     def __init__(self, *, node: str, store: Store, ami: AmiClient, agi: AgiServer, menus: MenuSet,
                  prompts: PromptLibrary, recorder: CallRecorder, balance: BalanceLoop, dialer: Dialer,
                  dispatcher: CallbackDispatcher, started_at: float | None = None,
+                 leadership: Leadership | None = None, campaign_work: CampaignWork | None = None,
                  cluster: Callable[[], dict[str, Any]] | None = None) -> None:
         self.node = node
+        self._leadership = leadership or Leadership.solo(node)
+        self._work = campaign_work
         self._store = store
         self._ami = ami
         self._agi = agi
@@ -75,14 +80,21 @@ class SystemService:
             "records": {"written": rec.records_written, "active": rec.active,
                         "pending": rec.pending, "retries": rec.retries,
                         "write_errors": rec.write_errors},
-            "balance": {"ticks": bal.ticks, "errors": bal.errors,
+            "balance": {"ticks": bal.ticks, "follower_ticks": bal.follower_ticks, "errors": bal.errors,
                         "last_tick_ms": round(bal.last_tick_ms, 2),
                         "actions": bal.actions_by_kind,
                         "tiers_open": sorted(q for q, t in bal.tiers.items() if t.open)},
-            "dialer": self._dialer.health(),
+            "dialer": {**self._dialer.health(), "fenced": self._dialer.fenced,
+                       **({"work": self._work.health()} if self._work is not None else {})},
             "callbacks": {"recovered": cbs.recovered, "recover_errors": cbs.recover_errors,
-                          "last_recover_error": cbs.last_recover_error},
+                          "last_recover_error": cbs.last_recover_error, "fenced": cbs.fenced},
         }
-        if self._cluster is not None:
-            detail["cluster"] = self._cluster()
+        if self._leadership.clustered or self._cluster is not None:   # a single node has no cluster section
+            detail["cluster"] = {**cluster_view(self._leadership), **(self._cluster() if self._cluster else {})}
         return detail
+
+
+def cluster_view(leadership: Leadership) -> dict[str, Any]:
+    """This node and the balancing leader as /health and the live view show them."""
+    return {"node": leadership.node, "leader": leadership.leader, "leading": leadership.is_leader,
+            "token": leadership.token}

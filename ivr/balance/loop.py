@@ -7,17 +7,23 @@ over AMI by reconciling desired against actual membership: an action is only
 sent for a difference, a member just added is not added again while its
 QueueMemberAdded event is on the way, and nothing runs until AMI has resynced
 after a (re)connect. Every action is logged with its reason and counted.
+
+In a cluster only the balancing leader applies actions (``leadership``, ivr/cluster/leader.py). Each action
+is safe to send twice (a new leader may repeat what the old one sent just before it died): QueuePenalty sets a
+value; QueueAdd of a member already there and QueueRemove of one not there fail harmlessly and are skipped
+below; pauses are QueuePause with an explicit ``Paused`` (ivr/agents/service.py), never a toggle.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import math
 import time
 from collections import deque
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
 
 from ..store.errors import StoreError
 
@@ -27,8 +33,10 @@ from ..app.config import Config
 from ..app.logutil import RateLimit
 from ..agents.roster import Roster
 from ..asterisk.state import CallCenterState
+from ..cluster.leader import Leadership, NotLeader
+from ..store.leader import Fenced
 from .policy import (Action, AgentView, CallbackView, CampaignView, Decision, Policy, QueueView, Snapshot,
-                     TierState, decide)
+                     TierState, decide, desired_members, membership_actions)
 
 log = logging.getLogger(__name__)
 UNREACHABLE_STATES = frozenset({"UNAVAILABLE", "INVALID"})
@@ -38,6 +46,28 @@ PENDING_S = 5.0
 MOBILE_RECHECK_S = 60.0   # agents' mobiles are checked against the outbound guard this often (DNC, config)
 
 CallbackDispatch = Callable[[str, str], Awaitable[None]]
+
+
+class SharedTiers(Protocol):
+    """Where a cluster's leader publishes its overflow tiers (fenced) and followers read them
+    (ivr.store.leader.LeaderStore)."""
+
+    async def publish_tiers(self, holder: str, tiers_json: str, node: str) -> None: ...
+
+    async def tiers(self) -> str: ...
+
+
+def tiers_to_json(tiers: Mapping[str, TierState]) -> str:
+    return json.dumps({q: {"open": t.open, "since": t.since} for q, t in sorted(tiers.items())})
+
+
+def tiers_from_json(raw: str) -> dict[str, TierState]:
+    """The published tiers; {} for none or a damaged value."""
+    try:
+        data = json.loads(raw) if raw else {}
+        return {str(q): TierState(bool(t["open"]), float(t["since"])) for q, t in data.items()}
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return {}
 
 
 def _due(value: Any) -> float:
@@ -63,8 +93,18 @@ class BalanceLoop:
                  pending_callbacks: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
                  dispatch_callback: CallbackDispatch | None = None,
                  campaigns: Callable[[], Sequence[str | CampaignView]] | None = None,
-                 set_pace: Callable[[str, float, str], None] | None = None, guard: Any = None) -> None:
+                 set_pace: Callable[[str, float, str], None] | None = None, guard: Any = None,
+                 leadership: Leadership | None = None, shared: SharedTiers | None = None) -> None:
         self.cfg = cfg
+        # only the leader dispatches callbacks, paces campaigns and decides the overflow tiers; a follower
+        # decides each tick too (its estimates stay current) and keeps its own Asterisk's queue members in line
+        # with the leader's tiers, so it acts in full at its first tick as leader
+        self.leadership = leadership or Leadership.solo(cfg.node)
+        self.follower_ticks = 0
+        # a cluster: the leader publishes its tiers (fenced), a follower takes them, so the next leader goes on
+        # from the overflow state the last one left (hysteresis included), not from its own node's view
+        self.shared = shared
+        self._published = ""
         self.state = state
         self.ami = ami
         self.roster = roster
@@ -188,6 +228,25 @@ class BalanceLoop:
             return None
         t0 = time.perf_counter()
         now = time.time()
+        if not self.leadership.is_leader:
+            if self.shared is not None:
+                self.tiers = tiers_from_json(await self.shared.tiers()) or self.tiers
+            snap = self.snapshot(now)
+            decision = decide(snap, self.policy)
+            if self.shared is None:
+                self.tiers = dict(decision.tiers)
+            # queue membership is each node's own Asterisk's: a follower applies it too, with the leader's
+            # tiers (set-to-value actions: the same outcome however often they are sent)
+            members = membership_actions(snap, self.tiers, desired_members(snap, self.tiers, self.policy),
+                                         self.policy)
+            self._pending = {k: t for k, t in self._pending.items() if now - t < PENDING_S}
+            for action in members:
+                await self._apply(action, now)
+            self.last_decision = dataclasses.replace(decision, actions=tuple(members))
+            self.follower_ticks += 1
+            self.ticks += 1
+            self.last_tick_ms = (time.perf_counter() - t0) * 1000
+            return self.last_decision
         decision = decide(self.snapshot(now), self.policy)
         self.tiers = dict(decision.tiers)
         self._pending = {k: t for k, t in self._pending.items() if now - t < PENDING_S}
@@ -200,6 +259,8 @@ class BalanceLoop:
             decision = dataclasses.replace(decision, actions=tuple(a for a in decision.actions
                                                                    if a.kind != "campaign_pace"))
         self.last_decision = decision
+        if not await self._publish():
+            return decision
         await self.check_mobiles(now)     # the guard reads Redis: after membership (cached verdicts) is applied
         callbacks = await self._pending_callbacks() if self._pending_callbacks else []
         if callbacks or (paced_later and self._campaigns):
@@ -213,6 +274,22 @@ class BalanceLoop:
         self.ticks += 1
         self.last_tick_ms = (time.perf_counter() - t0) * 1000
         return decision
+
+    async def _publish(self) -> bool:
+        """A cluster's leader: its tiers into Redis when they changed (fenced). False once another node leads
+        (nothing more is done this tick)."""
+        if self.shared is None:
+            return True
+        text = tiers_to_json(self.tiers)
+        if text == self._published:
+            return True
+        try:
+            await self.shared.publish_tiers(self.leadership.fence(), text, self.leadership.node)
+        except (Fenced, NotLeader) as exc:
+            log.warning("balance: this node no longer leads (%s): stops acting", exc)
+            return False
+        self._published = text
+        return True
 
     async def _apply(self, a: Any, now: float) -> None:
         key = (a.kind, a.queue, a.interface or a.callback_id)

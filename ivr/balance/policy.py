@@ -227,6 +227,29 @@ def desired_members(snap: Snapshot, tiers: Mapping[str, TierState], p: Policy) -
     return out
 
 
+def membership_actions(snap: Snapshot, tiers: Mapping[str, TierState], desired: Mapping[str, Mapping[str, int]],
+                       p: Policy = Policy()) -> list[Action]:
+    """The queue member changes that bring ``snap``'s queues to ``desired`` (add, penalty, remove). A node of
+    a cluster that does not lead applies these to its own Asterisk with the leader's tiers."""
+    actions: list[Action] = []
+    managed = {i for a in snap.agents.values() for i in (a.interface, a.fallback_interface) if i}
+    for name, q in sorted(snap.queues.items()):
+        want = desired[name]
+        for interface, penalty in sorted(want.items()):
+            if interface not in q.members:
+                actions.append(Action("add_member", _why_member(snap, interface, name, tiers), queue=name,
+                                      interface=interface, penalty=penalty))
+            elif q.members[interface] != penalty:
+                actions.append(Action("set_penalty", f"penalty {q.members[interface]} -> {penalty}", queue=name,
+                                      interface=interface, penalty=penalty))
+        for interface in sorted(q.members):
+            if interface in managed and interface not in want:
+                actions.append(Action("remove_member", _why_not(snap, interface, name, tiers, p), queue=name,
+                                      interface=interface))
+
+    return actions
+
+
 def decide(snap: Snapshot, p: Policy = Policy()) -> Decision:
     """One balancing step. Pure: the same snapshot always gives the same decision."""
     actions: list[Action] = []
@@ -242,21 +265,7 @@ def decide(snap: Snapshot, p: Policy = Policy()) -> Decision:
             actions.append(Action("open_tier" if new.open else "close_tier", why, queue=name))
 
     desired = desired_members(snap, tiers, p)
-    for name, q in sorted(snap.queues.items()):
-        want = desired[name]
-        for interface, penalty in sorted(want.items()):
-            if interface not in q.members:
-                actions.append(Action("add_member", _why_member(snap, interface, name, tiers), queue=name,
-                                      interface=interface, penalty=penalty))
-            elif q.members[interface] != penalty:
-                actions.append(Action("set_penalty", f"penalty {q.members[interface]} -> {penalty}", queue=name,
-                                      interface=interface, penalty=penalty))
-        managed = {i for a in snap.agents.values() for i in (a.interface, a.fallback_interface) if i}
-        for interface in sorted(q.members):
-            if interface in managed and interface not in want:
-                actions.append(Action("remove_member", _why_not(snap, interface, name, tiers, p), queue=name,
-                                      interface=interface))
-
+    actions.extend(membership_actions(snap, tiers, desired, p))
     actions.extend(_callbacks(snap, p))
     actions.extend(_campaign_pace(snap, estimates, p))
     return Decision(tuple(actions), tiers, desired, estimates)

@@ -33,7 +33,9 @@ from ..app.config import Config
 from ..app.logutil import RateLimit
 from ..campaigns.outbound import OutboundGuard
 from ..prompts.library import PromptLibrary
+from ..cluster.leader import Leadership, NotLeader
 from ..store.errors import StoreError
+from ..store.leader import Fenced
 from ..store.selfservice import CallbackStore
 from ..webhooks.events import Events
 
@@ -78,8 +80,11 @@ class CallbackDispatcher:
     def __init__(self, cfg: Config, ami: AmiClient, callbacks: CallbackStore, prompts: PromptLibrary,
                  guard: OutboundGuard, max_attempts: int = 3,
                  on_made: Callable[[str], None] | None = None, continuity: Any = None,
-                 events: Events | None = None) -> None:
+                 events: Events | None = None, leadership: Leadership | None = None) -> None:
         self.cfg = cfg
+        # only the balancing leader dispatches and recovers; its claims are fenced by its lease
+        self.leadership = leadership or Leadership.solo(cfg.node)
+        self.fenced = 0
         self.events = events or Events.disabled()   # callback.done
         self.on_made = on_made        # told "yes", "no" or "none" for each callback made (kept within its promise?)
         self.guard = guard
@@ -106,7 +111,15 @@ class CallbackDispatcher:
         return await self.callbacks.pending(200) if self.enabled else []
 
     async def dispatch(self, callback_id: str, queue: str) -> None:
-        rec = await self.callbacks.claim(callback_id, node=self.cfg.node)
+        try:
+            if self.leadership.clustered:
+                rec = await self.callbacks.claim(callback_id, node=self.cfg.node, fence=self.leadership.fence())
+            else:
+                rec = await self.callbacks.claim(callback_id, node=self.cfg.node)
+        except (Fenced, NotLeader) as exc:
+            self.fenced += 1
+            log.warning("callback %s: not claimed, this node no longer leads (%s)", callback_id, exc)
+            return
         if rec is None:
             return
         number, lang = rec["number"], rec.get("lang") or "en"
@@ -216,6 +229,9 @@ class CallbackDispatcher:
         delay = every
         while True:
             await self.ami.ready.wait()
+            if not self.leadership.is_leader:   # a follower: the leader recovers (checked again shortly)
+                await asyncio.sleep(min(every, 1.0))
+                continue
             try:
                 await self.recover()
                 delay = every

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 # (cid, n, attempt, outcome, keypress): Dialer.finish_attempt
 Finish = Callable[[str, str, int, str, str], Awaitable[None]]
+# (cid, n, contact fields) -> whether this node settles that lease (Dialer._owns)
+Owns = Callable[[str, str, Mapping[str, str]], Awaitable[bool]]
 
 
 async def live_account_codes(ami: AmiClient) -> set[str]:
@@ -41,13 +43,18 @@ async def live_account_codes(ami: AmiClient) -> set[str]:
 
 
 async def settle_leases(db: "CampaignStore", live: set[str], finish: Finish,
-                        hold: Callable[[str, str], Awaitable[None]]) -> dict[str, int]:
+                        hold: Callable[[str, str], Awaitable[None]], owns: Owns | None = None) -> dict[str, int]:
     """Settle every lease in every campaign (see the module docstring): ``finish`` ends an attempt, ``hold``
-    takes the slot of a call still live (campaign id, account code). Returns how many went which way."""
-    summary = {"requeued": 0, "answered": 0, "still_live": 0, "unknown": 0}
+    takes the slot of a call still live (campaign id, account code); ``owns`` (a cluster) says which leases
+    are this node's to settle (the others: another node's, or still in the work stream). Returns how many
+    went which way."""
+    summary = {"requeued": 0, "answered": 0, "still_live": 0, "unknown": 0, **({"others": 0} if owns else {})}
     for cid in await db.ids():
         for n in await db.leased(cid):
             contact = await contacts.contact(db, None, cid, int(n)) or {}
+            if owns is not None and not await owns(cid, str(n), contact):
+                summary["others"] += 1
+                continue
             code = contact.get("attempt_id", "")
             if contact.get("status") != "in_progress":
                 await db.requeue(cid, n, time.time())
@@ -63,9 +70,20 @@ async def settle_leases(db: "CampaignStore", live: set[str], finish: Finish,
             else:
                 await finish(cid, str(n), int(contact.get("attempts") or 1), "unknown", "")
                 summary["unknown"] += 1
-    if any(summary.values()):
+    if any(v for k, v in summary.items() if k != "others"):
         log.warning("dialer recovery: %s", summary)
     return summary
+
+
+def node_owns(attempt_holder: Callable[[str, str, str], Awaitable[str]], node: str) -> Owns:
+    """In a cluster, whether a lease is ``node``'s to settle: dialled there (the contact names it), or taken
+    there from the work stream and not dialled yet (the claim's attempt key names it). A claim nobody took is
+    still in the work stream: the nodes dial it from there."""
+    async def owns(cid: str, n: str, contact: Mapping[str, str]) -> bool:
+        if contact.get("status") == "in_progress":
+            return contact.get("node") == node
+        return await attempt_holder(cid, n, contact.get("claims") or "0") == node
+    return owns
 
 
 def free_stale_slots(running: Mapping[str, Running], live: Collection[str], originating: Collection[str],

@@ -19,6 +19,11 @@ Transfers to agents (``max_transfers``) are counted from real events by
 Channel slots (``max_channels``) are held in memory from the dial until the
 call's Hangup event; ``reconcile`` frees those whose Hangup was missed (dial_recovery.py).
 
+In a cluster (``leadership`` clustered) only the leader paces: its claims go into the campaign's work
+stream (fenced: ``Fenced`` stops an old leader), concurrency counts every node's leases, and each node dials
+the claims it takes from the stream on its own Asterisk (``dial_claimed``, from ivr/campaigns/work.py); its
+recovery settles only its own attempts. Without a cluster the dialer claims and dials itself, as above.
+
 This module runs the loop and sends the calls; the rules it applies (pace, calling windows, what an
 outcome means) are dial_rules.py's.
 """
@@ -38,12 +43,15 @@ from ..balance.policy import CampaignView
 from ..app.config import Config
 from ..app.logutil import RateLimit
 from .outbound import OutboundGuard
+from ..cluster.leader import Leadership, NotLeader
 from ..store.errors import StoreError
+from ..store.campaign_work import TakenOver
+from ..store.leader import Fenced
 from ..store.redis_store import Store
 from ..webhooks.events import Events
 
 from . import contacts
-from .dial_recovery import free_stale_slots, live_account_codes, settle_leases
+from .dial_recovery import free_stale_slots, live_account_codes, node_owns, settle_leases
 from .dial_rules import (CLOSED, FINAL_ACTIONS, HANGUP_CAUSES, ORIGINATE_REASONS, NoCommonTime, Running, account_code,
                          contact_zones, guard_retry_at, next_dial_time, refill)
 from .model import Campaign, campaign_from_dict
@@ -65,8 +73,9 @@ class Dialer:
 
     def __init__(self, cfg: Config, store: Store, ami: AmiClient, guard: OutboundGuard | None = None, *,
                  continuity: Any = None, on_attempt: Callable[[str, str], None] | None = None,
-                 events: Events | None = None) -> None:
+                 events: Events | None = None, leadership: Leadership | None = None) -> None:
         self.cfg = cfg
+        self.leadership = leadership or Leadership.solo(cfg.node)   # only the leader paces
         self.events = events or Events.disabled()   # campaign.contact_done
         self.guard = guard or OutboundGuard(cfg, store)   # every contact dialled passes it
         self.store = store
@@ -83,6 +92,12 @@ class Dialer:
         self.continuity = continuity           # ivr.continuity.service.Continuity: callers on a call are not dialled
         self._on_attempt = on_attempt          # told (campaign id, outcome) of each attempt (the metrics)
         self.transfers = Transfers()           # answered calls sent to the agents (max_transfers)
+        self.fenced = 0                        # claims refused because another node leads
+
+    @property
+    def clustered(self) -> bool:
+        """Claims go through the work stream, dialled by whichever node takes them."""
+        return self.leadership.clustered
 
     @property
     def db(self) -> "CampaignStore":
@@ -148,7 +163,7 @@ class Dialer:
                 if now - refreshed > 2.0:
                     await self._refresh()
                     refreshed = now
-                if self.ami.connected:
+                if self.ami.connected and self.leadership.is_leader:
                     for cid, r in list(self.running.items()):
                         await self._pace(cid, r)
             except asyncio.CancelledError:
@@ -233,7 +248,9 @@ class Dialer:
                 log.info("campaign %s: transfers below max_transfers: dialling resumes", cid)
         if held:
             return
-        want = min(int(r.tokens), c.pacing.max_channels - len(r.active))
+        # in a cluster the calls are on every node: the leases (claimed, not finished) count them all
+        active = await self.db.leased_count(cid) if self.clustered else len(r.active)
+        want = min(int(r.tokens), c.pacing.max_channels - active)
         if want <= 0:
             return
         hour = time.strftime("%Y%m%d%H", time.gmtime())
@@ -241,7 +258,10 @@ class Dialer:
         want = min(want, c.hourly_cap - used)
         if want <= 0:
             return
-        ns = await self.db.claim(cid, time.time(), want, time.time() + 3600)
+        if self.clustered:
+            ns = await self._enqueue(cid, want)
+        else:
+            ns = await self.db.claim(cid, time.time(), want, time.time() + 3600)
         if not ns:
             if not r.active and not await self.db.leased_count(cid):
                 if not await self.db.due_count(cid):
@@ -249,7 +269,34 @@ class Dialer:
             return
         for n in ns:
             r.tokens -= 1
-            await self._dial(cid, r, str(n), hour)
+            if not self.clustered:
+                await self._dial(cid, r, str(n), hour)
+
+    async def _enqueue(self, cid: str, want: int) -> builtins.list[str]:
+        """The leader's claim into the work stream (fenced); [] when this node no longer leads."""
+        try:
+            claims = await self.store.campaign_work.enqueue(cid, self.leadership.fence(), time.time(), want,
+                                                            time.time() + 3600)
+        except (Fenced, NotLeader) as exc:
+            self.fenced += 1
+            log.warning("campaign %s: claim refused, this node no longer leads (%s)", cid, exc)
+            return []
+        for n, attempt in claims:
+            log.info("campaign %s: contact %s claim %d queued for the nodes", cid, n, attempt)
+        return [n for n, _ in claims]
+
+    async def dial_claimed(self, cid: str, n: str) -> None:
+        """Dial a claim this node took from the work stream (ivr/campaigns/work.py), on its own Asterisk; the
+        checks of a dial (calling hours, do-not-call, the guard) may put it back in line or close it instead."""
+        found = await self.get(cid)
+        if found is None:
+            await self.db.release(cid, n)
+            return
+        if found[1] != "running":   # paused or stopped since the claim: back in line, dialled when it runs
+            await self.db.requeue(cid, n, time.time())
+            return
+        r = self.running.setdefault(cid, Running(found[0]))
+        await self._dial(cid, r, n, time.strftime("%Y%m%d%H", time.gmtime()))
 
     async def _dial(self, cid: str, r: Running, n: str, hour: str) -> None:
         c = r.campaign
@@ -297,8 +344,16 @@ class Dialer:
             return
         attempt = int(contact.get("attempts") or 0) + 1
         code = account_code(cid, n, attempt)
-        await contacts.set_status(self.db, None, cid, int(n), "in_progress", attempts=str(attempt),
-                                  dialled_at=str(time.time()), attempt_id=code)
+        marked = {"attempts": str(attempt), "dialled_at": str(time.time()), "attempt_id": code}
+        if self.clustered:   # only while the claim is still this node's (TakenOver: another node dials it)
+            try:
+                await self.store.campaign_work.mark_in_progress(cid, n, contact.get("claims") or "0", self.cfg.node,
+                                                                {**marked, "node": self.cfg.node})
+            except TakenOver as exc:
+                log.warning("campaign %s: contact %s not dialled here: %s", cid, n, exc)
+                return
+        else:
+            await contacts.set_status(self.db, None, cid, int(n), "in_progress", **marked)
         await self.db.count_dial(cid, hour)
         r.active[code] = time.monotonic()
         self.originating.add(code)
@@ -427,7 +482,9 @@ class Dialer:
     # ------------------------------------------------------------ recovery
     async def recover(self) -> dict[str, int]:
         """After a (re)start: settle every lease left by a previous run (dial_recovery.py)."""
-        return await settle_leases(self.db, await live_account_codes(self.ami), self.finish_attempt, self._hold_slot)
+        owns = node_owns(self.store.campaign_work.attempt_holder, self.cfg.node) if self.clustered else None
+        return await settle_leases(self.db, await live_account_codes(self.ami), self.finish_attempt, self._hold_slot,
+                                   owns)
 
     async def _hold_slot(self, cid: str, code: str) -> None:
         """A call of a previous run still on the line: its slot is taken again."""

@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 DRIFT = 0.9   # a leader counts on 90 % of its lease: clocks of two machines do not run at exactly one rate
 
 
+class NotLeader(RuntimeError):
+    """A leader's write was asked of a node that does not lead now."""
+
+
 class LeaseStore(Protocol):
     async def acquire(self, node: str, ttl_ms: int) -> tuple[bool, str]: ...
     async def renew(self, holder: str, ttl_ms: int) -> bool: ...
@@ -57,8 +61,19 @@ class Leadership:
 
     @property
     def token(self) -> int:
+        """The fencing token of this node's lease (0 while it does not lead, and for a single node)."""
         head = self.holder.split(":", 1)[0]
         return int(head) if head.isdigit() else 0
+
+    def fence(self) -> str:
+        """The holder string a fenced write of this node's must carry: its lease while it leads, "" for a
+        single node (nobody else can lead: unchecked). Raises ``NotLeader`` on a clustered node that does not
+        lead: it must not write a leader's decision at all."""
+        if self.store is None:
+            return ""
+        if not self.holder or not self.is_leader:
+            raise NotLeader(f"node {self.node} does not lead (leader: {self.leader or 'unknown'})")
+        return self.holder
 
     def add_listener(self, listener: Callable[[bool], None]) -> None:
         """``listener(True)`` when this node starts leading, ``listener(False)`` when it stops."""
@@ -104,8 +119,9 @@ class Leadership:
             self._set(True, holder)
         return self.is_leader
 
-    async def run(self) -> None:
-        """Renew or try every ``renew`` seconds until cancelled; resign on the way out."""
+    async def run(self, release: bool = True) -> None:
+        """Renew or try every ``renew`` seconds until cancelled; resign on the way out (``release``: give the
+        lease back; without it the lease runs out by itself, as when the process dies)."""
         try:
             while True:
                 try:   # a Redis that hangs (a failover under way) must not hold leadership past its lease
@@ -117,7 +133,10 @@ class Leadership:
                     continue
                 await asyncio.sleep(self.renew_every)
         finally:
-            await self.resign()
+            if release:
+                await self.resign()
+            elif self.holder:
+                self._set(False)
 
     async def resign(self) -> None:
         """Give the lease back (a clean stop hands over at once rather than after the TTL)."""

@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from ..app.config import ContinuityConfig
+from ..cluster.leader import NotLeader
+from ..store.leader import Fenced
 from ..store.errors import StoreError
 from ..store.redis_store import Store
 from .records import came_in, caller_key, load_json, record_uid, record_vars, summarise, to_float
@@ -339,13 +341,16 @@ class Continuity:
         log.info("call %s: %s dropped out of %s after %.0fs; their place is kept for %ds", uid, number, queue,
                  waited, self.cfg.window)
 
-    async def sweep(self, now: float | None = None, callbacks: Any = None) -> int:
+    async def sweep(self, now: float | None = None, callbacks: Any = None, fence: str | None = None) -> int:
         """Places whose window passed: forget them, or (``callback_dropped``) turn them into callbacks
-        that keep the same place in the callback line. Returns how many callbacks were made."""
+        that keep the same place in the callback line. Returns how many callbacks were made. ``fence``: the
+        balancing leader's holder string (its claims are refused with ``Fenced`` once another node leads)."""
         now = time.time() if now is None else now
         made = 0
         for number in await self.db.places_due(now, 200):
-            taken, raw = await self.db.claim_place(number)   # claimed once, even with several nodes
+            # claimed once, even with several nodes (and, fenced, only by the node that leads)
+            taken, raw = await (self.db.claim_place(number) if fence is None else
+                                self.db.claim_place(number, fence=fence))
             drop = load_json(raw)
             if not taken or not drop:
                 continue
@@ -367,13 +372,20 @@ class Continuity:
         self.callbacks_made += made
         return made
 
-    async def run_sweeper(self, callbacks: Any, interval: float = 5.0) -> None:
+    async def run_sweeper(self, callbacks: Any, interval: float = 5.0, leadership: Any = None) -> None:
+        """Sweep every ``interval`` seconds; in a cluster only while ``leadership`` (ivr/cluster/leader.py)
+        leads, its claims fenced by its lease."""
         while True:
             await asyncio.sleep(interval)
+            clustered = leadership is not None and leadership.clustered
+            if clustered and not leadership.is_leader:
+                continue
             try:
-                await self.sweep(callbacks=callbacks)
+                await self.sweep(callbacks=callbacks, fence=leadership.fence() if clustered else None)
             except asyncio.CancelledError:
                 raise
+            except (Fenced, NotLeader) as exc:
+                log.warning("continuity sweep stopped: this node no longer leads (%s)", exc)
             except (StoreError, OSError) as exc:
                 log.warning("continuity sweep: Redis unreachable (%s)", exc)
             except Exception:

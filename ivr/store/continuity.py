@@ -11,7 +11,17 @@ import redis.asyncio as aioredis
 
 from .errors import Translating
 from .keys import Keys
+from .leader import run_fenced
 from .scripting import script_sha, scripted_pipeline
+
+# after the fence (KEYS[1] lease, ARGV[1] holder): KEYS[2] dropped due, KEYS[3] dropped; ARGV[2] the number.
+# claim_place's transaction as one script: {taken, the place's JSON or nil}
+CLAIM_PLACE_BODY = """
+local taken = redis.call('ZREM', KEYS[2], ARGV[2])
+local raw = redis.call('HGET', KEYS[3], ARGV[2])
+redis.call('HDEL', KEYS[3], ARGV[2])
+return {taken, raw}
+"""
 
 # KEYS: the caller's live set, their calls list, their hash. ARGV: the call's uid, its summary (JSON), the
 # history's last index, the TTL, when it was answered ("" if it was not).
@@ -70,8 +80,13 @@ class ContinuityStore(Translating):
     async def places_due(self, now: float, count: int = 200) -> list[str]:
         return list(await self.redis.zrangebyscore(self.keys.dropped_due, "-inf", now, start=0, num=count))
 
-    async def claim_place(self, number: str) -> tuple[bool, str | None]:
-        """Take a place whose window passed (once, even with several nodes): (taken, its JSON)."""
+    async def claim_place(self, number: str, fence: str | None = None) -> tuple[bool, str | None]:
+        """Take a place whose window passed (once, even with several nodes): (taken, its JSON). With ``fence``
+        (the balancing leader's holder string) only while that lease holds (else ``Fenced``)."""
+        if fence is not None:
+            taken, raw = await run_fenced(self.redis, self.keys.leader, CLAIM_PLACE_BODY, fence,
+                                          [self.keys.dropped_due, self.keys.dropped], [number])
+            return bool(taken), raw or None
         async with self.redis.pipeline(transaction=True) as p:
             p.zrem(self.keys.dropped_due, number)
             p.hget(self.keys.dropped, number)

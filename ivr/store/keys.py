@@ -39,6 +39,7 @@ caller's channel.
 | {p}:caller:{n}            | hash   | last_in, last_uid, last_answered, notice (JSON)            |
 | {p}:cluster:leader        | string | the balancing leader's lease "<token>:<node>", with a TTL  |
 | {p}:cluster:leader:seq    | string | fencing token counter (INCR at each grant of the lease)    |
+| {p}:cluster:balance       | hash   | the leader's overflow tiers (JSON), node, token, at: fenced |
 | {p}:cluster:busy          | hash   | agent id -> "<node>:<uid>:<since_ms>:<seen_ms>": the node that has |
 |                           |        | the agent on a queue call (ivr/store/cluster.py)            |
 | {p}:cluster:agent-events  | pub/sub| JSON {kind: busy/free, agent, entry}: each change of the busy hash |
@@ -62,6 +63,9 @@ caller's channel.
 | {p}:campaign:{cid}:import | hash   | the last import's summary                                  |
 | {p}:campaign:{cid}:attempts | stream | dial attempts and their outcomes                         |
 | {p}:campaign:{cid}:hour:{YYYYMMDDHH} | string | the campaign's dials in that UTC hour           |
+| {p}:campaign:{cid}:work   | stream | claimed contacts to dial (n, attempt): consumer group ``dialers``, |
+|                           |        | one consumer per node; an entry is deleted once handled    |
+| {p}:campaign:{cid}:attempt:{n}:{a} | string | the node that took claim a of contact n (SET NX, 7 days) |
 | {p}:events                | stream | outbound events (id, type, created, data); a consumer group per webhook |
 | {p}:webhook:{name}:lock   | string | the node delivering that webhook's events (a lease)            |
 | {p}:webhook:{name}:log    | list   | newest first: JSON of its recent delivery attempts (capped)    |
@@ -240,6 +244,14 @@ class Keys:
     def campaign_hour(self, cid: str, hour: str) -> str:
         return f"{self.campaign(cid)}:hour:{hour}"
 
+    def campaign_work(self, cid: str) -> str:
+        """The stream of claimed contacts the nodes dial from (a consumer group, ivr/store/campaign_work.py)."""
+        return f"{self.campaign(cid)}:work"
+
+    def campaign_attempt(self, cid: str, n: int | str, attempt: int | str) -> str:
+        """Which node took claim ``attempt`` of contact ``n`` (taken once: SET NX)."""
+        return f"{self.campaign(cid)}:attempt:{n}:{attempt}"
+
     def campaign_contact(self, cid: str, n: int | str) -> str:
         return f"{self.campaign(cid)}:contact:{n}"
 
@@ -273,6 +285,11 @@ class Keys:
     def leader_seq(self) -> str:
         """The fencing token counter: grows at each grant of the lease."""
         return f"{self.prefix}:cluster:leader:seq"
+
+    @property
+    def cluster_balance(self) -> str:
+        """The balancing leader's last decision (overflow tiers), written fenced, read by the followers."""
+        return f"{self.prefix}:cluster:balance"
 
     @property
     def cluster_busy(self) -> str:

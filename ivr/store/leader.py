@@ -9,6 +9,8 @@ of the leader that replaced it. Redis runs a script atomically, so the check and
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -62,9 +64,28 @@ class Fenced(StoreError):
     """A leader's write was refused: the lease is no longer the writer's (another node leads)."""
 
 
+def shifted(script: str) -> str:
+    """``script`` with every KEYS[i] and ARGV[i] (and ``unpack(ARGV, i``) moved one place on: an existing
+    script made to follow a prelude that takes KEYS[1] and ARGV[1] (the fence), unchanged otherwise."""
+    script = re.sub(r"\b(KEYS|ARGV)\[(\d+)\]", lambda m: f"{m[1]}[{int(m[2]) + 1}]", script)
+    return re.sub(r"\bunpack\((KEYS|ARGV), (\d+)", lambda m: f"unpack({m[1]}, {int(m[2]) + 1}", script)
+
+
 def fenced(script: str) -> str:
     """``script`` with the fence in front: its KEYS[1] must be the lease and its ARGV[1] the holder."""
     return FENCE + script
+
+
+async def run_fenced(client: aioredis.Redis, lease: str, script: str, holder: str, keys: Sequence[str],
+                     args: Sequence[Any]) -> Any:
+    """EVAL ``fenced(script)`` with ``lease`` as KEYS[1] and ``holder`` as ARGV[1], then ``keys`` and ``args``;
+    ``Fenced`` when the lease is not ``holder``'s (the other store classes' fenced writes go through this)."""
+    try:
+        return await client.eval(fenced(script), 1 + len(keys), lease, *keys, holder, *args)
+    except ResponseError as exc:
+        if str(exc).startswith("FENCED"):
+            raise Fenced(str(exc)) from None
+        raise
 
 
 def token_of(holder: str) -> int:
@@ -97,12 +118,16 @@ class LeaderStore(Translating):
     async def eval_fenced(self, script: str, holder: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run ``fenced(script)`` with the lease as KEYS[1] and ``holder`` as ARGV[1] (then ``keys``, ``args``);
         raises ``Fenced`` when the lease is not ``holder``'s."""
-        try:
-            return await self.redis.eval(fenced(script), 1 + len(keys), self.keys.leader, *keys, holder, *args)
-        except ResponseError as exc:
-            if str(exc).startswith("FENCED"):
-                raise Fenced(str(exc)) from None
-            raise
+        return await run_fenced(self.redis, self.keys.leader, script, holder, keys, args)
+
+    async def publish_tiers(self, holder: str, tiers_json: str, node: str) -> None:
+        """The leader's overflow tiers, for the followers and the next leader (fenced by ``holder``)."""
+        await self.hset_fenced(holder, self.keys.cluster_balance, {
+            "tiers": tiers_json, "node": node, "token": token_of(holder), "at": f"{time.time():.3f}"})
+
+    async def tiers(self) -> str:
+        """The tiers JSON the leader published last ("" if none)."""
+        return str(await self.redis.hget(self.keys.cluster_balance, "tiers") or "")
 
     async def hset_fenced(self, holder: str, key: str, mapping: Mapping[str, Any]) -> None:
         """HSET ``mapping`` into ``key`` if ``holder`` still leads (else ``Fenced``)."""

@@ -20,6 +20,7 @@ from .agents import AgentStore
 from .callrecord import stage_call_fields
 from .cluster import ClusterAgentStore
 from .campaigns import CampaignStore
+from .campaign_work import CampaignWorkStore
 from .connection import HAVE_HIREDIS as HAVE_HIREDIS   # re-exported: where tests and tools look for them
 from .connection import HiredisPackedConnection as HiredisPackedConnection
 from .connection import close_sentinel, sentinel_client, url_client
@@ -126,6 +127,7 @@ class Store(Translating):
         self.reports = ReportStore(client, self.keys)
         self.webhooks = WebhookStore(client, self.keys)
         self.leader = LeaderStore(client, self.keys)
+        self.campaign_work = CampaignWorkStore(client, self.keys)
         self.cluster_agents = ClusterAgentStore(client, self.keys)
         self.cluster = ClusterStore(client, self.keys, self.leader)
 

@@ -30,6 +30,7 @@ import redis.asyncio as aioredis
 from .callrecord import stage_call_fields
 from .errors import Translating
 from .keys import Keys
+from .leader import run_fenced, shifted
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('HSET', KEYS[3], 'status', 'dialling', 'dialled_at', ARGV[5], 'lease', ARGV[3], 'lease_node', ARGV[4])
 return redis.call('HGETALL', KEYS[3])
 """
+CLAIM_FENCED_BODY = shifted(CLAIM_LUA)   # the same claim by the balancing leader, after the fence
 # KEYS: the callback, pending, leases; ARGV: id, lease token ('' = whoever holds it), '1' back in line,
 # '1' count an attempt, now, then field/value pairs. Returns the attempts so far (at least 1 so a caller
 # can tell it from) 0: the lease is no longer that token's (nothing written), -1: no such callback.
@@ -235,13 +237,20 @@ class CallbackStore(Translating):
         raw = await self.redis.hgetall(self.keys.callback(cb_id))
         return dict(raw) if raw else None
 
-    async def claim(self, cb_id: str, *, node: str = "", lease_s: float = LEASE_S) -> dict[str, Any] | None:
+    async def claim(self, cb_id: str, *, node: str = "", lease_s: float = LEASE_S,
+                    fence: str | None = None) -> dict[str, Any] | None:
         """Take a pending callback for dialling under a lease of ``lease_s``; None if another node (or tick)
-        already took it. The record comes back with its ``lease`` token."""
+        already took it. The record comes back with its ``lease`` token. With ``fence`` (the balancing
+        leader's holder string, ivr/store/leader.py) the claim is made only while that lease holds (else
+        ``Fenced``)."""
         token = uuid.uuid4().hex
         now = time.time()
         keys = [self.keys.callbacks_pending, self.keys.callbacks_leases, self.keys.callback(cb_id)]
-        raw = await self._script(CLAIM_LUA)(keys=keys, args=[cb_id, now + lease_s, token, node, now])
+        args = [cb_id, now + lease_s, token, node, now]
+        if fence is not None:
+            raw = await run_fenced(self.redis, self.keys.leader, CLAIM_FENCED_BODY, fence, keys, args)
+        else:
+            raw = await self._script(CLAIM_LUA)(keys=keys, args=args)
         if not raw:
             return None
         self.held[cb_id] = token
