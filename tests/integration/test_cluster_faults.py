@@ -9,9 +9,10 @@ phones behind the nodes' trunk. One cluster for the whole file; the tests run in
   back to ``/health`` ok by themselves, the calls failed in the gap stay within the stated bound, every
   record written before the kill (call records, callbacks, refund requests) is still there, and the old
   primary started again rejoins as a replica;
-* node2's Asterisk SIGKILLed while callers wait in a queue without a free agent: node2's waiting callers
-  become callbacks in their join order, are called back in that order through the trunk when an agent
-  logs in, new calls succeed on node1, and no callback or refund request made before is lost.
+* the leading node's Asterisk SIGKILLed while callers wait in a queue without a free agent: its waiting
+  callers become callbacks in their join order, the other node takes the lead, the callbacks are called
+  back in that order through the trunk when an agent logs in, new calls succeed on the other node, and no
+  callback or refund request made before is lost.
 
 Run alone with the figures: ``pytest -s -n 0 -p no:cacheprovider tests/integration/test_cluster_faults.py``.
 """
@@ -43,7 +44,7 @@ from .test_cluster import _cluster_base, agi_calls, caller, ivr
 
 SUPPORT_AGENTS = ("1001", "1002", "1003")
 REBOOKING_AGENT = "1004"       # logged out at start: rebooking has no free agent until the test logs them in
-# callers waiting in rebooking when node2 dies: +1 202 numbers (the stack's outbound guard allows +1202), last
+# callers waiting in rebooking when a node dies: +1 202 numbers (the stack's outbound guard allows +1202), last
 # digit 0-3 (the SIPp customers' phones answer and press 1)
 WAITERS = ("12025550110", "12025550111", "12025550112", "12025550113", "12025550120", "12025550121")
 TAP_EVENTS = frozenset({"AgentCalled", "AgentConnect", "AgentComplete", "Hangup"})
@@ -248,8 +249,15 @@ def _waiting_on(f: Faults, node: str) -> list[tuple[str, float, str]]:
 
 
 def test_a_dead_nodes_waiting_callers_are_called_back_in_join_order(faults: Faults) -> None:
+    """The node killed is the one that leads: its controller lives on without Asterisk, so the other node must
+    take the lead to dial the callbacks (the balancing loop and the callback dispatch act through AMI)."""
     f = faults
     c, info = f.c, f.info
+    leader = c.leader()
+    assert leader in ("node1", "node2"), f"nobody leads: {leader!r}"
+    dead_i = int(leader[-1]) - 1
+    alive_i = 1 - dead_i
+    dead, alive = f"node{dead_i + 1}", f"node{alive_i + 1}"
     now = time.time()
 
     async def seed(store: Store) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -268,27 +276,27 @@ def test_a_dead_nodes_waiting_callers_are_called_back_in_join_order(faults: Faul
         wait_for(lambda n=i + 1: sum(len(_waiting_on(f, f"node{k}")) for k in (1, 2)) >= n, timeout=20,
                  what=f"{i + 1} callers in the register")
         time.sleep(0.3)
-    on_node2 = _waiting_on(f, "node2")
-    assert len(on_node2) >= 2, f"callers on node2: {on_node2} (node1: {_waiting_on(f, 'node1')})"
-    c.kill_node_asterisk(1)
+    on_dead = _waiting_on(f, dead)
+    assert len(on_dead) >= 2, f"callers on {dead}: {on_dead} ({alive}: {_waiting_on(f, alive)})"
+    c.kill_node_asterisk(dead_i)
     killed = time.monotonic()
     try:
-        # new calls during this succeed on node1
-        before1 = agi_calls(info["nodes"][0]["api"], info["token"])
+        # new calls during this succeed on the other node
+        before1 = agi_calls(info["nodes"][alive_i]["api"], info["token"])
         more = f.sipp.call(caller(500), extension=info["inbound_extension"], calls=4, rate=2, timeout_s=60)
         assert more.ok and more.successful == 4, more.errors
-        assert agi_calls(info["nodes"][0]["api"], info["token"]) - before1 == 4
+        assert agi_calls(info["nodes"][alive_i]["api"], info["token"]) - before1 == 4
         made = wait_for(lambda: (p := [x for x in f.store(lambda s: s.callbacks.pending(500))
-                                       if x.get("source") == "node_lost"]) and len(p) >= len(on_node2) and p,
-                        timeout=40, what="callbacks of node2's waiting callers")
+                                       if x.get("source") == "node_lost"]) and len(p) >= len(on_dead) and p,
+                        timeout=40, what=f"callbacks of {dead}'s waiting callers")
         took = time.monotonic() - killed
         # node_ttl (5 s) after AMI was lost plus a sweep or two (the bound: node_ttl + 2 x heartbeat = 7 s),
         # with room for a loaded machine, as in test_cluster_asterisk_lost.py
         assert took <= 12.0, f"the callbacks came {took:.1f} s after the kill"
         # in the callback line in join order, each once, numbers and places as registered
         assert [(p["number"], round(float(p["place"]), 3)) for p in made] == \
-            [(n, round(pl, 3)) for _, pl, n in on_node2], (made, on_node2)
-        assert all(p["queue"] == "rebooking" and p["node"] == "node2" for p in made), made
+            [(n, round(pl, 3)) for _, pl, n in on_dead], (made, on_dead)
+        assert all(p["queue"] == "rebooking" and p["node"] == dead for p in made), made
         # nothing made before is lost
         pending_ids = {p["id"] for p in f.store(lambda s: s.callbacks.pending(500))}
         assert {p["id"] for p in pending_before} <= pending_ids
@@ -298,14 +306,17 @@ def test_a_dead_nodes_waiting_callers_are_called_back_in_join_order(faults: Faul
             return [r["booking"] for r in refunds
                     if (await store.refunds.by_booking(r["booking"]) or {}).get("reference") != r["reference"]]
         assert f.store(refunds_there) == []
-        # node1's own waiters hang up; then an agent of rebooking logs in and the callbacks are dialled, in order
-        wait_for(lambda: not _waiting_on(f, "node1"), timeout=wait_s + 20, what="node1's callers gone")
+        # the other node leads now (the dead node's controller gave the lease back)
+        wait_for(lambda: c.leader() == alive, timeout=15, interval=0.2, what=f"{alive} to lead")
+        lead_s = time.monotonic() - killed
+        # its own waiters hang up; then an agent of rebooking logs in and the callbacks are dialled, in order
+        wait_for(lambda: not _waiting_on(f, alive), timeout=wait_s + 20, what=f"{alive}'s callers gone")
         _start_phone(f, REBOOKING_AGENT, talk_ms=2000)
-        f.apis[0].post(f"/api/v1/agents/{REBOOKING_AGENT}/login")
+        f.apis[alive_i].post(f"/api/v1/agents/{REBOOKING_AGENT}/login")
         numbers = [p["number"] for p in made]
         order = wait_for(lambda: o if set(numbers) <= set(o := _invite_order(f)) else None, timeout=90,
                          interval=0.5, what=f"the callbacks dialled ({numbers})")
-        done = wait_for(lambda: all((f.apis[0].get(f"/api/v1/callbacks/{p['id']}")).get("status") == "done"
+        done = wait_for(lambda: all((f.apis[alive_i].get(f"/api/v1/callbacks/{p['id']}")).get("status") == "done"
                                     for p in made), timeout=60, what="the callbacks answered")
     finally:
         for p in procs:
@@ -313,14 +324,14 @@ def test_a_dead_nodes_waiting_callers_are_called_back_in_join_order(faults: Faul
                 p.terminate()
             p.wait(10)
     dialled = [n for n in order if n in numbers]
-    print(f"\nnode2 SIGKILL with {len(on_node2)} callers waiting there: {len(made)} callbacks {took:.2f} s after, "
-          f"dialled in the order {dialled} (join order {numbers})")
+    print(f"\n{dead} (the leader) SIGKILL with {len(on_dead)} callers waiting there: {len(made)} callbacks {took:.2f} s after, "
+          f"dialled in the order {dialled} (join order {numbers}); {alive} led {lead_s:.2f} s after the kill")
     assert dialled == numbers, f"called back in the order {dialled}, joined in the order {numbers}"
     assert done and all(f.sipp.invites_received(f.customer_port).get(n) == 1 for n in numbers)
-    c.restart_node_asterisk(1)
-    node2 = f"sip:{info['nodes'][1]['sip']}"
-    wait_for(lambda: c.kamailio().destinations().get(node2, "").startswith("A"), timeout=30,
-             what="Kamailio to mark node2 active again")
+    c.restart_node_asterisk(dead_i)
+    uri = f"sip:{info['nodes'][dead_i]['sip']}"
+    wait_for(lambda: c.kamailio().destinations().get(uri, "").startswith("A"), timeout=30,
+             what=f"Kamailio to mark {dead} active again")
 
 
 def _invite_order(f: Faults) -> list[str]:
