@@ -219,6 +219,7 @@ class Controller:
 
         self.lost_sweep = LostNodeSweep(self.store.cluster, self.leadership, cfg.node, ttl=cc.node_ttl,
                                         every=cc.heartbeat, on_callback=made,
+                                        settle_attempts=self.dialer.settle_lost,
                                         on_anonymous=lambda uid, node: metrics.node_lost_callbacks.labels(
                                             "no_number").inc())
 

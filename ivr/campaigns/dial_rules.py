@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from . import contacts_parse
@@ -23,6 +23,19 @@ HANGUP_CAUSES = {"17": "busy", "18": "no_answer", "19": "no_answer", "16": "no_a
 FINAL_ACTIONS = {"refund": "done", "callback": "done", "agent": "done", "optout": "optout",
                  "heard": "done"}   # heard: an information call (a refund decision) listened to without a key
 CLOSED = ("reached", "done", "failed", "optout", "dnc")   # contact statuses that are never dialled
+NODE_LOST = "node_lost"   # the outcome of an attempt in progress on a lost node, with no choice recorded
+
+
+def lost_attempt_outcome(contact: Mapping[str, str]) -> tuple[str, str]:
+    """(outcome, new status) of an attempt a lost node left ``in_progress``: the callee's choice when the notice
+    recorded one for this very attempt (it is recorded before its action runs, as the restart recovery reads
+    it too), else ``node_lost``, which closes the contact as ``failed``: the Originate had gone out on that
+    node's Asterisk and whether the callee answered (and heard the message) cannot be known, so the contact
+    is never dialled again blindly."""
+    code, action = contact.get("attempt_id", ""), contact.get("key_action", "")
+    if code and contact.get("key_attempt") == code and action in FINAL_ACTIONS:
+        return action, FINAL_ACTIONS[action]
+    return NODE_LOST, "failed"
 
 
 def account_code(cid: str, n: str, attempt: int) -> str:

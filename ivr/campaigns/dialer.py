@@ -22,7 +22,9 @@ call's Hangup event; ``reconcile`` frees those whose Hangup was missed (dial_rec
 In a cluster (``leadership`` clustered) only the leader paces: its claims go into the campaign's work
 stream (fenced: ``Fenced`` stops an old leader), concurrency counts every node's leases, and each node dials
 the claims it takes from the stream on its own Asterisk (``dial_claimed``, from ivr/campaigns/work.py); its
-recovery settles only its own attempts. Without a cluster the dialer claims and dials itself, as above.
+recovery settles only its own attempts, and the attempts a lost node left in progress are settled by the
+leader's lost-node sweep (``settle_lost``: the callee's recorded choice, else ``node_lost``, never dialled
+again). Without a cluster the dialer claims and dials itself, as above.
 
 This module runs the loop and sends the calls; the rules it applies (pace, calling windows, what an
 outcome means) are dial_rules.py's.
@@ -35,7 +37,7 @@ import builtins
 import datetime
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Mapping
 
 from ..core import names as ev
 from ..asterisk.ami_client import AmiClient, AmiError
@@ -52,8 +54,8 @@ from ..webhooks.events import Events
 
 from . import contacts
 from .dial_recovery import free_stale_slots, live_account_codes, node_owns, settle_leases
-from .dial_rules import (CLOSED, FINAL_ACTIONS, HANGUP_CAUSES, ORIGINATE_REASONS, NoCommonTime, Running, account_code,
-                         contact_zones, guard_retry_at, next_dial_time, refill)
+from .dial_rules import (CLOSED, FINAL_ACTIONS, HANGUP_CAUSES, NODE_LOST, ORIGINATE_REASONS, NoCommonTime, Running,
+                         account_code, contact_zones, guard_retry_at, lost_attempt_outcome, next_dial_time, refill)
 from .model import Campaign, campaign_from_dict
 from .transfers import Transfers
 
@@ -485,6 +487,36 @@ class Dialer:
         owns = node_owns(self.store.campaign_work.attempt_holder, self.cfg.node) if self.clustered else None
         return await settle_leases(self.db, await live_account_codes(self.ami), self.finish_attempt, self._hold_slot,
                                    owns)
+
+    async def settle_lost(self, holder: str, nodes: Collection[str]) -> int:
+        """The leader's settling of the attempts that lost ``nodes`` left ``in_progress`` (their controller
+        is gone, or their Asterisk: no outcome will ever come from there), fenced by ``holder``, by
+        ``dial_rules.lost_attempt_outcome``: the callee's choice when one was recorded for that very attempt,
+        else ``node_lost``, which closes the contact and is never retried. Returns how many were settled;
+        ``Fenced`` when another node leads."""
+        settled = 0
+        for cid in sorted(await self.db.ids()):
+            for n, contact in await self.store.campaign_work.in_progress_on(cid, nodes):
+                code, node = contact.get("attempt_id", ""), contact.get("node", "")
+                outcome, status = lost_attempt_outcome(contact)
+                fields = {"last_outcome": outcome, "updated": str(time.time())}
+                if not await self.store.campaign_work.settle_lost(cid, n, holder, node, code, status, fields):
+                    continue
+                settled += 1
+                r = self.running.get(cid)
+                if r is not None:      # this node's own Asterisk was the one lost: its slot is free
+                    r.active.pop(code, None)
+                attempt = contact.get("attempts") or "1"
+                await self.db.add_attempt(cid, {"n": n, "attempt": attempt, "outcome": outcome,
+                                                "keypress": contact.get("keypress", "") if outcome != NODE_LOST else "",
+                                                "at": str(time.time()), "node": node})
+                self.store_metric(cid, outcome)
+                self.events.publish("campaign.contact_done", {"campaign": cid, "contact": n, "status": status,
+                                                              **fields})
+                log.warning("campaign %s: contact %s attempt %s was in progress on lost node %s: %s (%s)", cid, n,
+                            attempt, node, outcome, "not dialled again" if outcome == NODE_LOST else
+                            "the callee's choice")
+        return settled
 
     async def _hold_slot(self, cid: str, code: str) -> None:
         """A call of a previous run still on the line: its slot is taken again."""

@@ -10,6 +10,11 @@ The move is one fenced Lua script per batch of a node's callers (ivr/store/clust
 lost its lease gets ``Fenced`` and writes nothing, and a marker key per caller makes a repeated sweep, or a
 second leader's, create no second callback. A caller without a usable number (withheld) cannot be called
 back: counted and logged as such.
+
+The same pass settles the campaign attempts a lost node left ``in_progress`` (``settle_attempts``, the
+dialer's ``settle_lost``, fenced too): no outcome will come from that node, and without this they would stay
+leased until it restarts. An attempt whose callee's choice was recorded ends with it; any other is closed as
+``node_lost`` and never dialled again (the call went out and may have been answered).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -86,11 +91,15 @@ class LostNodeSweep:
     def __init__(self, store: LostStore, leadership: Leading, node: str, *, ttl: float, every: float,
                  on_callback: Callable[[Moved, str], None] | None = None,
                  on_anonymous: Callable[[str, str], None] | None = None,
+                 settle_attempts: Callable[[str, frozenset[str]], Awaitable[int]] | None = None,
                  clock: Callable[[], float] = time.time, batch: int = BATCH) -> None:
         self.store, self.leadership, self.node = store, leadership, node
         self.ttl, self.every = ttl, every
         self.on_callback = on_callback      # told (moved, lost node) of each callback made
         self.on_anonymous = on_anonymous    # told (uid, lost node) of each caller who cannot be called back
+        # (holder, lost nodes) -> campaign attempts those nodes left in progress, settled (Dialer.settle_lost)
+        self.settle_attempts = settle_attempts
+        self.attempts_settled = 0
         self.clock = clock
         self.batch = batch
         self.sweeps = 0
@@ -108,12 +117,15 @@ class LostNodeSweep:
         now = self.clock()
         beats = parse_beats(await self.store.nodes())
         done = []
-        for node, reason in sorted(lost_nodes(beats, now, self.ttl, self.node).items()):
+        lost = lost_nodes(beats, now, self.ttl, self.node)
+        for node, reason in sorted(lost.items()):
             result = await self.sweep_node(node, reason, now)
             if result.moved or result.anonymous or result.before:
                 done.append(result)
             elif reason and beats[node].age(now) > FORGET_AFTER_S and await self.store.forget_node(node):
                 log.info("node %s silent for %.0f h: forgotten", node, beats[node].age(now) / 3600)
+        if lost and self.settle_attempts is not None and self.leadership.is_leader:
+            self.attempts_settled += await self.settle_attempts(self.leadership.holder, frozenset(lost))
         self.sweeps += 1
         if done:
             self.last = [d.as_dict() for d in done]
@@ -176,6 +188,7 @@ class LostNodeSweep:
 
     def describe(self) -> dict[str, Any]:
         return {"sweeps": self.sweeps, "callbacks": self.callbacks, "anonymous": self.anonymous,
+                "attempts_settled": self.attempts_settled,
                 "fenced": self.fenced, "errors": self.errors, "last": self.last}
 
 

@@ -30,7 +30,7 @@ from ..app.config_load import load_secrets, write_secrets
 from ..asterisk import conf as asterisk_conf
 from .cluster_parts import KamailioProcess
 from .redis_ha import DATA_NODES, NAMES as REDIS_PARTS, RedisSet
-from .stack import PORT_OFFSETS, StackError, _port_in_use, _tail, http_url, ports_for, Stack
+from .stack import PORT_OFFSETS, StackError, _pid_alive, _port_in_use, _tail, http_url, ports_for, Stack
 
 MAX_NODES = 9
 MARKER = "cluster.yaml"
@@ -217,6 +217,25 @@ class Cluster:
 
     def restart_node_asterisk(self, i: int, timeout: float = 30.0) -> None:
         self.node(i).restart_asterisk(timeout)
+
+    def kill_node_controller(self, i: int) -> int:
+        """SIGKILL node ``i``'s controller (a crash: no goodbye, its lease and claims left as they are); its
+        Asterisk goes on. Returns the pid killed, once it is gone."""
+        stack = self.node(i)
+        pid = stack._read_pid("controller")
+        if pid is None:
+            raise StackError(f"{node_name(i)}'s controller is not running")
+        os.kill(pid, signal.SIGKILL)
+        end = time.monotonic() + 10
+        while _pid_alive(pid):
+            if time.monotonic() > end:
+                raise StackError(f"{node_name(i)}'s controller (pid {pid}) still runs after SIGKILL")
+            time.sleep(0.02)
+        return pid
+
+    def restart_node_controller(self, i: int, timeout: float = 30.0) -> None:
+        """Start node ``i``'s controller again (after a crash or a kill) and wait until it is healthy."""
+        self.node(i).restart_controller(timeout)
 
     def calls_processed(self, i: int) -> int:
         """Calls node ``i``'s Asterisk has handled since it started (``core show channels count``)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..asterisk import kamailio
-from .stack import StackError, _pid_alive, _tail
+from .stack import StackError, _pid_alive, _tail, read_pidfile, write_pidfile
 
 
 class Processes:
@@ -30,15 +30,11 @@ class Processes:
         with open(self.logs / log_name, "ab") as log_fh:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_fh, stderr=subprocess.STDOUT,
                                     start_new_session=True)
-        (self.pid_dir / f"{name}.pid").write_text(str(proc.pid))
+        write_pidfile(self.pid_dir / f"{name}.pid", proc.pid)
         return proc.pid
 
     def pid(self, name: str) -> int | None:
-        try:
-            pid = int((self.pid_dir / f"{name}.pid").read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if _pid_alive(pid) else None
+        return read_pidfile(self.pid_dir / f"{name}.pid")
 
     def stop(self, name: str, timeout: float = 15.0) -> bool:
         """SIGTERM to the process group, SIGKILL after ``timeout``; True if something was running."""

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..store.sync import ask, replication, sentinel_master
-from .stack import StackError, _pid_alive, _port_in_use, _tail
+from .stack import StackError, _pid_alive, _port_in_use, _tail, read_pidfile, write_pidfile
 
 DATA_NODES = ("primary", "replica")
 SENTINELS = ("sentinel1", "sentinel2", "sentinel3")
@@ -182,13 +182,13 @@ class RedisSet:
             del self._procs[name]
         elif proc is not None:
             return proc.pid        # our own child, still running (its /proc entry may not show redis yet)
-        try:
-            pid = int(self.pid_path(name).read_text(encoding="ascii").strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            return None
         # a pid file left by a crash may name a pid reused since by something else: never signal that
-        return pid if _pid_alive(pid) and b"redis" in cmdline else None
+        pid = read_pidfile(self.pid_path(name))
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes() if pid is not None else b""
+        except OSError:
+            return None
+        return pid if b"redis" in cmdline else None
 
     def _spawn(self, name: str) -> None:
         # umask 077: the files Redis and Sentinel write (their config rewrites with the password, the AOF)
@@ -198,7 +198,7 @@ class RedisSet:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     cwd=self.dir(name), start_new_session=True, umask=0o077)
         self._procs[name] = proc
-        self.pid_path(name).write_text(str(proc.pid), encoding="ascii")
+        write_pidfile(self.pid_path(name), proc.pid)
 
     def _fail(self, name: str, why: str) -> StackError:
         return StackError(f"Redis set: {name} (port {self.ports[name]}) {why}:\n{_tail(self.log_path(name))}")

@@ -149,6 +149,45 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
+def _start_ticks(pid: int) -> str:
+    """When the process started (clock ticks since boot, /proc/<pid>/stat field 22): with the pid, it names
+    one process, where a pid alone may have been reused by another since (pid_max is often 32768)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().split(") ", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _stamp_path(path: Path) -> Path:
+    return path.parent / (path.name + ".start")
+
+
+def write_pidfile(path: Path, pid: int) -> None:
+    """The pid in ``path`` (as always: other tools read it), its start time beside it (``<path>.start``):
+    ``read_pidfile`` then never takes a reused pid for the process."""
+    path.write_text(str(pid), encoding="ascii")
+    _stamp_path(path).write_text(_start_ticks(pid), encoding="ascii")
+
+
+def read_pidfile(path: Path) -> int | None:
+    """The pid in ``path`` while that very process runs (same start time), else None: a stale file whose pid
+    now belongs to another process must never lead to signalling that process (or its group)."""
+    try:
+        pid = int(path.read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return None
+    if not _pid_alive(pid):
+        return None
+    try:
+        stamp = _stamp_path(path).read_text(encoding="ascii").strip()
+    except OSError:
+        stamp = ""
+    if stamp and stamp != _start_ticks(pid):
+        return None
+    return pid
+
+
 def write_redis_conf(redis_dir: Path, port: int, password: str) -> Path:
     """A Redis config file (0600, in the 0700 data folder ``redis_dir``): the password is in it, never on a
     command line that every local user can read in /proc."""
@@ -260,18 +299,14 @@ class Stack:
         return self.pids / f"{name}.pid"
 
     def _read_pid(self, name: str) -> int | None:
-        try:
-            pid = int(self._pidfile(name).read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if _pid_alive(pid) else None
+        return read_pidfile(self._pidfile(name))
 
     def _spawn(self, name: str, argv: list[str], log_name: str, env: Mapping[str, str] | None = None) -> int:
         log_fh = open(self.logs / log_name, "ab")
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_fh, stderr=subprocess.STDOUT,
                                 cwd=self.workdir, start_new_session=True, env={**os.environ, **(env or {})})
         log_fh.close()
-        self._pidfile(name).write_text(str(proc.pid))
+        write_pidfile(self._pidfile(name), proc.pid)
         return proc.pid
 
     def _asterisk_cli(self, command: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,7 @@ read but never acknowledged (it died) are taken over by any node with XAUTOCLAIM
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +80,26 @@ STILL_MINE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('NOTMINE claim taken over') end
 """
 MARK_LUA = STILL_MINE + shifted(SET_STATUS_LUA)
+
+# The leader's settling of an attempt a lost node left in_progress (after the fence: KEYS[1] lease, ARGV[1]
+# holder): KEYS[2] the contact, KEYS[3] leases, KEYS[4] due; ARGV[2] n, ARGV[3] the lost node, ARGV[4] the
+# attempt's account code, ARGV[5] the campaign's key base, ARGV[6] the new status, ARGV[7..] field, value, ...
+# Only while the contact is still in_progress on that node with that very attempt (its own outcome, or an
+# earlier settling, did not come first): the status and its counters, off the leases and the due line. 1 if
+# settled now, 0 if not.
+SETTLE_LOST_BODY = """
+if redis.call('HGET', KEYS[2], 'status') ~= 'in_progress' then return 0 end
+if redis.call('HGET', KEYS[2], 'node') ~= ARGV[3] then return 0 end
+if (redis.call('HGET', KEYS[2], 'attempt_id') or '') ~= ARGV[4] then return 0 end
+redis.call('HSET', KEYS[2], 'status', ARGV[6], unpack(ARGV, 7))
+if ARGV[6] ~= 'in_progress' then
+  redis.call('DECR', ARGV[5] .. ':count:in_progress')
+  redis.call('INCR', ARGV[5] .. ':count:' .. ARGV[6])
+end
+redis.call('ZREM', KEYS[3], ARGV[2])
+redis.call('ZREM', KEYS[4], ARGV[2])
+return 1
+"""
 
 
 class TakenOver(StoreError):
@@ -180,6 +200,32 @@ class CampaignWorkStore(Translating):
             if str(exc).startswith("NOTMINE"):
                 raise TakenOver(f"campaign {cid} contact {n} claim {attempt} is another node's now") from None
             raise
+
+    async def in_progress_on(self, cid: str, nodes: Collection[str]) -> list[tuple[str, dict[str, str]]]:
+        """The leased contacts of campaign ``cid`` that are ``in_progress`` on one of ``nodes``: (n, fields)."""
+        k = self.keys
+        ns = [str(n) for n in await self.redis.zrange(k.campaign_leases(cid), 0, -1)]
+        if not ns or not nodes:
+            return []
+        async with self.redis.pipeline(transaction=False) as p:
+            for n in ns:
+                p.hgetall(k.campaign_contact(cid, n))
+            rows = await p.execute()
+        return [(n, {str(a): str(b) for a, b in (row or {}).items()}) for n, row in zip(ns, rows)
+                if row and row.get("status") == "in_progress" and row.get("node") in nodes]
+
+    async def settle_lost(self, cid: str, n: str, holder: str, node: str, attempt_id: str, status: str,
+                          fields: Mapping[str, str]) -> bool:
+        """The leader closes attempt ``attempt_id`` that lost ``node`` left ``in_progress`` on contact ``n``
+        (``status`` with ``fields``, off the leases and the due line), fenced by ``holder`` (``Fenced`` if
+        another node leads). False when the contact is no longer in that attempt on that node (settled
+        already, or its outcome came first)."""
+        k = self.keys
+        flat = [x for kv in fields.items() for x in (kv[0], str(kv[1]))]
+        done = await run_fenced(self.redis, k.leader, SETTLE_LOST_BODY, holder,
+                                [k.campaign_contact(cid, n), k.campaign_leases(cid), k.campaign_due(cid)],
+                                [n, node, attempt_id, k.campaign(cid), status, *flat])
+        return bool(done)
 
     async def attempt_holder(self, cid: str, n: str, attempt: int | str) -> str:
         """The node that took claim ``attempt`` of contact ``n`` ("" if nobody)."""

@@ -39,8 +39,8 @@ from ivr.devtools.sipp import Sipp, free_port
 from ivr.devtools.sipp_scenarios import CallerScript
 from ivr.store.redis_store import Store
 
-from .harness import FIXTURES, SHORT_MENU_DID, Api, require_tools, wait_for
-from .test_cluster import _cluster_base, agi_calls, caller, ivr
+from .harness import FIXTURES, SHORT_MENU_DID, Api, cluster_port_base, require_tools, wait_for
+from .test_cluster import agi_calls, caller, ivr
 
 SUPPORT_AGENTS = ("1001", "1002", "1003")
 REBOOKING_AGENT = "1004"       # logged out at start: rebooking has no free agent until the test logs them in
@@ -79,7 +79,7 @@ class Faults:
 def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faults]:
     require_tools()
     workdir = tmp_path_factory.mktemp("faults")
-    base = _cluster_base()
+    base = cluster_port_base()
     dialplans = workdir / "dialplans"
     dialplans.mkdir()
     shutil.copy(PROJECT_ROOT / "dialplans" / "main.yaml", dialplans / "main.yaml")

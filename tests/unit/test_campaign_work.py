@@ -8,6 +8,7 @@ from typing import Sequence
 
 import pytest
 
+from ivr.campaigns.dial_rules import NODE_LOST, lost_attempt_outcome
 from ivr.campaigns.work import CampaignWork
 from ivr.store.campaign_work import WorkItem
 
@@ -177,3 +178,16 @@ def test_a_reclaimed_claim_the_dead_node_took_but_never_dialled_is_taken_over() 
     survivor = consumer(store, "b", dials)
     assert asyncio.run(survivor.reclaim_once()) == 1
     assert dials == [("b", "c1", "3")] and store.keys[("c1", "3", 1)] == "b"
+
+
+def test_an_attempt_left_in_progress_by_a_lost_node_is_never_dialled_blindly() -> None:
+    code = "c:camp:7:1"
+    # the callee's choice was recorded for this very attempt: that is its outcome
+    assert lost_attempt_outcome({"attempt_id": code, "key_attempt": code, "key_action": "refund"}) == ("refund", "done")
+    assert lost_attempt_outcome({"attempt_id": code, "key_attempt": code, "key_action": "optout"}) == ("optout", "optout")
+    # no choice, or one of an earlier attempt: the call may have been answered; closed, not retried
+    assert lost_attempt_outcome({"attempt_id": code}) == (NODE_LOST, "failed")
+    assert lost_attempt_outcome({"attempt_id": "c:camp:7:2", "key_attempt": code, "key_action": "callback"}) == \
+        (NODE_LOST, "failed")
+    assert lost_attempt_outcome({"attempt_id": "", "key_attempt": "", "key_action": "refund"}) == (NODE_LOST, "failed")
+    assert lost_attempt_outcome({"attempt_id": code, "key_attempt": code, "key_action": "repeat"}) == (NODE_LOST, "failed")

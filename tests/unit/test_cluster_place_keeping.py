@@ -331,3 +331,46 @@ async def test_the_register_resolves_calls_we_placed_before_writing_them() -> No
     await reg.flush()
     assert store.ops == [("origins", ([], [("notice-1", "17")])), ("register", (["u3", "u1"], []))]
     await reg.stop()
+
+
+async def test_the_sweep_settles_the_campaign_attempts_of_lost_nodes_while_leading() -> None:
+    clock = Clock(1000.0)
+    beats = {"a": _beat(999.0), "b": _beat(990.0), "c": _beat(998.0),
+             "d": json.dumps({"at": 999.0, "api": "", "started": 0, "ami": False, "ami_down_since": 900.0})}
+    store = FakeLostStore(beats, {})
+    lead = FakeLead("7:a", leading=False)
+    calls: list[tuple[str, frozenset[str]]] = []
+
+    async def settle(holder: str, nodes: frozenset[str]) -> int:
+        calls.append((holder, nodes))
+        return 2 if len(calls) == 1 else 0
+
+    sweep = LostNodeSweep(store, lead, "a", ttl=5.0, every=1.0, clock=clock, settle_attempts=settle)
+    await sweep.sweep()
+    assert calls == []                                     # a follower settles nothing
+    lead.leading = True
+    await sweep.sweep()
+    await sweep.sweep()                                    # every pass: an attempt may be marked late
+    # b is silent, d beats without its Asterisk: both lost, in one call with the fence; c is alive
+    assert calls == [("7:a", frozenset({"b", "d"}))] * 2
+    assert sweep.describe()["attempts_settled"] == 2
+    store.beats = {"a": _beat(999.0), "c": _beat(998.0)}
+    await sweep.sweep()
+    assert len(calls) == 2                                 # nobody lost: nothing to settle
+
+
+async def test_a_fenced_settling_of_attempts_is_counted_by_the_run_loop() -> None:
+    clock = Clock(1000.0)
+    store = FakeLostStore({"a": _beat(999.0), "b": _beat(900.0)}, {})
+
+    async def settle(holder: str, nodes: frozenset[str]) -> int:
+        raise Fenced("FENCED lease is 8:c")
+
+    sweep = LostNodeSweep(store, FakeLead("7:a"), "a", ttl=5.0, every=0.01, clock=clock, settle_attempts=settle)
+    task = asyncio.create_task(sweep.run())
+    while sweep.fenced < 2:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sweep.attempts_settled == 0
