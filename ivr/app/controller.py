@@ -93,7 +93,8 @@ class Controller:
         self.state = CallCenterState()
         self.metrics = Metrics()
         # one balancing leader at a time in a cluster (lease + fencing token); a single node leads for good
-        self.leadership = (Leadership(cfg.node, self.store.leader, cfg.cluster.lease_ttl, cfg.cluster.renew)
+        self.leadership = (Leadership(cfg.node, self.store.leader, cfg.cluster.lease_ttl, cfg.cluster.renew,
+                                      eligible=lambda: self.heartbeats is None or self.heartbeats.may_lead())
                            if cfg.cluster.enabled else Leadership.solo(cfg.node))
         self.metrics.bind_node(cfg.node)
         self.leadership.add_listener(self.metrics.leader_changed)

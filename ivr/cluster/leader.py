@@ -37,9 +37,13 @@ class Leadership:
     """Whether this node leads now, its fencing holder string, and listeners told at each change."""
 
     def __init__(self, node: str, store: LeaseStore | None, ttl: float = 3.0, renew: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *, eligible: Callable[[], bool] | None = None) -> None:
         self.node, self.store, self.ttl, self.renew_every = node, store, ttl, renew
         self.clock = clock
+        # whether this node may lead now (None: always): a node that cannot act (its Asterisk gone) while
+        # another can gives the lease back and does not take it again until it may
+        self.eligible = eligible
+        self.stepped_down = 0
         self.holder = ""
         self.leader = node if store is None else ""   # the node that leads, as last seen ("" unknown)
         self.valid_until = float("inf") if store is None else 0.0
@@ -98,6 +102,13 @@ class Leadership:
         """One try: renew the lease if held, else try to take it. Returns whether this node leads."""
         if self.store is None:
             return True
+        if self.eligible is not None and not self.eligible():
+            if self.holder:
+                self.stepped_down += 1
+                log.warning("node %s cannot act (its Asterisk is out of reach) while another node can: it "
+                            "gives the lease back", self.node)
+                await self.resign()
+            return False
         ttl_ms = int(self.ttl * 1000)
         sent = self.clock()
         try:

@@ -158,6 +158,15 @@ class NodeHeartbeats:
         lost = lost_nodes(self.beats, now, self.ttl, self.node)
         return [n for n in self.alive(now) if n != self.node and n not in lost]
 
+    def may_lead(self, now: float | None = None) -> bool:
+        """False while this node's own Asterisk has been out of reach for ``ttl`` (it counts as lost) and another
+        node is alive with its Asterisk: the leader's balancing loop, callback dispatch and pacer act through
+        AMI, so a leader without Asterisk would leave the whole cluster without them. Alone, it leads on (its
+        sweep still turns its own lost callers into callbacks)."""
+        now = self.clock() if now is None else now
+        lost_here = bool(self.ami_down_since) and now - self.ami_down_since > self.ttl
+        return not (lost_here and self.others_alive(now))
+
     def describe(self) -> dict[str, Any]:
         """For /health: every node seen, its heartbeat's age, whether it is alive or lost."""
         now = self.clock()

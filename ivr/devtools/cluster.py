@@ -1,17 +1,18 @@
 """``ivr up --nodes N``: a private cluster on loopback: Kamailio in front of N nodes (each its own Asterisk and
-controller), all sharing one Redis.
+controller), all sharing one Redis set (a primary, a replica and three Sentinels).
 
 Layout of the workdir::
 
     cluster.yaml            what ``init`` chose (node names, port base): marks the folder as a cluster's
     secrets.yaml            the secrets every node shares (API token, Redis password, AMI secret)
     kamailio/               kamailio.cfg, dispatcher.list, its control socket; logs/ and pids/
-    redis/                  the shared Redis (its data, logs/ and pids/)
+    redis/                  the shared Redis set: primary/, replica/, sentinel1-3/ (configs, data), logs/, pids/
     nodes/<name>/           a node: a Stack workdir of its own (ivr.yaml with ``node: <name>``, Asterisk's
                             config and state, the controller's log)
 
-Ports from the base B: Kamailio B+60 (the ``sip`` every caller dials), Redis B+1379, node i (1, 2, ...) the
-single stack's offsets from B+100*i, and the RTP range B+5000..B+5999 split between the nodes.
+Ports from the base B: Kamailio B+60 (the ``sip`` every caller dials), the Redis set B+1379..B+1383 (primary,
+replica, three Sentinels), node i (1, 2, ...) the single stack's offsets from B+100*i, and the RTP range
+B+5000..B+5999 split between the nodes.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import yaml
 
 from ..app.config_load import load_secrets, write_secrets
 from ..asterisk import conf as asterisk_conf
-from .cluster_parts import KamailioProcess, SingleRedis
+from .cluster_parts import KamailioProcess
+from .redis_ha import DATA_NODES, NAMES as REDIS_PARTS, RedisSet
 from .stack import PORT_OFFSETS, StackError, _pid_alive, _port_in_use, _tail, http_url, ports_for, Stack
 
 MAX_NODES = 9
@@ -40,10 +42,12 @@ def node_name(i: int) -> str:
 
 
 def cluster_ports(base: int, nodes: int) -> dict[str, Any]:
-    """Every port of a cluster at ``base``: Kamailio's, Redis's and each node's (sip, ami, agi, api, rtp)."""
+    """Every port of a cluster at ``base``: Kamailio's, the Redis set's (``redis``: the first, ``redis_set``:
+    primary, replica, sentinel1..3) and each node's (sip, ami, agi, api, rtp)."""
     width = 1000 // nodes // 2 * 2
-    out: dict[str, Any] = {"kamailio": base + PORT_OFFSETS["sip"], "redis": base + PORT_OFFSETS["redis"],
-                           "nodes": []}
+    redis = base + PORT_OFFSETS["redis"]
+    out: dict[str, Any] = {"kamailio": base + PORT_OFFSETS["sip"], "redis": redis,
+                           "redis_set": [redis + i for i in range(len(REDIS_PARTS))], "nodes": []}
     for i in range(nodes):
         p = ports_for(base + 100 * (i + 1))
         start = base + PORT_OFFSETS["rtp_start"] + i * width
@@ -58,7 +62,7 @@ def is_cluster(workdir: str | os.PathLike[str]) -> bool:
 
 
 class Cluster:
-    """One workdir holding a private cluster: Kamailio, the shared Redis and the nodes."""
+    """One workdir holding a private cluster: Kamailio, the shared Redis set and the nodes."""
 
     def __init__(self, workdir: str | os.PathLike[str]) -> None:
         self.workdir = Path(workdir).resolve()
@@ -108,7 +112,7 @@ class Cluster:
                              "rtp_start": p["rtp_start"], "rtp_end": p["rtp_end"]},
                 "agi": {**dict(data.get("agi") or {}), "port": p["agi"]},
                 "api": {**dict(data.get("api") or {}), "port": p["api"]},
-                "redis": {**dict(data.get("redis") or {}), **redis.describe()},
+                "redis": {**dict(data.get("redis") or {}), **redis.client_config()},
                 "cluster": {**dict(data.get("cluster") or {}), "enabled": True, "sip_proxy": self.sip()},
             })
             stack.init(port_base=None, extra=data)
@@ -136,9 +140,10 @@ class Cluster:
     def nodes(self) -> list[Stack]:
         return [self.node(i) for i in range(self._meta()["nodes"])]
 
-    def redis(self) -> SingleRedis:
-        """The shared Redis. The one place a primary + replica + Sentinels set plugs in (same methods)."""
-        return SingleRedis(self.workdir / "redis", self.ports()["redis"], self.secrets().get("redis_password", ""))
+    def redis(self) -> RedisSet:
+        """The shared Redis: a primary, a replica and three Sentinels; every node reaches it through the
+        Sentinels (``redis.sentinels``)."""
+        return RedisSet(self.workdir / "redis", self.ports()["redis"], self.secrets().get("redis_password", ""))
 
     def kamailio(self) -> KamailioProcess:
         nodes = [f"127.0.0.1:{p['sip']}" for p in self.ports()["nodes"]]
@@ -148,7 +153,7 @@ class Cluster:
     def _check_free(self) -> None:
         ports = self.ports()
         busy = [("kamailio (SIP/UDP)", ports["kamailio"], True)]
-        busy += [("redis", p, False) for p in self.redis().ports()]
+        busy += [(f"redis {name}", p, False) for name, p in self.redis().ports.items()]
         for i, p in enumerate(ports["nodes"]):
             busy += [(f"{node_name(i)} sip", p["sip"], True), (f"{node_name(i)} ami", p["ami"], False),
                      (f"{node_name(i)} agi", p["agi"], False), (f"{node_name(i)} api", p["api"], False)]
@@ -158,8 +163,9 @@ class Cluster:
                                  "Stop it with `ivr down`, or pick other ports with --port-base")
 
     def up(self, timeout: float = 90.0) -> dict[str, Any]:
-        """Start the Redis, every node (Asterisk, then its controller) and Kamailio; wait until each is healthy."""
-        for tool in ("asterisk", "redis-server", "kamailio", "kamcmd"):
+        """Start the Redis set, every node (Asterisk, then its controller) and Kamailio; wait until each is
+        healthy."""
+        for tool in ("asterisk", "redis-server", "redis-sentinel", "kamailio", "kamcmd"):
             if shutil.which(tool) is None:
                 raise StackError(f"{tool} is not installed: run scripts/install.sh first")
         running = [n for n, pid in self._pids().items() if pid]
@@ -173,10 +179,10 @@ class Cluster:
             redis.start(deadline)
             from ..store.tokens import register_token_sync   # the token works before any controller is up
 
-            host, port = redis.primary().rsplit(":", 1)
             cfg = self.node(0).config()
-            register_token_sync(int(port), redis.password, cfg.redis.prefix, self.secrets()["api_token"],
-                                name="admin", role="admin", host=host)
+            register_token_sync(None, redis.password, cfg.redis.prefix, self.secrets()["api_token"],
+                                name="admin", role="admin", sentinels=redis.sentinels,
+                                master_name=redis.master_name)
             for stack in self.nodes():
                 stack.up(timeout=max(1.0, deadline - time.monotonic()))
             kam = self.kamailio()
@@ -244,7 +250,7 @@ class Cluster:
         pids: dict[str, int | None] = {}
         if not self.marker.exists():
             return pids
-        pids.update(self.redis().pids())
+        pids.update({f"redis.{name}": pid for name, pid in self.redis().pids().items()})
         pids.update(self.kamailio().pids())
         for i, stack in enumerate(self.nodes()):
             for service in stack.services:
@@ -252,16 +258,31 @@ class Cluster:
         return pids
 
     def leader(self) -> str:
-        """The node that leads the balancing loop now ("" when none): from the lease in Redis."""
+        """The node that leads the balancing loop now ("" when none): from the lease in Redis, read from the
+        primary the Sentinels name."""
         from ..store.sync import current_leader
 
         redis = self.redis()
-        host, port = redis.primary().rsplit(":", 1)
         try:
             prefix = self.node(0).config().redis.prefix
         except Exception:   # noqa: BLE001 - no config: no leader to name
             return ""
-        return current_leader(int(port), password=redis.password, prefix=prefix, host=host)
+        return current_leader(None, password=redis.password, prefix=prefix, sentinels=redis.sentinels,
+                              master_name=redis.master_name)
+
+    def redis_parts(self) -> dict[str, Any]:
+        """The Redis set as ``describe()`` and ``status()`` show it: ``primary`` (host:port the Sentinels name,
+        "" when none does) and which part that is (``primary_part``), ``sentinels``, ``master_name``, and each
+        part (primary, replica, sentinel1..3) with its port, pid and what it says (a data node's role and
+        link, a Sentinel's primary); ``answers``: the named primary runs and says it is the primary."""
+        redis = self.redis()
+        st = redis.status()
+        current = st.get("current_primary")
+        part = next((n for n in DATA_NODES if st[n]["port"] == current), "")
+        answers = bool(part) and st[part].get("role") == "primary"
+        return {"primary": f"127.0.0.1:{current}" if current else "", "primary_part": part,
+                "sentinels": redis.sentinels, "master_name": redis.master_name, "answers": answers,
+                "parts": {name: st[name] for name in REDIS_PARTS}}
 
     def describe(self) -> dict[str, Any]:
         """The JSON ``ivr up`` prints: the single stack's keys (``sip`` is Kamailio's, ``api`` etc. the first
@@ -274,26 +295,28 @@ class Cluster:
                           "sip": f"{cfg.asterisk.sip_host}:{cfg.asterisk.sip_port}",
                           "asterisk_pid": stack._read_pid("asterisk"), "workdir": str(stack.workdir)})
         first = self.node(0).config()
+        redis = self.redis_parts()
         return {"sip": self.sip(), "ami": nodes[0]["ami"], "agi": nodes[0]["agi"], "api": nodes[0]["api"],
-                "redis": self.redis().describe()["url"], "inbound_extension": first.asterisk.inbound_extension,
+                "redis": f"redis://{redis['primary']}/0" if redis["primary"] else "",
+                "inbound_extension": first.asterisk.inbound_extension,
                 "token": self.secrets().get("api_token", ""), "workdir": str(self.workdir),
-                "nodes": nodes, "leader": self.leader()}
+                "nodes": nodes, "leader": self.leader(), "redis_set": redis}
 
     # ------------------------------------------------------------------- stop
     def down(self, timeout: float = 15.0) -> list[str]:
-        """Stop Kamailio, every node (controller, then Asterisk) and the Redis; check nothing is left
-        listening on the cluster's ports. Returns what was stopped."""
+        """Stop Kamailio, every node (controller, then Asterisk) and the Redis set (Sentinels first); check
+        nothing is left running or listening on the cluster's ports. Returns what was stopped."""
         if not self.marker.exists():
             return []
         stopped = self.kamailio().stop(timeout)
         for i, stack in enumerate(self.nodes()):
             stopped += [f"{node_name(i)}.{s}" for s in stack.down(timeout)]
-        stopped += self.redis().stop(timeout)
+        stopped += [f"redis.{name}" for name in self.redis().stop(timeout)]
         left = [n for n, pid in self._pids().items() if pid]
         ports = self.ports()
         listening = [p for p in (ports["kamailio"], *[n["sip"] for n in ports["nodes"]])
                      if _port_in_use("127.0.0.1", p, udp=True)]
-        listening += [p for p in (*self.redis().ports(), *[n[k] for n in ports["nodes"] for k in ("ami", "agi", "api")])
+        listening += [p for p in (*ports["redis_set"], *[n[k] for n in ports["nodes"] for k in ("ami", "agi", "api")])
                       if _port_in_use("127.0.0.1", p)]
         if left or listening:
             raise StackError(f"after down, still running: {', '.join(left) or 'nothing'}; still listening: "
@@ -302,19 +325,21 @@ class Cluster:
         return stopped
 
     def status(self) -> dict[str, Any]:
-        """Every part's state: Kamailio (and its view of the nodes), the Redis, each node; ``healthy`` when all
-        run, Kamailio answers and sees every node active, and every controller is healthy."""
+        """Every part's state: Kamailio (and its view of the nodes), the Redis set (each part, which is the
+        primary), each node; ``healthy`` when all run, Kamailio answers and sees every node active, the
+        Sentinels name a primary that answers as one, and every controller is healthy."""
         out: dict[str, Any] = {"workdir": str(self.workdir), "cluster": True}
         kam = self.kamailio().status()
         out["kamailio"] = kam
-        out["redis"] = self.redis().status()
+        out["redis"] = self.redis_parts()
         out["nodes"] = {}
         for i, stack in enumerate(self.nodes()):
             out["nodes"][node_name(i)] = stack.status()
         out["leader"] = self.leader() if out["redis"]["answers"] else ""
         expected = {f"sip:{n}" for n in self.kamailio().settings.nodes}
         active = {uri for uri, flags in kam["nodes"].items() if flags.startswith("A")}
+        redis_up = all(p["running"] for p in out["redis"]["parts"].values())
         out["healthy"] = (kam["running"] and kam["answers"] and expected <= active and out["redis"]["answers"]
-                          and all(n.get("healthy") for n in out["nodes"].values()))
+                          and redis_up and all(n.get("healthy") for n in out["nodes"].values()))
         return out
 

@@ -1,9 +1,6 @@
-"""The shared parts of a private cluster (ivr/devtools/cluster.py): its Redis and its Kamailio, each one object
-with ``start(deadline)``, ``stop(timeout)``, ``pids()``, ``status()`` and ``describe()``.
-
-The Redis part is one plain redis-server for now (``SingleRedis``); a primary, a replica and three Sentinels
-take its place behind the same methods (``primary()`` answers where the nodes' controllers and the tools
-write; ``sentinels`` what the nodes' ``redis.sentinels`` list).
+"""The SIP side of a private cluster (ivr/devtools/cluster.py): Kamailio as one object with ``start(deadline)``,
+``stop(timeout)``, ``pids()``, ``status()`` and ``describe()``, and the few SIP requests the tools send it.
+The cluster's Redis is a primary, a replica and three Sentinels: ``ivr.devtools.redis_ha.RedisSet``.
 """
 
 from __future__ import annotations
@@ -18,7 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..asterisk import kamailio
-from .stack import StackError, _pid_alive, _tail, read_pidfile, redis_ping, write_pidfile, write_redis_conf
+from .stack import StackError, _pid_alive, _tail, read_pidfile, write_pidfile
 
 
 class Processes:
@@ -56,52 +53,6 @@ class Processes:
             if not _pid_alive(pid):
                 return True
         raise StackError(f"{name} (pid {pid}) did not stop, even after SIGKILL")
-
-
-class SingleRedis:
-    """One redis-server (AOF on, password from secrets.yaml) that every node of the cluster shares."""
-
-    def __init__(self, root: Path, base_port: int, password: str, master_name: str = "ivr") -> None:
-        self.root, self.port, self.password, self.master_name = root, base_port, password, master_name
-        self.procs = Processes(root)
-
-    @property
-    def sentinels(self) -> list[str]:
-        return []
-
-    def primary(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def ports(self) -> list[int]:
-        return [self.port]
-
-    def start(self, deadline: float) -> None:
-        if not self.password:
-            raise StackError("no Redis password in the cluster's secrets.yaml (redis_password)")
-        conf = write_redis_conf(self.root / "redis", self.port, self.password)
-        self.procs.spawn("redis", ["redis-server", str(conf)], "redis.log")
-        while not redis_ping(self.port, self.password):
-            if self.procs.pid("redis") is None:
-                raise StackError(f"Redis did not start on port {self.port}:\n{_tail(self.procs.logs / 'redis.log')}")
-            if time.monotonic() > deadline:
-                raise StackError(f"Redis did not answer on port {self.port} in time:\n"
-                                 f"{_tail(self.procs.logs / 'redis.log')}")
-            time.sleep(0.05)
-
-    def stop(self, timeout: float = 15.0) -> list[str]:
-        return ["redis"] if self.procs.stop("redis", timeout) else []
-
-    def pids(self) -> dict[str, int | None]:
-        return {"redis": self.procs.pid("redis")}
-
-    def status(self) -> dict[str, Any]:
-        pid = self.procs.pid("redis")
-        return {"running": pid is not None, "pid": pid, "primary": self.primary(),
-                "answers": pid is not None and redis_ping(self.port, self.password)}
-
-    def describe(self) -> dict[str, Any]:
-        """What each node's ``redis:`` section gets."""
-        return {"url": f"redis://{self.primary()}/0", "sentinels": self.sentinels, "master_name": self.master_name}
 
 
 def _sip_request(method: str, host: str, port: int, user: str = "", *, local_port: int = 0,

@@ -99,10 +99,12 @@ def pooled(parts: Iterable[ConnectLatency | None]) -> ConnectLatency | None:
 
 class AmiTap:
     """A second AMI session on the stack (the controller's user, read only in practice) that keeps the queue
-    events above with their receipt time, on a daemon thread, until ``stop()``."""
+    events above (or ``events``) with their receipt time, on a daemon thread, until ``stop()``."""
 
-    def __init__(self, port: int, username: str, secret: str, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int, username: str, secret: str, host: str = "127.0.0.1",
+                 events: frozenset[str] = EVENTS) -> None:
         self.addr, self.username, self.secret = (host, port), username, secret
+        self.wanted = events
         self.events: list[tuple[float, dict[str, str]]] = []
         self.error: str | None = None
         self._stop = threading.Event()
@@ -146,7 +148,7 @@ class AmiTap:
                             self.error = f"AMI login refused: {d.get('Message', '')}"
                             self._ready.set()
                             return
-                        elif d.get("Event") in EVENTS:
+                        elif d.get("Event") in self.wanted:
                             self.events.append((now, d))
         except OSError as exc:
             self.error = f"AMI tap: {exc}"

@@ -129,6 +129,11 @@ class RedisSet:
         """The Sentinels' addresses as ``redis.sentinels`` takes them ("127.0.0.1:port")."""
         return [f"127.0.0.1:{self.ports[name]}" for name in SENTINELS]
 
+    def client_config(self, db: int = 0) -> dict[str, Any]:
+        """What a controller's ``redis:`` section gets to reach the set (the password stays in secrets.yaml):
+        the database number in ``url``, the Sentinels and the name they monitor."""
+        return {"url": f"redis://127.0.0.1/{db}", "sentinels": self.sentinels, "master_name": self.master_name}
+
     def dir(self, name: str) -> Path:
         return self.root / name
 

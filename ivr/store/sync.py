@@ -86,17 +86,22 @@ def sentinel_master(port: int, password: str, master_name: str) -> dict[str, str
     if isinstance(raw, dict):
         return {str(k): str(v) for k, v in raw.items()}
     return {str(raw[i]): str(raw[i + 1]) for i in range(0, len(raw) - 1, 2)}
-def current_leader(port: int, *, password: str | None, prefix: str, host: str = "127.0.0.1") -> str:
-    """The node holding the balancing leader's lease now ("" when nobody leads or Redis does not answer)."""
+
+
+def current_leader(port: int | None, *, password: str | None, prefix: str, host: str = "127.0.0.1",
+                   sentinels: Sequence[str] = (), master_name: str = "ivr") -> str:
+    """The node holding the balancing leader's lease now ("" when nobody leads or Redis does not answer): read
+    from the Redis at ``host:port``, or, with ``sentinels`` ("host:port"), from the primary they name."""
     from .keys import Keys
 
-    client = blocking_client(port, password=password, host=host, socket_timeout=2, socket_connect_timeout=1)
+    client = blocking_client(port, password=password, host=host, sentinels=sentinels, master_name=master_name,
+                             socket_timeout=2, socket_connect_timeout=1)
     try:
         holder = client.get(Keys(prefix).leader)
-    except redis_sync.RedisError:
+    except redis_sync.RedisError:   # MasterNotFoundError too: no Sentinel names a primary
         return ""
     finally:
-        client.close()
+        close_client(client)
     if not holder:
         return ""
     text = holder.decode() if isinstance(holder, bytes) else str(holder)

@@ -226,7 +226,8 @@ def stop_test_stack(ts: TestStack) -> None:
 
 
 def cluster_port_base(nodes: int = 2) -> int:
-    """A port base whose cluster ports (Kamailio, Redis, each node's) are all free, from this worker's slice."""
+    """A port base whose cluster ports (Kamailio, the Redis set's five, each node's) are all free, from this
+    worker's slice."""
     from ivr.devtools.cluster import cluster_ports
     from ivr.devtools.stack import _port_in_use
 
@@ -234,7 +235,7 @@ def cluster_port_base(nodes: int = 2) -> int:
     busy: list[int] = []
     for base in range(first, stop, 2000):
         ports = cluster_ports(base, nodes)
-        wanted = [ports["kamailio"], ports["redis"]] + [n[k] for n in ports["nodes"]
+        wanted = [ports["kamailio"], *ports["redis_set"]] + [n[k] for n in ports["nodes"]
                                                         for k in ("sip", "ami", "agi", "api", "rtp_start")]
         busy = [p for p in wanted if _port_in_use("127.0.0.1", p) or _port_in_use("127.0.0.1", p, udp=True)]
         if not busy:

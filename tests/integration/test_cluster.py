@@ -1,5 +1,5 @@
 """The cluster on loopback, real processes: Kamailio in front of two nodes (Asterisk + controller each) sharing
-one Redis, started with ``ivr up --nodes 2``; SIPp callers dial Kamailio's address.
+one Redis set (primary, replica, three Sentinels), started with ``ivr up --nodes 2``; SIPp callers dial Kamailio's address.
 
 * callers reach the IVR (FastAGI sessions) on both nodes;
 * an agent's phone registered with Kamailio is rung by both nodes' queues but never gets two calls at once
@@ -92,7 +92,7 @@ def _cluster_base() -> int:
     busy: list[int] = []
     for base in range(first, stop, 2000):
         ports = cluster_ports(base, 2)
-        wanted = [ports["kamailio"], ports["redis"]] + [n[k] for n in ports["nodes"]
+        wanted = [ports["kamailio"], *ports["redis_set"]] + [n[k] for n in ports["nodes"]
                                                         for k in ("sip", "ami", "agi", "api", "rtp_start")]
         busy = [p for p in wanted if _port_in_use("127.0.0.1", p) or _port_in_use("127.0.0.1", p, udp=True)]
         if not busy:
@@ -115,6 +115,14 @@ def test_up_prints_the_cluster_and_status_is_healthy(cluster: tuple[Cluster, dic
     assert status.returncode == 0, status.stdout[-3000:]
     st = json.loads(status.stdout)
     assert set(st["kamailio"]["nodes"].values()) == {"AP"} and len(st["kamailio"]["nodes"]) == 2
+    # the Redis set: every part runs, the Sentinels name the primary, the replica follows it
+    redis = st["redis"]
+    assert redis["answers"] and redis["primary_part"] == "primary" and len(redis["sentinels"]) == 3, redis
+    assert all(p["running"] and p["pid"] for p in redis["parts"].values()), redis
+    assert redis["parts"]["replica"]["role"] == "replica" and redis["parts"]["replica"]["link"] == "up", redis
+    assert {redis["parts"][f"sentinel{i}"]["primary"] for i in (1, 2, 3)} == {redis["parts"]["primary"]["port"]}
+    cfg = c.node(1).config().redis     # every node reaches it through the Sentinels
+    assert list(cfg.sentinels) == redis["sentinels"] and cfg.master_name == redis["master_name"]
 
 
 def test_callers_reach_the_ivr_on_both_nodes(cluster: tuple[Cluster, dict[str, Any]], tmp_path: Path) -> None:
@@ -252,13 +260,16 @@ def test_down_leaves_nothing_running(tmp_path: Path) -> None:
     c.init(nodes=2, port_base=base)
     info = c.up(timeout=120)
     pids = [p for p in c._pids().values() if p]
-    assert len(pids) == 6, c._pids()   # Redis, Kamailio, and Asterisk + controller on each node
+    assert len(pids) == 10, c._pids()   # the Redis set (5), Kamailio, and Asterisk + controller on each node
+    assert info["redis_set"]["primary_part"] == "primary" and info["redis_set"]["answers"], info["redis_set"]
+    assert {n: p["pid"] for n, p in info["redis_set"]["parts"].items()} == \
+        {n.split(".", 1)[1]: p for n, p in c._pids().items() if n.startswith("redis.")}
     stopped = c.down()
-    assert "kamailio" in stopped and "redis" in stopped, stopped
+    assert "kamailio" in stopped and {f"redis.{n}" for n in info["redis_set"]["parts"]} <= set(stopped), stopped
     assert not any(_pid_alive(p) for p in pids)
     ports = cluster_ports(base, 2)
     assert not _port_in_use("127.0.0.1", ports["kamailio"], udp=True)
     for n in ports["nodes"]:
         assert not _port_in_use("127.0.0.1", n["sip"], udp=True)
         assert not any(_port_in_use("127.0.0.1", n[k]) for k in ("ami", "agi", "api"))
-    assert not _port_in_use("127.0.0.1", ports["redis"]) and info["nodes"][1]["asterisk_pid"] in pids
+    assert not any(_port_in_use("127.0.0.1", p) for p in ports["redis_set"]) and info["nodes"][1]["asterisk_pid"] in pids

@@ -151,7 +151,8 @@ def test_asterisk_conf_render_of_a_single_node_writes_no_kamailio_files(tmp_path
 
 def test_cluster_ports_do_not_overlap() -> None:
     ports = cluster_ports(15000, 3)
-    flat = [ports["kamailio"], ports["redis"]] + [n[k] for n in ports["nodes"] for k in ("sip", "ami", "agi", "api")]
+    flat = [ports["kamailio"], *ports["redis_set"]] + [n[k] for n in ports["nodes"] for k in ("sip", "ami", "agi", "api")]
+    assert ports["redis_set"] == [16379, 16380, 16381, 16382, 16383] and ports["redis"] == 16379
     assert len(set(flat)) == len(flat) and ports["kamailio"] == 15060
     ranges = [(n["rtp_start"], n["rtp_end"]) for n in ports["nodes"]]
     assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:])) and ranges[0][0] == 20000 and ranges[-1][1] <= 20999
@@ -170,7 +171,10 @@ def test_cluster_init_gives_each_node_its_ports_name_and_the_shared_secrets(tmp_
     assert [cfg.asterisk.sip_port for cfg in cfgs] == [30160, 30260]
     assert [cfg.api.port for cfg in cfgs] == [30180, 30280]
     assert all(cfg.cluster.enabled and cfg.cluster.sip_proxy == "127.0.0.1:30060" for cfg in cfgs)
-    assert {cfg.redis.url for cfg in cfgs} == {"redis://127.0.0.1:31379/0"}
+    # every node reaches the Redis set through its three Sentinels (B+1381..B+1383)
+    assert {cfg.redis.url for cfg in cfgs} == {"redis://127.0.0.1/0"}
+    assert all(cfg.redis.sentinels == ("127.0.0.1:31381", "127.0.0.1:31382", "127.0.0.1:31383")
+               and cfg.redis.master_name == "ivr" for cfg in cfgs)
     assert all(cfg.redis.password == shared["redis_password"] and cfg.log_level == "DEBUG" for cfg in cfgs)
     assert all(stack.secrets()["api_token"] == shared["api_token"] for stack in c.nodes())
     c.init(nodes=2)   # again, without --port-base: the same ports

@@ -215,3 +215,61 @@ def test_health_and_metrics_follow_the_leadership() -> None:
     text = metrics.render().decode()
     assert 'ivr_leader{node="a"} 0.0' in text
     assert "ivr_leader_changes_total 2.0" in text       # started leading, stopped: the start itself not counted
+
+
+async def test_a_leader_that_cannot_act_gives_the_lease_to_one_that_can() -> None:
+    """A leader whose Asterisk is gone (``eligible`` false) resigns at its next step; the other node takes the
+    lease at its own next step, and the first does not take it back until it may lead again."""
+    clock = Clock()
+    lease = FakeLease(clock)
+    able = {"a": True, "b": True}
+    a = Leadership("a", lease, 3.0, 1.0, clock=clock, eligible=lambda: able["a"])
+    b = Leadership("b", lease, 3.0, 1.0, clock=clock, eligible=lambda: able["b"])
+    assert await a.step() and not await b.step()
+    able["a"] = False
+    clock.now += 1.0
+    assert not await a.step() and not a.is_leader and a.stepped_down == 1
+    assert lease.holder == ""                      # given back at once, not left to run out
+    assert await b.step() and b.is_leader
+    clock.now += 5.0                               # b's lease runs out while b is paused: a still may not lead
+    assert not await a.step() and lease.holder.endswith(":b")
+    able["a"] = True
+    assert await a.step() and a.is_leader and a.stepped_down == 1
+
+
+async def test_a_node_without_asterisk_may_lead_only_alone() -> None:
+    from ivr.cluster.nodes import NodeHeartbeats
+
+    class Beats:
+        def __init__(self) -> None:
+            self.raw: dict[str, str] = {}
+
+        async def heartbeat(self, node: str, info: dict[str, object]) -> dict[str, str]:
+            import json
+
+            self.raw[node] = json.dumps(info)
+            return dict(self.raw)
+
+    clock = Clock()
+    store = Beats()
+    up = {"a": True, "b": True}
+    a = NodeHeartbeats(store, "a", api="", every=1.0, ttl=5.0, ami_connected=lambda: up["a"], clock=clock)
+    b = NodeHeartbeats(store, "b", api="", every=1.0, ttl=5.0, ami_connected=lambda: up["b"], clock=clock)
+    await a.beat()
+    await b.beat()
+    up["a"] = False
+    for _ in range(5):
+        await a.beat()
+        await b.beat()
+        clock.now += 1.0
+    assert a.may_lead()                            # out of reach for 5 s: not yet lost
+    clock.now += 1.0
+    await a.beat()
+    await b.beat()
+    assert not a.may_lead() and b.may_lead()       # lost while b is alive with its Asterisk: b should lead
+    up["b"] = False
+    for _ in range(7):
+        await b.beat()
+        await a.beat()
+        clock.now += 1.0
+    assert a.may_lead() and b.may_lead()           # nobody can act: neither steps down (the sweep needs a leader)
