@@ -76,7 +76,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 # - tests that start a private stack of their own and use nothing else of their file each are a unit of their own.
 BENCH_UNIT = "benchmarks"
 BENCH_FILES = {"test_bench_smoke.py", "test_load_bench_smoke.py", "test_campaign_bench_smoke.py",
-               "test_crisis_hour_smoke.py"}
+               "test_crisis_hour_smoke.py", "test_cluster_bench_smoke.py"}
 OWN_UNIT_FILES = {"test_faults.py", "test_trunk.py"}   # every test of these on a private stack of its own
 OWN_UNIT_TESTS = {
     "test_fallback.py::test_asterisk_restarted_while_the_controller_is_down_answers_or_tells_every_caller",

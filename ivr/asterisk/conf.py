@@ -183,6 +183,7 @@ def render(cfg: Config, dirs: AsteriskDirs, secret_values: Mapping[str, str]) ->
         "fallback_timeout": cfg.fallback_timeout,
         "default_menu": cfg.default_menu,
         "routes": cfg.routes(),
+        "systemname": cfg.node if cfg.cluster.enabled else "",
     }
     written = []
     for name in CONF_FILES:

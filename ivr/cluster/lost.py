@@ -54,13 +54,13 @@ class Leading(Protocol):
 
 def in_join_order(entries: Iterable[tuple[str, float]]) -> list[str]:
     """The uids of register entries ((uid, place)) oldest place first; equal places by uid, as Asterisk makes
-    them ("<epoch>.<sequence>": 1800000003.9 before 1800000003.10), so every sweep, on any leader, moves them
-    in one and the same order."""
+    them ("<epoch>.<sequence>", after the node's name on a node of a cluster: 1800000003.9 before 1800000003.10),
+    so every sweep, on any leader, moves them in one and the same order."""
     return [uid for uid, _ in sorted(entries, key=lambda e: (e[1], _uid_key(e[0])))]
 
 
 def _uid_key(uid: str) -> tuple[int, int, int, str]:
-    head, _, tail = uid.partition(".")
+    head, _, tail = uid.rpartition("-")[2].partition(".")
     if head.isdigit() and (tail.isdigit() or not tail):
         return (0, int(head), int(tail or 0), uid)
     return (1, 0, 0, uid)     # not an Asterisk uid: after those, by its text

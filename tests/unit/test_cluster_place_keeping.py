@@ -106,6 +106,9 @@ def test_the_sweep_moves_callers_oldest_place_first_in_one_order_everywhere() ->
     assert in_join_order(entries + [("x", 101.0), ("1800000000", 101.0)]) == [
         "1800000004.9", "1800000000", "1800000001.1", "1800000003.9", "1800000003.10", "1800000009.2", "x",
         "1800000005.3"]
+    # a node of a cluster prefixes its uids with its name (Asterisk's systemname): the same order
+    named = [("node2-1800000003.10", 101.0), ("node1-1800000003.9", 101.0), ("node1-1800000001.1", 101.0)]
+    assert in_join_order(named) == ["node1-1800000001.1", "node1-1800000003.9", "node2-1800000003.10"]
     assert batches(list("abcde"), 2) == [["a", "b"], ["c", "d"], ["e"]]
 
 

@@ -115,6 +115,10 @@ def test_a_cluster_node_reaches_agents_through_kamailio_and_takes_its_calls_as_t
         assert section(pjsip, agent, "endpoint")["rewrite_contact"] == "no"
     matches = [v for n, kv in pjsip if n == "trunk" for k, v in kv if k == "match"]
     assert matches == ["127.0.0.1", "127.0.0.2"]
+    # the node's name prefixes its channels' uniqueids: two nodes sharing one Redis never reuse a call's id
+    asterisk_conf = conf_sections((dirs.etc / "asterisk.conf").read_text(encoding="utf-8"))
+    options = dict(next(kv for n, kv in asterisk_conf if n == "options"))
+    assert options["systemname"] == "node1"
 
 
 def test_a_single_node_keeps_its_agents_contacts(tmp_path: Path) -> None:
@@ -125,6 +129,7 @@ def test_a_single_node_keeps_its_agents_contacts(tmp_path: Path) -> None:
     assert section(pjsip, "1002", "aor")["qualify_frequency"] == "30"
     assert section(pjsip, "1001", "endpoint")["rewrite_contact"] == "yes"
     assert [v for n, kv in pjsip if n == "trunk" for k, v in kv if k == "match"] == ["127.0.0.1"]
+    assert "systemname" not in (dirs.etc / "asterisk.conf").read_text(encoding="utf-8").split("[files]")[0]
 
 
 def test_asterisk_conf_render_writes_kamailio_files_for_a_cluster_node(tmp_path: Path,
