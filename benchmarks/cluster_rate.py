@@ -245,7 +245,7 @@ class Bench:
         via = dataclasses.replace(CALLERS["key"], via_proxy=True)
         self.setups["cluster"] = Setup(
             "cluster", int(cinfo["sip"].rsplit(":", 1)[1]), via, nodes, cinfo["token"],
-            self.cluster.redis().procs.pid("redis"), kamailio_pgid=self.cluster.kamailio().procs.pid("kamailio"))
+            self.cluster.redis().pids()["primary"], kamailio_pgid=self.cluster.kamailio().procs.pid("kamailio"))
         for s in self.setups.values():
             for h in s.health():
                 if "bench" not in h.get("menus", {}).get("loaded", []):

@@ -8,8 +8,10 @@ are written 0600.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets as pysecrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -57,6 +59,9 @@ CONF_FILES = ("asterisk.conf", "modules.conf", "logger.conf", "rtp.conf", "manag
               "ccss.conf", "acl.conf", "udptl.conf", "stasis.conf")
 
 
+CTL_PATH_MAX = 100   # sun_path is 108 bytes with its NUL; Asterisk names the socket <astrundir>/asterisk.ctl
+
+
 @dataclass(frozen=True, slots=True)
 class AsteriskDirs:
     etc: Path
@@ -67,11 +72,19 @@ class AsteriskDirs:
 
     @classmethod
     def under(cls, etc: Path, state: Path) -> "AsteriskDirs":
-        return cls(etc=etc, lib=state / "lib", spool=state / "spool", run=state / "run", log=state / "log")
+        run = state / "run"
+        if len(str(run / "asterisk.ctl")) > CTL_PATH_MAX:
+            # a Unix socket's path holds at most 107 bytes: a deep workdir gets its run directory (the control
+            # socket, the pid file) under /tmp, named after the workdir, so `asterisk -rx` still finds it
+            digest = hashlib.sha1(str(state.resolve()).encode()).hexdigest()[:16]
+            run = Path(tempfile.gettempdir()) / f"ivr-asterisk-{digest}"
+        return cls(etc=etc, lib=state / "lib", spool=state / "spool", run=run, log=state / "log")
 
     def create(self) -> None:
         for d in (self.etc, self.lib, self.lib / "agi-bin", self.spool, self.run, self.log):
             d.mkdir(parents=True, exist_ok=True)
+        if self.run.parent == Path(tempfile.gettempdir()):
+            os.chmod(self.run, 0o700)     # a run folder moved to /tmp (see ``under``): the owner's only
 
 
 def new_secret(nbytes: int = 24) -> str:

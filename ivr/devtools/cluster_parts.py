@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..asterisk import kamailio
-from .stack import StackError, _pid_alive, _tail, read_pidfile, write_pidfile
+from .stack import StackError, _pid_alive, _tail, read_pidfile, remove_pidfile, write_pidfile
 
 
 class Processes:
@@ -39,7 +39,7 @@ class Processes:
     def stop(self, name: str, timeout: float = 15.0) -> bool:
         """SIGTERM to the process group, SIGKILL after ``timeout``; True if something was running."""
         pid = self.pid(name)
-        (self.pid_dir / f"{name}.pid").unlink(missing_ok=True)
+        remove_pidfile(self.pid_dir / f"{name}.pid")
         if pid is None:
             return False
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):

@@ -55,6 +55,12 @@ def write_pidfile(path: Path, pid: int) -> None:
     _stamp_path(path).write_text(_start_ticks(pid), encoding="ascii")
 
 
+def remove_pidfile(path: Path) -> None:
+    """The pid file and its start time, gone (the process stopped)."""
+    path.unlink(missing_ok=True)
+    _stamp_path(path).unlink(missing_ok=True)
+
+
 def read_pidfile(path: Path) -> int | None:
     """The pid in ``path`` while that very process runs (same start time), else None: a stale file whose pid
     now belongs to another process must never lead to signalling that process (or its group)."""

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..store.sync import ask, replication, sentinel_master
-from .stack import StackError, _pid_alive, _port_in_use, _tail, read_pidfile, write_pidfile
+from .stack import StackError, _pid_alive, _port_in_use, _tail, read_pidfile, remove_pidfile, write_pidfile
 
 DATA_NODES = ("primary", "replica")
 SENTINELS = ("sentinel1", "sentinel2", "sentinel3")
@@ -296,7 +296,7 @@ class RedisSet:
             if pid is not None:
                 self._signal_and_wait(name, pid, signal.SIGTERM, timeout)
                 stopped.append(name)
-            self.pid_path(name).unlink(missing_ok=True)
+            remove_pidfile(self.pid_path(name))
         left = {n: p for n, p in self.pids().items() if p is not None}
         if left:
             raise StackError(f"Redis set: still running after stop: {left}")

@@ -28,7 +28,8 @@ from ..asterisk import conf as asterisk_conf
 from ..app.config import Config, ConfigError
 from ..app.config_load import load, load_secrets, write_secrets
 from .procs import (_pid_alive as _pid_alive, _port_in_use as _port_in_use, read_pidfile as read_pidfile,
-                    redis_ping as redis_ping, write_pidfile as write_pidfile, write_redis_conf as write_redis_conf)
+                    redis_ping as redis_ping, remove_pidfile as remove_pidfile, write_pidfile as write_pidfile,
+                    write_redis_conf as write_redis_conf)
 
 # What a private stack may dial out: its "carrier" is SIPp on loopback, and the test and demo customers are
 # +1 202 numbers (the 555-01xx fictional range, and the benchmarks' 2XX exchanges). A real deployment lists
@@ -346,7 +347,7 @@ class Stack:
         for name in reversed(SERVICES):
             pid = self._read_pid(name)
             if pid is None:
-                self._pidfile(name).unlink(missing_ok=True)
+                remove_pidfile(self._pidfile(name))
                 continue
             if name == "asterisk":
                 try:
@@ -367,7 +368,7 @@ class Stack:
                     pass
                 while _pid_alive(pid) and time.monotonic() < end + 5:
                     time.sleep(0.05)
-            self._pidfile(name).unlink(missing_ok=True)
+            remove_pidfile(self._pidfile(name))
             stopped.append(name)
         return stopped
 
