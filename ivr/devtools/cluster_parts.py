@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..asterisk import kamailio
+from .procs import short_socket_path
 from .stack import StackError, _pid_alive, _tail, read_pidfile, remove_pidfile, write_pidfile
 
 
@@ -103,7 +104,7 @@ class KamailioProcess:
         self.root, self.listen, self.binary = root, listen, binary
         self.host, self.port = kamailio.split_hostport(listen, "kamailio")
         self.cfg_path, self.list_path = root / "kamailio.cfg", root / "dispatcher.list"
-        self.ctl = root / "kamailio_ctl"
+        self.ctl = short_socket_path(root / "kamailio_ctl")
         self.settings = kamailio.KamailioSettings(listen=listen, nodes=tuple(nodes), allowed=tuple(allowed),
                                                   dispatcher_file=str(self.list_path), ctl_socket=str(self.ctl))
         self.procs = Processes(root)

@@ -3,9 +3,22 @@ probes, and the Redis config and ping the stacks and the cluster use (ivr/devtoo
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
+import tempfile
 from pathlib import Path
+
+SOCKET_PATH_MAX = 100   # a Unix socket's path holds at most 107 bytes (sun_path, 108 with its NUL)
+
+
+def short_socket_path(path: Path) -> Path:
+    """``path`` for a Unix socket, or, when it is too long to bind, a path under /tmp named after it (the same
+    ``path`` always gives the same one)."""
+    if len(str(path)) <= SOCKET_PATH_MAX:
+        return path
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"ivr-{digest}-{path.name}"[:60]
 
 
 def _port_in_use(host: str, port: int, udp: bool = False) -> bool:
