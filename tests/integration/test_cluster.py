@@ -36,7 +36,7 @@ from ivr.devtools.sipp import Sipp, SippResult, free_port
 from ivr.devtools.sipp_scenarios import CallerScript
 from ivr.devtools.stack import _port_in_use, _pid_alive
 
-from .harness import FIXTURES, SHORT_MENU_DID, require_tools, wait_for, worker_port_bases
+from .harness import FIXTURES, SHORT_MENU_DID, cluster_port_base, require_tools, wait_for
 
 AGENT = "1001"
 
@@ -87,17 +87,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster,
 
 
 def _cluster_base() -> int:
-    """A port base whose cluster ports (Kamailio, Redis, two nodes) are all free, from this worker's slice."""
-    first, stop = worker_port_bases() or (40000, 58000)
-    busy: list[int] = []
-    for base in range(first, stop, 2000):
-        ports = cluster_ports(base, 2)
-        wanted = [ports["kamailio"], *ports["redis_set"]] + [n[k] for n in ports["nodes"]
-                                                        for k in ("sip", "ami", "agi", "api", "rtp_start")]
-        busy = [p for p in wanted if _port_in_use("127.0.0.1", p) or _port_in_use("127.0.0.1", p, udp=True)]
-        if not busy:
-            return base
-    raise AssertionError(f"no free port range for a cluster between {first} and {stop} (last busy: {busy})")
+    return cluster_port_base(2)
 
 
 def caller(pause_ms: int) -> CallerScript:

@@ -10,23 +10,14 @@ from typing import Any
 from ivr.agents.roster import Roster
 from ivr.app.config_load import from_mapping
 from ivr.asterisk.state import CallCenterState
+
+from .fakes import FakeAmi
 from ivr.balance.loop import BalanceLoop, tiers_from_json, tiers_to_json
 from ivr.balance.policy import TierState
 from ivr.cluster.leader import Leadership
 from ivr.store.leader import Fenced
 
 
-class FakeAmi:
-    connected = True
-
-    def __init__(self) -> None:
-        self.actions: list[tuple[str, dict[str, Any]]] = []
-        self.ready = asyncio.Event()
-        self.ready.set()
-
-    async def action(self, name: str, fields: dict[str, Any], timeout: float = 10) -> dict[str, Any]:
-        self.actions.append((name, dict(fields)))
-        return {"Response": "Success"}
 
 
 class Switch:

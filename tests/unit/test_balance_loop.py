@@ -15,18 +15,9 @@ from ivr.app.config_load import from_mapping
 from ivr.agents.roster import Roster
 from ivr.asterisk.state import CallCenterState
 
+from .fakes import FakeAmi
 
-class FakeAmi:
-    connected = True
 
-    def __init__(self) -> None:
-        self.actions: list[tuple[str, dict[str, Any]]] = []
-        self.ready = asyncio.Event()
-        self.ready.set()
-
-    async def action(self, name: str, fields: dict[str, Any], timeout: float = 10) -> dict[str, Any]:
-        self.actions.append((name, dict(fields)))
-        return {"Response": "Success"}
 
 
 def loop_with(pending: Any) -> tuple[BalanceLoop, FakeAmi]:
