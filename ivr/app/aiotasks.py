@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Iterable
+from typing import Any, Iterable
 
 log = logging.getLogger(__name__)
 
@@ -34,3 +34,14 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[object]], timeout: float 
             break
         _, pending = await asyncio.wait(pending, timeout=min(every, left))
     return pending
+
+
+async def drain_then_stop(jobs: "asyncio.Queue[Any]", worker: "asyncio.Task[Any]", grace: float,
+                          what: str) -> None:
+    """Let ``worker`` finish the ``jobs`` queued (bounded by ``grace``; what is left is logged as ``what``),
+    then stop it for certain (``cancel_and_wait``: it writes to Redis, whose client may swallow a cancel)."""
+    try:
+        await asyncio.wait_for(jobs.join(), grace)
+    except asyncio.TimeoutError:
+        log.warning("%s: %d not written at stop", what, jobs.qsize())
+    await cancel_and_wait([worker])

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, Union
 
+from ..app.aiotasks import drain_then_stop
 from ..callbacks.service import ACCOUNT_PREFIX as CALLBACK_PREFIX
 from ..campaigns.transfers import CAMPAIGN_PREFIX
 from ..core import names as ev
@@ -223,15 +224,7 @@ class WaitingRegister:
         """Write what is queued (bounded by ``grace``), then stop."""
         if self._worker is None:
             return
-        try:
-            await asyncio.wait_for(self._ops.join(), grace)
-        except asyncio.TimeoutError:
-            log.warning("waiting register: %d updates not written at stop", self._ops.qsize())
-        self._worker.cancel()
-        try:
-            await self._worker
-        except asyncio.CancelledError:
-            pass
+        await drain_then_stop(self._ops, self._worker, grace, "waiting register updates")
         self._worker = None
 
     @property

@@ -16,6 +16,7 @@ import time
 from typing import Any, Awaitable, Callable, Mapping
 
 
+from ..app.aiotasks import drain_then_stop
 from ..core import names as ev
 from ..store.errors import StoreUnavailable
 from ..store.redis_store import Store
@@ -100,15 +101,7 @@ class CallRecorder:
             handle.cancel()
             self._submit(op)
         self._timers.clear()
-        try:
-            await asyncio.wait_for(self._jobs.join(), grace)
-        except asyncio.TimeoutError:
-            log.warning("call recorder: %d writes not flushed at stop", self._jobs.qsize())
-        self._worker.cancel()
-        try:
-            await self._worker
-        except asyncio.CancelledError:
-            pass
+        await drain_then_stop(self._jobs, self._worker, grace, "call recorder writes")
         self._worker = None
 
     @property
